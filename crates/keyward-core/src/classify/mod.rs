@@ -1,0 +1,569 @@
+//! The failure classifier: one failed upstream attempt in, one [`Failure`] out.
+//!
+//! Hand-written because it *is* the domain: no crate knows that Anthropic reports an
+//! exhausted credit balance as a 400, that OpenAI's `token_expired` means "refresh" on the
+//! API but "log in again" on the token endpoint, or that Groq's 498 is capacity while
+//! Cohere's 498 is a content block.
+//!
+//! The order of evidence, for every provider:
+//! 1. a transport error (no response at all);
+//! 2. the token endpoint's RFC 6749 §5.2 answer, when the attempt was a refresh;
+//! 3. the provider's own structured fields: status with `error.type`/`error.code`, Google
+//!    `ErrorInfo.reason`/`error.status`/`QuotaFailure`, AWS error types, Anthropic
+//!    `details.error_code`, finish reasons of success-shaped bodies, in-band SSE errors;
+//! 4. phrases in the message ([`cues`]), which only ever yield low confidence unless a
+//!    provider module pairs a documented message with its structured type;
+//! 5. the bare status, low confidence.
+//!
+//! Only [`body::MAX_EXAMINED`] bytes of a body are read, so the cost is bounded whatever
+//! arrives; any bytes at all (invalid UTF-8, HTML, megabytes) get a verdict without panic.
+
+mod body;
+mod cues;
+mod generic;
+pub mod headers;
+mod provider;
+mod providers;
+mod redact;
+mod verdict;
+
+use std::borrow::Cow;
+use std::time::SystemTime;
+
+pub use body::MAX_EXAMINED;
+pub use provider::{CatalogueName, CredentialKind, EndpointKind, Phase, Provider, TransportError};
+pub use redact::mask_secrets;
+pub use verdict::{Class, Confidence, Evidence, EvidenceKind, Failure, Scope};
+
+use body::Signals;
+use cues::{Cue, Cues};
+
+/// One failed attempt, as the classifier sees it. Borrowed: nothing is copied.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    /// Who answered.
+    pub provider: Provider,
+    /// The kind of secret used.
+    pub credential: CredentialKind,
+    /// Inference API or OAuth token endpoint.
+    pub endpoint: EndpointKind,
+    /// How far the attempt got.
+    pub phase: Phase,
+    /// A transport error instead of a response, if that is what happened.
+    pub transport: Option<TransportError>,
+    /// The HTTP status, if a response arrived (for in-band errors, the 200).
+    pub status: Option<u16>,
+    /// Response headers, in any case.
+    pub headers: &'a [(&'a str, &'a str)],
+    /// The response body (or the failing SSE event); only a bounded prefix is examined.
+    pub body: &'a [u8],
+    /// The wall-clock time of the response, for HTTP-date and RFC 3339 reset headers.
+    pub now: SystemTime,
+}
+
+impl<'a> Attempt<'a> {
+    /// A response from `provider` with an API key on an inference endpoint; adjust the
+    /// other fields with the builder methods.
+    pub fn response(provider: Provider, status: u16, body: &'a [u8]) -> Self {
+        Attempt {
+            provider,
+            credential: CredentialKind::ApiKey,
+            endpoint: EndpointKind::Inference,
+            phase: Phase::Headers,
+            transport: None,
+            status: Some(status),
+            headers: &[],
+            body,
+            now: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    /// A transport failure talking to `provider`.
+    pub fn transport(provider: Provider, error: TransportError, phase: Phase) -> Self {
+        Attempt {
+            provider,
+            credential: CredentialKind::ApiKey,
+            endpoint: EndpointKind::Inference,
+            phase,
+            transport: Some(error),
+            status: None,
+            headers: &[],
+            body: &[],
+            now: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    /// Sets the credential kind.
+    pub fn credential(mut self, kind: CredentialKind) -> Self {
+        self.credential = kind;
+        self
+    }
+
+    /// Sets the endpoint kind.
+    pub fn endpoint(mut self, kind: EndpointKind) -> Self {
+        self.endpoint = kind;
+        self
+    }
+
+    /// Sets the response headers.
+    pub fn headers(mut self, headers: &'a [(&'a str, &'a str)]) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Sets the phase.
+    pub fn phase(mut self, phase: Phase) -> Self {
+        self.phase = phase;
+        self
+    }
+
+    /// Sets the time the response arrived.
+    pub fn at(mut self, now: SystemTime) -> Self {
+        self.now = now;
+        self
+    }
+}
+
+/// What one rule decided, before the common finishing (retry-after, explanation).
+#[derive(Debug, Clone)]
+pub(crate) struct Rule {
+    pub class: Class,
+    pub scope: Scope,
+    pub confidence: Confidence,
+    pub kind: EvidenceKind,
+    pub value: Cow<'static, str>,
+    /// A more specific account of what happened than the class's default.
+    pub what: Option<&'static str>,
+}
+
+impl Rule {
+    pub fn high(
+        class: Class,
+        scope: Scope,
+        kind: EvidenceKind,
+        value: impl Into<Cow<'static, str>>,
+    ) -> Rule {
+        Rule {
+            class,
+            scope,
+            confidence: Confidence::High,
+            kind,
+            value: value.into(),
+            what: None,
+        }
+    }
+
+    pub fn low(
+        class: Class,
+        scope: Scope,
+        kind: EvidenceKind,
+        value: impl Into<Cow<'static, str>>,
+    ) -> Rule {
+        Rule {
+            confidence: Confidence::Low,
+            ..Rule::high(class, scope, kind, value)
+        }
+    }
+
+    pub fn what(mut self, what: &'static str) -> Rule {
+        self.what = Some(what);
+        self
+    }
+}
+
+/// Everything a rule may look at.
+#[derive(Debug)]
+pub(crate) struct Cx<'s, 'a> {
+    pub provider: Provider,
+    pub credential: CredentialKind,
+    pub phase: Phase,
+    /// The status the rules reason about: the HTTP status when it is an error, else one the
+    /// body states (Google `error.code` inside a 200), else one read out of the text.
+    pub status: Option<u16>,
+    /// The HTTP status as received.
+    pub http_status: Option<u16>,
+    pub sig: &'s Signals<'a>,
+    /// Cues from the human-readable message, title or text.
+    pub msg: Cues,
+    /// Cues from structured fields (type, code, reason, AWS type, finish reason).
+    pub codes: Cues,
+    pub headers: &'s [(&'s str, &'s str)],
+}
+
+impl Cx<'_, '_> {
+    /// Any cue, from structure or message.
+    pub fn cue(&self, c: Cue) -> bool {
+        self.msg.has(c) || self.codes.has(c)
+    }
+
+    /// The rule for a cue: high confidence when a structured field raised it.
+    pub fn by_cue(&self, c: Cue, class: Class, scope: Scope) -> Rule {
+        if self.codes.has(c) {
+            Rule::high(class, scope, EvidenceKind::ErrorCode, self.codes.phrase(c))
+        } else {
+            Rule::low(class, scope, EvidenceKind::Phrase, self.msg.phrase(c))
+        }
+    }
+
+    pub fn ty(&self) -> &str {
+        self.sig.ty.as_deref().unwrap_or("")
+    }
+
+    pub fn code(&self) -> &str {
+        self.sig.code.as_deref().unwrap_or("")
+    }
+
+    /// The human message: the message field, an HTML title, or the head of a text body.
+    pub fn message(&self) -> &str {
+        if let Some(m) = self.sig.message.as_deref().or(self.sig.title) {
+            return m;
+        }
+        if self.sig.kind == body::BodyKind::Text {
+            let t = self.sig.text.trim();
+            return t.get(..t.len().min(512)).unwrap_or(t);
+        }
+        ""
+    }
+
+    pub fn is_status(&self, s: u16) -> bool {
+        self.status == Some(s)
+    }
+
+    pub fn is_5xx(&self) -> bool {
+        self.status.is_some_and(|s| (500..600).contains(&s))
+    }
+
+    /// Whether the credential can be refreshed (OAuth, cloud session).
+    pub fn refreshable(&self) -> bool {
+        self.credential.refreshable()
+    }
+}
+
+/// Classifies one failed attempt.
+///
+/// ```
+/// use keyward_core::classify::{classify, Attempt, Class, Provider, Scope};
+///
+/// let body = br#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#;
+/// let failure = classify(&Attempt::response(Provider::Anthropic, 401, body));
+/// assert_eq!(failure.class, Class::AuthPermanent);
+/// assert_eq!(failure.scope, Scope::Credential);
+/// ```
+pub fn classify(attempt: &Attempt<'_>) -> Failure {
+    if let Some(t) = attempt.transport {
+        return finish(
+            attempt,
+            None,
+            &Signals::default(),
+            generic::transport(t, attempt.phase),
+            None,
+            false,
+        );
+    }
+    let prefix = &attempt.body[..attempt.body.len().min(MAX_EXAMINED)];
+    let text: Cow<'_, str> = match std::str::from_utf8(prefix) {
+        Ok(s) => Cow::Borrowed(s),
+        // A cut in the middle of a character at the end of the prefix is not an error.
+        Err(e) if e.error_len().is_none() => {
+            Cow::Borrowed(std::str::from_utf8(&prefix[..e.valid_up_to()]).unwrap_or(""))
+        }
+        Err(_) => String::from_utf8_lossy(prefix),
+    };
+    let sig = Signals::read(&text);
+
+    let mut msg = Cues::default();
+    let mut codes = Cues::default();
+    if let Some(m) = sig.message.as_deref() {
+        msg.scan(m);
+    }
+    if let Some(t) = sig.title {
+        msg.scan(t);
+    }
+    if let Some(e) = sig.error_str.as_deref() {
+        if is_code_like(e) {
+            codes.scan(e);
+        } else {
+            msg.scan(e);
+        }
+    }
+    for field in [
+        &sig.ty,
+        &sig.code,
+        &sig.gstatus,
+        &sig.reason,
+        &sig.aws_type,
+        &sig.detail_code,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if is_code_like(field) {
+            codes.scan(field);
+        } else {
+            msg.scan(field);
+        }
+    }
+    if !sig.structured && sig.message.is_none() {
+        let head = text.get(..text.len().min(2048)).unwrap_or(&text);
+        msg.scan(head);
+    }
+
+    let http_status = attempt.status;
+    let mut status_from_text = false;
+    let status = match http_status {
+        Some(s) if s >= 400 => Some(s),
+        _ => match sig.num_code.filter(|c| (400..600).contains(c)) {
+            Some(c) => Some(c),
+            None if http_status.is_none() => {
+                let sniffed = generic::sniff_status(&text);
+                status_from_text = sniffed.is_some();
+                sniffed
+            }
+            None => None,
+        },
+    };
+
+    let cx = Cx {
+        provider: attempt.provider,
+        credential: attempt.credential,
+        phase: attempt.phase,
+        status,
+        http_status,
+        sig: &sig,
+        msg,
+        codes,
+        headers: attempt.headers,
+    };
+
+    let rule = if attempt.endpoint == EndpointKind::Token {
+        providers::oauth_token::classify(&cx)
+    } else {
+        providers::classify(&cx)
+    };
+    finish(attempt, Some(&cx), &sig, rule, status, status_from_text)
+}
+
+/// A code-like field (`invalid_api_key`, `RESOURCE_EXHAUSTED`) rather than prose.
+fn is_code_like(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && !s.contains(' ')
+}
+
+fn finish(
+    attempt: &Attempt<'_>,
+    cx: Option<&Cx<'_, '_>>,
+    sig: &Signals<'_>,
+    rule: Rule,
+    status: Option<u16>,
+    status_from_text: bool,
+) -> Failure {
+    let (retry_after, source) =
+        match headers::retry_after_from_headers(attempt.headers, attempt.now) {
+            Some((d, src)) => (Some(d), Some(src)),
+            None => match sig.retry_delay {
+                Some(d) => (Some(d), Some("RetryInfo.retryDelay")),
+                None => {
+                    let wants = matches!(
+                        rule.class,
+                        Class::RateLimit | Class::Overloaded | Class::ServerError
+                    );
+                    match cx
+                        .map(|c| c.message())
+                        .filter(|_| wants)
+                        .and_then(headers::retry_after_from_text)
+                    {
+                        Some(d) => (Some(d), Some("message")),
+                        None => (None, None),
+                    }
+                }
+            },
+        };
+    let provider_code = [
+        &sig.detail_code,
+        &sig.code,
+        &sig.ty,
+        &sig.reason,
+        &sig.aws_type,
+    ]
+    .into_iter()
+    .flatten()
+    .map(|c| c.as_ref())
+    .chain(sig.error_str.as_deref().filter(|e| is_code_like(e)))
+    .chain(sig.gstatus.as_deref())
+    .find(|c| !c.is_empty() && *c != "error" && *c != "null")
+    .map(|c| mask_secrets(&clip(c, 80)).into_owned());
+    let evidence = Evidence {
+        status: status.or(attempt.status),
+        status_from_text,
+        kind: rule.kind,
+        value: mask_secrets(&clip(&rule.value, 120)).into_owned(),
+        retry_after_source: source,
+    };
+    let excerpt = cx
+        .map(|c| c.message())
+        .filter(|m| !m.is_empty())
+        .or_else(|| {
+            let t = sig.text.trim();
+            (!t.is_empty() && sig.kind != body::BodyKind::Json).then_some(t)
+        });
+    let explanation = explain(
+        attempt.provider,
+        &rule,
+        &evidence,
+        sig.event.as_deref(),
+        excerpt,
+    );
+    Failure {
+        class: rule.class,
+        scope: rule.scope,
+        confidence: rule.confidence,
+        retry_after,
+        evidence,
+        provider_code,
+        explanation,
+    }
+}
+
+/// Cuts `s` to at most `max` characters on a char boundary, folding whitespace.
+fn clip(s: &str, max: usize) -> Cow<'_, str> {
+    let needs_fold = s.contains(['\n', '\r', '\t']) || s.contains("  ");
+    if s.chars().count() <= max && !needs_fold {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(max.min(s.len()) + 3);
+    let mut last_space = false;
+    for (n, ch) in s.chars().enumerate() {
+        if n >= max {
+            out.push('…');
+            break;
+        }
+        if ch.is_whitespace() {
+            if !last_space {
+                out.push(' ');
+            }
+            last_space = true;
+        } else {
+            out.push(ch);
+            last_space = false;
+        }
+    }
+    Cow::Owned(out.trim().to_owned())
+}
+
+fn explain(
+    provider: Provider,
+    rule: &Rule,
+    ev: &Evidence,
+    in_band: Option<&str>,
+    excerpt: Option<&str>,
+) -> String {
+    use std::fmt::Write;
+    let what = rule
+        .what
+        .unwrap_or_else(|| default_what(rule.class, rule.scope));
+    let mut s = String::with_capacity(200);
+    let _ = write!(s, "{provider}: {what} (");
+    if let Some(event) = in_band {
+        let _ = write!(s, "in-band event `{}`, ", clip(event, 40));
+    }
+    if let Some(st) = ev.status {
+        let _ = write!(
+            s,
+            "{st}{} ",
+            if ev.status_from_text {
+                " read from text"
+            } else {
+                ""
+            }
+        );
+    }
+    let _ = write!(s, "{}={}", ev.kind.as_str(), ev.value);
+    if let Some(x) = excerpt {
+        let x = clip(x, 140);
+        if !x.is_empty() && x != ev.value {
+            let _ = write!(s, ", \"{}\"", mask_secrets(&x));
+        }
+    }
+    let _ = write!(
+        s,
+        "; {} confidence). {}",
+        rule.confidence.as_str(),
+        remedy(rule.class, rule.scope)
+    );
+    s
+}
+
+fn default_what(class: Class, scope: Scope) -> &'static str {
+    match (class, scope) {
+        (Class::AuthTransient, _) => "the access token or session credential has expired",
+        (Class::AuthPermanent, Scope::QuotaBucket) => {
+            "the organization or account behind this credential is disabled"
+        }
+        (Class::AuthPermanent, Scope::Endpoint) => {
+            "the endpoint refuses this gateway (region, network or client configuration)"
+        }
+        (Class::AuthPermanent, _) => {
+            "the credential was rejected as invalid, revoked or deactivated"
+        }
+        (Class::Billing, Scope::CredentialModel) => {
+            "this model is not included in the account's plan"
+        }
+        (Class::Billing, _) => "credit or quota is exhausted",
+        (Class::RateLimit, _) => "rate limited",
+        (Class::Overloaded, _) => "the provider is out of capacity",
+        (Class::Timeout, _) => "no response, or no progress, within the time limit",
+        (Class::Network, _) => "the connection failed before a complete response",
+        (Class::ServerError, _) => "the provider failed with a server error",
+        (Class::BadRequest, Scope::Endpoint) => {
+            "the target is misconfigured (path, API version, auth mode or a parameter it rejects)"
+        }
+        (Class::BadRequest, _) => "the request was rejected as invalid",
+        (Class::ContextOverflow, _) => "the prompt exceeds the model's context window",
+        (Class::ModelNotFound, Scope::ProviderModel) => "the model is retired or no longer served",
+        (Class::ModelNotFound, _) => "the model is unknown or not enabled for this credential",
+        (Class::ContentFilter, _) => "the provider's safety system refused the request or output",
+    }
+}
+
+fn remedy(class: Class, scope: Scope) -> &'static str {
+    match (class, scope) {
+        (Class::AuthTransient, _) => {
+            "Refresh the credential (where it can be refreshed) and retry once; if it fails again, the credential is suspected and probed."
+        }
+        (Class::AuthPermanent, Scope::QuotaBucket) => {
+            "Every key of that organization is affected: contact the provider or move traffic to another account."
+        }
+        (Class::AuthPermanent, Scope::Endpoint) => {
+            "Route through another region or endpoint, or fix the client configuration; the key itself may be fine."
+        }
+        (Class::AuthPermanent, _) => {
+            "Replace the secret in keyward.toml (or log in again for OAuth); a probe confirms before the key is disabled."
+        }
+        (Class::Billing, _) => {
+            "Add credit, raise the spend limit or upgrade the plan at the provider; Keyward re-probes and resumes when it works."
+        }
+        (Class::RateLimit, _) => {
+            "Wait for the reset, spread load over more keys, or raise the limit with the provider."
+        }
+        (Class::Overloaded, _) => "Transient: fail over to another target and retry shortly.",
+        (Class::Timeout, _) => {
+            "Fail over; if it repeats for a slow model, raise that route's timeouts."
+        }
+        (Class::Network, _) => {
+            "Check connectivity (DNS, TLS, proxy) to the endpoint; Keyward retries or fails over."
+        }
+        (Class::ServerError, _) => "Transient: retry once, then fail over.",
+        (Class::BadRequest, Scope::Endpoint) => {
+            "Fix this target's configuration in keyward.toml; other targets keep serving."
+        }
+        (Class::BadRequest, _) => "Fix the request; sending it again unchanged fails the same way.",
+        (Class::ContextOverflow, _) => {
+            "Shorten the conversation or route to a larger-context model."
+        }
+        (Class::ModelNotFound, _) => {
+            "Use an available model or enable access for this account; configured fallbacks serve meanwhile."
+        }
+        (Class::ContentFilter, _) => {
+            "Change the prompt; the request is not retried elsewhere."
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Google APIs: the Gemini API (native, and its OpenAI-compatible endpoint, which wraps the
+//! same body in an array) and Vertex AI. Shape: `{"error":{"code","message","status",
+//! "details":[…]}}` where `status` is the canonical gRPC code name and `details` may hold
+//! `google.rpc.ErrorInfo` (`reason`: `API_KEY_INVALID`, `ACCESS_TOKEN_EXPIRED`,
+//! `SERVICE_DISABLED`, …), `RetryInfo` (`retryDelay`) and `QuotaFailure` (violations with
+//! `quotaId` and `quotaValue`).
+//!
+//! Two traps: Gemini reports an expired *API key* as `API_KEY_INVALID` with the text "API
+//! key expired" (permanent: API keys do not refresh), and a 429 whose quota is `0` (or a
+//! free-tier quota on a model the free tier lacks) is a billing gate that never clears by
+//! waiting. On Vertex AI a 429 without quota details is Dynamic Shared Quota: shared
+//! capacity, not this project's quota.
+
+use super::super::cues::Cue;
+use super::super::generic;
+use super::super::{Class, Confidence, Cx, EvidenceKind, Provider, Rule, Scope};
+use super::anthropic;
+
+fn reason_rule(cx: &Cx<'_, '_>, class: Class, scope: Scope) -> Rule {
+    let reason = cx.sig.reason.as_deref().unwrap_or("");
+    Rule::high(class, scope, EvidenceKind::GoogleReason, reason.to_owned())
+}
+
+fn status_rule(cx: &Cx<'_, '_>, class: Class, scope: Scope) -> Rule {
+    let st = cx.sig.gstatus.as_deref().unwrap_or("");
+    Rule::high(class, scope, EvidenceKind::GoogleReason, st.to_owned())
+}
+
+/// A status-decided rule whose class a message phrase refined.
+fn status_and_cue(cx: &Cx<'_, '_>, cue: Cue, class: Class, scope: Scope) -> Rule {
+    let st = cx.sig.gstatus.as_deref().unwrap_or("");
+    Rule::high(
+        class,
+        scope,
+        EvidenceKind::GoogleReason,
+        format!("{st} + \"{}\"", cx.msg.phrase(cue)),
+    )
+}
+
+/// "limit: 0" in a quota message: the quota for this model is zero on this plan.
+fn zero_limit(msg: &str) -> bool {
+    let mut rest = msg;
+    while let Some(i) = rest.find("limit: 0") {
+        let after = rest.as_bytes().get(i + "limit: 0".len());
+        if !after.is_some_and(u8::is_ascii_digit) {
+            return true;
+        }
+        rest = &rest[i + 1..];
+    }
+    false
+}
+
+pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
+    if anthropic::looks_anthropic(cx) {
+        return anthropic::classify(cx);
+    }
+    let reason = cx.sig.reason.as_deref().unwrap_or("");
+    match reason {
+        "API_KEY_INVALID" | "API_KEY_EXPIRED" => {
+            return Some(
+                reason_rule(cx, Class::AuthPermanent, Scope::Credential).what(
+                    "the API key is invalid, deleted or expired (API keys cannot be refreshed)",
+                ),
+            );
+        }
+        "API_KEY_SERVICE_BLOCKED"
+        | "API_KEY_HTTP_REFERRER_BLOCKED"
+        | "API_KEY_IP_ADDRESS_BLOCKED"
+        | "API_KEY_ANDROID_APP_BLOCKED"
+        | "API_KEY_IOS_APP_BLOCKED" => {
+            return Some(
+                reason_rule(cx, Class::AuthPermanent, Scope::Credential)
+                    .what("the API key's restrictions block this API or this gateway"),
+            );
+        }
+        "ACCESS_TOKEN_EXPIRED" | "ACCESS_TOKEN_TYPE_UNSUPPORTED" if cx.refreshable() => {
+            return Some(reason_rule(cx, Class::AuthTransient, Scope::Credential));
+        }
+        "ACCESS_TOKEN_EXPIRED" => {
+            return Some(
+                reason_rule(cx, Class::AuthPermanent, Scope::Credential)
+                    .what("an expired access token was configured as a static key"),
+            );
+        }
+        "ACCESS_TOKEN_SCOPE_INSUFFICIENT" | "IAM_PERMISSION_DENIED" | "CREDENTIALS_MISSING" => {
+            return Some(reason_rule(cx, Class::AuthPermanent, Scope::Credential));
+        }
+        "SERVICE_DISABLED" | "CONSUMER_SUSPENDED" | "USER_PROJECT_DENIED" | "CONSUMER_INVALID" => {
+            return Some(reason_rule(cx, Class::AuthPermanent, Scope::QuotaBucket)
+                .what("the Google Cloud project behind this credential cannot use the API (disabled or suspended)"));
+        }
+        "BILLING_DISABLED" => return Some(reason_rule(cx, Class::Billing, Scope::QuotaBucket)),
+        "LOCATION_NOT_SUPPORTED" | "LOCATION_POLICY_VIOLATED" => {
+            return Some(reason_rule(cx, Class::AuthPermanent, Scope::Endpoint));
+        }
+        _ => {}
+    }
+    let st = cx.sig.gstatus.as_deref().unwrap_or("");
+    let msg = cx.message();
+    let quota = st == "RESOURCE_EXHAUSTED"
+        || reason == "RATE_LIMIT_EXCEEDED"
+        || reason == "RESOURCE_EXHAUSTED"
+        || cx.sig.quota_failure;
+    if quota {
+        if cx.sig.quota_zero || zero_limit(msg) {
+            return Some(Rule::high(Class::Billing, Scope::CredentialModel, EvidenceKind::Field, "QuotaFailure limit 0")
+                .what("this model has no quota on the account's plan (free tier limit 0): enable billing or use another model"));
+        }
+        if cx.cue(Cue::BillingStrong) {
+            return Some(status_and_cue(
+                cx,
+                Cue::BillingStrong,
+                Class::Billing,
+                Scope::QuotaBucket,
+            ));
+        }
+        let has_details =
+            cx.sig.quota_failure || cx.sig.retry_delay.is_some() || !reason.is_empty();
+        if cx.provider == Provider::VertexAi && !has_details && !msg.contains("Quota exceeded for")
+        {
+            return Some(status_rule(cx, Class::Overloaded, Scope::ProviderModel)
+                .what("Vertex AI's shared capacity for this model is exhausted (not this project's quota)"));
+        }
+        return Some(status_rule(cx, Class::RateLimit, Scope::CredentialModel));
+    }
+    if cx.is_status(402) {
+        return Some(status_rule(cx, Class::Billing, Scope::QuotaBucket));
+    }
+    let r = match st {
+        "UNAUTHENTICATED" => {
+            if cx.refreshable() {
+                status_rule(cx, Class::AuthTransient, Scope::Credential)
+            } else {
+                status_rule(cx, Class::AuthPermanent, Scope::Credential)
+                    .what("the request's credentials were not accepted (wrong or missing key)")
+            }
+        }
+        "PERMISSION_DENIED" => {
+            if cx.cue(Cue::BillingStrong) {
+                status_and_cue(cx, Cue::BillingStrong, Class::Billing, Scope::QuotaBucket)
+            } else if cx.cue(Cue::ModelAccess) || cx.cue(Cue::ModelMissing) {
+                status_and_cue(
+                    cx,
+                    Cue::ModelAccess,
+                    Class::ModelNotFound,
+                    Scope::CredentialModel,
+                )
+            } else if cx.cue(Cue::RegionBlock) {
+                status_and_cue(cx, Cue::RegionBlock, Class::AuthPermanent, Scope::Endpoint)
+            } else if cx.cue(Cue::Revoked) {
+                status_and_cue(cx, Cue::Revoked, Class::AuthPermanent, Scope::Credential)
+                    .what("the key was revoked or disabled (e.g. reported as leaked)")
+            } else if msg.contains("has not been used in project") || msg.contains("it is disabled")
+            {
+                status_rule(cx, Class::AuthPermanent, Scope::QuotaBucket)
+                    .what("the API is not enabled for this Google Cloud project")
+            } else {
+                Rule {
+                    confidence: Confidence::Low,
+                    ..status_rule(cx, Class::AuthPermanent, Scope::Credential)
+                }
+            }
+        }
+        "INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "OUT_OF_RANGE" => {
+            if cx.cue(Cue::ContextOverflow) {
+                status_and_cue(
+                    cx,
+                    Cue::ContextOverflow,
+                    Class::ContextOverflow,
+                    Scope::Request,
+                )
+            } else if cx.cue(Cue::InvalidKey) {
+                status_and_cue(cx, Cue::InvalidKey, Class::AuthPermanent, Scope::Credential)
+            } else if cx.cue(Cue::RegionBlock) {
+                status_and_cue(cx, Cue::RegionBlock, Class::AuthPermanent, Scope::Endpoint)
+            } else if cx.cue(Cue::BillingStrong)
+                || cx.cue(Cue::BillingWeak) && st == "FAILED_PRECONDITION"
+            {
+                let c = if cx.cue(Cue::BillingStrong) {
+                    Cue::BillingStrong
+                } else {
+                    Cue::BillingWeak
+                };
+                status_and_cue(cx, c, Class::Billing, Scope::QuotaBucket)
+            } else if cx.cue(Cue::ContentFilter) {
+                status_and_cue(cx, Cue::ContentFilter, Class::ContentFilter, Scope::Request)
+            } else if cx.cue(Cue::ModelMissing) {
+                status_and_cue(
+                    cx,
+                    Cue::ModelMissing,
+                    Class::ModelNotFound,
+                    Scope::CredentialModel,
+                )
+            } else {
+                status_rule(cx, Class::BadRequest, Scope::Request)
+            }
+        }
+        "NOT_FOUND" => {
+            if cx.cue(Cue::ModelMissing) || msg.contains("models/") || msg.contains("odel") {
+                status_rule(cx, Class::ModelNotFound, Scope::CredentialModel)
+            } else {
+                status_rule(cx, Class::BadRequest, Scope::Endpoint)
+                    .what("the endpoint path or resource does not exist")
+            }
+        }
+        "UNAVAILABLE" => {
+            if cx.cue(Cue::Timeout) {
+                status_and_cue(cx, Cue::Timeout, Class::Timeout, Scope::ProviderModel)
+                    .what("the provider's own deadline expired before the generation finished")
+            } else {
+                status_rule(cx, Class::Overloaded, Scope::ProviderModel)
+            }
+        }
+        "DEADLINE_EXCEEDED" | "CANCELLED" => status_rule(cx, Class::Timeout, Scope::ProviderModel),
+        "INTERNAL" | "UNKNOWN" | "ABORTED" | "DATA_LOSS" => {
+            if cx.cue(Cue::Overloaded) {
+                status_and_cue(cx, Cue::Overloaded, Class::Overloaded, Scope::ProviderModel)
+            } else {
+                status_rule(cx, Class::ServerError, Scope::ProviderModel)
+            }
+        }
+        "UNIMPLEMENTED" => status_rule(cx, Class::BadRequest, Scope::Endpoint),
+        _ => return generic::by_cues(cx),
+    };
+    Some(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::zero_limit;
+
+    #[test]
+    fn zero_limit_is_exact() {
+        assert!(zero_limit("requests, limit: 0, model: gemini-2.5-pro"));
+        assert!(zero_limit("limit: 0"));
+        assert!(!zero_limit("limit: 10, model"));
+        assert!(!zero_limit("limit: 05"));
+    }
+}

@@ -1,0 +1,147 @@
+//! One module per provider, each written from that provider's documented error shapes.
+//!
+//! Every module answers only what its structure decides and returns `None` otherwise; the
+//! dispatcher then tries the shapes any provider may relay (Anthropic-shaped bodies from
+//! Vertex or proxies, Google-shaped bodies, the OpenAI envelope), then phrases, then the
+//! bare status.
+
+pub(crate) mod anthropic;
+pub(crate) mod azure;
+pub(crate) mod bedrock;
+pub(crate) mod cohere;
+pub(crate) mod copilot;
+pub(crate) mod deepseek;
+pub(crate) mod fireworks;
+pub(crate) mod google;
+pub(crate) mod groq;
+pub(crate) mod mistral;
+pub(crate) mod oauth_token;
+pub(crate) mod ollama;
+pub(crate) mod openai;
+pub(crate) mod openrouter;
+pub(crate) mod together;
+pub(crate) mod vllm;
+pub(crate) mod xai;
+
+use super::generic;
+use super::{Class, Cx, EvidenceKind, Provider, Rule, Scope};
+
+/// Classifies an inference-endpoint response. Always gives a verdict.
+pub(crate) fn classify(cx: &Cx<'_, '_>) -> Rule {
+    if let Some(r) = success_shaped(cx) {
+        return r;
+    }
+    let specific = match cx.provider {
+        Provider::Anthropic => anthropic::classify(cx),
+        Provider::OpenAi => openai::classify(cx),
+        Provider::AzureOpenAi => azure::classify(cx),
+        Provider::Gemini | Provider::VertexAi => google::classify(cx),
+        Provider::Bedrock => bedrock::classify(cx),
+        Provider::Mistral => mistral::classify(cx),
+        Provider::Groq => groq::classify(cx),
+        Provider::Cohere => cohere::classify(cx),
+        Provider::DeepSeek => deepseek::classify(cx),
+        Provider::Xai => xai::classify(cx),
+        Provider::OpenRouter => openrouter::classify(cx),
+        Provider::Together => together::classify(cx),
+        Provider::Fireworks => fireworks::classify(cx),
+        Provider::Ollama => ollama::classify(cx),
+        Provider::Vllm => vllm::classify(cx),
+        Provider::GithubCopilot => copilot::classify(cx),
+        Provider::OpenAiCompatible | Provider::Unknown => None,
+    };
+    if let Some(r) = specific {
+        return r;
+    }
+    // Shapes that travel: Claude on Vertex/Bedrock and Anthropic-compatible proxies send
+    // Anthropic bodies; Gemini's OpenAI endpoint and proxies send Google bodies.
+    let relayed = if anthropic::looks_anthropic(cx) {
+        anthropic::classify(cx)
+    } else if cx.sig.gstatus.is_some() || cx.sig.reason.is_some() {
+        google::classify(cx)
+    } else {
+        None
+    };
+    relayed
+        .or_else(|| openai::family(cx))
+        .or_else(|| generic::by_cues(cx))
+        .or_else(|| structured_fallback(cx))
+        .unwrap_or_else(|| generic::by_status(cx))
+}
+
+/// A 200 whose body is a success shape but refused or broke: content filters
+/// (`finish_reason: content_filter`, Gemini `SAFETY`/`PROHIBITED_CONTENT`/`blockReason`,
+/// Anthropic `stop_reason: refusal`, Responses `incomplete_details.reason`).
+fn success_shaped(cx: &Cx<'_, '_>) -> Option<Rule> {
+    if cx.sig.has_error() {
+        return None;
+    }
+    let f = cx.sig.finish.as_deref()?;
+    let filtered = matches!(
+        f,
+        "content_filter"
+            | "SAFETY"
+            | "PROHIBITED_CONTENT"
+            | "BLOCKLIST"
+            | "SPII"
+            | "RECITATION"
+            | "IMAGE_SAFETY"
+            | "refusal"
+            | "OTHER"
+    );
+    if filtered {
+        return Some(
+            Rule::high(
+                Class::ContentFilter,
+                Scope::Request,
+                EvidenceKind::Field,
+                format!("finish reason {f}"),
+            )
+            .what("the provider's safety system stopped the response"),
+        );
+    }
+    if f == "error" {
+        return Some(
+            Rule::low(
+                Class::ServerError,
+                Scope::ProviderModel,
+                EvidenceKind::Field,
+                "finish_reason error",
+            )
+            .what("the provider ended the response with an error finish reason"),
+        );
+    }
+    None
+}
+
+/// An invalid-request type with a 4xx and no other signal: the caller's request.
+fn structured_fallback(cx: &Cx<'_, '_>) -> Option<Rule> {
+    let ty = cx.ty();
+    let bad = matches!(
+        ty,
+        "invalid_request_error"
+            | "BadRequestError"
+            | "invalid_request"
+            | "validation_error"
+            | "UnprocessableEntityError"
+    );
+    if bad && matches!(cx.status, Some(400 | 422)) {
+        return Some(Rule::high(
+            Class::BadRequest,
+            Scope::Request,
+            EvidenceKind::ErrorType,
+            ty.to_owned(),
+        ));
+    }
+    None
+}
+
+/// `error.type` evidence with high confidence.
+pub(crate) fn by_type(cx: &Cx<'_, '_>, class: Class, scope: Scope) -> Rule {
+    Rule::high(class, scope, EvidenceKind::ErrorType, cx.ty().to_owned())
+}
+
+/// `error.code` evidence with high confidence.
+pub(crate) fn by_code(cx: &Cx<'_, '_>, class: Class, scope: Scope) -> Rule {
+    Rule::high(class, scope, EvidenceKind::ErrorCode, cx.code().to_owned())
+}

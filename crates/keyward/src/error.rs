@@ -1,0 +1,33 @@
+//! Errors the command line reports. Each says what went wrong and what to do.
+
+use std::path::PathBuf;
+
+/// A failure of a `keyward` command.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A file named on the command line could not be read. Check the path and its
+    /// permissions. Label: `io`.
+    #[error("cannot read {path}: {source} (check the path and its permissions)")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the output failed (a closed pipe, a full disk). Label: `io`.
+    #[error("cannot write output: {0}")]
+    Write(#[source] std::io::Error),
+    /// An argument had a value the command cannot use. The message names the argument
+    /// and the accepted values. Label: `usage`.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl CliError {
+    /// The process exit code: 2 for usage errors (as clap does), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Read { .. } | CliError::Write(_) => 1,
+        }
+    }
+}

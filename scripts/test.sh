@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Keyward's whole test suite, from a fresh machine of this kind (Debian, Rust via rustup):
+# installs what the tests need, then runs formatting, lints and every test.
+# CI (.ci/run) calls exactly this script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain"
+cargo --version
+rustc --version
+rustup component list --installed 2>/dev/null | grep -E '^(rustfmt|clippy)' || true
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add rustfmt clippy
+fi
+
+step "shared corpora"
+if [ -d ../shared/corpus ]; then
+  echo "using ../shared/corpus for conformance tests"
+else
+  echo "../shared/corpus not found: corpus conformance tests will report that they did not run"
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
