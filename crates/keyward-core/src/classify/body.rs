@@ -205,8 +205,11 @@ impl<'a> Signals<'a> {
         if self.message.is_none() {
             self.message = top_msg;
         }
+        // A top-level `type` is an error type only in error envelopes (Mistral's
+        // `{"object":"error","type":…}`); success bodies carry `"type":"message"` etc.
+        let has_top_message = self.message.is_some();
         if let Some(t) = ty.and_then(|t| t.0) {
-            if t != "error" && self.ty.is_none() {
+            if t != "error" && self.ty.is_none() && (t.contains("error") || has_top_message) {
                 self.ty = Some(t);
             }
         }

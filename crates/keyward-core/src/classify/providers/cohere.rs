@@ -35,6 +35,20 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
             "402 payment required",
         ));
     }
+    if cx.is_status(400)
+        && cx.message().contains("too many tokens")
+        && cx.message().contains("max tokens")
+    {
+        return Some(
+            Rule::high(
+                Class::BadRequest,
+                Scope::Request,
+                EvidenceKind::Phrase,
+                "max tokens",
+            )
+            .what("max_tokens exceeds the model's maximum output"),
+        );
+    }
     if cx.is_status(400) && cx.message().contains("too many tokens") {
         return Some(Rule::high(
             Class::ContextOverflow,

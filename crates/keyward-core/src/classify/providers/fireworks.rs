@@ -1,7 +1,7 @@
 //! Fireworks AI: `{"error":{"object":"error","type":…,"message":…}}` or
 //! `{"error":{"message","param","code":"UNAUTHORIZED","type":"error"}}` (upper-case codes,
-//! `type` literally "error"), `{"error":"Too Many Requests","message":…}` for 429, 412 for
-//! an account that cannot be billed, `NOT_FOUND` "Path not found" for a wrong base URL.
+//! `type` literally "error"), `{"error":"Too Many Requests","message":…}` for 429, 402 for billing,
+//! 412 for a suspended account (or a LoRA that failed to load), `NOT_FOUND` "Path not found" for a wrong base URL.
 
 use super::super::cues::Cue;
 use super::super::{Class, Cx, EvidenceKind, Rule, Scope};
@@ -20,12 +20,26 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
         _ => {}
     }
     if cx.is_status(412) {
-        return Some(Rule::high(
-            Class::Billing,
-            Scope::QuotaBucket,
-            EvidenceKind::Status,
-            "412 precondition (billing)",
-        ));
+        if cx.cue(Cue::ModelMissing)
+            || cx.message().contains("LoRA")
+            || cx.message().contains("model")
+        {
+            return Some(Rule::high(
+                Class::ModelNotFound,
+                Scope::CredentialModel,
+                EvidenceKind::Status,
+                "412 model failed to load",
+            ));
+        }
+        return Some(
+            Rule::high(
+                Class::Billing,
+                Scope::QuotaBucket,
+                EvidenceKind::Status,
+                "412 account suspended",
+            )
+            .what("the account is suspended or its billing status blocks use"),
+        );
     }
     if cx.ty() == "NotFoundError" && cx.cue(Cue::ModelMissing) {
         return Some(super::by_type(

@@ -95,8 +95,22 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
         }
         _ => {}
     }
+    if let Some(r) = interactions_code(cx) {
+        return Some(r);
+    }
     let st = cx.sig.gstatus.as_deref().unwrap_or("");
     let msg = cx.message();
+    if cx.is_status(402) {
+        return Some(
+            Rule::high(
+                Class::Billing,
+                Scope::QuotaBucket,
+                EvidenceKind::Status,
+                "402 prepayment credits depleted",
+            )
+            .what("the project's prepaid credits are depleted: top up or enable auto-reload"),
+        );
+    }
     let quota = st == "RESOURCE_EXHAUSTED"
         || reason == "RATE_LIMIT_EXCEEDED"
         || reason == "RESOURCE_EXHAUSTED"
@@ -122,9 +136,6 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
                 .what("Vertex AI's shared capacity for this model is exhausted (not this project's quota)"));
         }
         return Some(status_rule(cx, Class::RateLimit, Scope::CredentialModel));
-    }
-    if cx.is_status(402) {
-        return Some(status_rule(cx, Class::Billing, Scope::QuotaBucket));
     }
     let r = match st {
         "UNAUTHENTICATED" => {
@@ -171,17 +182,19 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
                 )
             } else if cx.cue(Cue::InvalidKey) {
                 status_and_cue(cx, Cue::InvalidKey, Class::AuthPermanent, Scope::Credential)
-            } else if cx.cue(Cue::RegionBlock) {
-                status_and_cue(cx, Cue::RegionBlock, Class::AuthPermanent, Scope::Endpoint)
             } else if cx.cue(Cue::BillingStrong)
                 || cx.cue(Cue::BillingWeak) && st == "FAILED_PRECONDITION"
             {
+                // "Free tier is not available in your country. Please enable billing":
+                // billing fixes it, so it is billing even though a region is named.
                 let c = if cx.cue(Cue::BillingStrong) {
                     Cue::BillingStrong
                 } else {
                     Cue::BillingWeak
                 };
                 status_and_cue(cx, c, Class::Billing, Scope::QuotaBucket)
+            } else if cx.cue(Cue::RegionBlock) {
+                status_and_cue(cx, Cue::RegionBlock, Class::AuthPermanent, Scope::Endpoint)
             } else if cx.cue(Cue::ContentFilter) {
                 status_and_cue(cx, Cue::ContentFilter, Class::ContentFilter, Scope::Request)
             } else if cx.cue(Cue::ModelMissing) {
@@ -223,6 +236,59 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
         _ => return generic::by_cues(cx),
     };
     Some(r)
+}
+
+/// The Gemini Interactions API's string codes (`{"error":{"code":"quota_exceeded",…}}`),
+/// including its generation-blocked codes.
+fn interactions_code(cx: &Cx<'_, '_>) -> Option<Rule> {
+    let code = cx.code();
+    let (class, scope) = match code {
+        "authentication" => {
+            if cx.refreshable() {
+                (Class::AuthTransient, Scope::Credential)
+            } else {
+                (Class::AuthPermanent, Scope::Credential)
+            }
+        }
+        "permission_denied" => (Class::AuthPermanent, Scope::Credential),
+        "payment_required" => (Class::Billing, Scope::QuotaBucket),
+        "model_not_found" => (Class::ModelNotFound, Scope::CredentialModel),
+        "not_found" | "unimplemented" => (Class::BadRequest, Scope::Endpoint),
+        "rate_limit_exceeded" | "too_many_requests" => (Class::RateLimit, Scope::CredentialModel),
+        "quota_exceeded" => (Class::RateLimit, Scope::CredentialModel),
+        "cancelled" | "deadline_exceeded" => (Class::Timeout, Scope::ProviderModel),
+        "api_error" | "aborted" => (Class::ServerError, Scope::ProviderModel),
+        "service_unavailable" => (Class::Overloaded, Scope::ProviderModel),
+        "invalid_request" | "parameter_unknown" | "out_of_range" | "already_exists" => {
+            if cx.cue(Cue::ContextOverflow) {
+                (Class::ContextOverflow, Scope::Request)
+            } else {
+                (Class::BadRequest, Scope::Request)
+            }
+        }
+        "failed_precondition" if cx.cue(Cue::BillingWeak) || cx.cue(Cue::BillingStrong) => {
+            (Class::Billing, Scope::QuotaBucket)
+        }
+        "failed_precondition" => (Class::BadRequest, Scope::Request),
+        "safety"
+        | "recitation"
+        | "language"
+        | "prohibited_content"
+        | "spii"
+        | "blocklist"
+        | "image_safety"
+        | "image_prohibited_content"
+        | "image_recitation"
+        | "image_other"
+        | "content_blocked" => (Class::ContentFilter, Scope::Request),
+        _ => return None,
+    };
+    Some(Rule::high(
+        class,
+        scope,
+        EvidenceKind::ErrorCode,
+        code.to_owned(),
+    ))
 }
 
 #[cfg(test)]

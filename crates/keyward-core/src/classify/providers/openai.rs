@@ -83,6 +83,7 @@ pub(crate) fn family(cx: &Cx<'_, '_>) -> Option<Rule> {
         "account_deactivated",
         "access_terminated",
         "no_organization",
+        "organization_restricted",
         "organization_deactivated",
         "deactivated_workspace",
     ]) {
@@ -134,6 +135,7 @@ pub(crate) fn family(cx: &Cx<'_, '_>) -> Option<Rule> {
         "model_not_found",
         "DeploymentNotFound",
         "model_not_available",
+        "model_not_supported",
     ]) {
         return Some(by(Class::ModelNotFound, Scope::CredentialModel));
     }
