@@ -10,7 +10,7 @@
 
 use std::sync::LazyLock;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
 /// A meaning that one or more phrases signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -577,6 +577,8 @@ static AUTOMATON: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
     AhoCorasickBuilder::new()
         .ascii_case_insensitive(true)
         .match_kind(MatchKind::Standard)
+        // A DFA: one table lookup per byte, overlapping matches included (~2 MB, once).
+        .kind(Some(AhoCorasickKind::DFA))
         .build(PHRASES.iter().map(|(p, _)| *p))
         .ok()
 });

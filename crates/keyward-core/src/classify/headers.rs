@@ -115,87 +115,89 @@ pub fn parse_reset_epoch_or_delta(value: &str, now: SystemTime) -> Option<Durati
 
 /// The retry delay the headers give, with the header it came from. Order: `retry-after-ms`,
 /// `retry-after`, the provider reset headers of exhausted limits, `x-ratelimit-reset`.
+/// The header list is walked once.
 pub fn retry_after_from_headers(
     headers: &[(&str, &str)],
     now: SystemTime,
 ) -> Option<(Duration, &'static str)> {
-    if let Some(d) = header(headers, "retry-after-ms").and_then(parse_retry_after_ms) {
+    const ANTHROPIC_KINDS: [&str; 4] = ["requests", "tokens", "input-tokens", "output-tokens"];
+    let mut retry_after_ms = None;
+    let mut retry_after = None;
+    let mut ratelimit_reset = None;
+    // (reset, remaining): OpenAI requests and tokens; Anthropic per kind.
+    let mut openai: [(Option<&str>, Option<&str>); 2] = [(None, None); 2];
+    let mut anthropic: [(Option<&str>, Option<&str>); 4] = [(None, None); 4];
+    for (name, value) in headers {
+        let name = name.trim();
+        if name.len() > 64 {
+            continue;
+        }
+        let mut buf = [0u8; 64];
+        let lower = &mut buf[..name.len()];
+        lower.copy_from_slice(name.as_bytes());
+        lower.make_ascii_lowercase();
+        let Ok(lower) = std::str::from_utf8(lower) else {
+            continue;
+        };
+        let v = Some(value.trim());
+        match lower {
+            "retry-after-ms" => retry_after_ms = v,
+            "retry-after" => retry_after = v,
+            "x-ratelimit-reset" => ratelimit_reset = v,
+            "x-ratelimit-reset-requests" => openai[0].0 = v,
+            "x-ratelimit-remaining-requests" => openai[0].1 = v,
+            "x-ratelimit-reset-tokens" => openai[1].0 = v,
+            "x-ratelimit-remaining-tokens" => openai[1].1 = v,
+            _ => {
+                let Some(rest) = lower.strip_prefix("anthropic-ratelimit-") else {
+                    continue;
+                };
+                for (k, kind) in ANTHROPIC_KINDS.iter().enumerate() {
+                    match rest.strip_prefix(kind) {
+                        Some("-reset") => anthropic[k].0 = v,
+                        Some("-remaining") => anthropic[k].1 = v,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    if let Some(d) = retry_after_ms.and_then(parse_retry_after_ms) {
         return Some((d, "retry-after-ms"));
     }
-    if let Some(d) = header(headers, "retry-after").and_then(|v| parse_retry_after(v, now)) {
+    if let Some(d) = retry_after.and_then(|v| parse_retry_after(v, now)) {
         return Some((d, "retry-after"));
     }
-    // OpenAI: the reset of whichever limit is exhausted (both, the later).
-    let mut best: Option<Duration> = None;
-    let mut any_exhausted = false;
-    for (reset, remaining) in [
-        (
-            "x-ratelimit-reset-requests",
-            "x-ratelimit-remaining-requests",
-        ),
-        ("x-ratelimit-reset-tokens", "x-ratelimit-remaining-tokens"),
-    ] {
-        let exhausted = header(headers, remaining).is_some_and(|r| r.trim() == "0");
-        if let Some(d) = header(headers, reset).and_then(parse_go_duration) {
-            if exhausted && !any_exhausted {
-                best = None;
-            }
-            any_exhausted |= exhausted;
-            if exhausted || !any_exhausted {
-                best = Some(best.map_or(d, |b| b.max(d)));
-            }
-        }
-    }
-    if let Some(d) = best {
+    if let Some(d) = latest_exhausted(&openai, parse_go_duration) {
         return Some((d, "x-ratelimit-reset-*"));
     }
-    // Anthropic: RFC 3339 resets per limit; prefer the exhausted ones.
-    let mut best: Option<Duration> = None;
-    let mut any_exhausted = false;
-    for kind in ["requests", "tokens", "input-tokens", "output-tokens"] {
-        let reset = header_pair(headers, "anthropic-ratelimit-", kind, "-reset");
-        let remaining = header_pair(headers, "anthropic-ratelimit-", kind, "-remaining");
-        let exhausted = remaining.is_some_and(|r| r.trim() == "0");
-        if let Some(d) = reset.and_then(|v| parse_rfc3339_delay(v, now)) {
-            if exhausted && !any_exhausted {
-                best = None;
-            }
-            any_exhausted |= exhausted;
-            if exhausted || !any_exhausted {
-                best = Some(best.map_or(d, |b| b.max(d)));
-            }
-        }
-    }
-    if let Some(d) = best {
+    if let Some(d) = latest_exhausted(&anthropic, |v| parse_rfc3339_delay(v, now)) {
         return Some((d, "anthropic-ratelimit-*-reset"));
     }
-    if let Some(d) =
-        header(headers, "x-ratelimit-reset").and_then(|v| parse_reset_epoch_or_delta(v, now))
-    {
+    if let Some(d) = ratelimit_reset.and_then(|v| parse_reset_epoch_or_delta(v, now)) {
         return Some((d, "x-ratelimit-reset"));
     }
     None
 }
 
-fn header_pair<'h>(
-    headers: &[(&'h str, &'h str)],
-    prefix: &str,
-    kind: &str,
-    suffix: &str,
-) -> Option<&'h str> {
-    headers
-        .iter()
-        .find(|(k, _)| {
-            let k = k.trim();
-            k.len() == prefix.len() + kind.len() + suffix.len()
-                && k.get(..prefix.len())
-                    .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
-                && k.get(prefix.len()..prefix.len() + kind.len())
-                    .is_some_and(|p| p.eq_ignore_ascii_case(kind))
-                && k.get(prefix.len() + kind.len()..)
-                    .is_some_and(|p| p.eq_ignore_ascii_case(suffix))
-        })
-        .map(|(_, v)| *v)
+/// The latest reset among the limits that are exhausted (remaining `0`); when none is
+/// known to be exhausted, the latest reset of all.
+fn latest_exhausted(
+    limits: &[(Option<&str>, Option<&str>)],
+    parse: impl Fn(&str) -> Option<Duration>,
+) -> Option<Duration> {
+    let mut exhausted: Option<Duration> = None;
+    let mut any: Option<Duration> = None;
+    for (reset, remaining) in limits {
+        let Some(d) = reset.and_then(&parse) else {
+            continue;
+        };
+        any = Some(any.map_or(d, |a| a.max(d)));
+        if remaining.is_some_and(|r| r == "0") {
+            exhausted = Some(exhausted.map_or(d, |e| e.max(d)));
+        }
+    }
+    exhausted.or(any)
 }
 
 /// A delay stated in a message: "Please try again in 20s", "retry in 51.2s", "Please retry

@@ -390,12 +390,12 @@ fn finish(
     .chain(sig.error_str.as_deref().filter(|e| is_code_like(e)))
     .chain(sig.gstatus.as_deref())
     .find(|c| !c.is_empty() && *c != "error" && *c != "null")
-    .map(|c| mask_secrets(&clip(c, 80)).into_owned());
+    .map(|c| clean(c, 80));
     let evidence = Evidence {
         status: status.or(attempt.status),
         status_from_text,
         kind: rule.kind,
-        value: mask_secrets(&clip(&rule.value, 120)).into_owned(),
+        value: clean(&rule.value, 120),
         retry_after_source: source,
     };
     let excerpt = cx
@@ -423,30 +423,11 @@ fn finish(
     }
 }
 
-/// Cuts `s` to at most `max` characters on a char boundary, folding whitespace.
-fn clip(s: &str, max: usize) -> Cow<'_, str> {
-    let needs_fold = s.contains(['\n', '\r', '\t']) || s.contains("  ");
-    if s.chars().count() <= max && !needs_fold {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(max.min(s.len()) + 3);
-    let mut last_space = false;
-    for (n, ch) in s.chars().enumerate() {
-        if n >= max {
-            out.push('…');
-            break;
-        }
-        if ch.is_whitespace() {
-            if !last_space {
-                out.push(' ');
-            }
-            last_space = true;
-        } else {
-            out.push(ch);
-            last_space = false;
-        }
-    }
-    Cow::Owned(out.trim().to_owned())
+/// `text` clipped to `max` characters, whitespace folded, secrets masked.
+fn clean(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max) + 4);
+    redact::push_clean(&mut out, text, max);
+    out
 }
 
 fn explain(
@@ -463,7 +444,9 @@ fn explain(
     let mut s = String::with_capacity(200);
     let _ = write!(s, "{provider}: {what} (");
     if let Some(event) = in_band {
-        let _ = write!(s, "in-band event `{}`, ", clip(event, 40));
+        s.push_str("in-band event `");
+        redact::push_clean(&mut s, event, 40);
+        s.push_str("`, ");
     }
     if let Some(st) = ev.status {
         let _ = write!(
@@ -477,11 +460,13 @@ fn explain(
         );
     }
     let _ = write!(s, "{}={}", ev.kind.as_str(), ev.value);
-    if let Some(x) = excerpt {
-        let x = clip(x, 140);
-        if !x.is_empty() && x != ev.value {
-            let _ = write!(s, ", \"{}\"", mask_secrets(&x));
-        }
+    if let Some(x) = excerpt
+        .map(str::trim)
+        .filter(|x| !x.is_empty() && *x != ev.value)
+    {
+        s.push_str(", \"");
+        redact::push_clean(&mut s, x, 140);
+        s.push('"');
     }
     let _ = write!(
         s,

@@ -51,8 +51,7 @@ pub fn mask_secrets(text: &str) -> Cow<'_, str> {
         if looks_secret(tok, prev_word) {
             let o = out.get_or_insert_with(|| String::with_capacity(text.len()));
             o.push_str(&text[last..start]);
-            let keep: String = tok.chars().take(4).collect();
-            o.push_str(&keep);
+            o.push_str(&tok[..tok.len().min(4)]);
             o.push_str("…[masked]");
             last = end;
         }
@@ -67,34 +66,110 @@ pub fn mask_secrets(text: &str) -> Cow<'_, str> {
     }
 }
 
-fn is_token_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '*' | '+' | '=' | '~')
+/// Token characters are all ASCII, so tokens can be found on bytes: a token starts and
+/// ends on ASCII bytes, which are always char boundaries.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'*' | b'+' | b'=' | b'~')
 }
 
 fn tokens(text: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
-    let mut iter = text.char_indices().peekable();
+    let b = text.as_bytes();
+    let mut i = 0usize;
     std::iter::from_fn(move || {
-        while let Some(&(_, c)) = iter.peek() {
-            if is_token_char(c) {
-                break;
-            }
-            iter.next();
+        while i < b.len() && !is_token_byte(b[i]) {
+            i += 1;
         }
-        let (start, _) = *iter.peek()?;
-        let mut end = start;
-        while let Some(&(i, c)) = iter.peek() {
-            if !is_token_char(c) {
-                break;
-            }
-            end = i + c.len_utf8();
-            iter.next();
+        if i >= b.len() {
+            return None;
+        }
+        let start = i;
+        while i < b.len() && is_token_byte(b[i]) {
+            i += 1;
         }
         // A sentence's full stop is not part of the token.
-        while end > start && text.as_bytes()[end - 1] == b'.' {
+        let mut end = i;
+        while end > start && b[end - 1] == b'.' {
             end -= 1;
         }
         Some((start, end))
     })
+}
+
+/// Appends `text` to `out`, cut to `max_chars` characters (with `…` when cut), runs of
+/// whitespace folded to one space, and secret-looking tokens masked — in one pass, so the
+/// explanation line costs one walk over each piece it quotes.
+pub(crate) fn push_clean(out: &mut String, text: &str, max_chars: usize) {
+    let b = text.trim().as_bytes();
+    let text = text.trim();
+    let mut chars = 0usize;
+    let mut i = 0usize;
+    let mut prev_word: &str = "";
+    let mut last_space = false;
+    while i < b.len() {
+        if chars >= max_chars {
+            out.push('…');
+            return;
+        }
+        if is_token_byte(b[i]) {
+            let start = i;
+            while i < b.len() && is_token_byte(b[i]) {
+                i += 1;
+            }
+            let mut end = i;
+            while end > start && b[end - 1] == b'.' {
+                end -= 1;
+            }
+            let tok = &text[start..end];
+            if looks_secret(tok, prev_word) {
+                out.push_str(&tok[..tok.len().min(4)]);
+                out.push_str("…[masked]");
+                chars += 13;
+            } else {
+                let room = max_chars.saturating_sub(chars);
+                if tok.len() > room {
+                    out.push_str(&tok[..room]);
+                    out.push('…');
+                    return;
+                }
+                out.push_str(tok);
+                chars += tok.len();
+            }
+            // Trailing full stops are punctuation, not part of the token.
+            let dots = i - end;
+            if dots > 0 {
+                let room = max_chars.saturating_sub(chars);
+                out.push_str(&text[end..end + dots.min(room)]);
+                chars += dots.min(room);
+            }
+            prev_word = tok;
+            last_space = false;
+            continue;
+        }
+        // A separator: one character (ASCII or not).
+        let ch_len = utf8_len(b[i]);
+        let ch = &text[i..(i + ch_len).min(b.len())];
+        if ch.chars().all(char::is_whitespace) {
+            if !last_space {
+                out.push(' ');
+                chars += 1;
+            }
+            last_space = true;
+        } else {
+            out.push_str(ch);
+            chars += 1;
+            last_space = false;
+        }
+        i += ch_len;
+    }
+}
+
+fn utf8_len(first: u8) -> usize {
+    match first {
+        0x00..=0x7f => 1,
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        _ => 4,
+    }
 }
 
 fn looks_secret(tok: &str, prev_word: &str) -> bool {
@@ -131,6 +206,23 @@ mod tests {
         assert!(!m.contains("SyA123"), "{m}");
         let m = mask_secrets("token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc");
         assert!(!m.contains("hbGci"), "{m}");
+    }
+
+    #[test]
+    fn push_clean_clips_folds_and_masks() {
+        let mut out = String::new();
+        push_clean(
+            &mut out,
+            "  key  sk-proj-abcdefghijklmnop1234.\n\n next  line  ",
+            200,
+        );
+        assert_eq!(out, "key sk-p…[masked]. next line");
+        let mut out = String::new();
+        push_clean(&mut out, "héllo wörld, this is long", 8);
+        assert_eq!(out, "héllo wö…");
+        let mut out = String::new();
+        push_clean(&mut out, "超出最大上下文长度", 3);
+        assert_eq!(out, "超出最…");
     }
 
     #[test]
