@@ -478,14 +478,23 @@ fn html_title(html: &str) -> Option<&str> {
     (!t.is_empty()).then_some(t)
 }
 
-/// Case-insensitive ASCII substring search.
+/// Case-insensitive ASCII substring search: memchr finds the candidates for the first
+/// byte (either case), only those are compared.
 pub(crate) fn find_ascii_ci(hay: &str, needle: &str) -> Option<usize> {
     let h = hay.as_bytes();
     let n = needle.as_bytes();
-    if n.is_empty() || h.len() < n.len() {
+    let (&first, rest) = n.split_first()?;
+    if h.len() < n.len() {
         return None;
     }
-    (0..=h.len() - n.len()).find(|&i| h[i..i + n.len()].eq_ignore_ascii_case(n))
+    let last_start = h.len() - n.len();
+    let search = &h[..=last_start];
+    memchr::memchr2_iter(
+        first.to_ascii_lowercase(),
+        first.to_ascii_uppercase(),
+        search,
+    )
+    .find(|&i| h[i + 1..i + n.len()].eq_ignore_ascii_case(rest))
 }
 
 /// Iterates `"key": "value"` (or `"key": 123`) pairs anywhere in a JSON-ish text,
@@ -1143,5 +1152,25 @@ mod tests {
         assert_eq!(s.finish.as_deref(), Some("content_filter"));
         let s = Signals::read(r#"{"promptFeedback":{"blockReason":"SAFETY"}}"#);
         assert_eq!(s.finish.as_deref(), Some("SAFETY"));
+    }
+}
+
+#[cfg(test)]
+mod find_tests {
+    use super::find_ascii_ci;
+
+    #[test]
+    fn finds_case_insensitively() {
+        assert_eq!(
+            find_ascii_ci("Rate limit reached for GPT", "reached FOR "),
+            Some(11)
+        );
+        assert_eq!(find_ascii_ci("MODEL", "model"), Some(0));
+        assert_eq!(find_ascii_ci("abc", "abcd"), None);
+        assert_eq!(find_ascii_ci("abc", ""), None);
+        assert_eq!(find_ascii_ci("xxmodelxx", "model"), Some(2));
+        assert_eq!(find_ascii_ci("modeL", "model"), Some(0));
+        assert_eq!(find_ascii_ci("mode", "model"), None);
+        assert_eq!(find_ascii_ci("héllo model", "model"), Some(7));
     }
 }

@@ -159,7 +159,7 @@ pub(crate) fn by_cues(cx: &Cx<'_, '_>) -> Option<Rule> {
             return Some(r);
         }
     }
-    let model_named_missing = cx.msg.has(Cue::NotFound) && names_model(cx.message());
+    let model_named_missing = cx.msg().has(Cue::NotFound) && names_model(cx.message());
     if (cx.cue(Cue::ModelMissing)
         || cx.cue(Cue::ModelRetired)
         || cx.cue(Cue::ModelAccess)
@@ -354,7 +354,7 @@ fn auth_cues(cx: &Cx<'_, '_>) -> Option<Rule> {
 pub(crate) fn bare_auth(cx: &Cx<'_, '_>, cue: Option<Cue>) -> Rule {
     let (kind, value): (EvidenceKind, std::borrow::Cow<'static, str>) = match cue {
         Some(c) if cx.codes.has(c) => (EvidenceKind::ErrorCode, cx.codes.phrase(c).into()),
-        Some(c) => (EvidenceKind::Phrase, cx.msg.phrase(c).into()),
+        Some(c) => (EvidenceKind::Phrase, cx.msg().phrase(c).into()),
         None => (EvidenceKind::Status, "bare auth status".into()),
     };
     if cx.refreshable() {

@@ -28,6 +28,7 @@ mod redact;
 mod verdict;
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::time::SystemTime;
 
 pub use body::MAX_EXAMINED;
@@ -183,17 +184,57 @@ pub(crate) struct Cx<'s, 'a> {
     /// The HTTP status as received.
     pub http_status: Option<u16>,
     pub sig: &'s Signals<'a>,
-    /// Cues from the human-readable message, title or text.
-    pub msg: Cues,
+    /// Cues from the human-readable message, title or text: scanned on first use.
+    msg: OnceCell<Cues>,
+    /// The examined text, for the message cues of a body without structure.
+    text: &'s str,
     /// Cues from structured fields (type, code, reason, AWS type, finish reason).
     pub codes: Cues,
     pub headers: &'s [(&'s str, &'s str)],
 }
 
 impl Cx<'_, '_> {
+    /// Cues from the human-readable parts: message, title, free-text `error`, or the head
+    /// of a body with no structure at all.
+    pub fn msg(&self) -> &Cues {
+        self.msg.get_or_init(|| {
+            let sig = self.sig;
+            let mut msg = Cues::default();
+            if let Some(m) = sig.message.as_deref() {
+                msg.scan(m);
+            }
+            if let Some(t) = sig.title {
+                msg.scan(t);
+            }
+            for field in [
+                &sig.error_str,
+                &sig.ty,
+                &sig.code,
+                &sig.gstatus,
+                &sig.reason,
+                &sig.aws_type,
+                &sig.detail_code,
+            ]
+            .into_iter()
+            .flatten()
+            .filter(|f| !is_code_like(f))
+            {
+                msg.scan(field);
+            }
+            if !sig.structured && sig.message.is_none() {
+                let head = self
+                    .text
+                    .get(..self.text.len().min(2048))
+                    .unwrap_or(self.text);
+                msg.scan(head);
+            }
+            msg
+        })
+    }
+
     /// Any cue, from structure or message.
     pub fn cue(&self, c: Cue) -> bool {
-        self.msg.has(c) || self.codes.has(c)
+        self.codes.has(c) || self.msg().has(c)
     }
 
     /// The rule for a cue: high confidence when a structured field raised it.
@@ -201,7 +242,7 @@ impl Cx<'_, '_> {
         if self.codes.has(c) {
             Rule::high(class, scope, EvidenceKind::ErrorCode, self.codes.phrase(c))
         } else {
-            Rule::low(class, scope, EvidenceKind::Phrase, self.msg.phrase(c))
+            Rule::low(class, scope, EvidenceKind::Phrase, self.msg().phrase(c))
         }
     }
 
@@ -271,21 +312,9 @@ pub fn classify(attempt: &Attempt<'_>) -> Failure {
     };
     let sig = Signals::read(&text);
 
-    let mut msg = Cues::default();
+    // Structured fields are scanned now (they are short); the message only when a rule
+    // first asks for a phrase, since structure usually decides without it.
     let mut codes = Cues::default();
-    if let Some(m) = sig.message.as_deref() {
-        msg.scan(m);
-    }
-    if let Some(t) = sig.title {
-        msg.scan(t);
-    }
-    if let Some(e) = sig.error_str.as_deref() {
-        if is_code_like(e) {
-            codes.scan(e);
-        } else {
-            msg.scan(e);
-        }
-    }
     for field in [
         &sig.ty,
         &sig.code,
@@ -293,19 +322,13 @@ pub fn classify(attempt: &Attempt<'_>) -> Failure {
         &sig.reason,
         &sig.aws_type,
         &sig.detail_code,
+        &sig.error_str,
     ]
     .into_iter()
     .flatten()
+    .filter(|f| is_code_like(f))
     {
-        if is_code_like(field) {
-            codes.scan(field);
-        } else {
-            msg.scan(field);
-        }
-    }
-    if !sig.structured && sig.message.is_none() {
-        let head = text.get(..text.len().min(2048)).unwrap_or(&text);
-        msg.scan(head);
+        codes.scan(field);
     }
 
     let http_status = attempt.status;
@@ -330,7 +353,8 @@ pub fn classify(attempt: &Attempt<'_>) -> Failure {
         status,
         http_status,
         sig: &sig,
-        msg,
+        msg: OnceCell::new(),
+        text: &text,
         codes,
         headers: attempt.headers,
     };

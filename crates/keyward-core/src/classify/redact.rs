@@ -40,6 +40,17 @@ const SECRET_PREFIXES: &[&str] = &[
     "sk-ant-",
 ];
 
+/// Whether any secret prefix starts with a given byte (built from [`SECRET_PREFIXES`]).
+const PREFIX_FIRST_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < SECRET_PREFIXES.len() {
+        table[SECRET_PREFIXES[i].as_bytes()[0] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 /// Returns `text` with secret-looking tokens replaced by their first four characters and
 /// `…[masked]`. Borrowed when nothing needed masking.
 pub fn mask_secrets(text: &str) -> Cow<'_, str> {
@@ -146,6 +157,21 @@ pub(crate) fn push_clean(out: &mut String, text: &str, max_chars: usize) {
             continue;
         }
         // A separator: one character (ASCII or not).
+        if b[i] < 0x80 {
+            if b[i].is_ascii_whitespace() {
+                if !last_space {
+                    out.push(' ');
+                    chars += 1;
+                }
+                last_space = true;
+            } else {
+                out.push(char::from(b[i]));
+                chars += 1;
+                last_space = false;
+            }
+            i += 1;
+            continue;
+        }
         let ch_len = utf8_len(b[i]);
         let ch = &text[i..(i + ch_len).min(b.len())];
         if ch.chars().all(char::is_whitespace) {
@@ -177,13 +203,35 @@ fn looks_secret(tok: &str, prev_word: &str) -> bool {
     if tok.len() < 8 {
         return false;
     }
-    if prev_word.eq_ignore_ascii_case("bearer") {
+    if prev_word.len() == 6 && prev_word.eq_ignore_ascii_case("bearer") {
         return true;
     }
-    if tok.len() >= 10 && SECRET_PREFIXES.iter().any(|p| tok.starts_with(p)) {
+    // Every prefix starts with one of these bytes; most words need no prefix compare.
+    let first = tok.as_bytes()[0];
+    if tok.len() >= 10
+        && matches!(
+            first,
+            b's' | b'r'
+                | b'p'
+                | b'A'
+                | b'x'
+                | b'g'
+                | b'y'
+                | b'e'
+                | b'f'
+                | b'n'
+                | b'h'
+                | b'o'
+                | b't'
+                | b'c'
+                | b'j'
+        )
+        && SECRET_PREFIXES.iter().any(|p| tok.starts_with(p))
+    {
         return true;
     }
     if tok.len() >= 32 {
+        // One pass: letters and digits both present.
         let letters = tok.bytes().filter(u8::is_ascii_alphabetic).count();
         let digits = tok.bytes().filter(u8::is_ascii_digit).count();
         return letters > 0 && digits > 0;

@@ -31,7 +31,7 @@ fn typed_cue(cx: &Cx<'_, '_>, t: &str, cue: Cue, class: Class, scope: Scope) -> 
         class,
         scope,
         EvidenceKind::AwsErrorType,
-        format!("{t} + \"{}\"", cx.msg.phrase(cue)),
+        format!("{t} + \"{}\"", cx.msg().phrase(cue)),
     )
 }
 

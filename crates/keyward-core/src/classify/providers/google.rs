@@ -33,7 +33,7 @@ fn status_and_cue(cx: &Cx<'_, '_>, cue: Cue, class: Class, scope: Scope) -> Rule
         class,
         scope,
         EvidenceKind::GoogleReason,
-        format!("{st} + \"{}\"", cx.msg.phrase(cue)),
+        format!("{st} + \"{}\"", cx.msg().phrase(cue)),
     )
 }
 
@@ -119,6 +119,10 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
         if cx.sig.quota_zero || zero_limit(msg) {
             return Some(Rule::high(Class::Billing, Scope::CredentialModel, EvidenceKind::Field, "QuotaFailure limit 0")
                 .what("this model has no quota on the account's plan (free tier limit 0): enable billing or use another model"));
+        }
+        if cx.sig.quota_failure {
+            // A QuotaFailure names the quota that ran out: structure decides.
+            return Some(status_rule(cx, Class::RateLimit, Scope::CredentialModel));
         }
         if cx.cue(Cue::BillingStrong) {
             return Some(status_and_cue(

@@ -17,7 +17,7 @@ use super::{by_code, by_type};
 
 pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
     // "Missing scopes": a valid key restricted for this endpoint.
-    if cx.is_status(401) && cx.msg.has(Cue::Permission) && cx.message().contains("scopes") {
+    if cx.is_status(401) && cx.msg().has(Cue::Permission) && cx.message().contains("scopes") {
         return Some(
             Rule::high(
                 Class::AuthPermanent,
