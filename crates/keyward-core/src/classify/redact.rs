@@ -206,32 +206,14 @@ fn looks_secret(tok: &str, prev_word: &str) -> bool {
     if prev_word.len() == 6 && prev_word.eq_ignore_ascii_case("bearer") {
         return true;
     }
-    // Every prefix starts with one of these bytes; most words need no prefix compare.
-    let first = tok.as_bytes()[0];
+    // Most words start with a byte no prefix starts with: no prefix compare for them.
     if tok.len() >= 10
-        && matches!(
-            first,
-            b's' | b'r'
-                | b'p'
-                | b'A'
-                | b'x'
-                | b'g'
-                | b'y'
-                | b'e'
-                | b'f'
-                | b'n'
-                | b'h'
-                | b'o'
-                | b't'
-                | b'c'
-                | b'j'
-        )
+        && PREFIX_FIRST_BYTES[usize::from(tok.as_bytes()[0])]
         && SECRET_PREFIXES.iter().any(|p| tok.starts_with(p))
     {
         return true;
     }
     if tok.len() >= 32 {
-        // One pass: letters and digits both present.
         let letters = tok.bytes().filter(u8::is_ascii_alphabetic).count();
         let digits = tok.bytes().filter(u8::is_ascii_digit).count();
         return letters > 0 && digits > 0;
