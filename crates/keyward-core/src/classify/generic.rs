@@ -50,7 +50,7 @@ pub(crate) fn sniff_status(text: &str) -> Option<u16> {
     let head = text.get(..text.len().min(96)).unwrap_or(text).trim_start();
     let lower = head.to_ascii_lowercase();
     let b = lower.as_bytes();
-    const LEADS: [&str; 12] = [
+    const LEADS: [&str; 13] = [
         "http ",
         "http/1.1 ",
         "error: ",
@@ -59,6 +59,7 @@ pub(crate) fn sniff_status(text: &str) -> Option<u16> {
         "status code ",
         "status code: ",
         "error code ",
+        "error code: ",
         "error (",
         "returned ",
         "got a ",

@@ -28,7 +28,10 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
             by_code(cx, Class::AuthTransient, Scope::Credential)
         }
         "PermissionDenied" | "AuthorizationFailed" | "403" => {
-            if cx.message().contains("network") || cx.message().contains("Public access") {
+            if cx.message().contains("network")
+                || cx.message().contains("Public access")
+                || cx.cue(Cue::EndpointConfig)
+            {
                 by_code(cx, Class::AuthPermanent, Scope::Endpoint)
                     .what("the resource's network rules refuse this gateway")
             } else {

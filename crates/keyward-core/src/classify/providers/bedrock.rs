@@ -18,8 +18,9 @@ use super::openai;
 fn aws_type<'s>(cx: &'s Cx<'_, '_>) -> Option<&'s str> {
     let raw = header(cx.headers, "x-amzn-errortype").or(cx.sig.aws_type.as_deref())?;
     let t = raw.split(':').next().unwrap_or(raw);
-    let t = t.rsplit('#').next().unwrap_or(t);
-    Some(t.trim())
+    let t = t.rsplit('#').next().unwrap_or(t).trim();
+    // Event streams name exceptions in lower camel case (`throttlingException`).
+    Some(t)
 }
 
 fn typed(t: &str, class: Class, scope: Scope) -> Rule {
@@ -40,6 +41,11 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
         // The mantle endpoint speaks the OpenAI envelope.
         return openai::family(cx);
     };
+    let mut upper = t.to_owned();
+    if let Some(first) = upper.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    let t = upper.as_str();
     let r = match t {
         "AccessDeniedException" => {
             if cx.cue(Cue::ModelAccess) || cx.cue(Cue::ModelMissing) {
@@ -126,7 +132,16 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
         }
         "ResourceNotFoundException" => typed(t, Class::ModelNotFound, Scope::CredentialModel),
         "ValidationException" => {
-            if cx.cue(Cue::MaxTokensParam) {
+            if cx.cue(Cue::EndpointConfig) {
+                typed_cue(
+                    cx,
+                    t,
+                    Cue::EndpointConfig,
+                    Class::BadRequest,
+                    Scope::Endpoint,
+                )
+                .what("this target must call the model through an inference profile or another ID")
+            } else if cx.cue(Cue::MaxTokensParam) {
                 typed_cue(
                     cx,
                     t,

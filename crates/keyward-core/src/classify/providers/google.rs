@@ -215,9 +215,16 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
         "NOT_FOUND" => {
             if cx.cue(Cue::ModelMissing) || msg.contains("models/") || msg.contains("odel") {
                 status_rule(cx, Class::ModelNotFound, Scope::CredentialModel)
-            } else {
+            } else if cx.cue(Cue::EndpointConfig) {
                 status_rule(cx, Class::BadRequest, Scope::Endpoint)
                     .what("the endpoint path or resource does not exist")
+            } else {
+                // On a model route, the entity that is missing is most often the model
+                // (or a tuned model); a probe confirms before anything is disabled.
+                Rule {
+                    confidence: Confidence::Low,
+                    ..status_rule(cx, Class::ModelNotFound, Scope::CredentialModel)
+                }
             }
         }
         "UNAVAILABLE" => {
