@@ -29,3 +29,4 @@
 //! ```
 
 pub mod classify;
+pub mod health;

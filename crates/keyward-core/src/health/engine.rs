@@ -1,0 +1,1520 @@
+//! The health engine: every scope's [`Record`], fed by verdicts, successes and probe
+//! outcomes, and the one place that decides which credentials a request may use.
+//!
+//! Scopes are interned into slots when the configuration is loaded, so selection and
+//! bookkeeping on the request path are index lookups under one short lock — no string
+//! hashing, no allocation per healthy candidate, and no store write unless a state changes.
+//!
+//! Admission is the atomic step: [`HealthEngine::admit`] re-checks every scope a candidate
+//! touches under the same lock that records verdicts, so once the first failure of a
+//! revoked key is recorded, no new attempt is admitted on it (only its probe).
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::clock::{Clock, Timestamp};
+use super::policy::Policy;
+use super::scope::ScopeKey;
+use super::state::{Actor, Event, Health, ProbeOutcome, Record, Step};
+use crate::classify::{Class, Failure, Provider, Scope};
+
+/// A credential as the engine knows it: names and metadata, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialSpec {
+    /// The operator's id (`anthropic-team-2`).
+    pub id: Arc<str>,
+    /// Its provider (incident detection groups by provider).
+    pub provider: Provider,
+    /// The endpoint it is used against.
+    pub endpoint: Arc<str>,
+    /// The quota bucket (org, project, workspace) it belongs to, if declared.
+    pub bucket: Option<Arc<str>>,
+    /// A short hash identifying the exact secret (for OAuth, the grant as imported).
+    pub fingerprint: Arc<str>,
+    /// Higher is preferred.
+    pub priority: i32,
+    /// Upstream models it may serve (`None`: any).
+    pub models: Option<Vec<Arc<str>>>,
+}
+
+/// One target of a route: an endpoint and upstream model with a pool of credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSpec {
+    pub endpoint: Arc<str>,
+    pub model: Arc<str>,
+    /// Credential ids, resolved against the loaded configuration.
+    pub credentials: Vec<Arc<str>>,
+}
+
+/// A route: targets in order (primary first, then fallbacks).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RouteSpec {
+    pub targets: Vec<TargetSpec>,
+}
+
+/// What a request asks of selection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestSpec {
+    /// A caller's session key (prompt-cache affinity): the same credential while healthy.
+    pub session: Option<u64>,
+    /// The request is bound to one account (a `previous_response_id`, uploaded files):
+    /// only credentials of this bucket.
+    pub bucket: Option<Arc<str>>,
+}
+
+/// Rate-limit headroom reported by a successful response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Headroom {
+    /// Requests (or tokens) remaining in the current window.
+    pub remaining: u64,
+    /// The window's limit, when known.
+    pub limit: Option<u64>,
+    /// When the window resets.
+    pub reset_at: Option<Timestamp>,
+}
+
+/// One candidate for an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    /// Index into the route's targets.
+    pub target: usize,
+    cred: u32,
+    endpoint: u32,
+}
+
+/// A disabled credential, for the caller's error text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisabledInfo {
+    pub credential: Arc<str>,
+    pub scope: String,
+    pub class: Class,
+    pub since: Timestamp,
+    pub evidence: String,
+}
+
+/// Why nothing is usable.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Unavailable {
+    /// The earliest time some candidate may take traffic again, if any will by itself.
+    pub earliest_recovery: Option<Timestamp>,
+    /// Candidates out until an operator, a re-check or a new secret (each with its reason).
+    pub disabled: Vec<DisabledInfo>,
+    /// Candidates cooling or awaiting a probe.
+    pub waiting: usize,
+    /// Candidates considered.
+    pub total: usize,
+}
+
+/// The outcome of selection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Candidates in the order to try them.
+    Candidates(Vec<Candidate>),
+    /// None is usable.
+    Unavailable(Unavailable),
+}
+
+/// What a probe must test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// Key validity: the cheapest authenticated call on the same endpoint and auth mode.
+    KeyValidity,
+    /// Credit or model access: a minimal real request (one output token).
+    MinimalRequest,
+}
+
+/// A probe the engine asks for. It holds the scope's lease until its outcome is recorded
+/// or the lease lapses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeRequest {
+    pub scope: ScopeKey,
+    /// The credential to probe with.
+    pub credential: Arc<str>,
+    pub endpoint: Arc<str>,
+    /// The model to probe (for credit and model access).
+    pub model: Option<Arc<str>>,
+    /// The class being confirmed.
+    pub class: Class,
+    pub kind: ProbeKind,
+    /// A background re-check of a disable rather than a confirmation.
+    pub recheck: bool,
+}
+
+/// A recorded state change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// Order of transitions in this engine.
+    pub seq: u64,
+    pub at: Timestamp,
+    pub scope: ScopeKey,
+    pub from: Health,
+    pub to: Health,
+    pub why: String,
+    pub actor: Actor,
+    /// The fingerprint of the credential's secret at the time, when the scope has one.
+    pub fingerprint: Option<Arc<str>>,
+    /// Must be on disk before anyone acts on it (disables, operator actions).
+    pub durable: bool,
+}
+
+/// Failure to persist a transition. The store names the cause and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkError(pub String);
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "health state was not persisted: {}", self.0)
+    }
+}
+
+impl std::error::Error for SinkError {}
+
+/// Where transitions go (the state store). `enqueue` must not block; the returned [`Ack`]
+/// completes when the transition is persisted (synced to disk when `durable`).
+pub trait TransitionSink: Send + Sync + fmt::Debug {
+    fn enqueue(&self, t: Transition) -> Ack;
+}
+
+/// Completion of a persisted transition.
+#[derive(Debug)]
+pub struct Ack(Option<mpsc::Receiver<Result<(), SinkError>>>);
+
+impl Ack {
+    /// Already complete.
+    pub fn done() -> Ack {
+        Ack(None)
+    }
+
+    /// A pending completion and the sender that completes it.
+    pub fn pending() -> (Ack, mpsc::SyncSender<Result<(), SinkError>>) {
+        let (tx, rx) = mpsc::sync_channel(1);
+        (Ack(Some(rx)), tx)
+    }
+
+    /// Blocks until persisted. (Async callers wait on a blocking thread.)
+    pub fn wait(self) -> Result<(), SinkError> {
+        match self.0 {
+            None => Ok(()),
+            Some(rx) => rx
+                .recv()
+                .unwrap_or_else(|_| Err(SinkError("the store's writer stopped".into()))),
+        }
+    }
+}
+
+/// A sink that keeps nothing (tests, or a gateway run without state).
+#[derive(Debug, Default)]
+pub struct NullSink;
+
+impl TransitionSink for NullSink {
+    fn enqueue(&self, _t: Transition) -> Ack {
+        Ack::done()
+    }
+}
+
+#[derive(Debug)]
+struct CredSlot {
+    spec: CredentialSpec,
+    endpoint: u32,
+    bucket: Option<u32>,
+    rec: Record,
+    models: Vec<(Arc<str>, Record)>,
+    inflight: u32,
+    headroom: Option<Headroom>,
+}
+
+#[derive(Debug)]
+struct EndpointSlot {
+    id: Arc<str>,
+    provider: Provider,
+    rec: Record,
+    models: Vec<(Arc<str>, Record)>,
+}
+
+#[derive(Debug)]
+struct BucketSlot {
+    id: Arc<str>,
+    rec: Record,
+}
+
+#[derive(Debug, Default)]
+struct Incident {
+    /// Recent auth failures: (when, credential slot).
+    recent: VecDeque<(Timestamp, u32)>,
+    active_until: Option<Timestamp>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    policy: Policy,
+    creds: Vec<CredSlot>,
+    by_id: HashMap<Arc<str>, u32>,
+    endpoints: Vec<EndpointSlot>,
+    by_endpoint: HashMap<Arc<str>, u32>,
+    buckets: Vec<BucketSlot>,
+    by_bucket: HashMap<Arc<str>, u32>,
+    /// Records without a configured owner: loaded from the store before the config, or
+    /// left by a removed credential (kept until `retention` after removal).
+    detached: HashMap<ScopeKey, (Record, Option<Timestamp>)>,
+    /// Fingerprints of confirmed-revoked secrets: if one comes back, it stays out.
+    denylist: HashMap<Arc<str>, (Arc<str>, String)>,
+    /// The last fingerprint configured for each credential id.
+    fingerprints: HashMap<Arc<str>, Arc<str>>,
+    incidents: HashMap<&'static str, Incident>,
+    seq: u64,
+    rng: u64,
+    rotate: u64,
+    retention: Duration,
+}
+
+/// The health engine. Cheap to share (`Arc` inside); all methods take `&self`.
+#[derive(Debug, Clone)]
+pub struct HealthEngine {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    inner: Mutex<Inner>,
+    clock: Arc<dyn Clock>,
+    sink: Arc<dyn TransitionSink>,
+}
+
+/// An admitted attempt: the candidate's scopes were usable and its in-flight count is held
+/// until a verdict, a success or a drop.
+#[derive(Debug)]
+pub struct AttemptScope {
+    shared: Arc<Shared>,
+    cred: u32,
+    endpoint: u32,
+    model: Arc<str>,
+    /// This attempt is the one trial after a cooldown.
+    pub trial: bool,
+    done: bool,
+}
+
+impl AttemptScope {
+    /// The credential's id.
+    pub fn credential(&self) -> Arc<str> {
+        self.shared
+            .lock()
+            .creds
+            .get(self.cred as usize)
+            .map(|c| c.spec.id.clone())
+            .unwrap_or_else(|| Arc::from("?"))
+    }
+
+    /// The upstream model.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+}
+
+impl Drop for AttemptScope {
+    fn drop(&mut self) {
+        if !self.done {
+            // Cancelled: release the in-flight count, and hand a trial lease back so the
+            // next request can take the trial at once.
+            let mut inner = self.shared.lock();
+            if let Some(c) = inner.creds.get_mut(self.cred as usize) {
+                c.inflight = c.inflight.saturating_sub(1);
+            }
+            if self.trial {
+                for (_, rec, _) in scopes_of(&mut inner, self.cred, self.endpoint, &self.model) {
+                    if let Health::Probing {
+                        class, trial: true, ..
+                    } = rec.health
+                    {
+                        rec.health = Health::Cooling {
+                            until: rec.since,
+                            class,
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the request should do after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureAdvice {
+    /// The policy allows trying the same credential again (after a wait or refresh).
+    pub retry_same: bool,
+    /// The failure was counted against a provider-wide auth incident (nothing disabled).
+    pub incident: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock must not take health down with it: the data is
+        // a set of independent records, each left in a valid state by every step.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl HealthEngine {
+    /// An engine with `policy`, reading time from `clock` and persisting to `sink`.
+    /// `seed` seeds the backoff jitter.
+    pub fn new(
+        policy: Policy,
+        clock: Arc<dyn Clock>,
+        sink: Arc<dyn TransitionSink>,
+        seed: u64,
+    ) -> Self {
+        HealthEngine {
+            shared: Arc::new(Shared {
+                inner: Mutex::new(Inner {
+                    policy,
+                    creds: Vec::new(),
+                    by_id: HashMap::new(),
+                    endpoints: Vec::new(),
+                    by_endpoint: HashMap::new(),
+                    buckets: Vec::new(),
+                    by_bucket: HashMap::new(),
+                    detached: HashMap::new(),
+                    denylist: HashMap::new(),
+                    fingerprints: HashMap::new(),
+                    incidents: HashMap::new(),
+                    seq: 0,
+                    rng: seed | 1,
+                    rotate: 0,
+                    retention: Duration::from_secs(7 * 24 * 3600),
+                }),
+                clock,
+                sink,
+            }),
+        }
+    }
+
+    /// The current time on the engine's clock.
+    pub fn now(&self) -> Timestamp {
+        self.shared.clock.now()
+    }
+
+    /// Replaces the policy (config reload).
+    pub fn set_policy(&self, policy: Policy) {
+        self.shared.lock().policy = policy;
+    }
+
+    /// How long the records of removed credentials are kept (default 7 days).
+    pub fn set_retention(&self, retention: Duration) {
+        self.shared.lock().retention = retention;
+    }
+
+    /// Loads persisted state (before or after [`HealthEngine::configure`]): records by
+    /// scope and the denylist of revoked fingerprints.
+    pub fn restore(
+        &self,
+        records: Vec<(ScopeKey, Health, Timestamp)>,
+        denylist: Vec<(String, String, String)>,
+    ) {
+        let mut inner = self.shared.lock();
+        for (fp, cred, reason) in denylist {
+            inner.denylist.insert(fp.into(), (cred.into(), reason));
+        }
+        for (key, health, since) in records {
+            inner
+                .detached
+                .insert(key, (Record::new(health, since), None));
+        }
+        let specs: Vec<CredentialSpec> = inner.creds.iter().map(|c| c.spec.clone()).collect();
+        let now = self.shared.clock.now();
+        let pending = reconfigure(&mut inner, specs, now);
+        let acks: Vec<Ack> = pending
+            .into_iter()
+            .map(|t| self.shared.sink.enqueue(t))
+            .collect();
+        drop(inner);
+        drop(acks);
+    }
+
+    /// Loads (or reloads) the credentials. Health is keyed by credential id and
+    /// fingerprint: other credentials keep their health; a new secret for an existing id
+    /// starts healthy (unless its fingerprint was revoked before); removed credentials'
+    /// records are kept for the retention period.
+    pub fn configure(&self, creds: Vec<CredentialSpec>) {
+        let now = self.shared.clock.now();
+        let mut inner = self.shared.lock();
+        let pending = reconfigure(&mut inner, creds, now);
+        for t in pending {
+            drop(self.shared.sink.enqueue(t));
+        }
+    }
+
+    /// Orders the route's usable candidates: targets in route order; within a target the
+    /// session's credential first, then credentials with rate-limit headroom, then
+    /// priority, then fewest in flight (ties rotate). Reads only; [`HealthEngine::admit`]
+    /// makes the decision final.
+    pub fn select(&self, route: &RouteSpec, req: &RequestSpec) -> Selection {
+        let now = self.shared.clock.now();
+        let mut inner = self.shared.lock();
+        inner.rotate = inner.rotate.wrapping_add(1);
+        let rotate = inner.rotate;
+        let mut out: Vec<Candidate> = Vec::new();
+        let mut unavailable = Unavailable::default();
+        for (ti, target) in route.targets.iter().enumerate() {
+            let Some(&ep) = inner.by_endpoint.get(&target.endpoint) else {
+                continue;
+            };
+            let mut eligible: Vec<(u32, u64)> = Vec::with_capacity(target.credentials.len());
+            let affinity = req.session.and_then(|s| {
+                target
+                    .credentials
+                    .iter()
+                    .filter_map(|id| inner.by_id.get(id).copied())
+                    .filter(|&c| usable(&inner, c, ep, &target.model, req, now).is_ok())
+                    .max_by_key(|&c| rendezvous(s, &inner.creds[c as usize].spec.id))
+            });
+            for id in &target.credentials {
+                let Some(&c) = inner.by_id.get(id) else {
+                    continue;
+                };
+                unavailable.total += 1;
+                match usable(&inner, c, ep, &target.model, req, now) {
+                    Ok(()) => {
+                        let slot = &inner.creds[c as usize];
+                        let headroom_rank: u64 = match slot.headroom {
+                            Some(h) if h.remaining == 0 && h.reset_at.is_some_and(|r| r > now) => 2,
+                            Some(Headroom {
+                                remaining,
+                                limit: Some(limit),
+                                ..
+                            }) if remaining * 10 < limit => 1,
+                            _ => 0,
+                        };
+                        let aff: u64 = if affinity == Some(c) { 0 } else { 1 };
+                        let prio = (i64::from(i32::MAX) - i64::from(slot.spec.priority)) as u64;
+                        let spread = (u64::from(c).wrapping_add(rotate))
+                            % (target.credentials.len() as u64).max(1);
+                        let key = (aff << 62)
+                            | (headroom_rank << 60)
+                            | ((prio & 0xFFFF_FFFF) << 24)
+                            | (u64::from(slot.inflight.min(0xFFF)) << 12)
+                            | (spread & 0xFFF);
+                        eligible.push((c, key));
+                    }
+                    Err(block) => match block {
+                        Block::Waiting(at) => {
+                            unavailable.waiting += 1;
+                            unavailable.earliest_recovery = Some(
+                                unavailable
+                                    .earliest_recovery
+                                    .map_or(at, |e: Timestamp| e.min(at)),
+                            );
+                        }
+                        Block::Disabled(info) => unavailable.disabled.push(info),
+                        Block::NotServed => unavailable.total -= 1,
+                    },
+                }
+            }
+            eligible.sort_by_key(|(_, k)| *k);
+            out.extend(eligible.into_iter().map(|(c, _)| Candidate {
+                target: ti,
+                cred: c,
+                endpoint: ep,
+            }));
+        }
+        if out.is_empty() {
+            return Selection::Unavailable(unavailable);
+        }
+        Selection::Candidates(out)
+    }
+
+    /// Admits an attempt on `cand` if every scope it touches still takes traffic. A due
+    /// cooldown admits exactly one trial (under a lease); otherwise `None`.
+    pub fn admit(
+        &self,
+        route: &RouteSpec,
+        cand: &Candidate,
+        req: &RequestSpec,
+    ) -> Option<AttemptScope> {
+        let now = self.shared.clock.now();
+        let target = route.targets.get(cand.target)?;
+        let mut inner = self.shared.lock();
+        usable(&inner, cand.cred, cand.endpoint, &target.model, req, now).ok()?;
+        // Any cooled scope that is due turns this attempt into its one trial.
+        let mut trial = false;
+        let policy = inner.policy.clone();
+        let mut steps: Vec<(ScopeKey, Step, Option<Arc<str>>)> = Vec::new();
+        for r in scopes_of(&mut inner, cand.cred, cand.endpoint, &target.model) {
+            let (key, rec, fp) = r;
+            if matches!(rec.health, Health::Cooling { .. }) {
+                if let Some(step) = rec.apply(&Event::LeaseTaken, &policy, now, fp.as_deref(), 0.0)
+                {
+                    trial = true;
+                    steps.push((key, step, fp));
+                }
+            }
+        }
+        let slot = inner.creds.get_mut(cand.cred as usize)?;
+        slot.inflight = slot.inflight.saturating_add(1);
+        let pending = finish_steps(&mut inner, steps, now, Actor::Traffic);
+        drop(inner);
+        for t in pending {
+            drop(self.shared.sink.enqueue(t));
+        }
+        Some(AttemptScope {
+            shared: self.shared.clone(),
+            cred: cand.cred,
+            endpoint: cand.endpoint,
+            model: target.model.clone(),
+            trial,
+            done: false,
+        })
+    }
+
+    /// Records a classified failure of an admitted attempt.
+    pub fn record_failure(&self, mut attempt: AttemptScope, failure: &Failure) -> FailureAdvice {
+        attempt.done = true;
+        let now = self.shared.clock.now();
+        let mut inner = self.shared.lock();
+        if let Some(c) = inner.creds.get_mut(attempt.cred as usize) {
+            c.inflight = c.inflight.saturating_sub(1);
+        }
+        let policy = inner.policy.clone();
+        let retry_same = policy.for_class(failure.class).retry_same;
+        let mut advice = FailureAdvice {
+            retry_same,
+            incident: false,
+        };
+        if failure.scope == Scope::Request {
+            return advice;
+        }
+        let auth = matches!(failure.class, Class::AuthPermanent | Class::AuthTransient)
+            && matches!(failure.scope, Scope::Credential);
+        let mut pending = Vec::new();
+        if auth {
+            let (incident, mut incident_transitions) =
+                note_auth_failure(&mut inner, attempt.cred, now);
+            pending.append(&mut incident_transitions);
+            if incident {
+                advice.incident = true;
+                drop(inner);
+                for t in pending {
+                    drop(self.shared.sink.enqueue(t));
+                }
+                return advice;
+            }
+        }
+        let roll = next_roll(&mut inner);
+        let event = Event::Failure {
+            class: failure.class,
+            confidence: failure.confidence,
+            retry_after: failure.retry_after,
+            evidence: &failure.evidence.value,
+        };
+        let evidence_line = evidence_text(failure);
+        let event = match event {
+            Event::Failure {
+                class,
+                confidence,
+                retry_after,
+                ..
+            } => Event::Failure {
+                class,
+                confidence,
+                retry_after,
+                evidence: &evidence_line,
+            },
+            other => other,
+        };
+        if let Some((key, rec, fp)) = scope_record(
+            &mut inner,
+            attempt.cred,
+            attempt.endpoint,
+            &attempt.model,
+            failure.scope,
+        ) {
+            if let Some(step) = rec.apply(&event, &policy, now, fp.as_deref(), roll) {
+                pending.extend(finish_steps(
+                    &mut inner,
+                    vec![(key, step, fp)],
+                    now,
+                    Actor::Traffic,
+                ));
+            }
+        }
+        drop(inner);
+        for t in pending {
+            drop(self.shared.sink.enqueue(t));
+        }
+        advice
+    }
+
+    /// Records a success of an admitted attempt (and the headroom it reported). No store
+    /// write happens unless a scope changes state.
+    pub fn record_success(&self, mut attempt: AttemptScope, headroom: Option<Headroom>) {
+        attempt.done = true;
+        let now = self.shared.clock.now();
+        let mut inner = self.shared.lock();
+        let policy = inner.policy.clone();
+        if let Some(c) = inner.creds.get_mut(attempt.cred as usize) {
+            c.inflight = c.inflight.saturating_sub(1);
+            if headroom.is_some() {
+                c.headroom = headroom;
+            }
+        }
+        let mut steps = Vec::new();
+        for (key, rec, fp) in scopes_of(&mut inner, attempt.cred, attempt.endpoint, &attempt.model)
+        {
+            if rec.health == Health::Healthy && rec.strikes == 0 && rec.refresh_strikes == 0 {
+                rec.last_success = Some(now);
+                continue;
+            }
+            if let Some(step) = rec.apply(&Event::Success, &policy, now, fp.as_deref(), 0.0) {
+                steps.push((key, step, fp));
+            }
+        }
+        if steps.is_empty() {
+            return;
+        }
+        let pending = finish_steps(&mut inner, steps, now, Actor::Traffic);
+        drop(inner);
+        for t in pending {
+            drop(self.shared.sink.enqueue(t));
+        }
+    }
+
+    /// Probes that are due, each now holding its scope's lease. Confirmation probes of
+    /// suspect scopes, lapsed leases, and background re-checks of disables. Auth probes of
+    /// a provider in an incident wait for the incident to end.
+    pub fn due_probes(&self) -> Vec<ProbeRequest> {
+        let now = self.shared.clock.now();
+        let mut inner = self.shared.lock();
+        let policy = inner.policy.clone();
+        let mut out = Vec::new();
+        let mut steps = Vec::new();
+        let n = inner.creds.len();
+        for c in 0..n {
+            let provider = inner.creds[c].spec.provider.as_str();
+            let in_incident = inner
+                .incidents
+                .get(provider)
+                .and_then(|i| i.active_until)
+                .is_some_and(|u| u > now);
+            let slot = &mut inner.creds[c];
+            let id = slot.spec.id.clone();
+            let fp = slot.spec.fingerprint.clone();
+            let ep_id = slot.endpoint;
+            let mut records: Vec<(ScopeKey, Option<Arc<str>>, &mut Record)> = Vec::new();
+            records.push((ScopeKey::Credential(id.clone()), None, &mut slot.rec));
+            for (m, r) in slot.models.iter_mut() {
+                records.push((
+                    ScopeKey::CredentialModel(id.clone(), m.clone()),
+                    Some(m.clone()),
+                    r,
+                ));
+            }
+            let mut due = Vec::new();
+            for (key, model, rec) in records {
+                let class = rec.health.class();
+                let is_auth = matches!(class, Some(Class::AuthPermanent | Class::AuthTransient));
+                if in_incident && is_auth {
+                    continue;
+                }
+                let recheck = matches!(rec.health, Health::Disabled { by_operator: false, recheck_at: Some(at), .. } if at <= now)
+                    && rec.recheck_lease.is_none_or(|l| l <= now);
+                let confirm = matches!(&rec.health, Health::Suspect { probe_at, .. } if *probe_at <= now)
+                    || matches!(&rec.health, Health::Probing { trial: false, lease_until, .. } if *lease_until <= now);
+                if !(recheck || confirm) {
+                    continue;
+                }
+                if let Some(step) = rec.apply(&Event::LeaseTaken, &policy, now, Some(&fp), 0.0) {
+                    steps.push((key.clone(), step, Some(fp.clone())));
+                }
+                let class = rec.health.class().unwrap_or(Class::AuthPermanent);
+                due.push((key, model, class, recheck));
+            }
+            for (key, model, class, recheck) in due {
+                let kind = match class {
+                    Class::AuthPermanent | Class::AuthTransient => ProbeKind::KeyValidity,
+                    _ => ProbeKind::MinimalRequest,
+                };
+                out.push(ProbeRequest {
+                    scope: key,
+                    credential: id.clone(),
+                    endpoint: inner
+                        .endpoints
+                        .get(ep_id as usize)
+                        .map(|e| e.id.clone())
+                        .unwrap_or_else(|| Arc::from("?")),
+                    model,
+                    class,
+                    kind,
+                    recheck,
+                });
+            }
+        }
+        let pending = finish_steps(&mut inner, steps, now, Actor::Probe);
+        drop(inner);
+        for t in pending {
+            drop(self.shared.sink.enqueue(t));
+        }
+        out
+    }
+
+    /// Records a probe's outcome. Returns the acknowledgement of the resulting transition:
+    /// a disable is on disk when it completes. During a provider incident, a confirmation
+    /// of an auth failure counts as inconclusive.
+    pub fn record_probe(&self, probe: &ProbeRequest, outcome: ProbeOutcome) -> Ack {
+        let now = self.shared.clock.now();
+        let mut inner = self.shared.lock();
+        let policy = inner.policy.clone();
+        let Some(&c) = inner.by_id.get(&probe.credential) else {
+            return Ack::done();
+        };
+        let provider = inner.creds[c as usize].spec.provider.as_str();
+        let in_incident = inner
+            .incidents
+            .get(provider)
+            .and_then(|i| i.active_until)
+            .is_some_and(|u| u > now);
+        let outcome = match outcome {
+            ProbeOutcome::Confirmed { .. }
+                if in_incident
+                    && matches!(probe.class, Class::AuthPermanent | Class::AuthTransient) =>
+            {
+                ProbeOutcome::Inconclusive {
+                    why: "provider-wide auth incident in progress".into(),
+                }
+            }
+            o => o,
+        };
+        let fp = inner.creds[c as usize].spec.fingerprint.clone();
+        let slot = &mut inner.creds[c as usize];
+        let rec = match &probe.scope {
+            ScopeKey::Credential(_) => Some(&mut slot.rec),
+            ScopeKey::CredentialModel(_, m) => slot
+                .models
+                .iter_mut()
+                .find(|(mm, _)| mm == m)
+                .map(|(_, r)| r),
+            _ => None,
+        };
+        let Some(rec) = rec else {
+            return Ack::done();
+        };
+        let Some(step) = rec.apply(&Event::Probe(outcome), &policy, now, Some(&fp), 0.0) else {
+            return Ack::done();
+        };
+        let to = rec.health.clone();
+        if let (
+            Health::Disabled {
+                class: Class::AuthPermanent,
+                ..
+            },
+            ScopeKey::Credential(id),
+        ) = (&to, &probe.scope)
+        {
+            inner.denylist.insert(
+                fp.clone(),
+                (id.clone(), "revoked (confirmed by probe)".into()),
+            );
+        }
+        let pending = finish_steps(
+            &mut inner,
+            vec![(probe.scope.clone(), step, Some(fp))],
+            now,
+            Actor::Probe,
+        );
+        drop(inner);
+        let mut last = Ack::done();
+        for t in pending {
+            last = self.shared.sink.enqueue(t);
+        }
+        last
+    }
+
+    /// An operator puts a credential (all its scopes) back in rotation.
+    pub fn reset(&self, credential: &str) -> Option<Ack> {
+        self.operator(credential, &Event::Reset)
+    }
+
+    /// An operator takes a credential out of rotation.
+    pub fn disable(&self, credential: &str, reason: &str) -> Option<Ack> {
+        self.operator(credential, &Event::Disable { reason })
+    }
+
+    fn operator(&self, credential: &str, event: &Event<'_>) -> Option<Ack> {
+        let now = self.shared.clock.now();
+        let mut inner = self.shared.lock();
+        let policy = inner.policy.clone();
+        let c = *inner.by_id.get(credential)?;
+        let fp = inner.creds[c as usize].spec.fingerprint.clone();
+        let id = inner.creds[c as usize].spec.id.clone();
+        let mut steps = Vec::new();
+        let slot = &mut inner.creds[c as usize];
+        if let Some(step) = slot.rec.apply(event, &policy, now, Some(&fp), 0.0) {
+            steps.push((ScopeKey::Credential(id.clone()), step, Some(fp.clone())));
+        }
+        if matches!(event, Event::Reset) {
+            for (m, r) in slot.models.iter_mut() {
+                if let Some(step) = r.apply(event, &policy, now, Some(&fp), 0.0) {
+                    steps.push((
+                        ScopeKey::CredentialModel(id.clone(), m.clone()),
+                        step,
+                        Some(fp.clone()),
+                    ));
+                }
+            }
+            inner.denylist.remove(&fp);
+        }
+        let pending = finish_steps(&mut inner, steps, now, Actor::Operator);
+        drop(inner);
+        let mut last = Ack::done();
+        for t in pending {
+            last = self.shared.sink.enqueue(t);
+        }
+        Some(last)
+    }
+
+    /// Every scope that is not healthy, and every credential, for status views.
+    pub fn snapshot(&self) -> Vec<(ScopeKey, Health, Timestamp)> {
+        let inner = self.shared.lock();
+        let mut out = Vec::new();
+        for c in &inner.creds {
+            out.push((
+                ScopeKey::Credential(c.spec.id.clone()),
+                c.rec.health.clone(),
+                c.rec.since,
+            ));
+            for (m, r) in &c.models {
+                out.push((
+                    ScopeKey::CredentialModel(c.spec.id.clone(), m.clone()),
+                    r.health.clone(),
+                    r.since,
+                ));
+            }
+        }
+        for b in &inner.buckets {
+            if b.rec.health != Health::Healthy {
+                out.push((
+                    ScopeKey::QuotaBucket(b.id.clone()),
+                    b.rec.health.clone(),
+                    b.rec.since,
+                ));
+            }
+        }
+        for e in &inner.endpoints {
+            if e.rec.health != Health::Healthy {
+                out.push((
+                    ScopeKey::Endpoint(e.id.clone()),
+                    e.rec.health.clone(),
+                    e.rec.since,
+                ));
+            }
+            for (m, r) in &e.models {
+                out.push((
+                    ScopeKey::ProviderModel(e.id.clone(), m.clone()),
+                    r.health.clone(),
+                    r.since,
+                ));
+            }
+        }
+        out
+    }
+
+    /// The health of one scope.
+    pub fn health(&self, key: &ScopeKey) -> Option<Health> {
+        self.snapshot()
+            .into_iter()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, h, _)| h)
+    }
+
+    /// Whether a provider-wide auth incident is active for `provider`.
+    pub fn incident_active(&self, provider: Provider) -> bool {
+        let now = self.shared.clock.now();
+        self.shared
+            .lock()
+            .incidents
+            .get(provider.as_str())
+            .and_then(|i| i.active_until)
+            .is_some_and(|u| u > now)
+    }
+
+    /// In-flight attempts on a credential.
+    pub fn inflight(&self, credential: &str) -> u32 {
+        let inner = self.shared.lock();
+        inner
+            .by_id
+            .get(credential)
+            .map_or(0, |&c| inner.creds[c as usize].inflight)
+    }
+}
+
+enum Block {
+    Waiting(Timestamp),
+    Disabled(DisabledInfo),
+    NotServed,
+}
+
+/// Whether candidate `c` at endpoint `ep` for `model` may take traffic now.
+fn usable(
+    inner: &Inner,
+    c: u32,
+    ep: u32,
+    model: &str,
+    req: &RequestSpec,
+    now: Timestamp,
+) -> Result<(), Block> {
+    let slot = &inner.creds[c as usize];
+    if slot.endpoint != ep {
+        return Err(Block::NotServed);
+    }
+    if let Some(models) = &slot.spec.models {
+        if !models.iter().any(|m| &**m == model) {
+            return Err(Block::NotServed);
+        }
+    }
+    if let Some(b) = &req.bucket {
+        if slot.spec.bucket.as_ref() != Some(b) {
+            return Err(Block::NotServed);
+        }
+    }
+    let endpoint = &inner.endpoints[ep as usize];
+    let records: [(Option<&Record>, &dyn Fn() -> String); 5] = [
+        (Some(&slot.rec), &|| format!("credential/{}", slot.spec.id)),
+        (
+            slot.models
+                .iter()
+                .find(|(m, _)| &**m == model)
+                .map(|(_, r)| r),
+            &|| format!("credential_model/{}/{model}", slot.spec.id),
+        ),
+        (
+            slot.bucket
+                .and_then(|b| inner.buckets.get(b as usize))
+                .map(|b| &b.rec),
+            &|| {
+                format!(
+                    "quota_bucket/{}",
+                    slot.spec.bucket.as_deref().unwrap_or("?")
+                )
+            },
+        ),
+        (Some(&endpoint.rec), &|| format!("endpoint/{}", endpoint.id)),
+        (
+            endpoint
+                .models
+                .iter()
+                .find(|(m, _)| &**m == model)
+                .map(|(_, r)| r),
+            &|| format!("provider_model/{}/{model}", endpoint.id),
+        ),
+    ];
+    let mut waiting: Option<Timestamp> = None;
+    for (rec, name) in records {
+        let Some(rec) = rec else { continue };
+        if rec.admits(now) {
+            continue;
+        }
+        match &rec.health {
+            Health::Disabled {
+                class,
+                since,
+                evidence,
+                ..
+            } => {
+                return Err(Block::Disabled(DisabledInfo {
+                    credential: slot.spec.id.clone(),
+                    scope: name(),
+                    class: *class,
+                    since: *since,
+                    evidence: evidence.clone(),
+                }));
+            }
+            h => {
+                let at = h.recovers_at().unwrap_or(now);
+                waiting = Some(waiting.map_or(at, |w| w.max(at)));
+            }
+        }
+    }
+    match waiting {
+        Some(at) => Err(Block::Waiting(at)),
+        None => Ok(()),
+    }
+}
+
+type ScopeRef<'a> = (ScopeKey, &'a mut Record, Option<Arc<str>>);
+
+/// Every existing record an attempt touches (creating none).
+fn scopes_of<'a>(inner: &'a mut Inner, c: u32, ep: u32, model: &str) -> Vec<ScopeRef<'a>> {
+    let mut out = Vec::with_capacity(5);
+    let Inner {
+        creds,
+        buckets,
+        endpoints,
+        ..
+    } = inner;
+    let Some(slot) = creds.get_mut(c as usize) else {
+        return out;
+    };
+    let fp = Some(slot.spec.fingerprint.clone());
+    let id = slot.spec.id.clone();
+    let bucket = slot.bucket;
+    out.push((ScopeKey::Credential(id.clone()), &mut slot.rec, fp.clone()));
+    if let Some((m, r)) = slot.models.iter_mut().find(|(m, _)| &**m == model) {
+        out.push((ScopeKey::CredentialModel(id, m.clone()), r, fp));
+    }
+    if let Some(b) = bucket.and_then(|b| buckets.get_mut(b as usize)) {
+        out.push((ScopeKey::QuotaBucket(b.id.clone()), &mut b.rec, None));
+    }
+    if let Some(e) = endpoints.get_mut(ep as usize) {
+        let eid = e.id.clone();
+        out.push((ScopeKey::Endpoint(eid.clone()), &mut e.rec, None));
+        if let Some((m, r)) = e.models.iter_mut().find(|(m, _)| &**m == model) {
+            out.push((ScopeKey::ProviderModel(eid, m.clone()), r, None));
+        }
+    }
+    out
+}
+
+/// The record a failure's scope points at, created on demand.
+fn scope_record<'a>(
+    inner: &'a mut Inner,
+    c: u32,
+    ep: u32,
+    model: &str,
+    scope: Scope,
+) -> Option<ScopeRef<'a>> {
+    let Inner {
+        creds,
+        buckets,
+        endpoints,
+        ..
+    } = inner;
+    let slot = creds.get_mut(c as usize)?;
+    let fp = Some(slot.spec.fingerprint.clone());
+    let id = slot.spec.id.clone();
+    match scope {
+        Scope::Request => None,
+        Scope::Credential => Some((ScopeKey::Credential(id), &mut slot.rec, fp)),
+        Scope::QuotaBucket => match slot.bucket.and_then(|b| buckets.get_mut(b as usize)) {
+            Some(b) => Some((ScopeKey::QuotaBucket(b.id.clone()), &mut b.rec, None)),
+            // No bucket declared: the credential is its own bucket.
+            None => Some((ScopeKey::Credential(id), &mut slot.rec, fp)),
+        },
+        Scope::CredentialModel => {
+            let i = match slot.models.iter().position(|(m, _)| &**m == model) {
+                Some(i) => i,
+                None => {
+                    slot.models.push((Arc::from(model), Record::default()));
+                    slot.models.len() - 1
+                }
+            };
+            let (m, r) = &mut slot.models[i];
+            Some((ScopeKey::CredentialModel(id, m.clone()), r, fp))
+        }
+        Scope::Endpoint => {
+            let e = endpoints.get_mut(ep as usize)?;
+            Some((ScopeKey::Endpoint(e.id.clone()), &mut e.rec, None))
+        }
+        Scope::ProviderModel => {
+            let e = endpoints.get_mut(ep as usize)?;
+            let i = match e.models.iter().position(|(m, _)| &**m == model) {
+                Some(i) => i,
+                None => {
+                    e.models.push((Arc::from(model), Record::default()));
+                    e.models.len() - 1
+                }
+            };
+            let eid = e.id.clone();
+            let (m, r) = &mut e.models[i];
+            Some((ScopeKey::ProviderModel(eid, m.clone()), r, None))
+        }
+    }
+}
+
+/// Turns steps into numbered transitions (to enqueue in this order, under the lock's
+/// ordering), and drops healthy per-model records that are no longer needed.
+fn finish_steps(
+    inner: &mut Inner,
+    steps: Vec<(ScopeKey, Step, Option<Arc<str>>)>,
+    now: Timestamp,
+    actor: Actor,
+) -> Vec<Transition> {
+    let mut out = Vec::with_capacity(steps.len());
+    for (scope, step, fingerprint) in steps {
+        let to = current_health(inner, &scope).unwrap_or(Health::Healthy);
+        inner.seq += 1;
+        let durable = matches!(to, Health::Disabled { .. }) || actor == Actor::Operator;
+        out.push(Transition {
+            seq: inner.seq,
+            at: now,
+            scope,
+            from: step.from.unwrap_or(Health::Healthy),
+            to,
+            why: step.why,
+            actor,
+            fingerprint,
+            durable,
+        });
+    }
+    out
+}
+
+fn current_health(inner: &Inner, key: &ScopeKey) -> Option<Health> {
+    match key {
+        ScopeKey::Credential(id) => inner
+            .by_id
+            .get(id)
+            .map(|&c| inner.creds[c as usize].rec.health.clone()),
+        ScopeKey::CredentialModel(id, m) => {
+            let c = *inner.by_id.get(id)?;
+            inner.creds[c as usize]
+                .models
+                .iter()
+                .find(|(mm, _)| mm == m)
+                .map(|(_, r)| r.health.clone())
+        }
+        ScopeKey::QuotaBucket(b) => inner
+            .by_bucket
+            .get(b)
+            .map(|&i| inner.buckets[i as usize].rec.health.clone()),
+        ScopeKey::Endpoint(e) => inner
+            .by_endpoint
+            .get(e)
+            .map(|&i| inner.endpoints[i as usize].rec.health.clone()),
+        ScopeKey::ProviderModel(e, m) => {
+            let i = *inner.by_endpoint.get(e)?;
+            inner.endpoints[i as usize]
+                .models
+                .iter()
+                .find(|(mm, _)| mm == m)
+                .map(|(_, r)| r.health.clone())
+        }
+    }
+}
+
+/// Notes an auth failure of credential `c`. Returns whether the provider is (now) in an
+/// incident, with the transitions that starting one made: suspects of this provider from
+/// within the window go back to healthy, and its endpoints cool briefly.
+fn note_auth_failure(inner: &mut Inner, c: u32, now: Timestamp) -> (bool, Vec<Transition>) {
+    let policy = inner.policy.clone();
+    let provider = inner.creds[c as usize].spec.provider.as_str();
+    let window_start = Timestamp(
+        now.0
+            .saturating_sub(u64::try_from(policy.incident_window.as_millis()).unwrap_or(u64::MAX)),
+    );
+    let incident = inner.incidents.entry(provider).or_default();
+    while incident
+        .recent
+        .front()
+        .is_some_and(|(t, _)| *t < window_start)
+    {
+        incident.recent.pop_front();
+    }
+    incident.recent.push_back((now, c));
+    if incident.recent.len() > 1024 {
+        incident.recent.pop_front();
+    }
+    let mut distinct: Vec<u32> = incident.recent.iter().map(|(_, c)| *c).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let was_active = incident.active_until.is_some_and(|u| u > now);
+    if !was_active && (distinct.len() as u32) < policy.incident_credentials {
+        return (false, Vec::new());
+    }
+    incident.active_until = Some(now.plus(policy.incident_cooldown));
+    let mut steps = Vec::new();
+    let cool_until = now.plus(policy.incident_cooldown);
+    // Credentials of this provider made suspect within the window were not revoked.
+    for slot in inner
+        .creds
+        .iter_mut()
+        .filter(|s| s.spec.provider.as_str() == provider)
+    {
+        let revert = match &slot.rec.health {
+            Health::Suspect { class, since, .. }
+            | Health::Probing {
+                class,
+                since,
+                trial: false,
+                ..
+            }
+            | Health::Disabled {
+                class,
+                since,
+                by_operator: false,
+                ..
+            } => {
+                matches!(class, Class::AuthPermanent | Class::AuthTransient)
+                    && *since >= window_start
+            }
+            _ => false,
+        };
+        if revert {
+            let from = std::mem::replace(&mut slot.rec.health, Health::Healthy);
+            slot.rec.since = now;
+            slot.rec.refresh_strikes = 0;
+            steps.push((
+                ScopeKey::Credential(slot.spec.id.clone()),
+                Step {
+                    from: Some(from),
+                    why: "provider-wide auth incident: not a revocation".into(),
+                    wants_probe: false,
+                },
+                Some(slot.spec.fingerprint.clone()),
+            ));
+        }
+    }
+    // Cool the provider's endpoints; their one trial after the cooldown tells when the
+    // incident ends.
+    let eps: Vec<u32> = inner
+        .endpoints
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.provider.as_str() == provider)
+        .map(|(i, _)| i as u32)
+        .collect();
+    for e in eps {
+        let slot = &mut inner.endpoints[e as usize];
+        let next = Health::Cooling {
+            until: cool_until,
+            class: Class::AuthPermanent,
+        };
+        let later = match slot.rec.health {
+            Health::Cooling { until, .. } => until < cool_until,
+            Health::Healthy | Health::Probing { trial: true, .. } => true,
+            _ => false,
+        };
+        if later {
+            let from = std::mem::replace(&mut slot.rec.health, next);
+            slot.rec.since = now;
+            steps.push((
+                ScopeKey::Endpoint(slot.id.clone()),
+                Step {
+                    from: Some(from),
+                    why: "provider-wide auth incident: cooling the provider briefly".into(),
+                    wants_probe: false,
+                },
+                None,
+            ));
+        }
+    }
+    let pending = finish_steps(inner, steps, now, Actor::Incident);
+    (true, pending)
+}
+
+/// Rebuilds the slots for `creds`, carrying health over by id and fingerprint.
+fn reconfigure(inner: &mut Inner, creds: Vec<CredentialSpec>, now: Timestamp) -> Vec<Transition> {
+    // Detach everything the old slots held.
+    for slot in inner.creds.drain(..) {
+        inner.detached.insert(
+            ScopeKey::Credential(slot.spec.id.clone()),
+            (slot.rec, Some(now)),
+        );
+        for (m, r) in slot.models {
+            inner.detached.insert(
+                ScopeKey::CredentialModel(slot.spec.id.clone(), m),
+                (r, Some(now)),
+            );
+        }
+        inner
+            .fingerprints
+            .insert(slot.spec.id.clone(), slot.spec.fingerprint.clone());
+    }
+    for e in inner.endpoints.drain(..) {
+        inner
+            .detached
+            .insert(ScopeKey::Endpoint(e.id.clone()), (e.rec, Some(now)));
+        for (m, r) in e.models {
+            inner
+                .detached
+                .insert(ScopeKey::ProviderModel(e.id.clone(), m), (r, Some(now)));
+        }
+    }
+    for b in inner.buckets.drain(..) {
+        inner
+            .detached
+            .insert(ScopeKey::QuotaBucket(b.id.clone()), (b.rec, Some(now)));
+    }
+    inner.by_id.clear();
+    inner.by_endpoint.clear();
+    inner.by_bucket.clear();
+    let policy = inner.policy.clone();
+    let mut steps = Vec::new();
+    for spec in creds {
+        let ep = *inner
+            .by_endpoint
+            .entry(spec.endpoint.clone())
+            .or_insert_with(|| {
+                inner.endpoints.push(EndpointSlot {
+                    id: spec.endpoint.clone(),
+                    provider: spec.provider,
+                    rec: Record::default(),
+                    models: Vec::new(),
+                });
+                (inner.endpoints.len() - 1) as u32
+            });
+        let bucket = spec.bucket.clone().map(|b| {
+            *inner.by_bucket.entry(b.clone()).or_insert_with(|| {
+                inner.buckets.push(BucketSlot {
+                    id: b,
+                    rec: Record::default(),
+                });
+                (inner.buckets.len() - 1) as u32
+            })
+        });
+        let key = ScopeKey::Credential(spec.id.clone());
+        let new_secret = inner
+            .fingerprints
+            .get(&spec.id)
+            .is_some_and(|old| *old != spec.fingerprint);
+        inner
+            .fingerprints
+            .insert(spec.id.clone(), spec.fingerprint.clone());
+        let mut rec = inner
+            .detached
+            .remove(&key)
+            .map(|(r, _)| r)
+            .unwrap_or_default();
+        let mut models = Vec::new();
+        let model_keys: Vec<ScopeKey> = inner
+            .detached
+            .keys()
+            .filter(|k| matches!(k, ScopeKey::CredentialModel(id, _) if *id == spec.id))
+            .cloned()
+            .collect();
+        for k in model_keys {
+            if let (ScopeKey::CredentialModel(_, m), Some((r, _))) = (&k, inner.detached.remove(&k))
+            {
+                models.push((m.clone(), r));
+            }
+        }
+        // A restored disable names its fingerprint; a different secret starts healthy.
+        let restored_other_secret = matches!(&rec.health, Health::Disabled { fingerprint: Some(fp), .. } if **fp != *spec.fingerprint);
+        if new_secret || restored_other_secret {
+            if let Some(step) = rec.apply(
+                &Event::NewSecret {
+                    fingerprint: &spec.fingerprint,
+                },
+                &policy,
+                now,
+                Some(&spec.fingerprint),
+                0.0,
+            ) {
+                steps.push((key.clone(), step, Some(spec.fingerprint.clone())));
+            }
+            for (m, r) in models.iter_mut() {
+                if let Some(step) = r.apply(
+                    &Event::NewSecret {
+                        fingerprint: &spec.fingerprint,
+                    },
+                    &policy,
+                    now,
+                    Some(&spec.fingerprint),
+                    0.0,
+                ) {
+                    steps.push((
+                        ScopeKey::CredentialModel(spec.id.clone(), m.clone()),
+                        step,
+                        Some(spec.fingerprint.clone()),
+                    ));
+                }
+            }
+        }
+        // A revoked secret that comes back stays out.
+        if let Some((old_id, reason)) = inner.denylist.get(&spec.fingerprint).cloned() {
+            if !matches!(rec.health, Health::Disabled { .. }) {
+                let from = std::mem::replace(
+                    &mut rec.health,
+                    Health::Disabled {
+                        class: Class::AuthPermanent,
+                        since: now,
+                        evidence: format!("this secret was {reason} as `{old_id}`"),
+                        fingerprint: Some(spec.fingerprint.to_string()),
+                        recheck_at: Some(now.plus(policy.auth_recheck_min)),
+                        by_operator: false,
+                    },
+                );
+                rec.since = now;
+                steps.push((
+                    key.clone(),
+                    Step {
+                        from: Some(from),
+                        why: "a revoked secret was configured again".into(),
+                        wants_probe: false,
+                    },
+                    Some(spec.fingerprint.clone()),
+                ));
+            }
+        }
+        inner
+            .by_id
+            .insert(spec.id.clone(), inner.creds.len() as u32);
+        inner.creds.push(CredSlot {
+            spec,
+            endpoint: ep,
+            bucket,
+            rec,
+            models,
+            inflight: 0,
+            headroom: None,
+        });
+    }
+    // Endpoint, provider-model and bucket records come back by id.
+    for i in 0..inner.endpoints.len() {
+        let id = inner.endpoints[i].id.clone();
+        if let Some((r, _)) = inner.detached.remove(&ScopeKey::Endpoint(id.clone())) {
+            inner.endpoints[i].rec = r;
+        }
+        let keys: Vec<ScopeKey> = inner
+            .detached
+            .keys()
+            .filter(|k| matches!(k, ScopeKey::ProviderModel(e, _) if *e == id))
+            .cloned()
+            .collect();
+        for k in keys {
+            if let (ScopeKey::ProviderModel(_, m), Some((r, _))) = (&k, inner.detached.remove(&k)) {
+                inner.endpoints[i].models.push((m.clone(), r));
+            }
+        }
+    }
+    for i in 0..inner.buckets.len() {
+        let id = inner.buckets[i].id.clone();
+        if let Some((r, _)) = inner.detached.remove(&ScopeKey::QuotaBucket(id)) {
+            inner.buckets[i].rec = r;
+        }
+    }
+    // Forget what has been detached for longer than the retention period.
+    let retention = inner.retention;
+    inner
+        .detached
+        .retain(|_, (_, removed)| removed.is_none_or(|at| now.since(at) < retention));
+    finish_steps(inner, steps, now, Actor::Config)
+}
+
+fn evidence_text(f: &Failure) -> String {
+    let status = f
+        .evidence
+        .status
+        .map(|s| format!("{s} "))
+        .unwrap_or_default();
+    format!("{status}{}={}", f.evidence.kind.as_str(), f.evidence.value)
+}
+
+fn next_roll(inner: &mut Inner) -> f64 {
+    // xorshift64*: jitter only, not security.
+    let mut x = inner.rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    inner.rng = x;
+    (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn rendezvous(session: u64, id: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    session.hash(&mut h);
+    id.hash(&mut h);
+    h.finish()
+}
