@@ -317,7 +317,7 @@ fn writer_loop(mut conn: Connection, rx: Receiver<Cmd>, path: PathBuf) {
             .any(|c| matches!(c, Cmd::Write(t, _) if t.durable));
         let result = commit(&mut conn, &batch, durable);
         commits += 1;
-        if commits % 256 == 0 {
+        if commits.is_multiple_of(256) {
             let _ = prune(&conn);
         }
         for cmd in batch {
