@@ -828,3 +828,88 @@ fn a_dropped_attempt_releases_its_in_flight_count() {
     drop(a);
     assert_eq!(w.engine.inflight("k0"), 0);
 }
+
+#[test]
+fn a_failed_trial_cools_again_for_longer() {
+    let w = anthropic(1);
+    let f = failure(Provider::Anthropic, 529, OVERLOADED);
+    let pm = ScopeKey::ProviderModel("anthropic".into(), "model-a".into());
+    w.fail("k0", &f);
+    w.fail("k0", &f);
+    let Health::Cooling { until: first, .. } = w.state(&pm) else {
+        panic!()
+    };
+    let first_len = first.since(w.engine.now());
+    w.clock.set(first);
+    let Selection::Candidates(c) = w.engine.select(&w.route, &RequestSpec::default()) else {
+        panic!()
+    };
+    let trial = w
+        .engine
+        .admit(&w.route, &c[0], &RequestSpec::default())
+        .unwrap();
+    assert!(trial.trial);
+    assert!(matches!(w.state(&pm), Health::Probing { trial: true, .. }));
+    w.engine.record_failure(trial, &f);
+    let Health::Cooling { until: second, .. } = w.state(&pm) else {
+        panic!("{:?}", w.state(&pm))
+    };
+    assert!(
+        second.since(w.engine.now()) > first_len,
+        "the backoff grows after a failed trial"
+    );
+}
+
+#[test]
+fn a_lapsed_probe_lease_lets_another_probe_start() {
+    let w = anthropic(1);
+    w.fail("k0", &failure(Provider::Anthropic, 401, REVOKED));
+    w.clock.advance(Duration::from_secs(15));
+    assert_eq!(w.engine.due_probes().len(), 1);
+    // The prober died without reporting: nothing new until the 30 s lease lapses.
+    w.clock.advance(Duration::from_secs(29));
+    assert!(w.engine.due_probes().is_empty());
+    w.clock.advance(Duration::from_secs(1));
+    let again = w.engine.due_probes();
+    assert_eq!(again.len(), 1, "a new probe after the lease lapsed");
+    w.engine.record_probe(
+        &again[0],
+        ProbeOutcome::Confirmed {
+            evidence: "401".into(),
+        },
+    );
+    assert!(matches!(w.state(&key("k0")), Health::Disabled { .. }));
+}
+
+#[test]
+fn a_model_scoped_failure_leaves_the_other_models_alone() {
+    let w = anthropic(1);
+    let f = failure(
+        Provider::Anthropic,
+        404,
+        r#"{"type":"error","error":{"type":"not_found_error","message":"model: model-a"}}"#,
+    );
+    w.fail("k0", &f);
+    assert!(matches!(
+        w.state(&ScopeKey::CredentialModel("k0".into(), "model-a".into())),
+        Health::Suspect { .. }
+    ));
+    assert_eq!(w.state(&key("k0")), Health::Healthy);
+    let other = RouteSpec {
+        targets: vec![TargetSpec {
+            endpoint: "anthropic".into(),
+            model: "model-b".into(),
+            credentials: vec!["k0".into()],
+        }],
+    };
+    assert!(
+        matches!(w.engine.select(&other, &RequestSpec::default()), Selection::Candidates(c) if c.len() == 1)
+    );
+    assert!(matches!(
+        w.engine.select(&w.route, &RequestSpec::default()),
+        Selection::Unavailable(_)
+    ));
+    let p = w.engine.due_probes().pop().unwrap();
+    assert_eq!(p.model.as_deref(), Some("model-a"));
+    assert_eq!(p.kind, ProbeKind::MinimalRequest);
+}

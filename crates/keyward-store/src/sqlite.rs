@@ -45,6 +45,10 @@ pub enum StoreError {
         found: i64,
         supported: i64,
     },
+    /// There is no state file at the path yet. Start keyward (it creates the file), or pass
+    /// the right `--state` path. Label: `missing`.
+    #[error("no state file at {path}: start keyward (it creates one) or pass --state with the path from keyward.toml")]
+    Missing { path: PathBuf },
     /// The writer thread has stopped (after a previous error or at shutdown). Label:
     /// `stopped`.
     #[error("the state writer has stopped; restart keyward")]
@@ -454,9 +458,8 @@ impl StoreReader {
             source,
         };
         if !path.exists() {
-            return Err(StoreError::Io {
+            return Err(StoreError::Missing {
                 path: path.to_owned(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no state file yet"),
             });
         }
         let conn = Connection::open_with_flags(

@@ -16,6 +16,10 @@ pub enum CliError {
     /// Writing the output failed (a closed pipe, a full disk). Label: `io`.
     #[error("cannot write output: {0}")]
     Write(#[source] std::io::Error),
+    /// The state file could not be read (missing, locked by an incompatible version,
+    /// corrupt). The message names the file and what to do. Label: `state`.
+    #[error(transparent)]
+    State(#[from] keyward_store::StoreError),
     /// An argument had a value the command cannot use. The message names the argument
     /// and the accepted values. Label: `usage`.
     #[error("{0}")]
@@ -27,7 +31,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => 2,
-            CliError::Read { .. } | CliError::Write(_) => 1,
+            CliError::Read { .. } | CliError::Write(_) | CliError::State(_) => 1,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Command-line grammar and dispatch.
 
 mod classify;
+mod state;
 
 use std::process::ExitCode;
 
@@ -21,11 +22,18 @@ pub struct Cli {
 enum Command {
     /// Classify a failed upstream response: what failed, what it touches, what to do.
     Classify(classify::ClassifyArgs),
+    /// Show every credential scope that is not healthy, from the state file (read-only;
+    /// works while a gateway is running).
+    Status(state::StatusArgs),
+    /// Show a credential's recent health transitions, from the state file.
+    History(state::HistoryArgs),
 }
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Classify(args) => classify::run(args),
+        Command::Status(args) => state::status(args),
+        Command::History(args) => state::history(args),
     }
 }
