@@ -46,7 +46,7 @@ fn setup() -> Setup {
             endpoint: format!("endpoint-{}", i % 10).into(),
             bucket: Some(format!("org-{}", i % 25).into()),
             fingerprint: format!("fp-{i}").into(),
-            priority: (i % 3) as i32,
+            priority: i % 3,
             models: None,
         })
         .collect();
