@@ -913,3 +913,35 @@ fn a_model_scoped_failure_leaves_the_other_models_alone() {
     assert_eq!(p.model.as_deref(), Some("model-a"));
     assert_eq!(p.kind, ProbeKind::MinimalRequest);
 }
+
+#[test]
+fn the_policy_can_choose_the_scope_a_class_touches() {
+    let w = world(vec![
+        cred("a1", Provider::OpenAi, "openai", Some("org-a"), 0),
+        cred("a2", Provider::OpenAi, "openai", Some("org-a"), 0),
+    ]);
+    let mut policy = Policy::default();
+    policy.rate_limit.scope = Some(keyward_core::classify::Scope::QuotaBucket);
+    w.engine.set_policy(policy);
+    let mut f = failure(
+        Provider::OpenAi,
+        429,
+        r#"{"error":{"message":"Rate limit reached for requests","type":"requests","code":"rate_limit_exceeded"}}"#,
+    );
+    f.retry_after = Some(Duration::from_secs(5));
+    w.fail("a1", &f);
+    assert!(matches!(
+        w.state(&ScopeKey::QuotaBucket("org-a".into())),
+        Health::Cooling { .. }
+    ));
+    assert!(w.candidates().is_empty(), "the whole bucket cools");
+    let parsed: Policy = serde_json::from_str(r#"{"rate_limit":{"effect":"cool","threshold":1,"backoff":{"base":"1s","max":"1m","jitter":0.2},"retry_same":false,"honour_retry_after":true,"scope":"quota_bucket"}}"#).unwrap();
+    assert_eq!(
+        parsed.rate_limit.scope,
+        Some(keyward_core::classify::Scope::QuotaBucket)
+    );
+    assert!(
+        serde_json::from_str::<Policy>(r#"{"rate_limt":{}}"#).is_err(),
+        "unknown keys are errors"
+    );
+}

@@ -139,6 +139,34 @@ impl Scope {
     }
 }
 
+impl Scope {
+    /// Every scope.
+    pub const ALL: [Scope; 6] = [
+        Scope::Request,
+        Scope::CredentialModel,
+        Scope::Credential,
+        Scope::QuotaBucket,
+        Scope::ProviderModel,
+        Scope::Endpoint,
+    ];
+
+    /// Parses [`Scope::as_str`] names.
+    pub fn parse(name: &str) -> Option<Scope> {
+        Scope::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Scope {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Scope::parse(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown scope {name:?}; use one of request, credential_model, credential, quota_bucket, provider_model, endpoint"
+            ))
+        })
+    }
+}
+
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -579,16 +579,19 @@ impl HealthEngine {
             c.inflight = c.inflight.saturating_sub(1);
         }
         let policy = inner.policy.clone();
-        let retry_same = policy.for_class(failure.class).retry_same;
+        let class_policy = policy.for_class(failure.class);
+        let retry_same = class_policy.retry_same;
+        // The policy may choose the scope a class touches; otherwise the classifier's.
+        let scope = class_policy.scope.unwrap_or(failure.scope);
         let mut advice = FailureAdvice {
             retry_same,
             incident: false,
         };
-        if failure.scope == Scope::Request {
+        if scope == Scope::Request {
             return advice;
         }
         let auth = matches!(failure.class, Class::AuthPermanent | Class::AuthTransient)
-            && matches!(failure.scope, Scope::Credential);
+            && matches!(scope, Scope::Credential);
         let mut pending = Vec::new();
         if auth {
             let (incident, mut incident_transitions) =
@@ -630,7 +633,7 @@ impl HealthEngine {
             attempt.cred,
             attempt.endpoint,
             &attempt.model,
-            failure.scope,
+            scope,
         ) {
             if let Some(step) = rec.apply(&event, &policy, now, fp.as_deref(), roll) {
                 pending.extend(finish_steps(

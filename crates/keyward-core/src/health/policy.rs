@@ -70,6 +70,10 @@ pub struct ClassPolicy {
     /// Whether a `retry_after` the provider gives sets the cooldown (capped by
     /// [`Policy::max_retry_after`]).
     pub honour_retry_after: bool,
+    /// Touch this scope instead of the one the classifier chose (e.g. treat every rate
+    /// limit as bucket-wide for providers that share limits across an org).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<crate::classify::Scope>,
 }
 
 /// The whole health policy.
@@ -136,6 +140,7 @@ const fn cool(threshold: u32, base_ms: u64, max_ms: u64, retry_same: bool) -> Cl
         },
         retry_same,
         honour_retry_after: true,
+        scope: None,
     }
 }
 
@@ -150,6 +155,7 @@ const fn effect_only(effect: Effect, retry_same: bool) -> ClassPolicy {
         },
         retry_same,
         honour_retry_after: false,
+        scope: None,
     }
 }
 
