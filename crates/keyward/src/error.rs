@@ -20,6 +20,10 @@ pub enum CliError {
     /// corrupt). The message names the file and what to do. Label: `state`.
     #[error(transparent)]
     State(#[from] keyward_store::StoreError),
+    /// The config file has problems; each is listed with its path. Fix them and run
+    /// `keyward config check`. Label: `config`.
+    #[error("{0}")]
+    Config(String),
     /// An argument had a value the command cannot use. The message names the argument
     /// and the accepted values. Label: `usage`.
     #[error("{0}")]
@@ -31,7 +35,10 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => 2,
-            CliError::Read { .. } | CliError::Write(_) | CliError::State(_) => 1,
+            CliError::Read { .. }
+            | CliError::Write(_)
+            | CliError::State(_)
+            | CliError::Config(_) => 1,
         }
     }
 }

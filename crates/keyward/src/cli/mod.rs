@@ -1,6 +1,7 @@
 //! Command-line grammar and dispatch.
 
 mod classify;
+mod gateway;
 mod state;
 
 use std::process::ExitCode;
@@ -27,6 +28,16 @@ enum Command {
     Status(state::StatusArgs),
     /// Show a credential's recent health transitions, from the state file.
     History(state::HistoryArgs),
+    /// Run the gateway.
+    Serve(gateway::ServeArgs),
+    /// Work with config files.
+    #[command(subcommand)]
+    Config(gateway::ConfigCommand),
+    /// Run the simulated provider (for trying Keyward without real keys).
+    Sim(gateway::SimArgs),
+    /// Run the gateway against its simulated provider, revoke a key mid-traffic, and show
+    /// what happened.
+    Demo(gateway::DemoArgs),
 }
 
 /// Runs the parsed command.
@@ -35,5 +46,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Classify(args) => classify::run(args),
         Command::Status(args) => state::status(args),
         Command::History(args) => state::history(args),
+        Command::Serve(args) => gateway::serve(args),
+        Command::Config(cmd) => gateway::config(cmd),
+        Command::Sim(args) => gateway::sim(args),
+        Command::Demo(args) => gateway::demo(args),
     }
 }

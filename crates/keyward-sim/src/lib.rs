@@ -1,0 +1,572 @@
+//! # keyward-sim
+//!
+//! Scripted fake LLM providers for Keyward's tests, benchmarks and `keyward demo`. One
+//! server speaks the Anthropic Messages and OpenAI Chat Completions shapes (streaming and
+//! not), plus the cheap endpoints probes use (`/v1/messages/count_tokens`, `/v1/models`).
+//! Each API key has a [`Behaviour`] that can change while traffic runs; every request is
+//! counted per key and outcome.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use keyward_sim::{Behaviour, Sim};
+//!
+//! let sim = Sim::new();
+//! let server = sim.clone().serve("127.0.0.1:0".parse().unwrap()).await?;
+//! sim.set("sk-ant-team-2", Behaviour::Revoked);
+//! println!("sim on {}", server.addr());
+//! # Ok(()) }
+//! ```
+//!
+//! People drive it over HTTP too: `POST /_sim/keys/{key}` with a behaviour as JSON
+//! (`{"kind":"revoked"}`), `POST /_sim/incident` (`{"on":true}`), `GET /_sim/counts`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Response, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// How the provider answers one key's requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Behaviour {
+    /// A normal answer.
+    #[default]
+    Ok,
+    /// The key was revoked: 401 on every request, probes included.
+    Revoked,
+    /// An expired OAuth access token: 401 "token has expired".
+    ExpiredToken,
+    /// No credit left (Anthropic 400 credit balance; OpenAI 429 insufficient_quota).
+    NoCredit,
+    /// Rate limited; `retry_after` seconds in `retry-after` when set.
+    RateLimited { retry_after: Option<u64> },
+    /// Overloaded (Anthropic 529, OpenAI 503).
+    Overloaded,
+    /// A plain 500.
+    ServerError,
+    /// Wait this long before the response headers.
+    SlowHeaders { ms: u64 },
+    /// Headers at once, the first content after this long (streams).
+    SlowFirstToken { ms: u64 },
+    /// Cut the stream after this many content events, with no terminal event.
+    StreamCut { after: usize },
+    /// Go silent after this many content events, for this long, then end cleanly.
+    StreamStall { after: usize, ms: u64 },
+    /// The stream ends after its last content but without its terminal event.
+    MissingTerminal,
+    /// An in-band error event after this many content events.
+    MidStreamError { after: usize },
+    /// The prompt is too long for this model.
+    ContextOverflow,
+    /// The model does not exist for this key.
+    ModelNotFound,
+}
+
+/// Per-key request counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Inference requests (messages, chat completions).
+    pub requests: u64,
+    /// Probe-style requests (count_tokens, models).
+    pub probes: u64,
+    /// Outcomes by name (`ok`, `revoked`, …).
+    pub outcomes: HashMap<String, u64>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    keys: HashMap<String, Behaviour>,
+    default: Behaviour,
+    incident: bool,
+    counts: HashMap<String, Counts>,
+    content_events: usize,
+}
+
+/// A scripted provider. Cheap to clone; clones share state.
+#[derive(Debug, Clone, Default)]
+pub struct Sim {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// A running sim server.
+#[derive(Debug)]
+pub struct SimServer {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl SimServer {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its base URL (`http://127.0.0.1:PORT`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Sim {
+    /// A sim where every key answers normally.
+    pub fn new() -> Sim {
+        let sim = Sim::default();
+        sim.lock().content_events = 8;
+        sim
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sets one key's behaviour.
+    pub fn set(&self, key: &str, behaviour: Behaviour) {
+        self.lock().keys.insert(key.to_owned(), behaviour);
+    }
+
+    /// Sets the behaviour of keys without their own.
+    pub fn set_default(&self, behaviour: Behaviour) {
+        self.lock().default = behaviour;
+    }
+
+    /// A provider-wide auth incident: every key gets a spurious 401 while on.
+    pub fn incident(&self, on: bool) {
+        self.lock().incident = on;
+    }
+
+    /// How many content events a stream carries (default 8).
+    pub fn set_stream_length(&self, events: usize) {
+        self.lock().content_events = events.max(1);
+    }
+
+    /// One key's counts.
+    pub fn counts(&self, key: &str) -> Counts {
+        self.lock().counts.get(key).cloned().unwrap_or_default()
+    }
+
+    /// Every key's counts.
+    pub fn all_counts(&self) -> HashMap<String, Counts> {
+        self.lock().counts.clone()
+    }
+
+    /// Serves on `addr` (port 0 picks a free port) until the returned server is dropped.
+    pub async fn serve(self, addr: SocketAddr) -> std::io::Result<SimServer> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let app = self.router();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.await;
+                })
+                .await;
+        });
+        Ok(SimServer {
+            addr,
+            stop: Some(stop_tx),
+        })
+    }
+
+    /// The sim's routes (for embedding).
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/v1/messages", post(anthropic_messages))
+            .route("/v1/messages/count_tokens", post(anthropic_count_tokens))
+            .route("/v1/chat/completions", post(openai_chat))
+            .route("/v1/models", get(models))
+            .route("/_sim/keys/{key}", post(control_key))
+            .route("/_sim/incident", post(control_incident))
+            .route("/_sim/counts", get(control_counts))
+            .with_state(self)
+    }
+
+    /// Decides the behaviour for a request and counts it.
+    fn take(&self, key: &str, probe: bool) -> (Behaviour, bool, usize) {
+        let mut inner = self.lock();
+        let behaviour = inner
+            .keys
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| inner.default.clone());
+        let incident = inner.incident;
+        let outcome = if incident {
+            "incident".to_owned()
+        } else {
+            behaviour_name(&behaviour)
+        };
+        let events = inner.content_events;
+        let c = inner.counts.entry(key.to_owned()).or_default();
+        if probe {
+            c.probes += 1;
+        } else {
+            c.requests += 1;
+        }
+        *c.outcomes.entry(outcome).or_default() += 1;
+        (behaviour, incident, events)
+    }
+}
+
+fn behaviour_name(b: &Behaviour) -> String {
+    serde_json::to_value(b)
+        .ok()
+        .and_then(|v| v.get("kind").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| "ok".into())
+}
+
+fn key_of(headers: &HeaderMap) -> String {
+    if let Some(k) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return k.to_owned();
+    }
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn json_response(status: StatusCode, body: Value, extra: &[(&str, String)]) -> Response<Body> {
+    let mut r = Response::new(Body::from(body.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    for (k, v) in extra {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::try_from(*k),
+            HeaderValue::from_str(v),
+        ) {
+            r.headers_mut().insert(name, value);
+        }
+    }
+    r
+}
+
+fn anthropic_error(
+    status: u16,
+    ty: &str,
+    message: &str,
+    extra: &[(&str, String)],
+) -> Response<Body> {
+    json_response(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        json!({"type":"error","error":{"type":ty,"message":message},"request_id":"req_sim"}),
+        extra,
+    )
+}
+
+fn openai_error(
+    status: u16,
+    ty: &str,
+    code: Option<&str>,
+    message: &str,
+    extra: &[(&str, String)],
+) -> Response<Body> {
+    json_response(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        json!({"error":{"message":message,"type":ty,"param":null,"code":code}}),
+        extra,
+    )
+}
+
+/// The error response a behaviour gives before any content, if it is an error one.
+fn early_error(shape: Shape, b: &Behaviour, incident: bool) -> Option<Response<Body>> {
+    if incident {
+        return Some(match shape {
+            Shape::Anthropic => {
+                anthropic_error(401, "authentication_error", "invalid x-api-key", &[])
+            }
+            Shape::OpenAi => openai_error(
+                401,
+                "invalid_request_error",
+                Some("invalid_api_key"),
+                "Incorrect API key provided.",
+                &[],
+            ),
+        });
+    }
+    let retry = |s: &Option<u64>| {
+        s.map(|s| vec![("retry-after", s.to_string())])
+            .unwrap_or_default()
+    };
+    Some(match (shape, b) {
+        (Shape::Anthropic, Behaviour::Revoked) => anthropic_error(401, "authentication_error", "invalid x-api-key", &[]),
+        (Shape::OpenAi, Behaviour::Revoked) => {
+            openai_error(401, "invalid_request_error", Some("invalid_api_key"), "Incorrect API key provided: sk-***. You can find your API key at https://platform.openai.com/account/api-keys.", &[])
+        }
+        (Shape::Anthropic, Behaviour::ExpiredToken) => {
+            anthropic_error(401, "authentication_error", "OAuth token has expired. Please obtain a new token or refresh your existing token.", &[])
+        }
+        (Shape::OpenAi, Behaviour::ExpiredToken) => openai_error(401, "invalid_request_error", Some("token_expired"), "Provided authentication token is expired.", &[]),
+        (Shape::Anthropic, Behaviour::NoCredit) => anthropic_error(
+            400,
+            "invalid_request_error",
+            "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.",
+            &[],
+        ),
+        (Shape::OpenAi, Behaviour::NoCredit) => openai_error(
+            429,
+            "insufficient_quota",
+            Some("insufficient_quota"),
+            "You exceeded your current quota, please check your plan and billing details.",
+            &[],
+        ),
+        (Shape::Anthropic, Behaviour::RateLimited { retry_after }) => {
+            anthropic_error(429, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate limit", &retry(retry_after))
+        }
+        (Shape::OpenAi, Behaviour::RateLimited { retry_after }) => {
+            openai_error(429, "requests", Some("rate_limit_exceeded"), "Rate limit reached for requests per min (RPM).", &retry(retry_after))
+        }
+        (Shape::Anthropic, Behaviour::Overloaded) => anthropic_error(529, "overloaded_error", "Overloaded", &[]),
+        (Shape::OpenAi, Behaviour::Overloaded) => openai_error(503, "server_error", None, "The engine is currently overloaded, please try again later", &[]),
+        (Shape::Anthropic, Behaviour::ServerError) => anthropic_error(500, "api_error", "Internal server error", &[]),
+        (Shape::OpenAi, Behaviour::ServerError) => openai_error(500, "server_error", None, "The server had an error while processing your request.", &[]),
+        (Shape::Anthropic, Behaviour::ContextOverflow) => {
+            anthropic_error(400, "invalid_request_error", "prompt is too long: 250000 tokens > 200000 maximum", &[])
+        }
+        (Shape::OpenAi, Behaviour::ContextOverflow) => openai_error(
+            400,
+            "invalid_request_error",
+            Some("context_length_exceeded"),
+            "This model's maximum context length is 128000 tokens.",
+            &[],
+        ),
+        (Shape::Anthropic, Behaviour::ModelNotFound) => anthropic_error(404, "not_found_error", "model: not-a-model", &[]),
+        (Shape::OpenAi, Behaviour::ModelNotFound) => {
+            openai_error(404, "invalid_request_error", Some("model_not_found"), "The model does not exist or you do not have access to it.", &[])
+        }
+        _ => return None,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Anthropic,
+    OpenAi,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+struct ChatRequest {
+    model: String,
+    stream: bool,
+}
+
+async fn anthropic_messages(
+    State(sim): State<Sim>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    inference(sim, Shape::Anthropic, &headers, &body).await
+}
+
+async fn openai_chat(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response<Body> {
+    inference(sim, Shape::OpenAi, &headers, &body).await
+}
+
+async fn inference(sim: Sim, shape: Shape, headers: &HeaderMap, body: &[u8]) -> Response<Body> {
+    let key = key_of(headers);
+    let (behaviour, incident, events) = sim.take(&key, false);
+    let Ok(req) = serde_json::from_slice::<ChatRequest>(body) else {
+        return match shape {
+            Shape::Anthropic => {
+                anthropic_error(400, "invalid_request_error", "invalid JSON body", &[])
+            }
+            Shape::OpenAi => {
+                openai_error(400, "invalid_request_error", None, "invalid JSON body", &[])
+            }
+        };
+    };
+    if let Behaviour::SlowHeaders { ms } = behaviour {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(r) = early_error(shape, &behaviour, incident) {
+        return r;
+    }
+    if !req.stream {
+        return match shape {
+            Shape::Anthropic => json_response(
+                StatusCode::OK,
+                json!({"id":"msg_sim","type":"message","role":"assistant","model":req.model,
+                       "content":[{"type":"text","text":"Hello from keyward-sim."}],
+                       "stop_reason":"end_turn","stop_sequence":null,
+                       "usage":{"input_tokens":12,"output_tokens":6}}),
+                &[
+                    ("anthropic-ratelimit-requests-remaining", "999".into()),
+                    ("anthropic-ratelimit-requests-limit", "1000".into()),
+                ],
+            ),
+            Shape::OpenAi => json_response(
+                StatusCode::OK,
+                json!({"id":"chatcmpl-sim","object":"chat.completion","created":1,"model":req.model,
+                       "choices":[{"index":0,"message":{"role":"assistant","content":"Hello from keyward-sim."},"finish_reason":"stop"}],
+                       "usage":{"prompt_tokens":12,"completion_tokens":6,"total_tokens":18}}),
+                &[
+                    ("x-ratelimit-remaining-requests", "999".into()),
+                    ("x-ratelimit-limit-requests", "1000".into()),
+                ],
+            ),
+        };
+    }
+    stream_response(shape, req.model, behaviour, events)
+}
+
+fn stream_response(
+    shape: Shape,
+    model: String,
+    behaviour: Behaviour,
+    events: usize,
+) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    tokio::spawn(async move {
+        let send = |s: String| {
+            let tx = tx.clone();
+            async move { tx.send(Ok(Bytes::from(s))).await.is_ok() }
+        };
+        let pre = match shape {
+            Shape::Anthropic => format!(
+                "event: message_start\ndata: {}\n\nevent: content_block_start\ndata: {{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{{\"type\":\"text\",\"text\":\"\"}}}}\n\nevent: ping\ndata: {{\"type\": \"ping\"}}\n\n",
+                json!({"type":"message_start","message":{"id":"msg_sim","type":"message","role":"assistant","model":model,"content":[],"stop_reason":null,"usage":{"input_tokens":12,"output_tokens":1}}})
+            ),
+            Shape::OpenAi => format!(
+                "data: {}\n\n",
+                json!({"id":"chatcmpl-sim","object":"chat.completion.chunk","model":model,"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]})
+            ),
+        };
+        if !send(pre).await {
+            return;
+        }
+        if let Behaviour::SlowFirstToken { ms } = behaviour {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        for i in 0..events {
+            match behaviour {
+                Behaviour::StreamCut { after } if i == after => return,
+                Behaviour::StreamStall { after, ms } if i == after => {
+                    tokio::time::sleep(Duration::from_millis(ms)).await
+                }
+                Behaviour::MidStreamError { after } if i == after => {
+                    let err = match shape {
+                        Shape::Anthropic => "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n".to_owned(),
+                        Shape::OpenAi => "data: {\"error\":{\"message\":\"The server had an error while processing your request.\",\"type\":\"server_error\"}}\n\n".to_owned(),
+                    };
+                    let _ = send(err).await;
+                    return;
+                }
+                _ => {}
+            }
+            let word = format!("tok{i} ");
+            let ev = match shape {
+                Shape::Anthropic => format!(
+                    "event: content_block_delta\ndata: {}\n\n",
+                    json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":word}})
+                ),
+                Shape::OpenAi => format!(
+                    "data: {}\n\n",
+                    json!({"id":"chatcmpl-sim","object":"chat.completion.chunk","model":model,"choices":[{"index":0,"delta":{"content":word},"finish_reason":null}]})
+                ),
+            };
+            if !send(ev).await {
+                return;
+            }
+        }
+        if behaviour == Behaviour::MissingTerminal {
+            return;
+        }
+        let end = match shape {
+            Shape::Anthropic => "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":8}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_owned(),
+            Shape::OpenAi => format!(
+                "data: {}\n\ndata: [DONE]\n\n",
+                json!({"id":"chatcmpl-sim","object":"chat.completion.chunk","model":model,"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":8,"total_tokens":20}})
+            ),
+        };
+        let _ = send(end).await;
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut r = Response::new(Body::from_stream(stream));
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/event-stream"),
+    );
+    r
+}
+
+async fn anthropic_count_tokens(State(sim): State<Sim>, headers: HeaderMap) -> Response<Body> {
+    let key = key_of(&headers);
+    let (behaviour, incident, _) = sim.take(&key, true);
+    match early_error(Shape::Anthropic, &behaviour, incident) {
+        // Credit and model problems do not show on count_tokens: it is free.
+        Some(r)
+            if matches!(behaviour, Behaviour::Revoked | Behaviour::ExpiredToken) || incident =>
+        {
+            r
+        }
+        _ => json_response(StatusCode::OK, json!({"input_tokens": 12}), &[]),
+    }
+}
+
+async fn models(State(sim): State<Sim>, headers: HeaderMap) -> Response<Body> {
+    let key = key_of(&headers);
+    let (behaviour, incident, _) = sim.take(&key, true);
+    let shape = if headers.contains_key("x-api-key") {
+        Shape::Anthropic
+    } else {
+        Shape::OpenAi
+    };
+    match early_error(shape, &behaviour, incident) {
+        Some(r)
+            if matches!(behaviour, Behaviour::Revoked | Behaviour::ExpiredToken) || incident =>
+        {
+            r
+        }
+        _ => json_response(
+            StatusCode::OK,
+            json!({"object":"list","data":[{"id":"sim-model","object":"model"}]}),
+            &[],
+        ),
+    }
+}
+
+async fn control_key(
+    State(sim): State<Sim>,
+    Path(key): Path<String>,
+    Json(b): Json<Behaviour>,
+) -> StatusCode {
+    sim.set(&key, b);
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+struct IncidentBody {
+    on: bool,
+}
+
+async fn control_incident(State(sim): State<Sim>, Json(b): Json<IncidentBody>) -> StatusCode {
+    sim.incident(b.on);
+    StatusCode::NO_CONTENT
+}
+
+async fn control_counts(State(sim): State<Sim>) -> Json<HashMap<String, Counts>> {
+    Json(sim.all_counts())
+}

@@ -1,0 +1,753 @@
+//! `keyward.toml`: parsed strictly (unknown keys are errors), validated whole (every
+//! problem reported with its path), secrets referenced (`env:VAR`, `file:PATH`) and never
+//! printed.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyward_core::classify::{CredentialKind, Provider};
+use keyward_core::health::Policy;
+use serde::Deserialize;
+
+/// One problem in a config file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The path in the file (`routes."claude".targets[0].credentials[1]`).
+    pub path: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read. Check the path. Label: `io`.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file has problems; each is listed with its path. Label: `invalid`.
+    #[error("{} has {} problem(s):\n{}", path.display(), problems.len(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<ConfigProblem>,
+    },
+}
+
+/// How much a caller's error message may say about Keyward's upstream credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Detail {
+    /// Credential aliases, classes, times, counts and remedies.
+    #[default]
+    Full,
+    /// Only that the upstream is unavailable and whether to retry.
+    Minimal,
+}
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_listen")]
+    listen: String,
+    #[serde(default = "default_state")]
+    state: String,
+    #[serde(default)]
+    gateway_keys: Vec<RawGatewayKey>,
+    #[serde(default)]
+    endpoints: BTreeMap<String, RawEndpoint>,
+    #[serde(default)]
+    credentials: Vec<RawCredential>,
+    #[serde(default)]
+    routes: BTreeMap<String, RawRoute>,
+    #[serde(default)]
+    timeouts: RawTimeouts,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    policy: Option<Policy>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+fn default_state() -> String {
+    "keyward-state.db".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGatewayKey {
+    name: String,
+    key: String,
+    #[serde(default)]
+    detail: Detail,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    provider: String,
+    base_url: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredential {
+    id: String,
+    endpoint: String,
+    secret: String,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    bucket: Option<String>,
+    #[serde(default)]
+    priority: i32,
+    #[serde(default)]
+    models: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    endpoint: String,
+    model: String,
+    credentials: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    targets: Vec<RawTarget>,
+    #[serde(default)]
+    fallbacks: Vec<RawTarget>,
+    #[serde(default)]
+    context_fallback: Option<String>,
+    #[serde(default)]
+    first_token_timeout: Option<String>,
+    #[serde(default)]
+    idle_timeout: Option<String>,
+    #[serde(default)]
+    headers_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    connect: Option<String>,
+    headers: Option<String>,
+    first_token: Option<String>,
+    idle: Option<String>,
+    request: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_body_bytes: Option<usize>,
+    max_event_bytes: Option<usize>,
+    max_attempts: Option<u32>,
+}
+
+/// A secret, held only in memory. `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    /// The secret itself, for the one place that sends it upstream.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// A short fingerprint: the first 12 hex characters of the secret's SHA-256. It tells
+    /// "this exact key" apart without revealing anything about it.
+    pub fn fingerprint(&self) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, self.0.as_bytes());
+        digest
+            .as_ref()
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// A gateway key callers present.
+#[derive(Debug, Clone)]
+pub struct GatewayKey {
+    pub name: String,
+    pub key: Secret,
+    pub detail: Detail,
+}
+
+/// An upstream endpoint.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub id: Arc<str>,
+    pub provider: Provider,
+    pub base_url: String,
+}
+
+/// An upstream credential.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub id: Arc<str>,
+    pub endpoint: Arc<str>,
+    pub secret: Secret,
+    pub kind: CredentialKind,
+    pub bucket: Option<Arc<str>>,
+    pub priority: i32,
+    pub models: Option<Vec<Arc<str>>>,
+}
+
+/// One target of a route.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub endpoint: Arc<str>,
+    pub model: Arc<str>,
+    pub credentials: Vec<Arc<str>>,
+}
+
+/// A client-facing model name and where it goes.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    /// Targets then fallbacks, in order.
+    pub targets: Vec<Target>,
+    /// The route to use when the prompt is too long for this one.
+    pub context_fallback: Option<String>,
+    pub timeouts: Timeouts,
+}
+
+/// Timeouts. Never one total deadline on a stream: headers, first content, then an idle
+/// limit between reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub headers: Duration,
+    pub first_token: Duration,
+    pub idle: Duration,
+    /// A request's deadline for starting attempts (not for an established stream).
+    pub request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            headers: Duration::from_secs(30),
+            first_token: Duration::from_secs(15),
+            idle: Duration::from_secs(30),
+            request: Duration::from_secs(90),
+        }
+    }
+}
+
+/// Size and retry limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_event_bytes: usize,
+    pub max_attempts: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 32 << 20,
+            max_event_bytes: 16 << 20,
+            max_attempts: 6,
+        }
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub state: PathBuf,
+    pub gateway_keys: Vec<GatewayKey>,
+    pub endpoints: BTreeMap<Arc<str>, Endpoint>,
+    pub credentials: Vec<Credential>,
+    pub routes: BTreeMap<String, Route>,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub policy: Policy,
+}
+
+impl Config {
+    /// Loads and validates `path`, resolving secrets from the environment and files.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base, &|v| std::env::var(v).ok()).map_err(|problems| {
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            }
+        })
+    }
+
+    /// Parses and validates config text. `env` looks up environment variables; relative
+    /// paths are resolved against `base`.
+    pub fn parse(
+        text: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Vec<ConfigProblem>> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            vec![ConfigProblem {
+                path: String::new(),
+                message: e.to_string().trim().replace('\n', " "),
+            }]
+        })?;
+        let mut p = Vec::new();
+        let mut problem = |path: String, message: String| p.push(ConfigProblem { path, message });
+        let listen = raw.listen.parse::<SocketAddr>().unwrap_or_else(|_| {
+            problem(
+                "listen".into(),
+                format!("{:?} is not an address like 127.0.0.1:8080", raw.listen),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        });
+        let resolve = |path: &str,
+                       reference: &str,
+                       problem: &mut dyn FnMut(String, String)|
+         -> Option<Secret> {
+            if let Some(var) = reference.strip_prefix("env:") {
+                match env(var) {
+                    Some(v) if !v.trim().is_empty() => Some(Secret(v.trim().into())),
+                    _ => {
+                        problem(
+                            path.into(),
+                            format!("environment variable {var} is not set (or empty)"),
+                        );
+                        None
+                    }
+                }
+            } else if let Some(file) = reference.strip_prefix("file:") {
+                let full = base.join(file);
+                match std::fs::read_to_string(&full) {
+                    Ok(v) if !v.trim().is_empty() => Some(Secret(v.trim().into())),
+                    Ok(_) => {
+                        problem(
+                            path.into(),
+                            format!("secret file {} is empty", full.display()),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        problem(
+                            path.into(),
+                            format!("cannot read secret file {}: {e}", full.display()),
+                        );
+                        None
+                    }
+                }
+            } else {
+                problem(path.into(), "secrets must be referenced as \"env:VAR\" or \"file:PATH\", never written in the config".into());
+                None
+            }
+        };
+        let mut gateway_keys = Vec::new();
+        for (i, k) in raw.gateway_keys.iter().enumerate() {
+            if let Some(key) = resolve(&format!("gateway_keys[{i}].key"), &k.key, &mut problem) {
+                gateway_keys.push(GatewayKey {
+                    name: k.name.clone(),
+                    key,
+                    detail: k.detail,
+                });
+            }
+        }
+        if raw.gateway_keys.is_empty() {
+            problem(
+                "gateway_keys".into(),
+                "at least one gateway key is needed: callers authenticate with it".into(),
+            );
+        }
+        let mut endpoints = BTreeMap::new();
+        for (id, e) in &raw.endpoints {
+            let path = format!("endpoints.{}", quote(id));
+            let provider = Provider::parse(&e.provider).unwrap_or_else(|| {
+                problem(
+                    format!("{path}.provider"),
+                    format!(
+                        "unknown provider {:?}; known: {}",
+                        e.provider,
+                        Provider::ALL.map(Provider::as_str).join(", ")
+                    ),
+                );
+                Provider::Unknown
+            });
+            if !(e.base_url.starts_with("http://") || e.base_url.starts_with("https://")) {
+                problem(
+                    format!("{path}.base_url"),
+                    format!("{:?} must start with http:// or https://", e.base_url),
+                );
+            }
+            let id: Arc<str> = id.as_str().into();
+            endpoints.insert(
+                id.clone(),
+                Endpoint {
+                    id,
+                    provider,
+                    base_url: e.base_url.trim_end_matches('/').to_owned(),
+                },
+            );
+        }
+        let mut credentials = Vec::new();
+        let mut ids = HashSet::new();
+        for (i, c) in raw.credentials.iter().enumerate() {
+            let path = format!("credentials[{i}]");
+            if !ids.insert(c.id.clone()) {
+                problem(
+                    format!("{path}.id"),
+                    format!("duplicate credential id {:?}", c.id),
+                );
+            }
+            if c.id.is_empty() || c.id.contains('/') {
+                problem(
+                    format!("{path}.id"),
+                    "a credential id must be non-empty and contain no '/'".into(),
+                );
+            }
+            if !raw.endpoints.contains_key(&c.endpoint) {
+                problem(
+                    format!("{path}.endpoint"),
+                    format!("unknown endpoint {:?}", c.endpoint),
+                );
+            }
+            let kind = match c.kind.as_deref() {
+                None => CredentialKind::ApiKey,
+                Some(k) => CredentialKind::parse(k).unwrap_or_else(|| {
+                    problem(
+                        format!("{path}.kind"),
+                        format!("{k:?} is not one of api_key, oauth, cloud"),
+                    );
+                    CredentialKind::ApiKey
+                }),
+            };
+            if let Some(secret) = resolve(&format!("{path}.secret"), &c.secret, &mut problem) {
+                credentials.push(Credential {
+                    id: c.id.as_str().into(),
+                    endpoint: c.endpoint.as_str().into(),
+                    secret,
+                    kind,
+                    bucket: c.bucket.as_deref().map(Into::into),
+                    priority: c.priority,
+                    models: c
+                        .models
+                        .as_ref()
+                        .map(|m| m.iter().map(|s| Arc::from(s.as_str())).collect()),
+                });
+            }
+        }
+        let mut timeouts = Timeouts::default();
+        let t = &raw.timeouts;
+        for (name, value, slot) in [
+            ("connect", &t.connect, &mut timeouts.connect),
+            ("headers", &t.headers, &mut timeouts.headers),
+            ("first_token", &t.first_token, &mut timeouts.first_token),
+            ("idle", &t.idle, &mut timeouts.idle),
+            ("request", &t.request, &mut timeouts.request),
+        ] {
+            if let Some(v) = value {
+                match humantime_duration(v) {
+                    Some(d) => *slot = d,
+                    None => problem(
+                        format!("timeouts.{name}"),
+                        format!("{v:?} is not a duration like \"15s\" or \"2m\""),
+                    ),
+                }
+            }
+        }
+        let mut routes = BTreeMap::new();
+        for (name, r) in &raw.routes {
+            let path = format!("routes.{}", quote(name));
+            if r.targets.is_empty() {
+                problem(
+                    format!("{path}.targets"),
+                    "a route needs at least one target".into(),
+                );
+            }
+            let mut targets = Vec::new();
+            for (kind, list) in [("targets", &r.targets), ("fallbacks", &r.fallbacks)] {
+                for (i, t) in list.iter().enumerate() {
+                    let tp = format!("{path}.{kind}[{i}]");
+                    if !raw.endpoints.contains_key(&t.endpoint) {
+                        problem(
+                            format!("{tp}.endpoint"),
+                            format!("unknown endpoint {:?}", t.endpoint),
+                        );
+                    }
+                    if t.credentials.is_empty() {
+                        problem(
+                            format!("{tp}.credentials"),
+                            "a target needs at least one credential".into(),
+                        );
+                    }
+                    for (j, c) in t.credentials.iter().enumerate() {
+                        match raw.credentials.iter().find(|rc| rc.id == *c) {
+                            None => problem(
+                                format!("{tp}.credentials[{j}]"),
+                                format!("unknown credential {c:?}"),
+                            ),
+                            Some(rc) if rc.endpoint != t.endpoint => problem(
+                                format!("{tp}.credentials[{j}]"),
+                                format!(
+                                    "credential {c:?} belongs to endpoint {:?}, not {:?}",
+                                    rc.endpoint, t.endpoint
+                                ),
+                            ),
+                            Some(_) => {}
+                        }
+                    }
+                    targets.push(Target {
+                        endpoint: t.endpoint.as_str().into(),
+                        model: t.model.as_str().into(),
+                        credentials: t
+                            .credentials
+                            .iter()
+                            .map(|c| Arc::from(c.as_str()))
+                            .collect(),
+                    });
+                }
+            }
+            if let Some(cf) = &r.context_fallback {
+                if !raw.routes.contains_key(cf) {
+                    problem(
+                        format!("{path}.context_fallback"),
+                        format!("unknown route {cf:?}"),
+                    );
+                }
+            }
+            let mut rt = timeouts;
+            for (field, value, slot) in [
+                (
+                    "first_token_timeout",
+                    &r.first_token_timeout,
+                    &mut rt.first_token,
+                ),
+                ("idle_timeout", &r.idle_timeout, &mut rt.idle),
+                ("headers_timeout", &r.headers_timeout, &mut rt.headers),
+            ] {
+                if let Some(v) = value {
+                    match humantime_duration(v) {
+                        Some(d) => *slot = d,
+                        None => problem(
+                            format!("{path}.{field}"),
+                            format!("{v:?} is not a duration like \"15s\""),
+                        ),
+                    }
+                }
+            }
+            routes.insert(
+                name.clone(),
+                Route {
+                    name: name.clone(),
+                    targets,
+                    context_fallback: r.context_fallback.clone(),
+                    timeouts: rt,
+                },
+            );
+        }
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_body_bytes: raw.limits.max_body_bytes.unwrap_or(defaults.max_body_bytes),
+            max_event_bytes: raw
+                .limits
+                .max_event_bytes
+                .unwrap_or(defaults.max_event_bytes),
+            max_attempts: raw
+                .limits
+                .max_attempts
+                .unwrap_or(defaults.max_attempts)
+                .clamp(1, 50),
+        };
+        let state = base.join(&raw.state);
+        if !p.is_empty() {
+            return Err(p);
+        }
+        Ok(Config {
+            listen,
+            state,
+            gateway_keys,
+            endpoints,
+            credentials,
+            routes,
+            timeouts,
+            limits,
+            policy: raw.policy.unwrap_or_default(),
+        })
+    }
+}
+
+fn quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        s.to_owned()
+    } else {
+        format!("{s:?}")
+    }
+}
+
+fn humantime_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num.parse().ok()?;
+    let scale = match unit.trim() {
+        "ms" => 1e-3,
+        "s" | "" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return None,
+    };
+    let secs = n * scale;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:0"
+state = "state.db"
+
+[[gateway_keys]]
+name = "agents"
+key = "env:GW_KEY"
+
+[endpoints.anthropic]
+provider = "anthropic"
+base_url = "http://127.0.0.1:9/"
+
+[[credentials]]
+id = "team-1"
+endpoint = "anthropic"
+secret = "env:K1"
+
+[routes.claude]
+targets = [{ endpoint = "anthropic", model = "claude-x", credentials = ["team-1"] }]
+first_token_timeout = "20s"
+"#;
+
+    fn env(v: &str) -> Option<String> {
+        match v {
+            "GW_KEY" => Some("gw-secret".into()),
+            "K1" => Some("sk-ant-secret-1".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_good_config_loads() {
+        let c = Config::parse(GOOD, Path::new("/etc/keyward"), &env).unwrap();
+        assert_eq!(
+            c.routes["claude"].timeouts.first_token,
+            Duration::from_secs(20)
+        );
+        assert_eq!(c.endpoints["anthropic"].base_url, "http://127.0.0.1:9");
+        assert_eq!(c.state, PathBuf::from("/etc/keyward/state.db"));
+        assert_eq!(format!("{:?}", c.credentials[0].secret), "Secret(…)");
+        assert!(
+            !format!("{c:?}").contains("sk-ant-secret-1"),
+            "Debug must not print secrets"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let bad = GOOD
+            .replace("env:K1", "sk-literal-secret")
+            .replace(
+                "credentials = [\"team-1\"]",
+                "credentials = [\"team-1\", \"ghost\"]",
+            )
+            .replace(
+                "first_token_timeout = \"20s\"",
+                "first_token_timeout = \"soon\"\ncontext_fallback = \"nowhere\"",
+            );
+        let problems = Config::parse(&bad, Path::new("."), &env).unwrap_err();
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter()
+                .any(|p| p.starts_with("credentials[0].secret: secrets must be referenced")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|p| p
+                    == "routes.claude.targets[0].credentials[1]: unknown credential \"ghost\""),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|p| p.starts_with("routes.claude.first_token_timeout")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|p| p.starts_with("routes.claude.context_fallback")),
+            "{text:?}"
+        );
+        assert!(
+            !text.join("\n").contains("sk-literal-secret"),
+            "a secret must never be printed"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let problems = Config::parse(
+            &GOOD.replace("listen =", "lisen = \"x\"\nlisten ="),
+            Path::new("."),
+            &env,
+        )
+        .unwrap_err();
+        assert!(
+            problems[0].message.contains("unknown field `lisen`"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn fingerprints_identify_without_revealing() {
+        let a = Secret("sk-ant-api03-abcdef".into());
+        let b = Secret("sk-ant-api03-abcdeg".into());
+        assert_eq!(a.fingerprint().len(), 12);
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert!(a.fingerprint().bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+}

@@ -1,0 +1,316 @@
+//! The HTTP gateway.
+//!
+//! Request path, top to bottom (keep this list true):
+//! 1. `route` picks the inbound API by path (`/v1/messages`, `/v1/chat/completions`);
+//! 2. [`authenticate`] finds the caller's gateway key wherever its SDK puts it
+//!    (`x-api-key`, `Authorization: Bearer`, `x-goog-api-key`, `?key=`) → 401 in the
+//!    caller's format if absent;
+//! 3. the body is read once, bounded (`limits.max_body_bytes`, 413 beyond), and the model
+//!    and `stream` flag are read without re-encoding it (400 if it is not valid JSON);
+//! 4. the model's route is resolved (404 listing the routes if unknown);
+//! 5. [`proxy::serve`] runs the failover loop: candidates from the health engine, each
+//!    attempt admitted, sent with only its `model` spliced, classified, recorded; streams
+//!    are held until their first content event, then pumped to the terminal event;
+//! 6. every response carries `x-keyward-credential`, `x-keyward-target`,
+//!    `x-keyward-attempts` and `server-timing` (gateway time excluding upstream time).
+//!
+//! A panic inside one request becomes a 500 for that request only.
+
+pub mod native;
+pub mod prober;
+pub mod proxy;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Request, Response, StatusCode};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use futures_util::FutureExt;
+use keyward_core::health::budget::{RetryBudget, RetryBudgetConfig};
+use keyward_core::health::{CredentialSpec, HealthEngine, RouteSpec, TargetSpec, TransitionSink};
+use keyward_wire::splice;
+use keyward_wire::stream::Api;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::{Config, Credential, Detail, Route};
+use native::CallerError;
+
+/// Everything a request needs, shared.
+#[derive(Debug)]
+pub struct Gateway {
+    pub cfg: Arc<Config>,
+    pub engine: HealthEngine,
+    pub client: reqwest::Client,
+    creds: HashMap<Arc<str>, Credential>,
+    specs: HashMap<String, RouteSpec>,
+    retry_budget: Mutex<RetryBudget>,
+}
+
+/// A request read and checked, ready for the failover loop.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub route: Route,
+    pub body: Bytes,
+    pub stream: bool,
+}
+
+impl Gateway {
+    /// Builds the gateway: the engine is configured from `cfg`, its transitions go to
+    /// `sink`.
+    pub fn new(cfg: Config, engine: HealthEngine) -> Result<Gateway, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(cfg.timeouts.connect)
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .build()?;
+        engine.set_policy(cfg.policy.clone());
+        engine.configure(
+            cfg.credentials
+                .iter()
+                .map(|c| CredentialSpec {
+                    id: c.id.clone(),
+                    provider: cfg
+                        .endpoints
+                        .get(&c.endpoint)
+                        .map_or(keyward_core::classify::Provider::Unknown, |e| e.provider),
+                    endpoint: c.endpoint.clone(),
+                    bucket: c.bucket.clone(),
+                    fingerprint: c.secret.fingerprint().into(),
+                    priority: c.priority,
+                    models: c.models.clone(),
+                })
+                .collect(),
+        );
+        let creds = cfg
+            .credentials
+            .iter()
+            .map(|c| (c.id.clone(), c.clone()))
+            .collect();
+        let specs = cfg
+            .routes
+            .iter()
+            .map(|(name, r)| {
+                (
+                    name.clone(),
+                    RouteSpec {
+                        targets: r
+                            .targets
+                            .iter()
+                            .map(|t| TargetSpec {
+                                endpoint: t.endpoint.clone(),
+                                model: t.model.clone(),
+                                credentials: t.credentials.clone(),
+                            })
+                            .collect(),
+                    },
+                )
+            })
+            .collect();
+        Ok(Gateway {
+            cfg: Arc::new(cfg),
+            engine,
+            client,
+            creds,
+            specs,
+            retry_budget: Mutex::new(RetryBudget::new(RetryBudgetConfig::default())),
+        })
+    }
+
+    pub fn credential(&self, id: &str) -> Option<Credential> {
+        self.creds.get(id).cloned()
+    }
+
+    pub fn route(&self, name: &str) -> Option<Route> {
+        self.cfg.routes.get(name).cloned()
+    }
+
+    pub fn route_spec(&self, name: &str) -> RouteSpec {
+        self.specs.get(name).cloned().unwrap_or_default()
+    }
+
+    /// Spends one retry from the gateway-wide budget.
+    pub fn spend_retry(&self) -> bool {
+        let now = self.engine.now();
+        self.retry_budget
+            .lock()
+            .map(|mut b| b.try_spend(now))
+            .unwrap_or(false)
+    }
+}
+
+/// The router.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/v1/messages", post(messages))
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/models", get(models))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(gw)
+}
+
+/// Serves on `listener` until `shutdown` resolves; in-flight streams drain.
+pub async fn run(
+    gw: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let prober = tokio::spawn(prober::run(gw.clone()));
+    let result = axum::serve(listener, router(gw))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    prober.abort();
+    result
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct KeyQuery {
+    key: Option<String>,
+}
+
+async fn messages(
+    State(gw): State<Arc<Gateway>>,
+    Query(q): Query<KeyQuery>,
+    req: Request<Body>,
+) -> Response<Body> {
+    guarded(gw, Api::Messages, q, req).await
+}
+
+async fn chat(
+    State(gw): State<Arc<Gateway>>,
+    Query(q): Query<KeyQuery>,
+    req: Request<Body>,
+) -> Response<Body> {
+    guarded(gw, Api::ChatCompletions, q, req).await
+}
+
+/// One request; a panic inside becomes a 500 for this request only.
+async fn guarded(gw: Arc<Gateway>, api: Api, q: KeyQuery, req: Request<Body>) -> Response<Body> {
+    match std::panic::AssertUnwindSafe(handle(gw, api, q, req))
+        .catch_unwind()
+        .await
+    {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::error!("a request panicked; answered 500 and kept serving");
+            CallerError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "api_error",
+                "internal_error",
+                "keyward: internal error while handling this request",
+            )
+            .response(api)
+        }
+    }
+}
+
+async fn handle(gw: Arc<Gateway>, api: Api, q: KeyQuery, req: Request<Body>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let Some(detail) = authenticate(&gw.cfg, &parts.headers, q.key.as_deref()) else {
+        return CallerError::unauthenticated().response(api);
+    };
+    let limit = gw.cfg.limits.max_body_bytes;
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => return CallerError::too_large(limit).response(api),
+    };
+    let model = match splice::model_of(&body) {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            return CallerError::bad_request("keyward: the request body has no `model`")
+                .response(api)
+        }
+        Err(e) => return CallerError::bad_request(format!("keyward: {e}")).response(api),
+    };
+    let stream = serde_json::from_slice::<StreamFlag>(&body)
+        .map(|s| s.stream)
+        .unwrap_or(false);
+    let Some(route) = gw.route(&model) else {
+        let names: Vec<&str> = gw.cfg.routes.keys().map(String::as_str).collect();
+        return CallerError::unknown_model(&model, &names).response(api);
+    };
+    proxy::serve(
+        gw,
+        api,
+        Prepared {
+            route,
+            body,
+            stream,
+        },
+        parts.headers,
+        detail,
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+struct StreamFlag {
+    #[serde(default)]
+    stream: bool,
+}
+
+/// The caller's gateway key, wherever its SDK puts it; compared in constant time.
+pub fn authenticate(cfg: &Config, headers: &HeaderMap, query_key: Option<&str>) -> Option<Detail> {
+    let presented = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        })
+        .or_else(|| headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()))
+        .or(query_key)?;
+    cfg.gateway_keys
+        .iter()
+        .find(|k| constant_time_eq(k.key.expose().as_bytes(), presented.trim().as_bytes()))
+        .map(|k| k.detail)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn models(
+    State(gw): State<Arc<Gateway>>,
+    Query(q): Query<KeyQuery>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    if authenticate(&gw.cfg, &headers, q.key.as_deref()).is_none() {
+        return CallerError::unauthenticated().response(Api::ChatCompletions);
+    }
+    let data: Vec<_> = gw
+        .cfg
+        .routes
+        .keys()
+        .map(|name| json!({"id": name, "object": "model", "owned_by": "keyward"}))
+        .collect();
+    let mut r = Response::new(Body::from(
+        json!({"object": "list", "data": data}).to_string(),
+    ));
+    r.headers_mut().insert(
+        "content-type",
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+async fn ready(State(gw): State<Arc<Gateway>>) -> Response<Body> {
+    let body = json!({"ready": true, "routes": gw.cfg.routes.len(), "credentials": gw.cfg.credentials.len()});
+    Response::new(Body::from(body.to_string()))
+}
+
+/// A sink that does nothing (a gateway run without state, in tests).
+pub fn null_sink() -> Arc<dyn TransitionSink> {
+    Arc::new(keyward_core::health::NullSink)
+}

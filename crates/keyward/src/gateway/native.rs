@@ -1,0 +1,155 @@
+//! Errors in the caller's own wire format, so the official SDKs raise their usual
+//! exception types. Never a 401/403 for a problem with Keyward's upstream credentials:
+//! callers would blame their own key.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Response, StatusCode};
+use keyward_wire::stream::Api;
+use serde_json::json;
+
+/// An error to send to a caller.
+#[derive(Debug, Clone)]
+pub struct CallerError {
+    pub status: StatusCode,
+    /// Anthropic `error.type` / OpenAI `error.type`.
+    pub kind: &'static str,
+    /// OpenAI `error.code`.
+    pub code: &'static str,
+    pub message: String,
+    /// Seconds, for `retry-after`.
+    pub retry_after: Option<u64>,
+    /// `x-should-retry` (honoured by the Anthropic and OpenAI SDKs).
+    pub should_retry: Option<bool>,
+}
+
+impl CallerError {
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        CallerError {
+            status,
+            kind,
+            code,
+            message: message.into(),
+            retry_after: None,
+            should_retry: None,
+        }
+    }
+
+    /// The caller's gateway key is missing or wrong.
+    pub fn unauthenticated() -> Self {
+        CallerError::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "invalid_api_key",
+            "keyward: missing or invalid gateway key; send it as x-api-key, Authorization: Bearer, x-goog-api-key or ?key=",
+        )
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        CallerError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request",
+            message,
+        )
+    }
+
+    pub fn too_large(limit: usize) -> Self {
+        CallerError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            "request_too_large",
+            format!("keyward: the request body is larger than {limit} bytes"),
+        )
+    }
+
+    pub fn unknown_model(model: &str, routes: &[&str]) -> Self {
+        CallerError::new(
+            StatusCode::NOT_FOUND,
+            "not_found_error",
+            "model_not_found",
+            format!(
+                "keyward: no route for model {model:?}; configured routes: {}",
+                routes.join(", ")
+            ),
+        )
+    }
+
+    /// Renders the error for `api`.
+    pub fn response(&self, api: Api) -> Response<Body> {
+        let body = match api {
+            Api::Messages => {
+                json!({"type": "error", "error": {"type": self.kind, "message": self.message}})
+            }
+            Api::ChatCompletions | Api::Responses => {
+                json!({"error": {"message": self.message, "type": openai_type(self.kind), "param": null, "code": self.code}})
+            }
+            Api::Gemini => {
+                json!({"error": {"code": self.status.as_u16(), "message": self.message, "status": google_status(self.status)}})
+            }
+        };
+        let mut r = Response::new(Body::from(body.to_string()));
+        *r.status_mut() = self.status;
+        let h = r.headers_mut();
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        if let Some(s) = self.retry_after {
+            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
+                h.insert("retry-after", v);
+            }
+        }
+        if let Some(retry) = self.should_retry {
+            h.insert(
+                "x-should-retry",
+                HeaderValue::from_static(if retry { "true" } else { "false" }),
+            );
+        }
+        r
+    }
+
+    /// The same error as an in-band stream event (after bytes were committed).
+    pub fn stream_event(&self, api: Api) -> Vec<u8> {
+        match api {
+            Api::Messages => format!(
+                "event: error\ndata: {}\n\n",
+                json!({"type": "error", "error": {"type": self.kind, "message": self.message}})
+            ),
+            Api::ChatCompletions => format!(
+                "data: {}\n\n",
+                json!({"error": {"message": self.message, "type": openai_type(self.kind), "param": null, "code": self.code}})
+            ),
+            Api::Responses => format!(
+                "event: response.failed\ndata: {}\n\n",
+                json!({"type": "response.failed", "response": {"status": "failed", "error": {"code": self.code, "message": self.message}}})
+            ),
+            Api::Gemini => format!(
+                "data: {}\n\n",
+                json!({"error": {"code": self.status.as_u16(), "message": self.message, "status": google_status(self.status)}})
+            ),
+        }
+        .into_bytes()
+    }
+}
+
+fn openai_type(kind: &'static str) -> &'static str {
+    match kind {
+        "api_error" | "overloaded_error" => "server_error",
+        "not_found_error" | "request_too_large" => "invalid_request_error",
+        other => other,
+    }
+}
+
+fn google_status(s: StatusCode) -> &'static str {
+    match s.as_u16() {
+        400 | 413 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        404 => "NOT_FOUND",
+        429 => "RESOURCE_EXHAUSTED",
+        503 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        _ => "INTERNAL",
+    }
+}

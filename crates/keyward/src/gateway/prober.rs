@@ -1,0 +1,161 @@
+//! Runs the confirmation probes and re-checks the health engine asks for, in the
+//! background. A probe tests the property that failed, on the same endpoint and auth mode:
+//! key validity with the cheapest authenticated call (Anthropic `count_tokens`, which is
+//! free; a models list elsewhere), credit and model access with a one-token request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyward_core::classify::{classify, Attempt, Class, EndpointKind, Phase, Provider};
+use keyward_core::health::{ProbeKind, ProbeOutcome, ProbeRequest};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::{upstream, Gateway};
+
+/// Polls for due probes until the task is aborted.
+pub async fn run(gw: Arc<Gateway>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        for probe in gw.engine.due_probes() {
+            let gw = gw.clone();
+            tokio::spawn(async move {
+                let outcome = probe_once(&gw, &probe).await;
+                info!(credential = %probe.credential, scope = %probe.scope, class = probe.class.as_str(), outcome = ?outcome, "probe finished");
+                let ack = gw.engine.record_probe(&probe, outcome);
+                // A disable is on disk before it is reported.
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || ack.wait()).await {
+                    warn!(error = %e, "a health transition was not persisted");
+                }
+            });
+        }
+    }
+}
+
+/// One probe: its outcome.
+pub async fn probe_once(gw: &Gateway, probe: &ProbeRequest) -> ProbeOutcome {
+    let Some(cred) = gw.credential(&probe.credential) else {
+        return ProbeOutcome::Inconclusive {
+            why: "credential no longer configured".into(),
+        };
+    };
+    let Some(endpoint) = gw.cfg.endpoints.get(&probe.endpoint).cloned() else {
+        return ProbeOutcome::Inconclusive {
+            why: "endpoint no longer configured".into(),
+        };
+    };
+    let model = probe.model.clone().or_else(|| {
+        gw.cfg
+            .routes
+            .values()
+            .flat_map(|r| r.targets.iter())
+            .find(|t| t.credentials.contains(&cred.id))
+            .map(|t| t.model.clone())
+    });
+    let model = model.as_deref().unwrap_or("probe");
+    let base = &endpoint.base_url;
+    let (method, url, body) = match (endpoint.provider, probe.kind) {
+        (Provider::Anthropic, ProbeKind::KeyValidity) => (
+            reqwest::Method::POST,
+            format!("{base}/v1/messages/count_tokens"),
+            Some(json!({"model": model, "messages": [{"role": "user", "content": "ping"}]})),
+        ),
+        (Provider::Anthropic, ProbeKind::MinimalRequest) => (
+            reqwest::Method::POST,
+            format!("{base}/v1/messages"),
+            Some(
+                json!({"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]}),
+            ),
+        ),
+        (_, ProbeKind::KeyValidity) => (reqwest::Method::GET, format!("{base}/v1/models"), None),
+        (_, ProbeKind::MinimalRequest) => (
+            reqwest::Method::POST,
+            format!("{base}/v1/chat/completions"),
+            Some(
+                json!({"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]}),
+            ),
+        ),
+    };
+    let rb = upstream::request(
+        &gw.client,
+        method,
+        &url,
+        &endpoint,
+        &cred,
+        None,
+        body.map(|b| b.to_string().into_bytes()),
+    );
+    let resp = match tokio::time::timeout(gw.cfg.timeouts.headers, rb.send()).await {
+        Err(_) => {
+            return ProbeOutcome::Inconclusive {
+                why: "probe timed out".into(),
+            }
+        }
+        Ok(Err(e)) => {
+            let what = if e.is_connect() {
+                "could not connect"
+            } else {
+                "transport error"
+            };
+            return ProbeOutcome::Inconclusive {
+                why: format!("probe {what}"),
+            };
+        }
+        Ok(Ok(r)) => r,
+    };
+    let status = resp.status().as_u16();
+    if resp.status().is_success() {
+        return ProbeOutcome::Refuted;
+    }
+    let headers: Vec<(String, String)> = resp
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_owned(), v.to_owned()))
+        })
+        .collect();
+    let body = resp.bytes().await.unwrap_or_default();
+    let h: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let f = classify(&Attempt {
+        provider: endpoint.provider,
+        credential: cred.kind,
+        endpoint: EndpointKind::Inference,
+        phase: Phase::Headers,
+        transport: None,
+        status: Some(status),
+        headers: &h,
+        body: &body,
+        now: wall_clock(),
+    });
+    let same = f.class == probe.class
+        || (probe.class == Class::AuthTransient && f.class == Class::AuthPermanent);
+    if same {
+        let status = f
+            .evidence
+            .status
+            .map(|s| format!("{s} "))
+            .unwrap_or_default();
+        ProbeOutcome::Confirmed {
+            evidence: format!(
+                "confirmed by probe: {status}{}={}",
+                f.evidence.kind.as_str(),
+                f.evidence.value
+            ),
+        }
+    } else {
+        ProbeOutcome::Inconclusive {
+            why: format!("probe got {} instead", f.class),
+        }
+    }
+}
+
+#[allow(clippy::disallowed_methods)]
+fn wall_clock() -> std::time::SystemTime {
+    std::time::SystemTime::now()
+}

@@ -1,0 +1,891 @@
+//! One request through the gateway: candidates in order, each attempt classified, health
+//! updated, failover invisible until the first content byte, bounded everywhere.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Response, StatusCode};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use keyward_core::classify::{
+    classify, Attempt, Class, CredentialKind, Failure, Phase, Scope, TransportError,
+};
+use keyward_core::health::budget::RequestBudget;
+use keyward_core::health::{AttemptScope, Headroom, RequestSpec, Selection, Unavailable};
+use keyward_wire::splice;
+use keyward_wire::sse::SseFramer;
+use keyward_wire::stream::{inspect_sse, Api, EventKind};
+use tracing::{info, warn};
+
+use super::native::CallerError;
+use super::{upstream, Gateway, Prepared};
+use crate::config::Detail;
+
+/// Most bytes of an upstream error body read for classification.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// How long a request may wait for a cooling candidate to recover before answering.
+const MAX_WAIT_FOR_RECOVERY: Duration = Duration::from_secs(10);
+
+struct Tried {
+    failure: Failure,
+    credential: Arc<str>,
+}
+
+/// Serves one inbound request.
+pub async fn serve(
+    gw: Arc<Gateway>,
+    api: Api,
+    prep: Prepared,
+    caller: HeaderMap,
+    detail: Detail,
+) -> Response<Body> {
+    let started = stopwatch();
+    let mut upstream_time = Duration::ZERO;
+    let mut route = prep.route.clone();
+    let mut switched_for_context = false;
+    let deadline = gw.engine.now().plus(route.timeouts.request);
+    let mut budget = RequestBudget::new(gw.cfg.limits.max_attempts, deadline);
+    gw.retry_budget
+        .lock()
+        .map(|mut b| b.on_request(gw.engine.now()))
+        .ok();
+    let req_spec = RequestSpec::default();
+    let mut last: Option<Tried> = None;
+    let mut waited = false;
+    'route: loop {
+        let spec = gw.route_spec(&route.name);
+        let selection = gw.engine.select(&spec, &req_spec);
+        let candidates = match selection {
+            Selection::Candidates(c) => c,
+            Selection::Unavailable(u) => {
+                // A cooldown that ends soon is worth waiting for, once, within the deadline.
+                if let Some(at) = u.earliest_recovery.filter(|_| !waited) {
+                    let now = gw.engine.now();
+                    let wait = at.since(now);
+                    if wait <= MAX_WAIT_FOR_RECOVERY && at < deadline {
+                        waited = true;
+                        tokio::time::sleep(wait + Duration::from_millis(5)).await;
+                        continue 'route;
+                    }
+                }
+                return unavailable(&gw, api, &route.name, &u, last.as_ref(), detail);
+            }
+        };
+        let mut retried_same = false;
+        let mut i = 0;
+        while i < candidates.len() {
+            let cand = candidates[i];
+            if !budget.take(gw.engine.now()) {
+                break 'route;
+            }
+            let Some(attempt) = gw.engine.admit(&spec, &cand, &req_spec) else {
+                i += 1;
+                continue;
+            };
+            let target = &spec.targets[cand.target];
+            let Some(cred) = gw.credential(&attempt.credential()) else {
+                i += 1;
+                continue;
+            };
+            let Some(endpoint) = gw.cfg.endpoints.get(&target.endpoint).cloned() else {
+                i += 1;
+                continue;
+            };
+            let body = match splice::replace_model(&prep.body, &target.model) {
+                Ok(Some(b)) => b,
+                _ => prep.body.to_vec(),
+            };
+            let url = upstream::url(api, &endpoint);
+            let rb = upstream::request(
+                &gw.client,
+                reqwest::Method::POST,
+                &url,
+                &endpoint,
+                &cred,
+                Some(&caller),
+                Some(body),
+            );
+            let attempt_no = budget.attempts();
+            let sent = stopwatch();
+            let outcome = tokio::time::timeout(route.timeouts.headers, rb.send()).await;
+            let classify_ctx = |status: Option<u16>,
+                                headers: &[(&str, &str)],
+                                body: &[u8],
+                                transport: Option<TransportError>,
+                                phase: Phase| {
+                classify(&Attempt {
+                    provider: endpoint.provider,
+                    credential: cred.kind,
+                    endpoint: keyward_core::classify::EndpointKind::Inference,
+                    phase,
+                    transport,
+                    status,
+                    headers,
+                    body,
+                    now: wall_clock(),
+                })
+            };
+            let resp = match outcome {
+                Err(_) => Err(classify_ctx(
+                    None,
+                    &[],
+                    b"",
+                    Some(TransportError::Timeout),
+                    Phase::BeforeHeaders,
+                )),
+                Ok(Err(e)) => Err(classify_ctx(
+                    None,
+                    &[],
+                    b"",
+                    Some(transport_kind(&e)),
+                    Phase::BeforeHeaders,
+                )),
+                Ok(Ok(r)) => Ok(r),
+            };
+            let resp = match resp {
+                Err(failure) => {
+                    upstream_time += sent.elapsed();
+                    let advice = record_failure(&gw, attempt, &failure, &route.name);
+                    last = Some(Tried {
+                        failure,
+                        credential: cred.id.clone(),
+                    });
+                    if advice.retry_same && !retried_same && gw.spend_retry() {
+                        retried_same = true;
+                        continue;
+                    }
+                    i += 1;
+                    continue;
+                }
+                Ok(r) => r,
+            };
+            let status = resp.status().as_u16();
+            let headers = header_pairs(resp.headers());
+            if status >= 400 {
+                let body = read_limited(resp, MAX_ERROR_BODY, route.timeouts.idle).await;
+                upstream_time += sent.elapsed();
+                let h: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let failure = classify_ctx(Some(status), &h, &body, None, Phase::Headers);
+                let advice = record_failure(&gw, attempt, &failure, &route.name);
+                match (failure.class, failure.scope) {
+                    // The caller's own request: return the provider's answer as it is.
+                    (Class::BadRequest, Scope::Request) | (Class::ContentFilter, _) => {
+                        return passthrough(
+                            status,
+                            &headers,
+                            body,
+                            &cred.id,
+                            &target.endpoint,
+                            &target.model,
+                            attempt_no,
+                            started,
+                            upstream_time,
+                        );
+                    }
+                    (Class::ContextOverflow, _) => {
+                        if let (Some(next), false) =
+                            (route.context_fallback.clone(), switched_for_context)
+                        {
+                            if let Some(r) = gw.route(&next) {
+                                info!(route = %route.name, fallback = %next, "context overflow: routing to the larger-context fallback");
+                                route = r;
+                                switched_for_context = true;
+                                last = Some(Tried {
+                                    failure,
+                                    credential: cred.id.clone(),
+                                });
+                                continue 'route;
+                            }
+                        }
+                        return passthrough(
+                            status,
+                            &headers,
+                            body,
+                            &cred.id,
+                            &target.endpoint,
+                            &target.model,
+                            attempt_no,
+                            started,
+                            upstream_time,
+                        );
+                    }
+                    _ => {}
+                }
+                let transient = matches!(
+                    failure.class,
+                    Class::Overloaded
+                        | Class::ServerError
+                        | Class::Timeout
+                        | Class::Network
+                        | Class::RateLimit
+                );
+                last = Some(Tried {
+                    failure,
+                    credential: cred.id.clone(),
+                });
+                if advice.retry_same && !retried_same && gw.spend_retry() {
+                    retried_same = true;
+                    continue;
+                }
+                if transient && !gw.spend_retry() {
+                    warn!(route = %route.name, "retry budget exhausted: not failing over further");
+                    break 'route;
+                }
+                i += 1;
+                continue;
+            }
+            // A success status.
+            let headroom = headroom(&headers);
+            if !prep.stream {
+                let body =
+                    read_limited(resp, gw.cfg.limits.max_body_bytes, route.timeouts.idle).await;
+                upstream_time += sent.elapsed();
+                if carries_error(&body) {
+                    let h: Vec<(&str, &str)> = headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    let failure = classify_ctx(Some(status), &h, &body, None, Phase::Headers);
+                    record_failure(&gw, attempt, &failure, &route.name);
+                    last = Some(Tried {
+                        failure,
+                        credential: cred.id.clone(),
+                    });
+                    i += 1;
+                    continue;
+                }
+                gw.engine.record_success(attempt, headroom);
+                return passthrough(
+                    status,
+                    &headers,
+                    body,
+                    &cred.id,
+                    &target.endpoint,
+                    &target.model,
+                    attempt_no,
+                    started,
+                    upstream_time,
+                );
+            }
+            // A stream: hold it until its first content event.
+            match hold_stream(
+                resp,
+                api,
+                route.timeouts.first_token,
+                gw.cfg.limits.max_event_bytes,
+            )
+            .await
+            {
+                Held::Failed {
+                    status_hint,
+                    bytes,
+                    transport,
+                    phase,
+                } => {
+                    upstream_time += sent.elapsed();
+                    let h: Vec<(&str, &str)> = headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    let failure =
+                        classify_ctx(status_hint.or(Some(status)), &h, &bytes, transport, phase);
+                    record_failure(&gw, attempt, &failure, &route.name);
+                    last = Some(Tried {
+                        failure,
+                        credential: cred.id.clone(),
+                    });
+                    i += 1;
+                    continue;
+                }
+                Held::Committed {
+                    prefix,
+                    rest,
+                    framer,
+                } => {
+                    upstream_time += sent.elapsed();
+                    let mut r = stream_response(Pump {
+                        gw: gw.clone(),
+                        api,
+                        prefix: Some(prefix),
+                        rest,
+                        framer,
+                        idle: route.timeouts.idle,
+                        attempt: Some(attempt),
+                        headroom,
+                        terminal: false,
+                        done_sent: false,
+                        finished: false,
+                        route: route.name.clone(),
+                        provider: endpoint.provider,
+                        kind: cred.kind,
+                    });
+                    decorate(
+                        r.headers_mut(),
+                        &cred.id,
+                        &target.endpoint,
+                        &target.model,
+                        attempt_no,
+                        started,
+                        upstream_time,
+                    );
+                    return r;
+                }
+            }
+        }
+        // Every candidate of this selection was tried: select again (cooldowns may end).
+        if last.is_none() || waited {
+            break;
+        }
+        let spec = gw.route_spec(&route.name);
+        match gw.engine.select(&spec, &req_spec) {
+            Selection::Candidates(_) if budget.attempts() < gw.cfg.limits.max_attempts => {
+                waited = true;
+                continue 'route;
+            }
+            Selection::Unavailable(u) => {
+                if let Some(at) = u.earliest_recovery {
+                    let wait = at.since(gw.engine.now());
+                    if wait <= MAX_WAIT_FOR_RECOVERY
+                        && at < deadline
+                        && budget.attempts() < gw.cfg.limits.max_attempts
+                    {
+                        waited = true;
+                        tokio::time::sleep(wait + Duration::from_millis(5)).await;
+                        continue 'route;
+                    }
+                }
+                return unavailable(&gw, api, &route.name, &u, last.as_ref(), detail);
+            }
+            _ => break,
+        }
+    }
+    exhausted(api, &route.name, last.as_ref(), detail, &gw, &req_spec)
+}
+
+fn record_failure(
+    gw: &Gateway,
+    attempt: AttemptScope,
+    failure: &Failure,
+    route: &str,
+) -> keyward_core::health::engine::FailureAdvice {
+    let credential = attempt.credential();
+    info!(
+        route,
+        credential = %credential,
+        class = failure.class.as_str(),
+        scope = failure.scope.as_str(),
+        confidence = failure.confidence.as_str(),
+        status = failure.evidence.status,
+        why = %failure.explanation,
+        "candidate failed"
+    );
+    gw.engine.record_failure(attempt, failure)
+}
+
+fn transport_kind(e: &reqwest::Error) -> TransportError {
+    if e.is_timeout() {
+        return TransportError::Timeout;
+    }
+    let text = format!("{e:?}").to_ascii_lowercase();
+    if text.contains("dns") || text.contains("resolve") {
+        TransportError::Dns
+    } else if text.contains("refused") {
+        TransportError::ConnectRefused
+    } else if text.contains("tls") || text.contains("certificate") {
+        TransportError::Tls
+    } else {
+        TransportError::Reset
+    }
+}
+
+/// A monotonic start time for `Server-Timing`: measurement at the edge, never a decision
+/// (decisions read the health engine's injected clock).
+#[allow(clippy::disallowed_methods)]
+fn stopwatch() -> Instant {
+    Instant::now()
+}
+
+/// The wall clock at the edge, for the classifier's HTTP-date parsing.
+#[allow(clippy::disallowed_methods)]
+fn wall_clock() -> std::time::SystemTime {
+    std::time::SystemTime::now()
+}
+
+fn header_pairs(h: &reqwest::header::HeaderMap) -> Vec<(String, String)> {
+    h.iter()
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_owned(), v.to_owned()))
+        })
+        .collect()
+}
+
+fn headroom(headers: &[(String, String)]) -> Option<Headroom> {
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+    };
+    let remaining = get("anthropic-ratelimit-requests-remaining")
+        .or_else(|| get("x-ratelimit-remaining-requests"))?;
+    let limit =
+        get("anthropic-ratelimit-requests-limit").or_else(|| get("x-ratelimit-limit-requests"));
+    Some(Headroom {
+        remaining,
+        limit,
+        reset_at: None,
+    })
+}
+
+async fn read_limited(resp: reqwest::Response, limit: usize, idle: Duration) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout(idle, stream.next()).await {
+        let room = limit.saturating_sub(out.len());
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= limit {
+            break;
+        }
+    }
+    out
+}
+
+/// Whether a 2xx JSON body is really an error (`{"error": …}` or `{"type":"error"}`).
+fn carries_error(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe<'a> {
+        #[serde(default)]
+        error: Option<serde::de::IgnoredAny>,
+        #[serde(default, borrow, rename = "type")]
+        ty: Option<&'a str>,
+    }
+    serde_json::from_slice::<Probe<'_>>(body)
+        .is_ok_and(|p| p.error.is_some() || p.ty == Some("error"))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn passthrough(
+    status: u16,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+    credential: &str,
+    endpoint: &str,
+    model: &str,
+    attempts: u32,
+    started: Instant,
+    upstream: Duration,
+) -> Response<Body> {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    for (k, v) in headers {
+        let k = k.to_ascii_lowercase();
+        if matches!(
+            k.as_str(),
+            "content-type" | "retry-after" | "x-should-retry" | "request-id" | "x-request-id"
+        ) {
+            if let (Ok(name), Ok(value)) = (
+                axum::http::HeaderName::try_from(k.as_str()),
+                HeaderValue::from_str(v),
+            ) {
+                r.headers_mut().insert(name, value);
+            }
+        }
+    }
+    decorate(
+        r.headers_mut(),
+        credential,
+        endpoint,
+        model,
+        attempts,
+        started,
+        upstream,
+    );
+    r
+}
+
+fn decorate(
+    h: &mut axum::http::HeaderMap,
+    credential: &str,
+    endpoint: &str,
+    model: &str,
+    attempts: u32,
+    started: Instant,
+    upstream: Duration,
+) {
+    let gateway_ms = started.elapsed().saturating_sub(upstream).as_secs_f64() * 1000.0;
+    for (name, value) in [
+        ("x-keyward-credential", credential.to_owned()),
+        ("x-keyward-target", format!("{endpoint}/{model}")),
+        ("x-keyward-attempts", attempts.to_string()),
+        (
+            "server-timing",
+            format!(
+                "gateway;dur={gateway_ms:.2}, upstream;dur={:.2}",
+                upstream.as_secs_f64() * 1000.0
+            ),
+        ),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
+}
+
+enum Held {
+    /// The stream committed: its held bytes (preamble and first content) and the rest.
+    Committed {
+        prefix: Vec<u8>,
+        rest: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+        framer: SseFramer,
+    },
+    /// It failed before any content: what to classify.
+    Failed {
+        status_hint: Option<u16>,
+        bytes: Vec<u8>,
+        transport: Option<TransportError>,
+        phase: Phase,
+    },
+}
+
+/// Reads a stream until its first content event, under the time-to-first-content limit.
+/// Preamble events (`message_start`, pings, role-only chunks) are held, not sent.
+async fn hold_stream(
+    resp: reqwest::Response,
+    api: Api,
+    first_token: Duration,
+    max_event: usize,
+) -> Held {
+    let mut rest = resp.bytes_stream().boxed();
+    let mut framer = SseFramer::new(max_event);
+    let mut held: Vec<u8> = Vec::new();
+    let limit = tokio::time::Instant::now() + first_token;
+    loop {
+        let next = match tokio::time::timeout_at(limit, rest.next()).await {
+            Err(_) => {
+                return Held::Failed {
+                    status_hint: None,
+                    bytes: Vec::new(),
+                    transport: Some(TransportError::Timeout),
+                    phase: Phase::Headers,
+                }
+            }
+            Ok(n) => n,
+        };
+        match next {
+            None | Some(Err(_)) => {
+                // Ended (or cut) before any content.
+                let tail = framer.finish().unwrap_or_default();
+                held.extend_from_slice(&tail);
+                let transport = if matches!(next, Some(Err(_))) {
+                    Some(TransportError::Reset)
+                } else {
+                    None
+                };
+                return Held::Failed {
+                    status_hint: None,
+                    bytes: held,
+                    transport,
+                    phase: Phase::MidStream,
+                };
+            }
+            Some(Ok(chunk)) => {
+                framer.push(&chunk);
+                while let Some(ev) = framer.next_event() {
+                    let Ok(ev) = ev else {
+                        return Held::Failed {
+                            status_hint: None,
+                            bytes: held,
+                            transport: Some(TransportError::Reset),
+                            phase: Phase::MidStream,
+                        };
+                    };
+                    match inspect_sse(api, &ev) {
+                        EventKind::Content | EventKind::Terminal => {
+                            held.extend_from_slice(&ev.raw);
+                            return Held::Committed {
+                                prefix: held,
+                                rest,
+                                framer,
+                            };
+                        }
+                        EventKind::Error => {
+                            return Held::Failed {
+                                status_hint: None,
+                                bytes: ev.raw,
+                                transport: None,
+                                phase: Phase::MidStream,
+                            };
+                        }
+                        EventKind::Malformed => {}
+                        EventKind::Other | EventKind::Done => held.extend_from_slice(&ev.raw),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A committed stream: forwarded event by event, judged by its terminal event.
+struct Pump {
+    gw: Arc<Gateway>,
+    api: Api,
+    prefix: Option<Vec<u8>>,
+    rest: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+    framer: SseFramer,
+    idle: Duration,
+    attempt: Option<AttemptScope>,
+    headroom: Option<Headroom>,
+    terminal: bool,
+    done_sent: bool,
+    finished: bool,
+    route: String,
+    provider: keyward_core::classify::Provider,
+    kind: CredentialKind,
+}
+
+impl Pump {
+    /// The next bytes for the caller, or `None` at the end.
+    async fn next_bytes(&mut self) -> Option<Vec<u8>> {
+        if let Some(p) = self.prefix.take() {
+            // Events already framed with the held ones may be waiting.
+            let mut out = p;
+            out.extend(self.drain_events());
+            return Some(out);
+        }
+        if self.finished {
+            return None;
+        }
+        loop {
+            match tokio::time::timeout(self.idle, self.rest.next()).await {
+                Err(_) => {
+                    return Some(self.end_broken(
+                        TransportError::Timeout,
+                        "the upstream stream stalled (no bytes within the idle limit)",
+                    ))
+                }
+                Ok(Some(Ok(chunk))) => {
+                    self.framer.push(&chunk);
+                    let out = self.drain_events();
+                    if self.finished {
+                        return Some(out);
+                    }
+                    if !out.is_empty() {
+                        return Some(out);
+                    }
+                }
+                Ok(Some(Err(_))) => {
+                    return Some(self.end_broken(
+                        TransportError::Reset,
+                        "the upstream stream was cut before its terminal event",
+                    ))
+                }
+                Ok(None) => {
+                    if self.terminal {
+                        self.finished = true;
+                        let mut out = Vec::new();
+                        if self.api == Api::ChatCompletions && !self.done_sent {
+                            out.extend_from_slice(b"data: [DONE]\n\n");
+                        }
+                        if let Some(a) = self.attempt.take() {
+                            self.gw.engine.record_success(a, self.headroom);
+                        }
+                        return (!out.is_empty()).then_some(out);
+                    }
+                    return Some(self.end_broken(
+                        TransportError::Reset,
+                        "the upstream stream ended before its terminal event",
+                    ));
+                }
+            }
+        }
+    }
+
+    fn drain_events(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(ev) = self.framer.next_event() {
+            let Ok(ev) = ev else {
+                out.extend(self.end_broken(
+                    TransportError::Reset,
+                    "an upstream stream event exceeded the size limit",
+                ));
+                return out;
+            };
+            match inspect_sse(self.api, &ev) {
+                EventKind::Malformed => {
+                    warn!(route = %self.route, "dropped a malformed stream event");
+                    continue;
+                }
+                EventKind::Terminal => self.terminal = true,
+                EventKind::Done => self.done_sent = true,
+                EventKind::Error => {
+                    // The provider's own in-band error, in the caller's format already.
+                    out.extend_from_slice(&ev.raw);
+                    let failure = classify(&Attempt {
+                        provider: self.provider,
+                        credential: self.kind,
+                        endpoint: keyward_core::classify::EndpointKind::Inference,
+                        phase: Phase::MidStream,
+                        transport: None,
+                        status: Some(200),
+                        headers: &[],
+                        body: &ev.raw,
+                        now: wall_clock(),
+                    });
+                    if let Some(a) = self.attempt.take() {
+                        record_failure(&self.gw, a, &failure, &self.route);
+                    }
+                    self.finished = true;
+                    return out;
+                }
+                EventKind::Content | EventKind::Other => {}
+            }
+            out.extend_from_slice(&ev.raw);
+            if self.done_sent {
+                self.finished = true;
+                if let Some(a) = self.attempt.take() {
+                    self.gw.engine.record_success(a, self.headroom);
+                }
+                return out;
+            }
+        }
+        out
+    }
+
+    /// Ends a committed stream that broke: the caller's native in-band error, never a
+    /// silent truncation presented as success.
+    fn end_broken(&mut self, t: TransportError, message: &str) -> Vec<u8> {
+        self.finished = true;
+        let failure =
+            classify(&Attempt::transport(self.provider, t, Phase::MidStream).credential(self.kind));
+        if let Some(a) = self.attempt.take() {
+            record_failure(&self.gw, a, &failure, &self.route);
+        }
+        let mut e = CallerError::new(
+            StatusCode::BAD_GATEWAY,
+            "api_error",
+            "stream_interrupted",
+            format!("keyward: {message}; the response is incomplete"),
+        );
+        e.should_retry = Some(true);
+        e.stream_event(self.api)
+    }
+}
+
+fn stream_response(pump: Pump) -> Response<Body> {
+    let stream = futures_util::stream::unfold(pump, |mut p| async move {
+        p.next_bytes()
+            .await
+            .map(|b| (Ok::<Bytes, std::io::Error>(Bytes::from(b)), p))
+    });
+    let mut r = Response::new(Body::from_stream(stream));
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/event-stream"),
+    );
+    r.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// Nothing usable: fast, actionable, in the caller's format; never 401/403.
+fn unavailable(
+    gw: &Gateway,
+    api: Api,
+    route: &str,
+    u: &Unavailable,
+    last: Option<&Tried>,
+    detail: Detail,
+) -> Response<Body> {
+    let now = gw.engine.now();
+    if let Some(at) = u.earliest_recovery {
+        let secs = at.since(now).as_secs().max(1);
+        let message = match detail {
+            Detail::Minimal => {
+                format!("keyward: the upstream is temporarily unavailable; retry in {secs}s")
+            }
+            Detail::Full => {
+                let why = last
+                    .map(|t| {
+                        format!(
+                            " Last failure: `{}` {} — {}",
+                            t.credential, t.failure.class, t.failure.explanation
+                        )
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "keyward: every upstream credential for model `{route}` is cooling or awaiting a check ({} of {} candidates); the earliest recovers at {} (in {secs}s).{why}",
+                    u.waiting, u.total, at.rfc3339()
+                )
+            }
+        };
+        let mut e = CallerError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded_error",
+            "upstream_unavailable",
+            message,
+        );
+        e.retry_after = Some(secs);
+        e.should_retry = Some(true);
+        return e.response(api);
+    }
+    let message = match detail {
+        Detail::Minimal => "keyward: the upstream credentials for this model are exhausted; do not retry until an operator acts".to_owned(),
+        Detail::Full => {
+            let reasons: Vec<String> = u
+                .disabled
+                .iter()
+                .map(|d| format!("`{}` {} since {} ({}); replace it in keyward.toml or reset it with `keyward reset {}`", d.credential, d.class, d.since.rfc3339(), d.evidence, d.credential))
+                .collect();
+            format!(
+                "keyward: the upstream credentials for model `{route}` are exhausted: 0 of {} usable. {}",
+                u.total.max(u.disabled.len()),
+                reasons.join("; ")
+            )
+        }
+    };
+    let mut e = CallerError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "api_error",
+        "upstream_credentials_exhausted",
+        message,
+    );
+    e.should_retry = Some(false);
+    e.response(api)
+}
+
+/// Attempts ran out (cap, deadline or retry budget) with the last failure in hand.
+fn exhausted(
+    api: Api,
+    route: &str,
+    last: Option<&Tried>,
+    detail: Detail,
+    gw: &Gateway,
+    spec: &RequestSpec,
+) -> Response<Body> {
+    if let Selection::Unavailable(u) = gw.engine.select(&gw.route_spec(route), spec) {
+        return unavailable(gw, api, route, &u, last, detail);
+    }
+    let (message, retry_after) = match (detail, last) {
+        (Detail::Full, Some(t)) => (
+            format!("keyward: no upstream answered for model `{route}` within the attempt limits; last: `{}` {} — {}", t.credential, t.failure.class, t.failure.explanation),
+            t.failure.retry_after,
+        ),
+        (_, t) => ("keyward: the upstream is temporarily unavailable".to_owned(), t.and_then(|t| t.failure.retry_after)),
+    };
+    let mut e = CallerError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded_error",
+        "upstream_unavailable",
+        message,
+    );
+    e.retry_after = Some(retry_after.map_or(1, |d| d.as_secs().clamp(1, 60)));
+    e.should_retry = Some(true);
+    e.response(api)
+}

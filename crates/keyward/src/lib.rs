@@ -1,0 +1,67 @@
+//! # keyward
+//!
+//! The gateway binary's library: configuration, the HTTP gateway, and the commands that
+//! wire them. `main.rs` parses arguments and calls into here.
+
+pub mod config;
+pub mod demo;
+pub mod gateway;
+
+use keyward_core::health::{Clock, Timestamp};
+
+/// The wall clock: the one place the gateway reads it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    #[allow(clippy::disallowed_methods)]
+    fn now(&self) -> Timestamp {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// Starts a gateway for `cfg` on `listener`, with its state file. Returns when `shutdown`
+/// resolves.
+pub async fn serve(
+    cfg: config::Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (store, loaded) = keyward_store::SqliteStore::open(&cfg.state)?;
+    let engine = keyward_core::health::HealthEngine::new(
+        cfg.policy.clone(),
+        std::sync::Arc::new(SystemClock),
+        std::sync::Arc::new(store),
+        seed(),
+    );
+    engine.restore(loaded.records, loaded.denylist);
+    let gw = std::sync::Arc::new(gateway::Gateway::new(cfg, engine).map_err(ServeError::Client)?);
+    gateway::run(gw, listener, shutdown)
+        .await
+        .map_err(ServeError::Io)
+}
+
+#[allow(clippy::disallowed_methods)]
+fn seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+}
+
+/// Why the gateway could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The state file could not be opened (locked by another gateway, unreadable). The
+    /// message says what to do. Label: `state`.
+    #[error(transparent)]
+    State(#[from] keyward_store::StoreError),
+    /// The HTTP client could not be built (TLS roots). Label: `client`.
+    #[error("cannot build the upstream HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    /// Serving failed (the listener broke). Label: `io`.
+    #[error("serving failed: {0}")]
+    Io(#[source] std::io::Error),
+}
