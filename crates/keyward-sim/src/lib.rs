@@ -69,6 +69,10 @@ pub enum Behaviour {
     ContextOverflow,
     /// The model does not exist for this key.
     ModelNotFound,
+    /// The safety system refuses the prompt.
+    ContentFilter,
+    /// The caller's request is invalid.
+    BadRequest,
 }
 
 /// Per-key request counts.
@@ -351,6 +355,29 @@ fn early_error(shape: Shape, b: &Behaviour, incident: bool) -> Option<Response<B
             &[],
         ),
         (Shape::Anthropic, Behaviour::ModelNotFound) => anthropic_error(404, "not_found_error", "model: not-a-model", &[]),
+        (Shape::Anthropic, Behaviour::ContentFilter) => anthropic_error(
+            400,
+            "invalid_request_error",
+            "Output blocked by content filtering policy",
+            &[],
+        ),
+        (Shape::OpenAi, Behaviour::ContentFilter) => openai_error(
+            400,
+            "invalid_request_error",
+            Some("content_policy_violation"),
+            "Your request was rejected as a result of our safety system.",
+            &[],
+        ),
+        (Shape::Anthropic, Behaviour::BadRequest) => {
+            anthropic_error(400, "invalid_request_error", "messages: roles must alternate between \"user\" and \"assistant\"", &[])
+        }
+        (Shape::OpenAi, Behaviour::BadRequest) => openai_error(
+            400,
+            "invalid_request_error",
+            Some("invalid_value"),
+            "Invalid value for 'messages[0].role'.",
+            &[],
+        ),
         (Shape::OpenAi, Behaviour::ModelNotFound) => {
             openai_error(404, "invalid_request_error", Some("model_not_found"), "The model does not exist or you do not have access to it.", &[])
         }

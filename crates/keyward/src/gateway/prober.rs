@@ -133,7 +133,8 @@ pub async fn probe_once(gw: &Gateway, probe: &ProbeRequest) -> ProbeOutcome {
         body: &body,
         now: wall_clock(),
     });
-    let same = f.class == probe.class
+    // An expired token is fixed by a refresh, never confirmed into a disable.
+    let same = (f.class == probe.class && f.class != Class::AuthTransient)
         || (probe.class == Class::AuthTransient && f.class == Class::AuthPermanent);
     if same {
         let status = f

@@ -42,6 +42,25 @@ pub async fn serve(
     detail: Detail,
 ) -> Response<Body> {
     let started = stopwatch();
+    let mut r = serve_inner(gw, api, prep, caller, detail, started).await;
+    // Responses the gateway produced itself (errors) carry their timing too.
+    if !r.headers().contains_key("server-timing") {
+        let gateway_ms = started.elapsed().as_secs_f64() * 1000.0;
+        if let Ok(v) = HeaderValue::from_str(&format!("gateway;dur={gateway_ms:.2}")) {
+            r.headers_mut().insert("server-timing", v);
+        }
+    }
+    r
+}
+
+async fn serve_inner(
+    gw: Arc<Gateway>,
+    api: Api,
+    prep: Prepared,
+    caller: HeaderMap,
+    detail: Detail,
+    started: Instant,
+) -> Response<Body> {
     let mut upstream_time = Duration::ZERO;
     let mut route = prep.route.clone();
     let mut switched_for_context = false;

@@ -177,6 +177,8 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
                     Cue::PlanGate
                 };
                 typed(cx, c, Class::Billing, Scope::QuotaBucket)
+            } else if cx.cue(Cue::ContentFilter) {
+                typed(cx, Cue::ContentFilter, Class::ContentFilter, Scope::Request)
             } else if cx.cue(Cue::OrgDisabled) {
                 typed(
                     cx,
