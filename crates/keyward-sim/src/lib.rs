@@ -197,6 +197,8 @@ impl Sim {
             .route("/v1/messages", post(anthropic_messages))
             .route("/v1/messages/count_tokens", post(anthropic_count_tokens))
             .route("/v1/chat/completions", post(openai_chat))
+            .route("/v1/responses", post(openai_responses))
+            .route("/v1/embeddings", post(openai_embeddings))
             .route("/v1/models", get(models))
             .route("/_sim/keys/{key}", post(control_key))
             .route("/_sim/incident", post(control_incident))
@@ -537,6 +539,73 @@ fn stream_response(
         HeaderValue::from_static("text/event-stream"),
     );
     r
+}
+
+async fn openai_responses(
+    State(sim): State<Sim>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    let key = key_of(&headers);
+    let (behaviour, incident, events) = sim.take(&key, false);
+    let req: ChatRequest = serde_json::from_slice(&body).unwrap_or_default();
+    if let Some(r) = early_error(Shape::OpenAi, &behaviour, incident) {
+        return r;
+    }
+    let done = json!({"id":"resp_sim","object":"response","status":"completed","model":req.model,
+                      "output":[{"type":"message","role":"assistant","content":[{"type":"output_text","text":"Hello from keyward-sim."}]}],
+                      "usage":{"input_tokens":12,"output_tokens":6,"total_tokens":18}});
+    if !req.stream {
+        return json_response(StatusCode::OK, done, &[]);
+    }
+    let mut text = format!(
+        "event: response.created\ndata: {}\n\n",
+        json!({"type":"response.created","response":{"id":"resp_sim","status":"in_progress"}})
+    );
+    for i in 0..events {
+        if let Behaviour::StreamCut { after } = behaviour {
+            if i == after {
+                let mut r = Response::new(Body::from(text));
+                r.headers_mut().insert(
+                    "content-type",
+                    HeaderValue::from_static("text/event-stream"),
+                );
+                return r;
+            }
+        }
+        text.push_str(&format!(
+            "event: response.output_text.delta\ndata: {}\n\n",
+            json!({"type":"response.output_text.delta","delta":format!("tok{i} ")})
+        ));
+    }
+    text.push_str(&format!(
+        "event: response.completed\ndata: {}\n\n",
+        json!({"type":"response.completed","response":done})
+    ));
+    let mut r = Response::new(Body::from(text));
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/event-stream"),
+    );
+    r
+}
+
+async fn openai_embeddings(
+    State(sim): State<Sim>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    let key = key_of(&headers);
+    let (behaviour, incident, _) = sim.take(&key, false);
+    let req: ChatRequest = serde_json::from_slice(&body).unwrap_or_default();
+    if let Some(r) = early_error(Shape::OpenAi, &behaviour, incident) {
+        return r;
+    }
+    json_response(
+        StatusCode::OK,
+        json!({"object":"list","model":req.model,"data":[{"object":"embedding","index":0,"embedding":[0.25,-0.5,0.125]}],"usage":{"prompt_tokens":3,"total_tokens":3}}),
+        &[],
+    )
 }
 
 async fn anthropic_count_tokens(State(sim): State<Sim>, headers: HeaderMap) -> Response<Body> {

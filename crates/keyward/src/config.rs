@@ -107,6 +107,8 @@ struct RawGatewayKey {
 struct RawEndpoint {
     provider: String,
     base_url: String,
+    #[serde(default)]
+    api_version: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,7 +211,11 @@ pub struct GatewayKey {
 pub struct Endpoint {
     pub id: Arc<str>,
     pub provider: Provider,
+    /// As the provider's SDK takes it: Anthropic without `/v1`; OpenAI-compatible ones with
+    /// their version path (`https://api.openai.com/v1`); Azure the resource URL.
     pub base_url: String,
+    /// Azure OpenAI's `api-version`.
+    pub api_version: Option<String>,
 }
 
 /// An upstream credential.
@@ -412,6 +418,12 @@ impl Config {
                     format!("{:?} must start with http:// or https://", e.base_url),
                 );
             }
+            if provider == Provider::AzureOpenAi && e.api_version.is_none() {
+                problem(
+                    format!("{path}.api_version"),
+                    "Azure OpenAI needs an api_version, e.g. \"2024-10-21\"".into(),
+                );
+            }
             let id: Arc<str> = id.as_str().into();
             endpoints.insert(
                 id.clone(),
@@ -419,6 +431,7 @@ impl Config {
                     id,
                     provider,
                     base_url: e.base_url.trim_end_matches('/').to_owned(),
+                    api_version: e.api_version.clone(),
                 },
             );
         }

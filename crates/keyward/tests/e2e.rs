@@ -718,7 +718,7 @@ async fn bad_input_gets_a_clear_error_in_the_callers_format() {
 async fn openai_chat_completions_fail_over_and_stream_whole() {
     let h = start(
         "openai",
-        &[("openai", "openai", "")],
+        &[("openai", "openai", "/v1")],
         &[
             Cred("o1", "sk-proj-e2e-openai-01", "openai", "priority = 10"),
             Cred("o2", "sk-proj-e2e-openai-02", "openai", ""),
@@ -781,4 +781,74 @@ async fn a_stream_cut_after_content_ends_with_the_native_error_never_a_false_suc
     assert_eq!(r.status, 200);
     assert!(r.body.contains("message_stop"), "{}", r.body);
     assert_eq!(r.header("x-keyward-credential"), "b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_embeddings_and_count_tokens_are_served_with_failover() {
+    let h = start(
+        "more-apis",
+        &[("openai", "openai", "/v1"), ("anthropic", "anthropic", "")],
+        &[
+            Cred("o1", "sk-proj-e2e-more-01", "openai", "priority = 10"),
+            Cred("o2", "sk-proj-e2e-more-02", "openai", ""),
+            Cred("a1", "sk-ant-e2e-more-03", "anthropic", ""),
+        ],
+        &format!(
+            "{}{}{}",
+            route("gpt", "openai", "gpt-4o", &["o1", "o2"]),
+            "[routes.embed]\ntargets = [{ endpoint = \"openai\", model = \"text-embedding-3-small\", credentials = [\"o1\"] }]\nfallbacks = [{ endpoint = \"openai\", model = \"text-embedding-3-large\", credentials = [\"o2\"] }]\n",
+            route("claude", "anthropic", "claude-x", &["a1"]),
+        ),
+        "",
+    )
+    .await;
+    h.sim.set("sk-proj-e2e-more-01", Behaviour::Revoked);
+    // Responses: whole, and streamed to its terminal event.
+    let r = h
+        .post("/v1/responses", json!({"model": "gpt", "input": "hi"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["status"], "completed");
+    let r = h
+        .post(
+            "/v1/responses",
+            json!({"model": "gpt", "input": "hi", "stream": true}),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("response.completed"), "{}", r.body);
+    assert_eq!(r.header("x-keyward-credential"), "o2");
+    // Embeddings never fall back to another model: o1 is revoked and the only credential
+    // for the primary model, so the caller gets an error, not vectors of another model.
+    let r = h
+        .post("/v1/embeddings", json!({"model": "embed", "input": "hi"}))
+        .await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.json()["error"]["message"].is_string());
+    assert_eq!(
+        h.sim
+            .counts("sk-proj-e2e-more-02")
+            .outcomes
+            .get("ok")
+            .copied()
+            .unwrap_or(0),
+        2,
+        "o2 served only the two responses"
+    );
+    // count_tokens passes through to Anthropic.
+    let r = h
+        .post(
+            "/v1/messages/count_tokens",
+            json!({"model": "claude", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["input_tokens"], 12);
+    // A Messages caller is never sent to an OpenAI endpoint.
+    let r = h.messages("gpt", false).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("do not speak this API"));
 }

@@ -41,6 +41,7 @@ use serde_json::json;
 
 use crate::config::{Config, Credential, Detail, Route};
 use native::CallerError;
+use upstream::Inbound;
 
 /// Everything a request needs, shared.
 #[derive(Debug)]
@@ -148,7 +149,10 @@ impl Gateway {
 pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/responses", post(responses))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
@@ -179,7 +183,31 @@ async fn messages(
     Query(q): Query<KeyQuery>,
     req: Request<Body>,
 ) -> Response<Body> {
-    guarded(gw, Api::Messages, q, req).await
+    guarded(gw, Inbound::Messages, q, req).await
+}
+
+async fn count_tokens(
+    State(gw): State<Arc<Gateway>>,
+    Query(q): Query<KeyQuery>,
+    req: Request<Body>,
+) -> Response<Body> {
+    guarded(gw, Inbound::CountTokens, q, req).await
+}
+
+async fn responses(
+    State(gw): State<Arc<Gateway>>,
+    Query(q): Query<KeyQuery>,
+    req: Request<Body>,
+) -> Response<Body> {
+    guarded(gw, Inbound::Responses, q, req).await
+}
+
+async fn embeddings(
+    State(gw): State<Arc<Gateway>>,
+    Query(q): Query<KeyQuery>,
+    req: Request<Body>,
+) -> Response<Body> {
+    guarded(gw, Inbound::Embeddings, q, req).await
 }
 
 async fn chat(
@@ -187,12 +215,18 @@ async fn chat(
     Query(q): Query<KeyQuery>,
     req: Request<Body>,
 ) -> Response<Body> {
-    guarded(gw, Api::ChatCompletions, q, req).await
+    guarded(gw, Inbound::Chat, q, req).await
 }
 
 /// One request; a panic inside becomes a 500 for this request only.
-async fn guarded(gw: Arc<Gateway>, api: Api, q: KeyQuery, req: Request<Body>) -> Response<Body> {
-    match std::panic::AssertUnwindSafe(handle(gw, api, q, req))
+async fn guarded(
+    gw: Arc<Gateway>,
+    inbound: Inbound,
+    q: KeyQuery,
+    req: Request<Body>,
+) -> Response<Body> {
+    let api = inbound.api();
+    match std::panic::AssertUnwindSafe(handle(gw, inbound, q, req))
         .catch_unwind()
         .await
     {
@@ -210,7 +244,13 @@ async fn guarded(gw: Arc<Gateway>, api: Api, q: KeyQuery, req: Request<Body>) ->
     }
 }
 
-async fn handle(gw: Arc<Gateway>, api: Api, q: KeyQuery, req: Request<Body>) -> Response<Body> {
+async fn handle(
+    gw: Arc<Gateway>,
+    inbound: Inbound,
+    q: KeyQuery,
+    req: Request<Body>,
+) -> Response<Body> {
+    let api = inbound.api();
     let (parts, body) = req.into_parts();
     let Some(detail) = authenticate(&gw.cfg, &parts.headers, q.key.as_deref()) else {
         return CallerError::unauthenticated().response(api);
@@ -235,9 +275,26 @@ async fn handle(gw: Arc<Gateway>, api: Api, q: KeyQuery, req: Request<Body>) -> 
         let names: Vec<&str> = gw.cfg.routes.keys().map(String::as_str).collect();
         return CallerError::unknown_model(&model, &names).response(api);
     };
+    let servable = route.targets.iter().any(|t| {
+        gw.cfg
+            .endpoints
+            .get(&t.endpoint)
+            .is_some_and(|e| inbound.served_by(e.provider))
+    });
+    if !servable {
+        return CallerError::bad_request(format!(
+            "keyward: model {model:?} is routed to endpoints that do not speak this API ({inbound:?}); call it through its own API or route it to a compatible endpoint"
+        ))
+        .response(api);
+    }
+    let stream = stream
+        && matches!(
+            inbound,
+            Inbound::Messages | Inbound::Chat | Inbound::Responses
+        );
     proxy::serve(
         gw,
-        api,
+        inbound,
         Prepared {
             route,
             body,

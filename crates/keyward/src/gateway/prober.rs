@@ -68,10 +68,18 @@ pub async fn probe_once(gw: &Gateway, probe: &ProbeRequest) -> ProbeOutcome {
                 json!({"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]}),
             ),
         ),
-        (_, ProbeKind::KeyValidity) => (reqwest::Method::GET, format!("{base}/v1/models"), None),
+        (Provider::AzureOpenAi, ProbeKind::KeyValidity) => (
+            reqwest::Method::GET,
+            format!(
+                "{base}/openai/models?api-version={}",
+                endpoint.api_version.as_deref().unwrap_or("2024-10-21")
+            ),
+            None,
+        ),
+        (_, ProbeKind::KeyValidity) => (reqwest::Method::GET, format!("{base}/models"), None),
         (_, ProbeKind::MinimalRequest) => (
             reqwest::Method::POST,
-            format!("{base}/v1/chat/completions"),
+            upstream::url(upstream::Inbound::Chat, &endpoint, model),
             Some(
                 json!({"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]}),
             ),

@@ -19,6 +19,7 @@ use keyward_wire::stream::{inspect_sse, Api, EventKind};
 use tracing::{info, warn};
 
 use super::native::CallerError;
+use super::upstream::Inbound;
 use super::{upstream, Gateway, Prepared};
 use crate::config::Detail;
 
@@ -36,13 +37,13 @@ struct Tried {
 /// Serves one inbound request.
 pub async fn serve(
     gw: Arc<Gateway>,
-    api: Api,
+    inbound: Inbound,
     prep: Prepared,
     caller: HeaderMap,
     detail: Detail,
 ) -> Response<Body> {
     let started = stopwatch();
-    let mut r = serve_inner(gw, api, prep, caller, detail, started).await;
+    let mut r = serve_inner(gw, inbound, prep, caller, detail, started).await;
     // Responses the gateway produced itself (errors) carry their timing too.
     if !r.headers().contains_key("server-timing") {
         let gateway_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -55,12 +56,13 @@ pub async fn serve(
 
 async fn serve_inner(
     gw: Arc<Gateway>,
-    api: Api,
+    inbound: Inbound,
     prep: Prepared,
     caller: HeaderMap,
     detail: Detail,
     started: Instant,
 ) -> Response<Body> {
+    let api = inbound.api();
     let mut upstream_time = Duration::ZERO;
     let mut route = prep.route.clone();
     let mut switched_for_context = false;
@@ -104,6 +106,17 @@ async fn serve_inner(
                 continue;
             };
             let target = &spec.targets[cand.target];
+            // Embeddings never fall back to another model (vectors would not compare).
+            if inbound == Inbound::Embeddings
+                && spec
+                    .targets
+                    .first()
+                    .is_some_and(|t| t.model != target.model)
+            {
+                drop(attempt);
+                i += 1;
+                continue;
+            }
             let Some(cred) = gw.credential(&attempt.credential()) else {
                 i += 1;
                 continue;
@@ -112,11 +125,17 @@ async fn serve_inner(
                 i += 1;
                 continue;
             };
+            // A target serves only the inbound APIs its provider speaks.
+            if !inbound.served_by(endpoint.provider) {
+                drop(attempt);
+                i += 1;
+                continue;
+            }
             let body = match splice::replace_model(&prep.body, &target.model) {
                 Ok(Some(b)) => b,
                 _ => prep.body.to_vec(),
             };
-            let url = upstream::url(api, &endpoint);
+            let url = upstream::url(inbound, &endpoint, &target.model);
             let rb = upstream::request(
                 &gw.client,
                 reqwest::Method::POST,

@@ -18,15 +18,64 @@ const PASS: &[&str] = &[
     "idempotency-key",
 ];
 
-/// The upstream URL for `api` at `endpoint`.
-pub fn url(api: Api, endpoint: &Endpoint) -> String {
-    let base = &endpoint.base_url;
-    match api {
-        Api::Messages => format!("{base}/v1/messages"),
-        Api::ChatCompletions => format!("{base}/v1/chat/completions"),
-        Api::Responses => format!("{base}/v1/responses"),
-        Api::Gemini => format!("{base}/v1beta/models"),
+/// An inbound API (what the caller called).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inbound {
+    /// Anthropic `POST /v1/messages`.
+    Messages,
+    /// Anthropic `POST /v1/messages/count_tokens`.
+    CountTokens,
+    /// OpenAI `POST /v1/chat/completions`.
+    Chat,
+    /// OpenAI `POST /v1/responses`.
+    Responses,
+    /// OpenAI `POST /v1/embeddings`.
+    Embeddings,
+}
+
+impl Inbound {
+    /// The wire family: error format and stream rules.
+    pub fn api(self) -> Api {
+        match self {
+            Inbound::Messages | Inbound::CountTokens => Api::Messages,
+            Inbound::Chat | Inbound::Embeddings => Api::ChatCompletions,
+            Inbound::Responses => Api::Responses,
+        }
     }
+
+    /// Whether an endpoint of `provider` speaks this API.
+    pub fn served_by(self, provider: Provider) -> bool {
+        match self {
+            Inbound::Messages | Inbound::CountTokens => provider == Provider::Anthropic,
+            Inbound::Chat | Inbound::Embeddings => {
+                provider.speaks_openai() || provider == Provider::Gemini
+            }
+            Inbound::Responses => matches!(
+                provider,
+                Provider::OpenAi | Provider::AzureOpenAi | Provider::OpenAiCompatible
+            ),
+        }
+    }
+}
+
+/// The upstream URL for `inbound` at `endpoint`, for upstream model `model`.
+pub fn url(inbound: Inbound, endpoint: &Endpoint, model: &str) -> String {
+    let base = &endpoint.base_url;
+    let tail = match inbound {
+        Inbound::Messages => return format!("{base}/v1/messages"),
+        Inbound::CountTokens => return format!("{base}/v1/messages/count_tokens"),
+        Inbound::Chat => "chat/completions",
+        Inbound::Responses => "responses",
+        Inbound::Embeddings => "embeddings",
+    };
+    if endpoint.provider == Provider::AzureOpenAi {
+        let version = endpoint.api_version.as_deref().unwrap_or("2024-10-21");
+        if inbound == Inbound::Responses {
+            return format!("{base}/openai/responses?api-version={version}");
+        }
+        return format!("{base}/openai/deployments/{model}/{tail}?api-version={version}");
+    }
+    format!("{base}/{tail}")
 }
 
 /// Builds an upstream request carrying `body`.
