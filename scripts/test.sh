@@ -22,6 +22,15 @@ else
   echo "../shared/corpus not found: corpus conformance tests will report that they did not run"
 fi
 
+step "Python SDKs for the end-to-end tests (tests/sdk/requirements.txt)"
+VENV="${KEYWARD_VENV:-$PWD/.venv-sdk}"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
+"$VENV/bin/python" -c 'import anthropic, openai; print("anthropic", anthropic.__version__, "openai", openai.__version__)'
+export KEYWARD_PYTHON="$VENV/bin/python"
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -852,3 +852,140 @@ async fn responses_embeddings_and_count_tokens_are_served_with_failover() {
         .unwrap()
         .contains("do not speak this API"));
 }
+
+/// Runs one scenario of `tests/sdk/scenarios.py` with the official SDKs against `h`.
+/// The SDKs are installed by the test command (`scripts/test.sh`); without them this fails
+/// loudly rather than skipping.
+async fn sdk(h: &Harness, scenario: &str) -> Value {
+    let python = std::env::var("KEYWARD_PYTHON").unwrap_or_else(|_| {
+        panic!("the SDK tests need the official Python SDKs: run ./scripts/test.sh (it installs them), or set KEYWARD_PYTHON to a python with tests/sdk/requirements.txt installed")
+    });
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/sdk/scenarios.py");
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .arg(scenario)
+        .env("KEYWARD_URL", &h.url)
+        .env("KEYWARD_KEY", GATEWAY_KEY)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    h.check_no_secret(&stdout);
+    let line = stdout
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("{scenario}: no output; stderr: {stderr}"));
+    let v: Value =
+        serde_json::from_str(line).unwrap_or_else(|_| panic!("{scenario}: {stdout}\n{stderr}"));
+    assert!(
+        out.status.success() && v["ok"] == true,
+        "{scenario} failed: {v}\n{stderr}"
+    );
+    v
+}
+
+fn sdk_endpoints() -> &'static [(&'static str, &'static str, &'static str)] {
+    &[("anthropic", "anthropic", ""), ("openai", "openai", "/v1")]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_sdks_succeed_fail_over_and_stop_on_exhaustion() {
+    let h = start(
+        "sdk-permanent",
+        sdk_endpoints(),
+        &[
+            Cred(
+                "a-revoked",
+                "sk-ant-sdk-revoked-01",
+                "anthropic",
+                "priority = 10",
+            ),
+            Cred("a-good", "sk-ant-sdk-good-02", "anthropic", ""),
+            Cred(
+                "o-revoked",
+                "sk-proj-sdk-revoked-03",
+                "openai",
+                "priority = 10",
+            ),
+            Cred("o-good", "sk-proj-sdk-good-04", "openai", ""),
+        ],
+        &format!(
+            "{}{}",
+            route("claude", "anthropic", "claude-x", &["a-revoked", "a-good"]),
+            route("gpt", "openai", "gpt-4o", &["o-revoked", "o-good"])
+        ),
+        "",
+    )
+    .await;
+    h.sim.set("sk-ant-sdk-revoked-01", Behaviour::Revoked);
+    h.sim.set("sk-proj-sdk-revoked-03", Behaviour::Revoked);
+    // Success, streaming success, and the failover the SDK never sees.
+    let (a, o) = tokio::join!(sdk(&h, "anthropic_ok"), sdk(&h, "openai_ok"));
+    assert_eq!(a["stop"], "end_turn");
+    assert_eq!(o["finish"], "stop");
+    // Permanent exhaustion: every key revoked and confirmed.
+    h.sim.set("sk-ant-sdk-good-02", Behaviour::Revoked);
+    h.sim.set("sk-proj-sdk-good-04", Behaviour::Revoked);
+    let _ = h.messages("claude", false).await;
+    let _ = h.chat("gpt", false).await;
+    h.eventually("all four disabled", || {
+        ["a-revoked", "a-good", "o-revoked", "o-good"]
+            .iter()
+            .all(|c| h.state_of(&format!("credential/{c}")) == "disabled")
+    })
+    .await;
+    let (a, o) = tokio::join!(sdk(&h, "anthropic_exhausted"), sdk(&h, "openai_exhausted"));
+    assert_eq!(
+        a["attempts"], 1,
+        "x-should-retry: false stops the SDK's retries: {a}"
+    );
+    assert_eq!(o["attempts"], 1, "{o}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_sdks_retry_a_transient_exhaustion_and_succeed() {
+    let h = start(
+        "sdk-transient",
+        sdk_endpoints(),
+        &[
+            Cred("a1", "sk-ant-sdk-rl-01", "anthropic", ""),
+            Cred("o1", "sk-proj-sdk-rl-02", "openai", ""),
+        ],
+        &format!(
+            "{}{}",
+            route("claude", "anthropic", "claude-x", &["a1"]),
+            route("gpt", "openai", "gpt-4o", &["o1"])
+        ),
+        "",
+    )
+    .await;
+    // Limited for 12 s: longer than the gateway waits itself (10 s), within what SDKs honour (60 s).
+    h.sim.set(
+        "sk-ant-sdk-rl-01",
+        Behaviour::RateLimited {
+            retry_after: Some(12),
+        },
+    );
+    h.sim.set(
+        "sk-proj-sdk-rl-02",
+        Behaviour::RateLimited {
+            retry_after: Some(12),
+        },
+    );
+    let sim = h.sim.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        sim.set("sk-ant-sdk-rl-01", Behaviour::Ok);
+        sim.set("sk-proj-sdk-rl-02", Behaviour::Ok);
+    });
+    let (a, o) = tokio::join!(sdk(&h, "anthropic_transient"), sdk(&h, "openai_transient"));
+    for v in [&a, &o] {
+        assert!(v["attempts"].as_u64().unwrap() >= 2, "{v}");
+        let secs = v["seconds"].as_f64().unwrap();
+        assert!(
+            (10.0..40.0).contains(&secs),
+            "retried after the retry-after: {v}"
+        );
+    }
+}
