@@ -989,3 +989,107 @@ async fn the_official_sdks_retry_a_transient_exhaustion_and_succeed() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_generate_and_both_stream_forms_with_failover() {
+    let h = start(
+        "gemini",
+        &[("gemini", "gemini", "")],
+        &[
+            Cred(
+                "g1",
+                "AIzaE2EGeminiRevoked000000001",
+                "gemini",
+                "priority = 10",
+            ),
+            Cred("g2", "AIzaE2EGeminiGood00000000002", "gemini", ""),
+        ],
+        &route("flash", "gemini", "gemini-2.5-flash", &["g1", "g2"]),
+        "",
+    )
+    .await;
+    h.sim
+        .set("AIzaE2EGeminiRevoked000000001", Behaviour::Revoked);
+    let body = json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}).to_string();
+    let call = |path: &str, by_header: bool| {
+        let mut rb = h
+            .client
+            .post(format!("{}{path}", h.url))
+            .header("content-type", "application/json")
+            .body(body.clone());
+        rb = if by_header {
+            rb.header("x-goog-api-key", GATEWAY_KEY)
+        } else {
+            rb.query(&[("key", GATEWAY_KEY)])
+        };
+        rb
+    };
+    let r = call("/v1beta/models/flash:generateContent", true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-keyward-credential"], "g2");
+    let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(v["candidates"][0]["finishReason"], "STOP");
+    // alt=sse.
+    let r = call("/v1beta/models/flash:streamGenerateContent?alt=sse", false)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["cache-control"],
+        "no-cache",
+        "streamed through the stream pump"
+    );
+    let text = r.text().await.unwrap();
+    assert!(text.contains("\"finishReason\":\"STOP\""), "{text}");
+    // The JSON-array stream is valid JSON, whole.
+    let r = call("/v1beta/models/flash:streamGenerateContent", true)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["cache-control"],
+        "no-cache",
+        "streamed through the stream pump"
+    );
+    let text = r.text().await.unwrap();
+    let arr: Vec<Value> = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(arr.last().unwrap()["candidates"][0]["finishReason"], "STOP");
+    h.check_no_secret(&text);
+    // A cut after content ends with an error element, still valid JSON, never a success.
+    h.sim.set(
+        "AIzaE2EGeminiGood00000000002",
+        Behaviour::StreamCut { after: 2 },
+    );
+    let r = call("/v1beta/models/flash:streamGenerateContent", true)
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    let arr: Vec<Value> = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert!(
+        arr.last().unwrap()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("incomplete"),
+        "{text}"
+    );
+    assert!(arr
+        .iter()
+        .all(|e| e["candidates"][0]["finishReason"].is_null()));
+    // Unauthenticated: 401 in Google's shape.
+    let r = h
+        .client
+        .post(format!("{}/v1beta/models/flash:generateContent", h.url))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(v["error"]["status"], "UNAUTHENTICATED");
+}

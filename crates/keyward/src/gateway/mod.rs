@@ -41,7 +41,7 @@ use serde_json::json;
 
 use crate::config::{Config, Credential, Detail, Route};
 use native::CallerError;
-use upstream::Inbound;
+use upstream::{GeminiCall, Inbound};
 
 /// Everything a request needs, shared.
 #[derive(Debug)]
@@ -153,6 +153,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/responses", post(responses))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1beta/models/{model_action}", post(gemini))
         .route("/v1/models", get(models))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
@@ -218,6 +219,38 @@ async fn chat(
     guarded(gw, Inbound::Chat, q, req).await
 }
 
+async fn gemini(
+    State(gw): State<Arc<Gateway>>,
+    axum::extract::Path(model_action): axum::extract::Path<String>,
+    Query(q): Query<GeminiQuery>,
+    req: Request<Body>,
+) -> Response<Body> {
+    let (model, action) = model_action
+        .split_once(':')
+        .unwrap_or((model_action.as_str(), ""));
+    let call = match action {
+        "generateContent" => GeminiCall { stream: false, sse: false },
+        "streamGenerateContent" => GeminiCall { stream: true, sse: q.alt.as_deref() == Some("sse") },
+        other => {
+            return CallerError::bad_request(format!("keyward: unsupported Gemini method {other:?}; use generateContent or streamGenerateContent"))
+                .response(Api::Gemini)
+        }
+    };
+    let model = model.to_owned();
+    let key = KeyQuery { key: q.key };
+    run_guarded(
+        Inbound::Gemini(call),
+        handle(gw, Inbound::Gemini(call), key, req, Some(model)),
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct GeminiQuery {
+    key: Option<String>,
+    alt: Option<String>,
+}
+
 /// One request; a panic inside becomes a 500 for this request only.
 async fn guarded(
     gw: Arc<Gateway>,
@@ -225,11 +258,16 @@ async fn guarded(
     q: KeyQuery,
     req: Request<Body>,
 ) -> Response<Body> {
-    let api = inbound.api();
-    match std::panic::AssertUnwindSafe(handle(gw, inbound, q, req))
-        .catch_unwind()
-        .await
-    {
+    run_guarded(inbound, handle(gw, inbound, q, req, None)).await
+}
+
+/// Runs one request's future; a panic inside becomes a 500 in the caller's format for this
+/// request only, and the gateway keeps serving.
+pub async fn run_guarded(
+    inbound: Inbound,
+    fut: impl Future<Output = Response<Body>>,
+) -> Response<Body> {
+    match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
         Ok(r) => r,
         Err(_) => {
             tracing::error!("a request panicked; answered 500 and kept serving");
@@ -239,7 +277,7 @@ async fn guarded(
                 "internal_error",
                 "keyward: internal error while handling this request",
             )
-            .response(api)
+            .response(inbound.api())
         }
     }
 }
@@ -249,6 +287,7 @@ async fn handle(
     inbound: Inbound,
     q: KeyQuery,
     req: Request<Body>,
+    path_model: Option<String>,
 ) -> Response<Body> {
     let api = inbound.api();
     let (parts, body) = req.into_parts();
@@ -260,17 +299,24 @@ async fn handle(
         Ok(b) => b,
         Err(_) => return CallerError::too_large(limit).response(api),
     };
-    let model = match splice::model_of(&body) {
-        Ok(Some(m)) => m,
-        Ok(None) => {
-            return CallerError::bad_request("keyward: the request body has no `model`")
-                .response(api)
-        }
-        Err(e) => return CallerError::bad_request(format!("keyward: {e}")).response(api),
+    let model = match path_model {
+        // Gemini names the model in the path; the body has none.
+        Some(m) => m,
+        None => match splice::model_of(&body) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                return CallerError::bad_request("keyward: the request body has no `model`")
+                    .response(api)
+            }
+            Err(e) => return CallerError::bad_request(format!("keyward: {e}")).response(api),
+        },
     };
-    let stream = serde_json::from_slice::<StreamFlag>(&body)
-        .map(|s| s.stream)
-        .unwrap_or(false);
+    let stream = match inbound {
+        Inbound::Gemini(call) => call.stream,
+        _ => serde_json::from_slice::<StreamFlag>(&body)
+            .map(|s| s.stream)
+            .unwrap_or(false),
+    };
     let Some(route) = gw.route(&model) else {
         let names: Vec<&str> = gw.cfg.routes.keys().map(String::as_str).collect();
         return CallerError::unknown_model(&model, &names).response(api);
@@ -290,7 +336,7 @@ async fn handle(
     let stream = stream
         && matches!(
             inbound,
-            Inbound::Messages | Inbound::Chat | Inbound::Responses
+            Inbound::Messages | Inbound::Chat | Inbound::Responses | Inbound::Gemini(_)
         );
     proxy::serve(
         gw,

@@ -110,6 +110,13 @@ impl CallerError {
         r
     }
 
+    /// The bare JSON error object (an element of a Gemini JSON-array stream).
+    pub fn json_object(&self) -> Vec<u8> {
+        json!({"error": {"code": self.status.as_u16(), "message": self.message, "status": google_status(self.status)}})
+            .to_string()
+            .into_bytes()
+    }
+
     /// The same error as an in-band stream event (after bytes were committed).
     pub fn stream_event(&self, api: Api) -> Vec<u8> {
         match api {

@@ -13,9 +13,10 @@ use keyward_core::classify::{
 };
 use keyward_core::health::budget::RequestBudget;
 use keyward_core::health::{AttemptScope, Headroom, RequestSpec, Selection, Unavailable};
+use keyward_wire::json_stream::{JsonArrayFramer, JsonItem};
 use keyward_wire::splice;
 use keyward_wire::sse::SseFramer;
-use keyward_wire::stream::{inspect_sse, Api, EventKind};
+use keyward_wire::stream::{gemini_element, inspect_sse, Api, EventKind};
 use tracing::{info, warn};
 
 use super::native::CallerError;
@@ -131,9 +132,13 @@ async fn serve_inner(
                 i += 1;
                 continue;
             }
-            let body = match splice::replace_model(&prep.body, &target.model) {
-                Ok(Some(b)) => b,
-                _ => prep.body.to_vec(),
+            // Only the `model` value is rewritten (Gemini names it in the URL instead).
+            let body = match inbound {
+                Inbound::Gemini(_) => prep.body.to_vec(),
+                _ => match splice::replace_model(&prep.body, &target.model) {
+                    Ok(Some(b)) => b,
+                    _ => prep.body.to_vec(),
+                },
             };
             let url = upstream::url(inbound, &endpoint, &target.model);
             let rb = upstream::request(
@@ -314,8 +319,8 @@ async fn serve_inner(
             match hold_stream(
                 resp,
                 api,
+                Framer::for_inbound(inbound, gw.cfg.limits.max_event_bytes),
                 route.timeouts.first_token,
-                gw.cfg.limits.max_event_bytes,
             )
             .await
             {
@@ -342,6 +347,7 @@ async fn serve_inner(
                 }
                 Held::Committed {
                     prefix,
+                    terminal,
                     rest,
                     framer,
                 } => {
@@ -355,7 +361,7 @@ async fn serve_inner(
                         idle: route.timeouts.idle,
                         attempt: Some(attempt),
                         headroom,
-                        terminal: false,
+                        terminal,
                         done_sent: false,
                         finished: false,
                         route: route.name.clone(),
@@ -576,12 +582,135 @@ fn decorate(
     }
 }
 
+/// Splits an upstream stream into events: SSE events, or the elements of a Gemini
+/// JSON-array stream (whose brackets and commas are rebuilt on the way out).
+enum Framer {
+    Sse(SseFramer),
+    Array {
+        framer: JsonArrayFramer,
+        started: bool,
+        closed: bool,
+    },
+}
+
+/// One framed piece: the bytes to forward and what it means.
+struct Piece {
+    out: Vec<u8>,
+    kind: EventKind,
+}
+
+impl Framer {
+    fn for_inbound(inbound: Inbound, max_event: usize) -> Framer {
+        match inbound {
+            Inbound::Gemini(call) if !call.sse => Framer::Array {
+                framer: JsonArrayFramer::new(max_event),
+                started: false,
+                closed: false,
+            },
+            _ => Framer::Sse(SseFramer::new(max_event)),
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        match self {
+            Framer::Sse(f) => f.push(chunk),
+            Framer::Array { framer, .. } => framer.push(chunk),
+        }
+    }
+
+    /// The next piece; `Err` when an event exceeds its size bound.
+    fn next(&mut self, api: Api) -> Option<Result<Piece, ()>> {
+        match self {
+            Framer::Sse(f) => f.next_event().map(|e| {
+                e.map(|ev| Piece {
+                    kind: inspect_sse(api, &ev),
+                    out: ev.raw,
+                })
+                .map_err(|_| ())
+            }),
+            Framer::Array {
+                framer,
+                started,
+                closed,
+            } => framer.next_item().map(|item| match item {
+                Ok(JsonItem::Element(el)) => {
+                    let kind = gemini_element(&el);
+                    let mut out = if *started {
+                        b",\r\n".to_vec()
+                    } else {
+                        b"[".to_vec()
+                    };
+                    *started = true;
+                    out.extend_from_slice(&el);
+                    Ok(Piece { out, kind })
+                }
+                Ok(JsonItem::End) => {
+                    *closed = true;
+                    let out = if *started {
+                        b"]".to_vec()
+                    } else {
+                        b"[]".to_vec()
+                    };
+                    *started = true;
+                    Ok(Piece {
+                        out,
+                        kind: EventKind::Done,
+                    })
+                }
+                Err(_) => Err(()),
+            }),
+        }
+    }
+
+    /// What an unfinished stream left behind (for classification).
+    fn finish(&mut self) -> Vec<u8> {
+        match self {
+            Framer::Sse(f) => f.finish().unwrap_or_default(),
+            Framer::Array { framer, .. } => framer.finish().unwrap_or_default(),
+        }
+    }
+
+    /// The caller's native in-band error, completing the wire format.
+    fn error_tail(&self, e: &CallerError, api: Api) -> Vec<u8> {
+        match self {
+            Framer::Sse(_) => e.stream_event(api),
+            Framer::Array { started, .. } => {
+                let mut out = if *started {
+                    b",\r\n".to_vec()
+                } else {
+                    b"[".to_vec()
+                };
+                out.extend(e.json_object());
+                out.push(b']');
+                out
+            }
+        }
+    }
+
+    /// What completes a stream whose terminal event came but whose wire format did not
+    /// close (`[DONE]` for Chat Completions, `]` for a Gemini array).
+    fn closing(&self, api: Api, done_sent: bool) -> Vec<u8> {
+        match self {
+            Framer::Array { closed: false, .. } => b"]".to_vec(),
+            Framer::Sse(_) if api == Api::ChatCompletions && !done_sent => {
+                b"data: [DONE]\n\n".to_vec()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn is_array(&self) -> bool {
+        matches!(self, Framer::Array { .. })
+    }
+}
+
 enum Held {
     /// The stream committed: its held bytes (preamble and first content) and the rest.
     Committed {
         prefix: Vec<u8>,
+        terminal: bool,
         rest: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
-        framer: SseFramer,
+        framer: Framer,
     },
     /// It failed before any content: what to classify.
     Failed {
@@ -597,11 +726,10 @@ enum Held {
 async fn hold_stream(
     resp: reqwest::Response,
     api: Api,
+    mut framer: Framer,
     first_token: Duration,
-    max_event: usize,
 ) -> Held {
     let mut rest = resp.bytes_stream().boxed();
-    let mut framer = SseFramer::new(max_event);
     let mut held: Vec<u8> = Vec::new();
     let limit = tokio::time::Instant::now() + first_token;
     loop {
@@ -619,8 +747,7 @@ async fn hold_stream(
         match next {
             None | Some(Err(_)) => {
                 // Ended (or cut) before any content.
-                let tail = framer.finish().unwrap_or_default();
-                held.extend_from_slice(&tail);
+                held.extend(framer.finish());
                 let transport = if matches!(next, Some(Err(_))) {
                     Some(TransportError::Reset)
                 } else {
@@ -635,8 +762,8 @@ async fn hold_stream(
             }
             Some(Ok(chunk)) => {
                 framer.push(&chunk);
-                while let Some(ev) = framer.next_event() {
-                    let Ok(ev) = ev else {
+                while let Some(piece) = framer.next(api) {
+                    let Ok(piece) = piece else {
                         return Held::Failed {
                             status_hint: None,
                             bytes: held,
@@ -644,25 +771,41 @@ async fn hold_stream(
                             phase: Phase::MidStream,
                         };
                     };
-                    match inspect_sse(api, &ev) {
+                    match piece.kind {
                         EventKind::Content | EventKind::Terminal => {
-                            held.extend_from_slice(&ev.raw);
+                            let terminal = piece.kind == EventKind::Terminal;
+                            held.extend_from_slice(&piece.out);
                             return Held::Committed {
                                 prefix: held,
+                                terminal,
                                 rest,
                                 framer,
                             };
                         }
                         EventKind::Error => {
+                            let bytes = if framer.is_array() {
+                                piece.out.get(1..).map(<[u8]>::to_vec).unwrap_or_default()
+                            } else {
+                                piece.out
+                            };
                             return Held::Failed {
                                 status_hint: None,
-                                bytes: ev.raw,
+                                bytes,
+                                transport: None,
+                                phase: Phase::MidStream,
+                            };
+                        }
+                        // An array that closed before any content.
+                        EventKind::Done if framer.is_array() => {
+                            return Held::Failed {
+                                status_hint: None,
+                                bytes: held,
                                 transport: None,
                                 phase: Phase::MidStream,
                             };
                         }
                         EventKind::Malformed => {}
-                        EventKind::Other | EventKind::Done => held.extend_from_slice(&ev.raw),
+                        EventKind::Other | EventKind::Done => held.extend_from_slice(&piece.out),
                     }
                 }
             }
@@ -670,13 +813,15 @@ async fn hold_stream(
     }
 }
 
-/// A committed stream: forwarded event by event, judged by its terminal event.
+/// A committed stream: forwarded event by event, judged by its terminal event. It reads
+/// upstream only when the caller's connection takes more bytes: a slow reader gets
+/// backpressure, never an unbounded buffer.
 struct Pump {
     gw: Arc<Gateway>,
     api: Api,
     prefix: Option<Vec<u8>>,
     rest: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
-    framer: SseFramer,
+    framer: Framer,
     idle: Duration,
     attempt: Option<AttemptScope>,
     headroom: Option<Headroom>,
@@ -711,10 +856,7 @@ impl Pump {
                 Ok(Some(Ok(chunk))) => {
                     self.framer.push(&chunk);
                     let out = self.drain_events();
-                    if self.finished {
-                        return Some(out);
-                    }
-                    if !out.is_empty() {
+                    if self.finished || !out.is_empty() {
                         return Some(out);
                     }
                 }
@@ -727,10 +869,7 @@ impl Pump {
                 Ok(None) => {
                     if self.terminal {
                         self.finished = true;
-                        let mut out = Vec::new();
-                        if self.api == Api::ChatCompletions && !self.done_sent {
-                            out.extend_from_slice(b"data: [DONE]\n\n");
-                        }
+                        let out = self.framer.closing(self.api, self.done_sent);
                         if let Some(a) = self.attempt.take() {
                             self.gw.engine.record_success(a, self.headroom);
                         }
@@ -747,24 +886,37 @@ impl Pump {
 
     fn drain_events(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
-        while let Some(ev) = self.framer.next_event() {
-            let Ok(ev) = ev else {
+        while let Some(piece) = self.framer.next(self.api) {
+            let Ok(piece) = piece else {
                 out.extend(self.end_broken(
                     TransportError::Reset,
                     "an upstream stream event exceeded the size limit",
                 ));
                 return out;
             };
-            match inspect_sse(self.api, &ev) {
+            match piece.kind {
                 EventKind::Malformed => {
                     warn!(route = %self.route, "dropped a malformed stream event");
                     continue;
                 }
                 EventKind::Terminal => self.terminal = true,
-                EventKind::Done => self.done_sent = true,
+                EventKind::Done => {
+                    if self.framer.is_array() && !self.terminal {
+                        // The array closed without a terminal element: incomplete.
+                        out.extend(self.end_broken(
+                            TransportError::Reset,
+                            "the upstream stream ended before its terminal event",
+                        ));
+                        return out;
+                    }
+                    self.done_sent = true;
+                }
                 EventKind::Error => {
-                    // The provider's own in-band error, in the caller's format already.
-                    out.extend_from_slice(&ev.raw);
+                    // The provider's own in-band error, already in the caller's format.
+                    out.extend_from_slice(&piece.out);
+                    if self.framer.is_array() {
+                        out.push(b']');
+                    }
                     let failure = classify(&Attempt {
                         provider: self.provider,
                         credential: self.kind,
@@ -773,7 +925,7 @@ impl Pump {
                         transport: None,
                         status: Some(200),
                         headers: &[],
-                        body: &ev.raw,
+                        body: &piece.out,
                         now: wall_clock(),
                     });
                     if let Some(a) = self.attempt.take() {
@@ -784,7 +936,7 @@ impl Pump {
                 }
                 EventKind::Content | EventKind::Other => {}
             }
-            out.extend_from_slice(&ev.raw);
+            out.extend_from_slice(&piece.out);
             if self.done_sent {
                 self.finished = true;
                 if let Some(a) = self.attempt.take() {
@@ -812,21 +964,24 @@ impl Pump {
             format!("keyward: {message}; the response is incomplete"),
         );
         e.should_retry = Some(true);
-        e.stream_event(self.api)
+        self.framer.error_tail(&e, self.api)
     }
 }
 
 fn stream_response(pump: Pump) -> Response<Body> {
+    let content_type = if pump.framer.is_array() {
+        "application/json"
+    } else {
+        "text/event-stream"
+    };
     let stream = futures_util::stream::unfold(pump, |mut p| async move {
         p.next_bytes()
             .await
             .map(|b| (Ok::<Bytes, std::io::Error>(Bytes::from(b)), p))
     });
     let mut r = Response::new(Body::from_stream(stream));
-    r.headers_mut().insert(
-        "content-type",
-        HeaderValue::from_static("text/event-stream"),
-    );
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static(content_type));
     r.headers_mut()
         .insert("cache-control", HeaderValue::from_static("no-cache"));
     r

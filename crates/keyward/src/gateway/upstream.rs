@@ -31,6 +31,17 @@ pub enum Inbound {
     Responses,
     /// OpenAI `POST /v1/embeddings`.
     Embeddings,
+    /// Gemini `POST /v1beta/models/{model}:generateContent` / `:streamGenerateContent`.
+    Gemini(GeminiCall),
+}
+
+/// Which Gemini call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GeminiCall {
+    /// `streamGenerateContent` rather than `generateContent`.
+    pub stream: bool,
+    /// `alt=sse` (SSE) rather than a streamed JSON array.
+    pub sse: bool,
 }
 
 impl Inbound {
@@ -40,6 +51,7 @@ impl Inbound {
             Inbound::Messages | Inbound::CountTokens => Api::Messages,
             Inbound::Chat | Inbound::Embeddings => Api::ChatCompletions,
             Inbound::Responses => Api::Responses,
+            Inbound::Gemini(_) => Api::Gemini,
         }
     }
 
@@ -54,6 +66,7 @@ impl Inbound {
                 provider,
                 Provider::OpenAi | Provider::AzureOpenAi | Provider::OpenAiCompatible
             ),
+            Inbound::Gemini(_) => provider == Provider::Gemini,
         }
     }
 }
@@ -67,6 +80,19 @@ pub fn url(inbound: Inbound, endpoint: &Endpoint, model: &str) -> String {
         Inbound::Chat => "chat/completions",
         Inbound::Responses => "responses",
         Inbound::Embeddings => "embeddings",
+        Inbound::Gemini(call) => {
+            let action = if call.stream {
+                "streamGenerateContent"
+            } else {
+                "generateContent"
+            };
+            let alt = if call.stream && call.sse {
+                "?alt=sse"
+            } else {
+                ""
+            };
+            return format!("{base}/v1beta/models/{model}:{action}{alt}");
+        }
     };
     if endpoint.provider == Provider::AzureOpenAi {
         let version = endpoint.api_version.as_deref().unwrap_or("2024-10-21");
