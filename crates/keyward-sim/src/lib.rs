@@ -49,6 +49,13 @@ pub enum Behaviour {
     NoCredit,
     /// Rate limited; `retry_after` seconds in `retry-after` when set.
     RateLimited { retry_after: Option<u64> },
+    /// Rate limited, the reset given in one provider's style: `retry-after-ms`,
+    /// `openai` (`x-ratelimit-reset-requests: 1s`), `anthropic`
+    /// (`anthropic-ratelimit-requests-reset`, RFC 3339), `x-ratelimit-reset` (epoch),
+    /// or `none`.
+    RateLimitedReset { style: String, secs: u64 },
+    /// The stream carries an invalid JSON event at this position.
+    MalformedChunk { at: usize },
     /// Overloaded (Anthropic 529, OpenAI 503).
     Overloaded,
     /// A plain 500.
@@ -233,6 +240,59 @@ impl Sim {
     }
 }
 
+/// A rate-limit reset `secs` from now, in one provider's header style.
+fn reset_headers(style: &str, secs: u64) -> Vec<(&'static str, String)> {
+    #[allow(clippy::disallowed_methods)] // the sim plays a real provider: wall-clock resets
+    let now = std::time::SystemTime::now();
+    let at = now + Duration::from_secs(secs);
+    let epoch = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    match style {
+        "retry-after-ms" => vec![("retry-after-ms", (secs * 1000).to_string())],
+        "openai" => vec![
+            ("x-ratelimit-remaining-requests", "0".into()),
+            ("x-ratelimit-reset-requests", format!("{secs}s")),
+        ],
+        "anthropic" => {
+            // RFC 3339, second precision, rounded up.
+            let t = std::time::UNIX_EPOCH + Duration::from_secs(epoch + 1);
+            vec![
+                ("anthropic-ratelimit-requests-remaining", "0".into()),
+                ("anthropic-ratelimit-requests-reset", rfc3339(t)),
+            ]
+        }
+        "x-ratelimit-reset" => vec![("x-ratelimit-reset", (epoch + 1).to_string())],
+        _ => vec![],
+    }
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 fn behaviour_name(b: &Behaviour) -> String {
     serde_json::to_value(b)
         .ok()
@@ -345,6 +405,13 @@ fn early_error(shape: Shape, b: &Behaviour, incident: bool) -> Option<Response<B
         }
         (Shape::OpenAi, Behaviour::RateLimited { retry_after }) => {
             openai_error(429, "requests", Some("rate_limit_exceeded"), "Rate limit reached for requests per min (RPM).", &retry(retry_after))
+        }
+        (shape, Behaviour::RateLimitedReset { style, secs }) => {
+            let headers = reset_headers(style, *secs);
+            match shape {
+                Shape::Anthropic => anthropic_error(429, "rate_limit_error", "Number of requests has exceeded your per-minute rate limit", &headers),
+                Shape::OpenAi => openai_error(429, "requests", Some("rate_limit_exceeded"), "Rate limit reached for requests per min (RPM).", &headers),
+            }
         }
         (Shape::Anthropic, Behaviour::Overloaded) => anthropic_error(529, "overloaded_error", "Overloaded", &[]),
         (Shape::OpenAi, Behaviour::Overloaded) => openai_error(503, "server_error", None, "The engine is currently overloaded, please try again later", &[]),
@@ -506,6 +573,17 @@ fn stream_response(
                     return;
                 }
                 _ => {}
+            }
+            if let Behaviour::MalformedChunk { at } = behaviour {
+                if i == at {
+                    let bad = match shape {
+                        Shape::Anthropic => "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\n\n".to_owned(),
+                        Shape::OpenAi => "data: {\"choices\":[{\"delta\":{\"content\":\n\n".to_owned(),
+                    };
+                    if !send(bad).await {
+                        return;
+                    }
+                }
             }
             let word = format!("tok{i} ");
             let ev = match shape {

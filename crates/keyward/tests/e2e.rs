@@ -47,6 +47,18 @@ async fn start(
     routes: &str,
     extra: &str,
 ) -> Harness {
+    start_with(name, endpoints, creds, routes, extra, "full").await
+}
+
+/// [`start`] with the gateway key's error detail level.
+async fn start_with(
+    name: &str,
+    endpoints: &[(&str, &str, &str)],
+    creds: &[Cred<'_>],
+    routes: &str,
+    extra: &str,
+    detail: &str,
+) -> Harness {
     let sim = Sim::new();
     sim.set_stream_length(4);
     let server = sim
@@ -57,7 +69,7 @@ async fn start(
     let dir = std::env::temp_dir().join(format!("keyward-e2e-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let mut toml = "listen = \"127.0.0.1:0\"\nstate = \"state.db\"\n\n[[gateway_keys]]\nname = \"tests\"\nkey = \"env:KW_GATEWAY\"\n\n".to_owned();
+    let mut toml = format!("listen = \"127.0.0.1:0\"\nstate = \"state.db\"\n\n[[gateway_keys]]\nname = \"tests\"\nkey = \"env:KW_GATEWAY\"\ndetail = \"{detail}\"\n\n");
     for (id, provider, suffix) in endpoints {
         toml.push_str(&format!(
             "[endpoints.{id}]\nprovider = \"{provider}\"\nbase_url = \"{}{suffix}\"\n\n",
@@ -1092,4 +1104,177 @@ async fn gemini_generate_and_both_stream_forms_with_failover() {
     assert_eq!(r.status(), 401);
     let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
     assert_eq!(v["error"]["status"], "UNAUTHENTICATED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_reset_header_style_is_honoured() {
+    for (style, endpoints, model, is_openai) in [
+        ("retry-after-ms", ANTHROPIC, "claude", false),
+        ("anthropic", ANTHROPIC, "claude", false),
+        (
+            "openai",
+            &[("anthropic", "openai", "/v1")][..],
+            "claude",
+            true,
+        ),
+        (
+            "x-ratelimit-reset",
+            &[("anthropic", "openai", "/v1")][..],
+            "claude",
+            true,
+        ),
+    ] {
+        let h = start(
+            &format!("reset-{style}"),
+            endpoints,
+            &[Cred("k", "sk-e2e-reset-style-01", "anthropic", "")],
+            &route("claude", "anthropic", "m", &["k"]),
+            "",
+        )
+        .await;
+        h.sim.set(
+            "sk-e2e-reset-style-01",
+            Behaviour::RateLimitedReset {
+                style: style.into(),
+                secs: 1,
+            },
+        );
+        let sim = h.sim.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            sim.set("sk-e2e-reset-style-01", Behaviour::Ok);
+        });
+        let t = Instant::now();
+        let r = if is_openai {
+            h.chat(model, false).await
+        } else {
+            h.messages(model, false).await
+        };
+        assert_eq!(r.status, 200, "{style}: {}", r.body);
+        assert_eq!(r.header("x-keyward-attempts"), "2", "{style}");
+        assert!(
+            t.elapsed() >= Duration::from_millis(700),
+            "{style}: waited only {:?}",
+            t.elapsed()
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(6),
+            "{style}: {:?}",
+            t.elapsed()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_event_is_dropped_and_the_stream_completes() {
+    let h = start(
+        "malformed",
+        ANTHROPIC,
+        &[Cred("k", "sk-ant-e2e-mal-01", "anthropic", "")],
+        &route("claude", "anthropic", "claude-x", &["k"]),
+        "",
+    )
+    .await;
+    h.sim
+        .set("sk-ant-e2e-mal-01", Behaviour::MalformedChunk { at: 2 });
+    let r = h.messages("claude", true).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("message_stop"), "{}", r.body);
+    assert!(
+        !r.body.contains("\"delta\":{\n"),
+        "the malformed event was dropped: {}",
+        r.body
+    );
+    for i in 0..4 {
+        assert!(r.body.contains(&format!("tok{i}")), "tok{i} missing");
+    }
+    assert!(h.logs().contains("dropped a malformed stream event"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_in_flight_streams_then_exits() {
+    let mut h = start(
+        "drain",
+        ANTHROPIC,
+        &[Cred("k", "sk-ant-e2e-drain-01", "anthropic", "")],
+        &route("claude", "anthropic", "claude-x", &["k"]),
+        "",
+    )
+    .await;
+    h.sim.set(
+        "sk-ant-e2e-drain-01",
+        Behaviour::StreamStall { after: 1, ms: 1500 },
+    );
+    let url = h.url.clone();
+    let client = h.client.clone();
+    let inflight = tokio::spawn(async move {
+        let r = client
+            .post(format!("{url}/v1/messages"))
+            .header("x-api-key", GATEWAY_KEY)
+            .header("content-type", "application/json")
+            .body(json!({"model": "claude", "max_tokens": 8, "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+            .send()
+            .await
+            .unwrap();
+        r.text().await.unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let pid = h.gateway.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let body = inflight.await.unwrap();
+    assert!(
+        body.contains("message_stop"),
+        "the in-flight stream finished: {body}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = h.gateway.try_wait().unwrap() {
+            assert!(status.success(), "{status:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not exit after draining"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minimal_detail_callers_learn_nothing_of_the_inventory() {
+    let h = start_with(
+        "minimal",
+        ANTHROPIC,
+        &[Cred(
+            "secret-team-name",
+            "sk-ant-e2e-min-01",
+            "anthropic",
+            "",
+        )],
+        &route("claude", "anthropic", "claude-x", &["secret-team-name"]),
+        "",
+        "minimal",
+    )
+    .await;
+    h.sim.set("sk-ant-e2e-min-01", Behaviour::Revoked);
+    let _ = h.messages("claude", false).await;
+    h.eventually("disabled", || {
+        h.state_of("credential/secret-team-name") == "disabled"
+    })
+    .await;
+    let r = h.messages("claude", false).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("x-should-retry"), "false");
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        !msg.contains("secret-team-name")
+            && !msg.contains("auth_permanent")
+            && !msg.contains(" of "),
+        "{msg}"
+    );
+    assert!(msg.contains("do not retry"), "{msg}");
 }

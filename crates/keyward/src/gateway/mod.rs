@@ -160,16 +160,42 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .with_state(gw)
 }
 
-/// Serves on `listener` until `shutdown` resolves; in-flight streams drain.
+/// How long in-flight requests and streams may drain after a shutdown signal.
+pub const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Serves on `listener` until `shutdown` resolves; then stops accepting and lets in-flight
+/// requests and streams finish, for at most [`DRAIN_LIMIT`].
 pub async fn run(
     gw: Arc<Gateway>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    run_with_drain(gw, listener, shutdown, DRAIN_LIMIT).await
+}
+
+/// [`run`] with an explicit drain limit.
+pub async fn run_with_drain(
+    gw: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: std::time::Duration,
+) -> std::io::Result<()> {
     let prober = tokio::spawn(prober::run(gw.clone()));
-    let result = axum::serve(listener, router(gw))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, router(gw)).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = signalled_tx.send(());
+    });
+    let result = tokio::select! {
+        r = server => r,
+        _ = async {
+            let _ = signalled_rx.await;
+            tokio::time::sleep(drain).await;
+        } => {
+            tracing::warn!(drain_secs = drain.as_secs(), "drain limit reached: closing the remaining connections");
+            Ok(())
+        }
+    };
     prober.abort();
     result
 }
@@ -416,4 +442,29 @@ async fn ready(State(gw): State<Arc<Gateway>>) -> Response<Body> {
 /// A sink that does nothing (a gateway run without state, in tests).
 pub fn null_sink() -> Arc<dyn TransitionSink> {
     Arc::new(keyward_core::health::NullSink)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_in_one_request_is_a_500_for_that_request_only() {
+        let r = run_guarded(Inbound::Messages, async { panic!("boom") }).await;
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "api_error");
+        // The next request is served normally.
+        let ok = run_guarded(Inbound::Chat, async { Response::new(Body::from("fine")) }).await;
+        assert_eq!(ok.status(), StatusCode::OK);
+        let r = run_guarded(Inbound::Chat, async { panic!("again") }).await;
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            v["error"]["message"].is_string(),
+            "OpenAI shape for an OpenAI caller"
+        );
+    }
 }

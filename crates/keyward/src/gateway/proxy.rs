@@ -30,6 +30,7 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// How long a request may wait for a cooling candidate to recover before answering.
 const MAX_WAIT_FOR_RECOVERY: Duration = Duration::from_secs(10);
 
+#[derive(Clone)]
 struct Tried {
     failure: Failure,
     credential: Arc<str>,
@@ -75,6 +76,9 @@ async fn serve_inner(
         .ok();
     let req_spec = RequestSpec::default();
     let mut last: Option<Tried> = None;
+    // The first failure: the real cause, kept for the caller even when fallbacks fail
+    // for reasons of their own.
+    let mut first: Option<Tried> = None;
     let mut waited = false;
     'route: loop {
         let spec = gw.route_spec(&route.name);
@@ -92,7 +96,14 @@ async fn serve_inner(
                         continue 'route;
                     }
                 }
-                return unavailable(&gw, api, &route.name, &u, last.as_ref(), detail);
+                return unavailable(
+                    &gw,
+                    api,
+                    &route.name,
+                    &u,
+                    first.as_ref().or(last.as_ref()),
+                    detail,
+                );
             }
         };
         let mut retried_same = false;
@@ -191,10 +202,14 @@ async fn serve_inner(
                 Err(failure) => {
                     upstream_time += sent.elapsed();
                     let advice = record_failure(&gw, attempt, &failure, &route.name);
-                    last = Some(Tried {
-                        failure,
-                        credential: cred.id.clone(),
-                    });
+                    note(
+                        &mut first,
+                        &mut last,
+                        Tried {
+                            failure,
+                            credential: cred.id.clone(),
+                        },
+                    );
                     if advice.retry_same && !retried_same && gw.spend_retry() {
                         retried_same = true;
                         continue;
@@ -217,7 +232,9 @@ async fn serve_inner(
                 let advice = record_failure(&gw, attempt, &failure, &route.name);
                 match (failure.class, failure.scope) {
                     // The caller's own request: return the provider's answer as it is.
-                    (Class::BadRequest, Scope::Request) | (Class::ContentFilter, _) => {
+                    (Class::BadRequest, Scope::Request) | (Class::ContentFilter, _)
+                        if first.is_none() =>
+                    {
                         return passthrough(
                             status,
                             &headers,
@@ -238,10 +255,14 @@ async fn serve_inner(
                                 info!(route = %route.name, fallback = %next, "context overflow: routing to the larger-context fallback");
                                 route = r;
                                 switched_for_context = true;
-                                last = Some(Tried {
-                                    failure,
-                                    credential: cred.id.clone(),
-                                });
+                                note(
+                                    &mut first,
+                                    &mut last,
+                                    Tried {
+                                        failure,
+                                        credential: cred.id.clone(),
+                                    },
+                                );
                                 continue 'route;
                             }
                         }
@@ -267,10 +288,14 @@ async fn serve_inner(
                         | Class::Network
                         | Class::RateLimit
                 );
-                last = Some(Tried {
-                    failure,
-                    credential: cred.id.clone(),
-                });
+                note(
+                    &mut first,
+                    &mut last,
+                    Tried {
+                        failure,
+                        credential: cred.id.clone(),
+                    },
+                );
                 if advice.retry_same && !retried_same && gw.spend_retry() {
                     retried_same = true;
                     continue;
@@ -295,10 +320,14 @@ async fn serve_inner(
                         .collect();
                     let failure = classify_ctx(Some(status), &h, &body, None, Phase::Headers);
                     record_failure(&gw, attempt, &failure, &route.name);
-                    last = Some(Tried {
-                        failure,
-                        credential: cred.id.clone(),
-                    });
+                    note(
+                        &mut first,
+                        &mut last,
+                        Tried {
+                            failure,
+                            credential: cred.id.clone(),
+                        },
+                    );
                     i += 1;
                     continue;
                 }
@@ -338,10 +367,14 @@ async fn serve_inner(
                     let failure =
                         classify_ctx(status_hint.or(Some(status)), &h, &bytes, transport, phase);
                     record_failure(&gw, attempt, &failure, &route.name);
-                    last = Some(Tried {
-                        failure,
-                        credential: cred.id.clone(),
-                    });
+                    note(
+                        &mut first,
+                        &mut last,
+                        Tried {
+                            failure,
+                            credential: cred.id.clone(),
+                        },
+                    );
                     i += 1;
                     continue;
                 }
@@ -403,12 +436,35 @@ async fn serve_inner(
                         continue 'route;
                     }
                 }
-                return unavailable(&gw, api, &route.name, &u, last.as_ref(), detail);
+                return unavailable(
+                    &gw,
+                    api,
+                    &route.name,
+                    &u,
+                    first.as_ref().or(last.as_ref()),
+                    detail,
+                );
             }
             _ => break,
         }
     }
-    exhausted(api, &route.name, last.as_ref(), detail, &gw, &req_spec)
+    exhausted(
+        api,
+        &route.name,
+        first.as_ref(),
+        last.as_ref(),
+        detail,
+        &gw,
+        &req_spec,
+    )
+}
+
+/// Keeps the first failure (the real cause) and the latest.
+fn note(first: &mut Option<Tried>, last: &mut Option<Tried>, t: Tried) {
+    if first.is_none() {
+        *first = Some(t.clone());
+    }
+    *last = Some(t);
 }
 
 fn record_failure(
@@ -1057,21 +1113,31 @@ fn unavailable(
 fn exhausted(
     api: Api,
     route: &str,
+    first: Option<&Tried>,
     last: Option<&Tried>,
     detail: Detail,
     gw: &Gateway,
     spec: &RequestSpec,
 ) -> Response<Body> {
     if let Selection::Unavailable(u) = gw.engine.select(&gw.route_spec(route), spec) {
-        return unavailable(gw, api, route, &u, last, detail);
+        return unavailable(gw, api, route, &u, first.or(last), detail);
     }
-    let (message, retry_after) = match (detail, last) {
-        (Detail::Full, Some(t)) => (
-            format!("keyward: no upstream answered for model `{route}` within the attempt limits; last: `{}` {} — {}", t.credential, t.failure.class, t.failure.explanation),
-            t.failure.retry_after,
-        ),
-        (_, t) => ("keyward: the upstream is temporarily unavailable".to_owned(), t.and_then(|t| t.failure.retry_after)),
+    let describe = |t: &Tried| {
+        format!(
+            "`{}` {} — {}",
+            t.credential, t.failure.class, t.failure.explanation
+        )
     };
+    let message = match (detail, first, last) {
+        (Detail::Full, Some(f), Some(l)) if f.failure != l.failure => format!(
+            "keyward: no upstream answered for model `{route}` within the attempt limits; first failure (the real cause): {}; last: {}",
+            describe(f),
+            describe(l)
+        ),
+        (Detail::Full, Some(f), _) => format!("keyward: no upstream answered for model `{route}` within the attempt limits: {}", describe(f)),
+        _ => "keyward: the upstream is temporarily unavailable".to_owned(),
+    };
+    let retry_after = last.or(first).and_then(|t| t.failure.retry_after);
     let mut e = CallerError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "overloaded_error",
