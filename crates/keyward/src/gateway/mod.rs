@@ -182,6 +182,13 @@ pub async fn run_with_drain(
 ) -> std::io::Result<()> {
     let prober = tokio::spawn(prober::run(gw.clone()));
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    // Streams are many small writes: without TCP_NODELAY each event after the first waits
+    // for the caller's delayed ACK (up to 40 ms on Linux).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY on a caller connection");
+        }
+    });
     let server = axum::serve(listener, router(gw)).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = signalled_tx.send(());

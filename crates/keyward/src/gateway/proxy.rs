@@ -49,7 +49,7 @@ pub async fn serve(
     // Responses the gateway produced itself (errors) carry their timing too.
     if !r.headers().contains_key("server-timing") {
         let gateway_ms = started.elapsed().as_secs_f64() * 1000.0;
-        if let Ok(v) = HeaderValue::from_str(&format!("gateway;dur={gateway_ms:.2}")) {
+        if let Ok(v) = HeaderValue::from_str(&format!("gateway;dur={gateway_ms:.3}")) {
             r.headers_mut().insert("server-timing", v);
         }
     }
@@ -627,7 +627,7 @@ fn decorate(
         (
             "server-timing",
             format!(
-                "gateway;dur={gateway_ms:.2}, upstream;dur={:.2}",
+                "gateway;dur={gateway_ms:.3}, upstream;dur={:.3}",
                 upstream.as_secs_f64() * 1000.0
             ),
         ),
