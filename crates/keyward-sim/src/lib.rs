@@ -62,6 +62,8 @@ pub enum Behaviour {
     ServerError,
     /// Wait this long before the response headers.
     SlowHeaders { ms: u64 },
+    /// Close the connection before any response byte (a reset as the caller sees it).
+    ConnectionReset,
     /// Headers at once, the first content after this long (streams).
     SlowFirstToken { ms: u64 },
     /// Cut the stream after this many content events, with no terminal event.
@@ -503,6 +505,9 @@ async fn inference(sim: Sim, shape: Shape, headers: &HeaderMap, body: &[u8]) -> 
     if let Behaviour::SlowHeaders { ms } = behaviour {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
+    if behaviour == Behaviour::ConnectionReset && !incident {
+        return connection_reset();
+    }
     if let Some(r) = early_error(shape, &behaviour, incident) {
         return r;
     }
@@ -532,6 +537,19 @@ async fn inference(sim: Sim, shape: Shape, headers: &HeaderMap, body: &[u8]) -> 
         };
     }
     stream_response(shape, req.model, behaviour, events)
+}
+
+/// A response whose body fails on its first poll: hyper then closes the connection
+/// without writing the status line, so the caller sees the connection drop before any
+/// response byte.
+fn connection_reset() -> Response<Body> {
+    let failed = futures_util::stream::once(async {
+        Err::<Bytes, _>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "keyward-sim: scripted connection reset",
+        ))
+    });
+    Response::new(Body::from_stream(failed))
 }
 
 fn stream_response(

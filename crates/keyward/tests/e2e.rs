@@ -1278,3 +1278,37 @@ async fn minimal_detail_callers_learn_nothing_of_the_inventory() {
     );
     assert!(msg.contains("do not retry"), "{msg}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_reset_before_headers_fails_over_and_disables_nothing() {
+    let h = start(
+        "reset",
+        &[("primary", "anthropic", ""), ("secondary", "anthropic", "")],
+        &[Cred("p1", "sk-ant-e2e-rs-01", "primary", ""), Cred("s1", "sk-ant-e2e-rs-02", "secondary", "")],
+        "[routes.claude]\ntargets = [{ endpoint = \"primary\", model = \"claude-x\", credentials = [\"p1\"] }, { endpoint = \"secondary\", model = \"claude-x\", credentials = [\"s1\"] }]\n",
+        "",
+    )
+    .await;
+    h.sim.set("sk-ant-e2e-rs-01", Behaviour::ConnectionReset);
+    for stream in [false, true, false, true] {
+        let r = h.messages("claude", stream).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-keyward-credential"), "s1");
+        if stream {
+            assert!(r.body.contains("message_stop"), "{}", r.body);
+        }
+    }
+    // The reset is the endpoint's problem: it cools (bounded), later requests go straight
+    // to the secondary, and the key itself is untouched.
+    let resets = h.sim.counts("sk-ant-e2e-rs-01").outcomes["connection_reset"];
+    assert_eq!(
+        resets, 3,
+        "the endpoint cools at its third consecutive network failure (policy) and gets no more"
+    );
+    assert_eq!(h.state_of("endpoint/primary"), "cooling");
+    assert_eq!(
+        h.state_of("credential/p1"),
+        "healthy",
+        "a reset is never the key's fault"
+    );
+}
