@@ -1,8 +1,10 @@
 //! # keyward-sim
 //!
 //! Scripted fake LLM providers for Keyward's tests, benchmarks and `keyward demo`. One
-//! server speaks the Anthropic Messages and OpenAI Chat Completions shapes (streaming and
-//! not), plus the cheap endpoints probes use (`/v1/messages/count_tokens`, `/v1/models`).
+//! server speaks the Anthropic Messages, OpenAI (Chat Completions, Responses, Embeddings),
+//! Azure OpenAI (deployment URLs with `api-version` and the `api-key` header) and Gemini
+//! shapes, streaming and not, plus the cheap endpoints probes use
+//! (`/v1/messages/count_tokens`, `/v1/models`).
 //! Each API key has a [`Behaviour`] that can change while traffic runs; every request is
 //! counted per key and outcome.
 //!
@@ -214,6 +216,15 @@ impl Sim {
             .route("/v1/embeddings", post(openai_embeddings))
             .route("/v1/models", get(models))
             .route("/v1beta/models/{model_action}", post(gemini))
+            .route(
+                "/openai/deployments/{deployment}/chat/completions",
+                post(azure_chat),
+            )
+            .route(
+                "/openai/deployments/{deployment}/embeddings",
+                post(azure_embeddings),
+            )
+            .route("/openai/models", get(azure_models))
             .route("/_sim/keys/{key}", post(control_key))
             .route("/_sim/incident", post(control_incident))
             .route("/_sim/counts", get(control_counts))
@@ -311,6 +322,9 @@ fn key_of(headers: &HeaderMap) -> String {
         return k.to_owned();
     }
     if let Some(k) = headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()) {
+        return k.to_owned();
+    }
+    if let Some(k) = headers.get("api-key").and_then(|v| v.to_str().ok()) {
         return k.to_owned();
     }
     headers
@@ -692,6 +706,83 @@ async fn openai_responses(
         HeaderValue::from_static("text/event-stream"),
     );
     r
+}
+
+/// Azure OpenAI: the deployment is in the path, `api-version` is required, the key comes
+/// in `api-key`, and an invalid or revoked key gets Azure's own 401 shape. Everything
+/// else is OpenAI-shaped, as Azure serves it.
+async fn azure_chat(
+    State(sim): State<Sim>,
+    Path(_deployment): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    if let Some(r) = azure_front(&sim, query.as_deref(), &headers, false) {
+        return r;
+    }
+    inference(sim, Shape::OpenAi, &headers, &body).await
+}
+
+async fn azure_embeddings(
+    State(sim): State<Sim>,
+    Path(_deployment): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    if let Some(r) = azure_front(&sim, query.as_deref(), &headers, false) {
+        return r;
+    }
+    openai_embeddings(State(sim), headers, body).await
+}
+
+/// Azure's model list, the key-validity probe's endpoint.
+async fn azure_models(
+    State(sim): State<Sim>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: HeaderMap,
+) -> Response<Body> {
+    if let Some(r) = azure_front(&sim, query.as_deref(), &headers, true) {
+        return r;
+    }
+    models(State(sim), headers).await
+}
+
+/// Azure's answers that differ from OpenAI's: a missing `api-version`, and a key that is
+/// not accepted (revoked, or a provider-wide incident).
+fn azure_front(
+    sim: &Sim,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    probe: bool,
+) -> Option<Response<Body>> {
+    if !query
+        .unwrap_or("")
+        .split('&')
+        .any(|p| p.starts_with("api-version="))
+    {
+        return Some(json_response(
+            StatusCode::NOT_FOUND,
+            json!({"error":{"code":"404","message":"Resource not found"}}),
+            &[],
+        ));
+    }
+    let key = key_of(headers);
+    let (rejected, incident) = {
+        let inner = sim.lock();
+        let b = inner.keys.get(&key).unwrap_or(&inner.default);
+        (*b == Behaviour::Revoked, inner.incident)
+    };
+    if !(rejected || incident) {
+        return None;
+    }
+    let _ = sim.take(&key, probe);
+    Some(json_response(
+        StatusCode::UNAUTHORIZED,
+        json!({"error":{"code":"401","message":"Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource."}}),
+        &[],
+    ))
 }
 
 async fn openai_embeddings(

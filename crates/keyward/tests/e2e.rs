@@ -72,9 +72,13 @@ async fn start_with(
     let mut toml = format!("listen = \"127.0.0.1:0\"\nstate = \"state.db\"\n\n[[gateway_keys]]\nname = \"tests\"\nkey = \"env:KW_GATEWAY\"\ndetail = \"{detail}\"\n\n");
     for (id, provider, suffix) in endpoints {
         toml.push_str(&format!(
-            "[endpoints.{id}]\nprovider = \"{provider}\"\nbase_url = \"{}{suffix}\"\n\n",
+            "[endpoints.{id}]\nprovider = \"{provider}\"\nbase_url = \"{}{suffix}\"\n",
             server.url()
         ));
+        if *provider == "azure-openai" {
+            toml.push_str("api_version = \"2024-10-21\"\n");
+        }
+        toml.push('\n');
     }
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
     for Cred(id, secret, endpoint, more) in creds {
@@ -1311,4 +1315,49 @@ async fn a_connection_reset_before_headers_fails_over_and_disables_nothing() {
         "healthy",
         "a reset is never the key's fault"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_openai_deployments_fail_over_and_a_revoked_key_is_confirmed() {
+    let h = start(
+        "azure",
+        &[("azure", "azure-openai", "")],
+        &[
+            Cred(
+                "z1",
+                "azure-e2e-key-0000000000000001",
+                "azure",
+                "priority = 10",
+            ),
+            Cred("z2", "azure-e2e-key-0000000000000002", "azure", ""),
+        ],
+        &route("gpt", "azure", "gpt-4o-deployment", &["z1", "z2"]),
+        "",
+    )
+    .await;
+    h.sim
+        .set("azure-e2e-key-0000000000000001", Behaviour::Revoked);
+    for stream in [false, true] {
+        let r = h.chat("gpt", stream).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-keyward-credential"), "z2");
+        assert_eq!(r.header("x-keyward-target"), "azure/gpt-4o-deployment");
+        if stream {
+            assert!(r.body.trim_end().ends_with("data: [DONE]"), "{}", r.body);
+        }
+    }
+    let r = h
+        .post("/v1/embeddings", json!({"model": "gpt", "input": "hello"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-keyward-credential"), "z2");
+    // Azure's own 401 shape is a permanent auth verdict: one probe (Azure's model list,
+    // with the api-version) confirms it.
+    h.eventually("the revoked Azure key disabled", || {
+        h.state_of("credential/z1") == "disabled"
+    })
+    .await;
+    let c = h.sim.counts("azure-e2e-key-0000000000000001");
+    assert_eq!(c.requests, 1, "{c:?}");
+    assert_eq!(c.probes, 1, "{c:?}");
 }
