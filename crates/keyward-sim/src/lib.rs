@@ -58,6 +58,9 @@ pub enum Behaviour {
     RateLimitedReset { style: String, secs: u64 },
     /// The stream carries an invalid JSON event at this position.
     MalformedChunk { at: usize },
+    /// A normal answer whose stream events each carry this many bytes of text (large
+    /// events, e.g. images or long tool arguments).
+    BigEvents { bytes: usize },
     /// Overloaded (Anthropic 529, OpenAI 503).
     Overloaded,
     /// A plain 500.
@@ -110,6 +113,8 @@ struct Inner {
 #[derive(Debug, Clone, Default)]
 pub struct Sim {
     inner: Arc<Mutex<Inner>>,
+    /// Content events handed to a connection (Messages and Chat streams), all keys.
+    emitted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A running sim server.
@@ -145,6 +150,13 @@ impl Sim {
         let sim = Sim::default();
         sim.lock().content_events = 8;
         sim
+    }
+
+    /// Content events of Messages and Chat Completions streams handed to a connection so
+    /// far, all keys together. A stream's producer waits while its reader does not read, so
+    /// this shows how far ahead of a slow caller the gateway lets upstream run.
+    pub fn emitted_events(&self) -> usize {
+        self.emitted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -550,7 +562,8 @@ async fn inference(sim: Sim, shape: Shape, headers: &HeaderMap, body: &[u8]) -> 
             ),
         };
     }
-    stream_response(shape, req.model, behaviour, events)
+    let emitted = sim.emitted.clone();
+    stream_response(shape, req.model, behaviour, events, emitted)
 }
 
 /// A response whose body fails on its first poll: hyper then closes the connection
@@ -571,6 +584,7 @@ fn stream_response(
     model: String,
     behaviour: Behaviour,
     events: usize,
+    emitted: Arc<std::sync::atomic::AtomicUsize>,
 ) -> Response<Body> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::spawn(async move {
@@ -621,7 +635,10 @@ fn stream_response(
                     }
                 }
             }
-            let word = format!("tok{i} ");
+            let word = match behaviour {
+                Behaviour::BigEvents { bytes } => format!("tok{i} {}", "x".repeat(bytes)),
+                _ => format!("tok{i} "),
+            };
             let ev = match shape {
                 Shape::Anthropic => format!(
                     "event: content_block_delta\ndata: {}\n\n",
@@ -635,6 +652,7 @@ fn stream_response(
             if !send(ev).await {
                 return;
             }
+            emitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         if behaviour == Behaviour::MissingTerminal {
             return;

@@ -1361,3 +1361,62 @@ async fn azure_openai_deployments_fail_over_and_a_revoked_key_is_confirmed() {
     assert_eq!(c.requests, 1, "{c:?}");
     assert_eq!(c.probes, 1, "{c:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_gets_backpressure_not_a_growing_buffer() {
+    const EVENTS: usize = 1000;
+    const BYTES: usize = 64 * 1024;
+    let h = start(
+        "backpressure",
+        ANTHROPIC,
+        &[Cred("b1", "sk-ant-e2e-bp-0001", "anthropic", "")],
+        &route("claude", "anthropic", "claude-x", &["b1"]),
+        "",
+    )
+    .await;
+    h.sim.set_stream_length(EVENTS);
+    h.sim
+        .set("sk-ant-e2e-bp-0001", Behaviour::BigEvents { bytes: BYTES });
+    let mut resp = h
+        .client
+        .post(format!("{}/v1/messages", h.url))
+        .header("x-api-key", GATEWAY_KEY)
+        .header("content-type", "application/json")
+        .body(json!({"model": "claude", "max_tokens": 16, "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // The caller now reads nothing. Upstream must stop once the buffers between (the
+    // sockets' and a bounded few events in the gateway) are full: wait, bounded, until
+    // the simulator has produced nothing new for half a second.
+    let until = Instant::now() + Duration::from_secs(30);
+    let (mut last, mut quiet) = (usize::MAX, 0);
+    while quiet < 5 {
+        let now = h.sim.emitted_events();
+        if now == last {
+            quiet += 1;
+        } else {
+            (last, quiet) = (now, 0);
+        }
+        assert!(
+            Instant::now() < until,
+            "upstream never stopped: {now} events"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("upstream stopped {last} events of 64 KiB ahead of a caller that read nothing");
+    assert!(
+        last < EVENTS / 2,
+        "upstream ran {last} of {EVENTS} events of 64 KiB ahead of a caller that read nothing"
+    );
+    // Reading resumes: the whole stream arrives, nothing lost.
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        body.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.contains("message_stop"), "the terminal event arrived");
+    assert_eq!(text.matches("content_block_delta").count(), EVENTS * 2);
+    assert_eq!(h.sim.emitted_events(), EVENTS);
+}
