@@ -1420,3 +1420,161 @@ async fn a_slow_reader_gets_backpressure_not_a_growing_buffer() {
     assert_eq!(text.matches("content_block_delta").count(), EVENTS * 2);
     assert_eq!(h.sim.emitted_events(), EVENTS);
 }
+
+/// A gateway with short timeouts and two keys on one endpoint, `k-a` tried first.
+async fn short_timeouts(name: &str, keys: [&'static str; 2]) -> Harness {
+    start(
+        name,
+        ANTHROPIC,
+        &[
+            Cred("k-a", keys[0], "anthropic", "priority = 10"),
+            Cred("k-b", keys[1], "anthropic", ""),
+        ],
+        &route("claude", "anthropic", "claude-x", &["k-a", "k-b"]),
+        "[timeouts]\nheaders = \"300ms\"\nfirst_token = \"300ms\"\nidle = \"300ms\"\n",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_and_a_slow_first_token_fail_over_within_their_timeouts() {
+    // Silence before the headers.
+    let h = short_timeouts("silent", ["sk-ant-e2e-to-01", "sk-ant-e2e-to-02"]).await;
+    h.sim
+        .set("sk-ant-e2e-to-01", Behaviour::SlowHeaders { ms: 5_000 });
+    for stream in [false, true] {
+        let started = Instant::now();
+        let r = h.messages("claude", stream).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-keyward-credential"), "k-b");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "bounded by the headers timeout"
+        );
+    }
+    assert_eq!(
+        h.state_of("credential/k-a"),
+        "healthy",
+        "a timeout never disables a key"
+    );
+    // Headers at once, then nothing: nothing was sent to the caller, so it fails over too.
+    let h = short_timeouts("first-token", ["sk-ant-e2e-to-03", "sk-ant-e2e-to-04"]).await;
+    h.sim
+        .set("sk-ant-e2e-to-03", Behaviour::SlowFirstToken { ms: 5_000 });
+    let started = Instant::now();
+    let r = h.messages("claude", true).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-keyward-credential"), "k-b");
+    assert!(r.body.contains("message_stop"), "{}", r.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "bounded by the first-token timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_stream_that_stalls_or_ends_badly_ends_with_the_native_error() {
+    for (name, behaviour, what) in [
+        (
+            "stall",
+            Behaviour::StreamStall {
+                after: 1,
+                ms: 5_000,
+            },
+            "idle timeout",
+        ),
+        (
+            "no-terminal",
+            Behaviour::MissingTerminal,
+            "missing terminal event",
+        ),
+        (
+            "mid-error",
+            Behaviour::MidStreamError { after: 1 },
+            "in-band error",
+        ),
+    ] {
+        let h = short_timeouts(name, ["sk-ant-e2e-end-01", "sk-ant-e2e-end-02"]).await;
+        h.sim.set("sk-ant-e2e-end-01", behaviour);
+        let started = Instant::now();
+        let r = h.messages("claude", true).await;
+        assert_eq!(r.status, 200, "{what}: committed after the first content");
+        assert_eq!(r.header("x-keyward-credential"), "k-a", "{what}");
+        assert!(
+            r.body.contains("tok0"),
+            "{what}: content forwarded: {}",
+            r.body
+        );
+        assert!(
+            !r.body.contains("message_stop"),
+            "{what}: no fabricated completion"
+        );
+        assert!(
+            r.body.trim_end().ends_with('}') && r.body.contains("event: error"),
+            "{what}: ends with Anthropic's in-band error: {}",
+            r.body
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{what}: bounded"
+        );
+    }
+    // OpenAI Chat Completions: no `[DONE]` is ever invented for a stream that lacked its
+    // finishing chunk; it ends with OpenAI's in-band error instead.
+    for (name, behaviour) in [
+        (
+            "oai-stall",
+            Behaviour::StreamStall {
+                after: 1,
+                ms: 5_000,
+            },
+        ),
+        ("oai-no-terminal", Behaviour::MissingTerminal),
+        ("oai-cut", Behaviour::StreamCut { after: 2 }),
+    ] {
+        let h = start(
+            name,
+            &[("openai", "openai", "/v1")],
+            &[Cred("o", "sk-proj-e2e-end-01", "openai", "")],
+            &route("gpt", "openai", "gpt-4o", &["o"]),
+            "[timeouts]\nidle = \"300ms\"\n",
+        )
+        .await;
+        h.sim.set("sk-proj-e2e-end-01", behaviour);
+        let r = h.chat("gpt", true).await;
+        assert_eq!(r.status, 200, "{name}");
+        assert!(r.body.contains("tok0"), "{name}: {}", r.body);
+        assert!(
+            !r.body.contains("[DONE]"),
+            "{name}: no fabricated [DONE]: {}",
+            r.body
+        );
+        let last = r.body.trim_end().rsplit("\n\n").next().unwrap_or("");
+        assert!(
+            last.starts_with("data: {\"error\""),
+            "{name}: ends with OpenAI's in-band error: {}",
+            r.body
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liveness_and_readiness_answer() {
+    let h = start(
+        "probes",
+        ANTHROPIC,
+        &[Cred("k", "sk-ant-e2e-hz-01", "anthropic", "")],
+        &route("claude", "anthropic", "claude-x", &["k"]),
+        "",
+    )
+    .await;
+    for path in ["/healthz", "/readyz"] {
+        let r = h
+            .client
+            .get(format!("{}{path}", h.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+}
