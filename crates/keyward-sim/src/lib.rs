@@ -77,6 +77,9 @@ pub enum Behaviour {
     StreamStall { after: usize, ms: u64 },
     /// The stream ends after its last content but without its terminal event.
     MissingTerminal,
+    /// The stream's terminal event comes (Chat Completions: the `finish_reason` chunk with
+    /// usage) but no `[DONE]`, and the connection stays open this long before closing.
+    NoDone { hold_ms: u64 },
     /// An in-band error event after this many content events.
     MidStreamError { after: usize },
     /// The prompt is too long for this model.
@@ -87,6 +90,9 @@ pub enum Behaviour {
     ContentFilter,
     /// The caller's request is invalid.
     BadRequest,
+    /// Answers normally, but rejects a conversation ending in an assistant turn (no
+    /// assistant prefill), as some models do.
+    RejectsPrefill,
 }
 
 /// Per-key request counts.
@@ -100,9 +106,24 @@ pub struct Counts {
     pub outcomes: HashMap<String, u64>,
 }
 
+/// One request the sim answered, for timeline assertions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    /// When, from the sim's creation.
+    pub at: Duration,
+    /// The behaviour's name (`ok`, `rate_limited`, …), or `incident`.
+    pub outcome: String,
+    /// A probe-style request (`count_tokens`, models).
+    pub probe: bool,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     keys: HashMap<String, Behaviour>,
+    /// Behaviours each used once, in order, before the key's own behaviour applies again.
+    scripts: HashMap<String, std::collections::VecDeque<Behaviour>>,
+    log: HashMap<String, Vec<Attempt>>,
+    started: Option<std::time::Instant>,
     default: Behaviour,
     incident: bool,
     counts: HashMap<String, Counts>,
@@ -148,8 +169,25 @@ impl Sim {
     /// A sim where every key answers normally.
     pub fn new() -> Sim {
         let sim = Sim::default();
-        sim.lock().content_events = 8;
+        let mut inner = sim.lock();
+        inner.content_events = 8;
+        inner.started = Some(wall_instant());
+        drop(inner);
         sim
+    }
+
+    /// Scripts `key`: its next requests get these behaviours, one each, in order; then its
+    /// own behaviour (see [`Sim::set`]) applies again. Probes see the next scripted
+    /// behaviour without using it.
+    pub fn script(&self, key: &str, behaviours: impl IntoIterator<Item = Behaviour>) {
+        self.lock()
+            .scripts
+            .insert(key.to_owned(), behaviours.into_iter().collect());
+    }
+
+    /// Every request `key` received so far, in order, with when and how it was answered.
+    pub fn attempts(&self, key: &str) -> Vec<Attempt> {
+        self.lock().log.get(key).cloned().unwrap_or_default()
     }
 
     /// Content events of Messages and Chat Completions streams handed to a connection so
@@ -246,11 +284,19 @@ impl Sim {
     /// Decides the behaviour for a request and counts it.
     fn take(&self, key: &str, probe: bool) -> (Behaviour, bool, usize) {
         let mut inner = self.lock();
-        let behaviour = inner
-            .keys
-            .get(key)
-            .cloned()
-            .unwrap_or_else(|| inner.default.clone());
+        let scripted = match inner.scripts.get_mut(key) {
+            // A probe sees what the next request would, without using it up.
+            Some(q) if probe => q.front().cloned(),
+            Some(q) => q.pop_front(),
+            None => None,
+        };
+        let behaviour = scripted.unwrap_or_else(|| {
+            inner
+                .keys
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| inner.default.clone())
+        });
         let incident = inner.incident;
         let outcome = if incident {
             "incident".to_owned()
@@ -264,9 +310,24 @@ impl Sim {
         } else {
             c.requests += 1;
         }
-        *c.outcomes.entry(outcome).or_default() += 1;
+        *c.outcomes.entry(outcome.clone()).or_default() += 1;
+        let at = inner
+            .started
+            .map(|s| wall_instant().saturating_duration_since(s))
+            .unwrap_or_default();
+        inner
+            .log
+            .entry(key.to_owned())
+            .or_default()
+            .push(Attempt { at, outcome, probe });
         (behaviour, incident, events)
     }
+}
+
+/// The sim plays a real provider in real time: its timeline is wall-clock.
+#[allow(clippy::disallowed_methods)]
+fn wall_instant() -> std::time::Instant {
+    std::time::Instant::now()
 }
 
 /// A rate-limit reset `secs` from now, in one provider's header style.
@@ -501,6 +562,7 @@ enum Shape {
 struct ChatRequest {
     model: String,
     stream: bool,
+    messages: Vec<Value>,
 }
 
 async fn anthropic_messages(
@@ -533,6 +595,20 @@ async fn inference(sim: Sim, shape: Shape, headers: &HeaderMap, body: &[u8]) -> 
     }
     if behaviour == Behaviour::ConnectionReset && !incident {
         return connection_reset();
+    }
+    if behaviour == Behaviour::RejectsPrefill
+        && req
+            .messages
+            .last()
+            .and_then(|m| m.get("role"))
+            .and_then(Value::as_str)
+            == Some("assistant")
+    {
+        let msg = "This model does not support assistant message prefill. The conversation must end with a user message.";
+        return match shape {
+            Shape::Anthropic => anthropic_error(400, "invalid_request_error", msg, &[]),
+            Shape::OpenAi => openai_error(400, "invalid_request_error", None, msg, &[]),
+        };
     }
     if let Some(r) = early_error(shape, &behaviour, incident) {
         return r;
@@ -664,6 +740,16 @@ fn stream_response(
                 json!({"id":"chatcmpl-sim","object":"chat.completion.chunk","model":model,"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":8,"total_tokens":20}})
             ),
         };
+        if let Behaviour::NoDone { hold_ms } = behaviour {
+            let end = match shape {
+                Shape::Anthropic => end,
+                Shape::OpenAi => end.replace("data: [DONE]\n\n", ""),
+            };
+            if send(end).await {
+                tokio::time::sleep(Duration::from_millis(hold_ms)).await;
+            }
+            return;
+        }
         let _ = send(end).await;
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {

@@ -267,7 +267,9 @@ impl Default for Timeouts {
             connect: Duration::from_secs(5),
             headers: Duration::from_secs(30),
             first_token: Duration::from_secs(15),
-            idle: Duration::from_secs(30),
+            // Providers send keep-alives (Anthropic pings, SSE comments) well inside this;
+            // a stream silent for 20 s has stalled.
+            idle: Duration::from_secs(20),
             request: Duration::from_secs(90),
         }
     }

@@ -869,6 +869,10 @@ async fn hold_stream(
     }
 }
 
+/// How long a stream whose terminal event came may keep its connection open for trailers
+/// (a usage chunk, `[DONE]`) before the gateway completes it itself.
+const TERMINAL_GRACE: Duration = Duration::from_secs(2);
+
 /// A committed stream: forwarded event by event, judged by its terminal event. It reads
 /// upstream only when the caller's connection takes more bytes: a slow reader gets
 /// backpressure, never an unbounded buffer.
@@ -902,7 +906,16 @@ impl Pump {
             return None;
         }
         loop {
-            match tokio::time::timeout(self.idle, self.rest.next()).await {
+            // After the terminal event only trailers may follow (a usage chunk, `[DONE]`):
+            // an upstream that keeps the connection open is not allowed to hold a complete
+            // answer hostage for the whole idle limit.
+            let wait = if self.terminal {
+                self.idle.min(TERMINAL_GRACE)
+            } else {
+                self.idle
+            };
+            match tokio::time::timeout(wait, self.rest.next()).await {
+                Err(_) if self.terminal => return self.finish_complete(),
                 Err(_) => {
                     return Some(self.end_broken(
                         TransportError::Timeout,
@@ -924,12 +937,7 @@ impl Pump {
                 }
                 Ok(None) => {
                     if self.terminal {
-                        self.finished = true;
-                        let out = self.framer.closing(self.api, self.done_sent);
-                        if let Some(a) = self.attempt.take() {
-                            self.gw.engine.record_success(a, self.headroom);
-                        }
-                        return (!out.is_empty()).then_some(out);
+                        return self.finish_complete();
                     }
                     return Some(self.end_broken(
                         TransportError::Reset,
@@ -938,6 +946,17 @@ impl Pump {
                 }
             }
         }
+    }
+
+    /// Ends a stream whose terminal event came: the wire format's closing bytes (Chat
+    /// Completions' `[DONE]` when upstream left it out), and a success for the attempt.
+    fn finish_complete(&mut self) -> Option<Vec<u8>> {
+        self.finished = true;
+        let out = self.framer.closing(self.api, self.done_sent);
+        if let Some(a) = self.attempt.take() {
+            self.gw.engine.record_success(a, self.headroom);
+        }
+        (!out.is_empty()).then_some(out)
     }
 
     fn drain_events(&mut self) -> Vec<u8> {

@@ -1,0 +1,262 @@
+//! The end-to-end harness: the real `keyward serve` binary on 127.0.0.1 port 0, against
+//! `keyward-sim` in the test process. Shared by the end-to-end suites.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use keyward_sim::{Sim, SimServer};
+use serde_json::{json, Value};
+
+/// A credential in a test config: (id, secret, endpoint, extra TOML lines).
+pub struct Cred<'a>(pub &'a str, pub &'a str, pub &'a str, pub &'a str);
+
+pub struct Harness {
+    pub sim: Sim,
+    pub _server: SimServer,
+    pub gateway: Child,
+    pub url: String,
+    pub dir: PathBuf,
+    pub logs: Arc<Mutex<String>>,
+    pub secrets: Vec<String>,
+    pub client: reqwest::Client,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = self.gateway.kill();
+        let _ = self.gateway.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub const GATEWAY_KEY: &str = "kw-test-gateway-key-7f3a";
+
+/// Starts a sim and a gateway. `endpoints` are (id, provider, path suffix); `routes` is raw
+/// TOML for the routes; `extra` is raw TOML appended (policy, limits).
+pub async fn start(
+    name: &str,
+    endpoints: &[(&str, &str, &str)],
+    creds: &[Cred<'_>],
+    routes: &str,
+    extra: &str,
+) -> Harness {
+    start_with(name, endpoints, creds, routes, extra, "full").await
+}
+
+/// [`start`] with the gateway key's error detail level.
+pub async fn start_with(
+    name: &str,
+    endpoints: &[(&str, &str, &str)],
+    creds: &[Cred<'_>],
+    routes: &str,
+    extra: &str,
+    detail: &str,
+) -> Harness {
+    let sim = Sim::new();
+    sim.set_stream_length(4);
+    let server = sim
+        .clone()
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("keyward-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut toml = format!("listen = \"127.0.0.1:0\"\nstate = \"state.db\"\n\n[[gateway_keys]]\nname = \"tests\"\nkey = \"env:KW_GATEWAY\"\ndetail = \"{detail}\"\n\n");
+    for (id, provider, suffix) in endpoints {
+        toml.push_str(&format!(
+            "[endpoints.{id}]\nprovider = \"{provider}\"\nbase_url = \"{}{suffix}\"\n",
+            server.url()
+        ));
+        if *provider == "azure-openai" {
+            toml.push_str("api_version = \"2024-10-21\"\n");
+        }
+        toml.push('\n');
+    }
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
+    for Cred(id, secret, endpoint, more) in creds {
+        let var = format!("KW_SECRET_{}", id.replace('-', "_").to_uppercase());
+        toml.push_str(&format!("[[credentials]]\nid = \"{id}\"\nendpoint = \"{endpoint}\"\nsecret = \"env:{var}\"\n{more}\n\n"));
+        cmd.env(var, secret);
+    }
+    toml.push_str(routes);
+    toml.push_str("\n[policy]\nauth_confirm_delay = \"200ms\"\nincident_cooldown = \"1s\"\n");
+    toml.push_str(extra);
+    let cfg = dir.join("keyward.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let mut gateway = cmd
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("KW_GATEWAY", GATEWAY_KEY)
+        .env("KEYWARD_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(gateway.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("keyward listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    let logs = Arc::new(Mutex::new(String::new()));
+    let mut stderr = gateway.stderr.take().unwrap();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    let secrets = creds
+        .iter()
+        .map(|c| c.1.to_owned())
+        .chain([GATEWAY_KEY.to_owned()])
+        .collect();
+    Harness {
+        sim,
+        _server: server,
+        gateway,
+        url,
+        dir,
+        logs,
+        secrets,
+        client: reqwest::Client::new(),
+    }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> String {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// Gateway time from `server-timing`, in ms.
+    pub fn gateway_ms(&self) -> f64 {
+        let st = self.header("server-timing");
+        st.split(',')
+            .find_map(|p| p.trim().strip_prefix("gateway;dur="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no gateway time in {st:?}"))
+    }
+}
+
+impl Harness {
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.post_raw(path, body.to_string(), Some(GATEWAY_KEY))
+            .await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: String, key: Option<&str>) -> Reply {
+        let mut rb = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .header("anthropic-version", "2023-06-01");
+        if let Some(k) = key {
+            rb = rb.header("x-api-key", k);
+        }
+        let r = rb.body(body).send().await.unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let body = r.text().await.unwrap();
+        let reply = Reply {
+            status,
+            headers,
+            body,
+        };
+        self.check_no_secret(&format!("{:?}\n{}", reply.headers, reply.body));
+        reply
+    }
+
+    pub async fn messages(&self, model: &str, stream: bool) -> Reply {
+        self.post("/v1/messages", json!({"model": model, "max_tokens": 16, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})).await
+    }
+
+    pub async fn chat(&self, model: &str, stream: bool) -> Reply {
+        self.post("/v1/chat/completions", json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})).await
+    }
+
+    pub fn check_no_secret(&self, text: &str) {
+        for s in &self.secrets {
+            assert!(!text.contains(s.as_str()), "a secret leaked into {text}");
+        }
+    }
+
+    /// The state file's view, through `keyward status --json`.
+    pub fn status(&self) -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(["status", "--json", "--state"])
+            .arg(self.dir.join("state.db"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        self.check_no_secret(&text);
+        serde_json::from_str(&text).unwrap()
+    }
+
+    pub fn state_of(&self, scope: &str) -> String {
+        self.status()["not_healthy"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["scope"] == scope)
+            .map_or("healthy".into(), |s| {
+                s["health"]["state"].as_str().unwrap_or("?").to_owned()
+            })
+    }
+
+    /// Waits (bounded) until `f` holds.
+    pub async fn eventually(&self, what: &str, mut f: impl FnMut() -> bool) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < until, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+}
+
+pub const ANTHROPIC: &[(&str, &str, &str)] = &[("anthropic", "anthropic", "")];
+
+pub fn route(name: &str, endpoint: &str, model: &str, creds: &[&str]) -> String {
+    let list = creds
+        .iter()
+        .map(|c| format!("\"{c}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("[routes.{name}]\ntargets = [{{ endpoint = \"{endpoint}\", model = \"{model}\", credentials = [{list}] }}]\n")
+}
