@@ -133,6 +133,12 @@ struct RawTarget {
     endpoint: String,
     model: String,
     credentials: Vec<String>,
+    #[serde(default)]
+    first_token_timeout: Option<String>,
+    #[serde(default)]
+    idle_timeout: Option<String>,
+    #[serde(default)]
+    headers_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,6 +242,9 @@ pub struct Target {
     pub endpoint: Arc<str>,
     pub model: Arc<str>,
     pub credentials: Vec<Arc<str>>,
+    /// The route's timeouts with this target's own overrides (a slow reasoning model's
+    /// longer first-content limit, say).
+    pub timeouts: Timeouts,
 }
 
 /// A client-facing model name and where it goes.
@@ -512,6 +521,13 @@ impl Config {
                     "a route needs at least one target".into(),
                 );
             }
+            let mut rt = timeouts;
+            override_timeouts(
+                &mut rt,
+                &path,
+                [&r.first_token_timeout, &r.idle_timeout, &r.headers_timeout],
+                &mut problem,
+            );
             let mut targets = Vec::new();
             for (kind, list) in [("targets", &r.targets), ("fallbacks", &r.fallbacks)] {
                 for (i, t) in list.iter().enumerate() {
@@ -544,7 +560,15 @@ impl Config {
                             Some(_) => {}
                         }
                     }
+                    let mut tt = rt;
+                    override_timeouts(
+                        &mut tt,
+                        &tp,
+                        [&t.first_token_timeout, &t.idle_timeout, &t.headers_timeout],
+                        &mut problem,
+                    );
                     targets.push(Target {
+                        timeouts: tt,
                         endpoint: t.endpoint.as_str().into(),
                         model: t.model.as_str().into(),
                         credentials: t
@@ -561,26 +585,6 @@ impl Config {
                         format!("{path}.context_fallback"),
                         format!("unknown route {cf:?}"),
                     );
-                }
-            }
-            let mut rt = timeouts;
-            for (field, value, slot) in [
-                (
-                    "first_token_timeout",
-                    &r.first_token_timeout,
-                    &mut rt.first_token,
-                ),
-                ("idle_timeout", &r.idle_timeout, &mut rt.idle),
-                ("headers_timeout", &r.headers_timeout, &mut rt.headers),
-            ] {
-                if let Some(v) = value {
-                    match humantime_duration(v) {
-                        Some(d) => *slot = d,
-                        None => problem(
-                            format!("{path}.{field}"),
-                            format!("{v:?} is not a duration like \"15s\""),
-                        ),
-                    }
                 }
             }
             routes.insert(
@@ -631,6 +635,31 @@ fn quote(s: &str) -> String {
         s.to_owned()
     } else {
         format!("{s:?}")
+    }
+}
+
+/// Applies a route's or a target's `first_token_timeout`, `idle_timeout` and
+/// `headers_timeout` over `t`, reporting values that are not durations.
+fn override_timeouts(
+    t: &mut Timeouts,
+    path: &str,
+    [first_token, idle, headers]: [&Option<String>; 3],
+    problem: &mut impl FnMut(String, String),
+) {
+    for (field, value, slot) in [
+        ("first_token_timeout", first_token, &mut t.first_token),
+        ("idle_timeout", idle, &mut t.idle),
+        ("headers_timeout", headers, &mut t.headers),
+    ] {
+        if let Some(v) = value {
+            match humantime_duration(v) {
+                Some(d) => *slot = d,
+                None => problem(
+                    format!("{path}.{field}"),
+                    format!("{v:?} is not a duration like \"15s\""),
+                ),
+            }
+        }
     }
 }
 
@@ -699,6 +728,35 @@ first_token_timeout = "20s"
         assert!(
             !format!("{c:?}").contains("sk-ant-secret-1"),
             "Debug must not print secrets"
+        );
+    }
+
+    #[test]
+    fn a_target_overrides_its_routes_timeouts() {
+        let text = GOOD.replace(
+            "credentials = [\"team-1\"] }]",
+            "credentials = [\"team-1\"], first_token_timeout = \"2m\", idle_timeout = \"45s\" }]",
+        );
+        let c = Config::parse(&text, Path::new("."), &env).unwrap();
+        let t = &c.routes["claude"].targets[0].timeouts;
+        assert_eq!(t.first_token, Duration::from_secs(120), "the target's own");
+        assert_eq!(t.idle, Duration::from_secs(45));
+        assert_eq!(t.headers, Timeouts::default().headers, "the rest inherited");
+        assert_eq!(
+            c.routes["claude"].timeouts.first_token,
+            Duration::from_secs(20),
+            "the route keeps its own"
+        );
+        let bad = GOOD.replace(
+            "credentials = [\"team-1\"] }]",
+            "credentials = [\"team-1\"], idle_timeout = \"later\" }]",
+        );
+        let problems = Config::parse(&bad, Path::new("."), &env).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p
+                .to_string()
+                .starts_with("routes.claude.targets[0].idle_timeout")),
+            "{problems:?}"
         );
     }
 

@@ -118,6 +118,11 @@ async fn serve_inner(
                 continue;
             };
             let target = &spec.targets[cand.target];
+            // The health spec is built from the route's targets in order.
+            let timeouts = route
+                .targets
+                .get(cand.target)
+                .map_or(route.timeouts, |t| t.timeouts);
             // Embeddings never fall back to another model (vectors would not compare).
             if inbound == Inbound::Embeddings
                 && spec
@@ -163,7 +168,7 @@ async fn serve_inner(
             );
             let attempt_no = budget.attempts();
             let sent = stopwatch();
-            let outcome = tokio::time::timeout(route.timeouts.headers, rb.send()).await;
+            let outcome = tokio::time::timeout(timeouts.headers, rb.send()).await;
             let classify_ctx = |status: Option<u16>,
                                 headers: &[(&str, &str)],
                                 body: &[u8],
@@ -222,7 +227,7 @@ async fn serve_inner(
             let status = resp.status().as_u16();
             let headers = header_pairs(resp.headers());
             if status >= 400 {
-                let body = read_limited(resp, MAX_ERROR_BODY, route.timeouts.idle).await;
+                let body = read_limited(resp, MAX_ERROR_BODY, timeouts.idle).await;
                 upstream_time += sent.elapsed();
                 let h: Vec<(&str, &str)> = headers
                     .iter()
@@ -310,8 +315,7 @@ async fn serve_inner(
             // A success status.
             let headroom = headroom(&headers);
             if !prep.stream {
-                let body =
-                    read_limited(resp, gw.cfg.limits.max_body_bytes, route.timeouts.idle).await;
+                let body = read_limited(resp, gw.cfg.limits.max_body_bytes, timeouts.idle).await;
                 upstream_time += sent.elapsed();
                 if carries_error(&body) {
                     let h: Vec<(&str, &str)> = headers
@@ -349,7 +353,7 @@ async fn serve_inner(
                 resp,
                 api,
                 Framer::for_inbound(inbound, gw.cfg.limits.max_event_bytes),
-                route.timeouts.first_token,
+                timeouts.first_token,
             )
             .await
             {
@@ -391,7 +395,7 @@ async fn serve_inner(
                         prefix: Some(prefix),
                         rest,
                         framer,
-                        idle: route.timeouts.idle,
+                        idle: timeouts.idle,
                         attempt: Some(attempt),
                         headroom,
                         terminal,
