@@ -61,7 +61,7 @@ pub async fn run(requests: usize) -> Result<DemoReport, Box<dyn std::error::Erro
         Arc::new(store),
         7,
     );
-    let gw = Arc::new(Gateway::new(cfg, engine.clone())?);
+    let gw = gateway::Live::new(Gateway::new(cfg, engine.clone())?, None);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -30,6 +30,17 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_reloadable(cfg, None, listener, shutdown).await
+}
+
+/// [`serve`], reloading the configuration from `source` on `SIGHUP` and when the file
+/// changes (see [`gateway::live`]).
+pub async fn serve_reloadable(
+    cfg: config::Config,
+    source: Option<std::path::PathBuf>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let (store, loaded) = keyward_store::SqliteStore::open(&cfg.state)?;
     let engine = keyward_core::health::HealthEngine::new(
         cfg.policy.clone(),
@@ -38,8 +49,8 @@ pub async fn serve(
         seed(),
     );
     engine.restore(loaded.records, loaded.denylist);
-    let gw = std::sync::Arc::new(gateway::Gateway::new(cfg, engine).map_err(ServeError::Client)?);
-    gateway::run(gw, listener, shutdown)
+    let gw = gateway::Gateway::new(cfg, engine).map_err(ServeError::Client)?;
+    gateway::run(gateway::Live::new(gw, source), listener, shutdown)
         .await
         .map_err(ServeError::Io)
 }

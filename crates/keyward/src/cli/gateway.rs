@@ -96,7 +96,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
             #[cfg(not(unix))]
             let _ = ctrl_c.await;
         };
-        keyward::serve(cfg, listener, shutdown)
+        keyward::serve_reloadable(cfg, Some(args.config.clone()), listener, shutdown)
             .await
             .map_err(|e| CliError::Usage(e.to_string()))
     })?;

@@ -16,6 +16,7 @@
 //!
 //! A panic inside one request becomes a 500 for that request only.
 
+pub mod live;
 pub mod native;
 pub mod prober;
 pub mod proxy;
@@ -26,7 +27,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::{HeaderMap, Request, Response, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
@@ -40,6 +41,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::{Config, Credential, Detail, Route};
+pub use live::Live;
 use native::CallerError;
 use upstream::{GeminiCall, Inbound};
 
@@ -145,8 +147,23 @@ impl Gateway {
     }
 }
 
+/// The snapshot of the gateway a request runs on, taken when it starts.
+#[derive(Debug)]
+pub struct Snapshot(pub Arc<Gateway>);
+
+impl axum::extract::FromRequestParts<Arc<Live>> for Snapshot {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        _parts: &mut axum::http::request::Parts,
+        live: &Arc<Live>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Snapshot(live.current()))
+    }
+}
+
 /// The router.
-pub fn router(gw: Arc<Gateway>) -> Router {
+pub fn router(live: Arc<Live>) -> Router {
     Router::new()
         .route("/v1/messages", post(messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
@@ -157,7 +174,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/v1/models", get(models))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .with_state(gw)
+        .with_state(live)
 }
 
 /// How long in-flight requests and streams may drain after a shutdown signal.
@@ -166,7 +183,7 @@ pub const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Serves on `listener` until `shutdown` resolves; then stops accepting and lets in-flight
 /// requests and streams finish, for at most [`DRAIN_LIMIT`].
 pub async fn run(
-    gw: Arc<Gateway>,
+    gw: Arc<Live>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -175,12 +192,13 @@ pub async fn run(
 
 /// [`run`] with an explicit drain limit.
 pub async fn run_with_drain(
-    gw: Arc<Gateway>,
+    gw: Arc<Live>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: std::time::Duration,
 ) -> std::io::Result<()> {
     let prober = tokio::spawn(prober::run(gw.clone()));
+    let watcher = tokio::spawn(gw.clone().watch());
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     // Streams are many small writes: without TCP_NODELAY each event after the first waits
     // for the caller's delayed ACK (up to 40 ms on Linux).
@@ -204,6 +222,7 @@ pub async fn run_with_drain(
         }
     };
     prober.abort();
+    watcher.abort();
     result
 }
 
@@ -213,7 +232,7 @@ struct KeyQuery {
 }
 
 async fn messages(
-    State(gw): State<Arc<Gateway>>,
+    Snapshot(gw): Snapshot,
     Query(q): Query<KeyQuery>,
     req: Request<Body>,
 ) -> Response<Body> {
@@ -221,7 +240,7 @@ async fn messages(
 }
 
 async fn count_tokens(
-    State(gw): State<Arc<Gateway>>,
+    Snapshot(gw): Snapshot,
     Query(q): Query<KeyQuery>,
     req: Request<Body>,
 ) -> Response<Body> {
@@ -229,7 +248,7 @@ async fn count_tokens(
 }
 
 async fn responses(
-    State(gw): State<Arc<Gateway>>,
+    Snapshot(gw): Snapshot,
     Query(q): Query<KeyQuery>,
     req: Request<Body>,
 ) -> Response<Body> {
@@ -237,7 +256,7 @@ async fn responses(
 }
 
 async fn embeddings(
-    State(gw): State<Arc<Gateway>>,
+    Snapshot(gw): Snapshot,
     Query(q): Query<KeyQuery>,
     req: Request<Body>,
 ) -> Response<Body> {
@@ -245,7 +264,7 @@ async fn embeddings(
 }
 
 async fn chat(
-    State(gw): State<Arc<Gateway>>,
+    Snapshot(gw): Snapshot,
     Query(q): Query<KeyQuery>,
     req: Request<Body>,
 ) -> Response<Body> {
@@ -253,7 +272,7 @@ async fn chat(
 }
 
 async fn gemini(
-    State(gw): State<Arc<Gateway>>,
+    Snapshot(gw): Snapshot,
     axum::extract::Path(model_action): axum::extract::Path<String>,
     Query(q): Query<GeminiQuery>,
     req: Request<Body>,
@@ -418,7 +437,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn models(
-    State(gw): State<Arc<Gateway>>,
+    Snapshot(gw): Snapshot,
     Query(q): Query<KeyQuery>,
     headers: HeaderMap,
 ) -> Response<Body> {
@@ -441,7 +460,7 @@ async fn models(
     r
 }
 
-async fn ready(State(gw): State<Arc<Gateway>>) -> Response<Body> {
+async fn ready(Snapshot(gw): Snapshot) -> Response<Body> {
     let body = json!({"ready": true, "routes": gw.cfg.routes.len(), "credentials": gw.cfg.credentials.len()});
     Response::new(Body::from(body.to_string()))
 }

@@ -11,13 +11,15 @@ use keyward_core::health::{ProbeKind, ProbeOutcome, ProbeRequest};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::{upstream, Gateway};
+use super::{upstream, Gateway, Live};
 
-/// Polls for due probes until the task is aborted.
-pub async fn run(gw: Arc<Gateway>) {
+/// Polls for due probes until the task is aborted. Each round uses the current
+/// configuration (a reload may have changed a credential's secret or endpoint).
+pub async fn run(live: Arc<Live>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
+        let gw = live.current();
         for probe in gw.engine.due_probes() {
             let gw = gw.clone();
             tokio::spawn(async move {
