@@ -83,6 +83,16 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     policy: Option<Policy>,
+    #[serde(default)]
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    token: String,
+    #[serde(default)]
+    allow_remote: bool,
 }
 
 fn default_listen() -> String {
@@ -314,6 +324,15 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub policy: Policy,
+    /// The admin API (`/admin/...`); absent when the config has no `[admin]` table.
+    pub admin: Option<Admin>,
+}
+
+/// The admin API's access: a bearer token, and loopback peers only unless allowed.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub token: Secret,
+    pub allow_remote: bool,
 }
 
 impl Config {
@@ -403,6 +422,12 @@ impl Config {
                 });
             }
         }
+        let admin = raw.admin.as_ref().and_then(|a| {
+            resolve("admin.token", &a.token, &mut problem).map(|token| Admin {
+                token,
+                allow_remote: a.allow_remote,
+            })
+        });
         if raw.gateway_keys.is_empty() {
             problem(
                 "gateway_keys".into(),
@@ -624,6 +649,7 @@ impl Config {
             timeouts,
             limits,
             policy: raw.policy.unwrap_or_default(),
+            admin,
         })
     }
 }

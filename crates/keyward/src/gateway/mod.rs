@@ -16,6 +16,7 @@
 //!
 //! A panic inside one request becomes a 500 for that request only.
 
+pub mod admin;
 pub mod live;
 pub mod native;
 pub mod prober;
@@ -174,6 +175,7 @@ pub fn router(live: Arc<Live>) -> Router {
         .route("/v1/models", get(models))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .merge(admin::routes())
         .with_state(live)
 }
 
@@ -207,7 +209,8 @@ pub async fn run_with_drain(
             tracing::debug!(error = %e, "could not set TCP_NODELAY on a caller connection");
         }
     });
-    let server = axum::serve(listener, router(gw)).with_graceful_shutdown(async move {
+    let app = router(gw).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = signalled_tx.send(());
     });
@@ -429,7 +432,7 @@ pub fn authenticate(cfg: &Config, headers: &HeaderMap, query_key: Option<&str>) 
         .map(|k| k.detail)
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

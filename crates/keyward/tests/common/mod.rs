@@ -34,6 +34,9 @@ impl Drop for Harness {
 }
 
 pub const GATEWAY_KEY: &str = "kw-test-gateway-key-7f3a";
+/// The admin token every test gateway has in `KW_ADMIN` (used when its config enables
+/// the admin API with `token = "env:KW_ADMIN"`).
+pub const ADMIN_TOKEN: &str = "kw-test-admin-token-91c2";
 
 /// Starts a sim and a gateway. `endpoints` are (id, provider, path suffix); `routes` is raw
 /// TOML for the routes; `extra` is raw TOML appended (policy, limits).
@@ -92,6 +95,7 @@ pub async fn start_with(
         .args(["serve", "--config"])
         .arg(&cfg)
         .env("KW_GATEWAY", GATEWAY_KEY)
+        .env("KW_ADMIN", ADMIN_TOKEN)
         .env("KEYWARD_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -123,7 +127,7 @@ pub async fn start_with(
     let secrets = creds
         .iter()
         .map(|c| c.1.to_owned())
-        .chain([GATEWAY_KEY.to_owned()])
+        .chain([GATEWAY_KEY.to_owned(), ADMIN_TOKEN.to_owned()])
         .collect();
     Harness {
         sim,

@@ -1,0 +1,338 @@
+//! The admin API, under `/admin` on the gateway's listener: every credential's health and
+//! why, one credential's transition history, reset, disable, reload, and the config's
+//! status. JSON in and out.
+//!
+//! Access needs the `[admin]` table in the config: a bearer token (`Authorization: Bearer
+//! …`, compared in constant time) and, unless `allow_remote = true`, a loopback peer.
+//! Without the table every `/admin` path answers 404, so the API does not exist. Secrets
+//! never appear: credentials are shown by id and fingerprint.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Response, StatusCode};
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use keyward_core::health::{Health, ScopeKey};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{constant_time_eq, Gateway, Live};
+
+/// The admin routes, to be merged into the gateway's router.
+pub fn routes() -> Router<Arc<Live>> {
+    Router::new()
+        .route("/admin/credentials", get(list))
+        .route("/admin/credentials/{id}", get(one))
+        .route("/admin/credentials/{id}/history", get(history))
+        .route("/admin/credentials/{id}/reset", post(reset))
+        .route("/admin/credentials/{id}/disable", post(disable))
+        .route("/admin/reload", post(reload))
+        .route("/admin/config", get(config_status))
+}
+
+fn reply(status: StatusCode, body: &Value) -> Response<Body> {
+    let mut r = Response::new(Body::from(body.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    reply(status, &json!({"error": {"message": message}}))
+}
+
+/// The snapshot, if the caller may use the admin API; otherwise the refusal.
+fn authorise(
+    live: &Live,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Result<Arc<Gateway>, Box<Response<Body>>> {
+    let gw = live.current();
+    let Some(admin) = gw.cfg.admin.clone() else {
+        return Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            "the admin API is off: add an [admin] table with a token to the config",
+        )));
+    };
+    if !admin.allow_remote && !peer.ip().is_loopback() {
+        return Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "the admin API answers loopback peers only; set admin.allow_remote = true to change that",
+        )));
+    }
+    let presented = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(admin.token.expose().as_bytes(), presented.trim().as_bytes()) {
+        return Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "send the admin token as `Authorization: Bearer <token>` (admin.token in the config)",
+        )));
+    }
+    Ok(gw)
+}
+
+fn health_json(h: &Health, since: keyward_core::health::Timestamp) -> Value {
+    json!({"health": h, "since": since.rfc3339()})
+}
+
+/// One credential's view: config facts, health of the credential and of its models.
+fn describe(gw: &Gateway, id: &str) -> Option<Value> {
+    let c = gw.cfg.credentials.iter().find(|c| &*c.id == id)?;
+    let provider = gw
+        .cfg
+        .endpoints
+        .get(&c.endpoint)
+        .map_or("unknown", |e| e.provider.as_str());
+    let mut health = json!({"health": {"state": "healthy"}});
+    let mut models = Vec::new();
+    for (key, h, since) in gw.engine.snapshot() {
+        match &key {
+            ScopeKey::Credential(cid) if &**cid == id => health = health_json(&h, since),
+            ScopeKey::CredentialModel(cid, model) if &**cid == id && h != Health::Healthy => {
+                let mut v = health_json(&h, since);
+                v["model"] = json!(&**model);
+                models.push(v);
+            }
+            _ => {}
+        }
+    }
+    let mut v = json!({
+        "id": id,
+        "provider": provider,
+        "endpoint": &*c.endpoint,
+        "fingerprint": c.secret.fingerprint(),
+        "bucket": c.bucket.as_deref(),
+        "priority": c.priority,
+        "in_flight": gw.engine.inflight(id),
+        "models": models,
+    });
+    if let (Some(o), Some(h)) = (v.as_object_mut(), health.as_object()) {
+        for (k, val) in h {
+            o.insert(k.clone(), val.clone());
+        }
+    }
+    Some(v)
+}
+
+async fn list(
+    State(live): State<Arc<Live>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    let gw = match authorise(&live, peer, &headers) {
+        Ok(gw) => gw,
+        Err(r) => return *r,
+    };
+    let creds: Vec<Value> = gw
+        .cfg
+        .credentials
+        .iter()
+        .filter_map(|c| describe(&gw, &c.id))
+        .collect();
+    let others: Vec<Value> = gw
+        .engine
+        .snapshot()
+        .into_iter()
+        .filter(|(k, h, _)| {
+            !matches!(k, ScopeKey::Credential(_) | ScopeKey::CredentialModel(..))
+                && *h != Health::Healthy
+        })
+        .map(|(k, h, since)| {
+            let mut v = health_json(&h, since);
+            v["scope"] = json!(k.to_key());
+            v
+        })
+        .collect();
+    reply(
+        StatusCode::OK,
+        &json!({"credentials": creds, "other_scopes": others}),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+fn unknown(id: &str) -> Response<Body> {
+    error(
+        StatusCode::NOT_FOUND,
+        &format!("no credential {id:?} in the running config; GET /admin/credentials lists them"),
+    )
+}
+
+async fn transitions(gw: &Gateway, id: &str, limit: usize) -> Result<Vec<Value>, String> {
+    let state = gw.cfg.state.clone();
+    let id = id.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let reader = keyward_store::StoreReader::open(&state).map_err(|e| e.to_string())?;
+        let rows = reader.history(&id, limit).map_err(|e| e.to_string())?;
+        Ok(rows
+            .into_iter()
+            .map(|t| {
+                // States are stored as JSON; show them as objects, not strings in strings.
+                let state = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(json!(s));
+                json!({"seq": t.seq, "at": t.at.rfc3339(), "scope": t.scope,
+                       "from": state(&t.from), "to": state(&t.to), "why": t.why, "actor": t.actor})
+            })
+            .collect())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+async fn one(
+    State(live): State<Arc<Live>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    let gw = match authorise(&live, peer, &headers) {
+        Ok(gw) => gw,
+        Err(r) => return *r,
+    };
+    let Some(mut v) = describe(&gw, &id) else {
+        return unknown(&id);
+    };
+    match transitions(&gw, &id, 10).await {
+        Ok(t) => v["recent_transitions"] = json!(t),
+        Err(e) => v["recent_transitions_error"] = json!(e),
+    }
+    reply(StatusCode::OK, &v)
+}
+
+async fn history(
+    State(live): State<Arc<Live>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    Query(q): Query<HistoryQuery>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    let gw = match authorise(&live, peer, &headers) {
+        Ok(gw) => gw,
+        Err(r) => return *r,
+    };
+    match transitions(&gw, &id, q.limit.unwrap_or(100).min(10_000)).await {
+        Ok(t) => reply(StatusCode::OK, &json!({"id": id, "transitions": t})),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot read the state file: {e}"),
+        ),
+    }
+}
+
+async fn reset(
+    State(live): State<Arc<Live>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    let gw = match authorise(&live, peer, &headers) {
+        Ok(gw) => gw,
+        Err(r) => return *r,
+    };
+    let Some(ack) = gw.engine.reset(&id) else {
+        return unknown(&id);
+    };
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || ack.wait()).await {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("reset applied but not persisted: {e}"),
+        );
+    }
+    tracing::info!(credential = %id, "operator reset the credential");
+    reply(StatusCode::OK, &describe(&gw, &id).unwrap_or(Value::Null))
+}
+
+#[derive(Debug, Deserialize)]
+struct DisableBody {
+    reason: String,
+}
+
+async fn disable(
+    State(live): State<Arc<Live>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    let gw = match authorise(&live, peer, &headers) {
+        Ok(gw) => gw,
+        Err(r) => return *r,
+    };
+    let reason = match serde_json::from_slice::<DisableBody>(&body) {
+        Ok(b) if !b.reason.trim().is_empty() => b.reason,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "send {\"reason\": \"why\"}: a disable records who and why",
+            )
+        }
+    };
+    let Some(ack) = gw.engine.disable(&id, &reason) else {
+        return unknown(&id);
+    };
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || ack.wait()).await {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("disable applied but not persisted: {e}"),
+        );
+    }
+    tracing::info!(credential = %id, "operator disabled the credential");
+    reply(StatusCode::OK, &describe(&gw, &id).unwrap_or(Value::Null))
+}
+
+async fn reload(
+    State(live): State<Arc<Live>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    if let Err(r) = authorise(&live, peer, &headers) {
+        return *r;
+    }
+    let l = live.clone();
+    let result = tokio::task::spawn_blocking(move || l.reload()).await;
+    let status = live.status();
+    match result {
+        Ok(Ok(generation)) => reply(StatusCode::OK, &json!({"generation": generation})),
+        Ok(Err(e)) => reply(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!({"error": {"message": e.to_string(), "problems": status.rejected}, "generation": status.generation}),
+        ),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("reload failed: {e}"),
+        ),
+    }
+}
+
+async fn config_status(
+    State(live): State<Arc<Live>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    let gw = match authorise(&live, peer, &headers) {
+        Ok(gw) => gw,
+        Err(r) => return *r,
+    };
+    let status = live.status();
+    reply(
+        StatusCode::OK,
+        &json!({
+            "generation": status.generation,
+            "last_reload_rejected": status.rejected,
+            "routes": gw.cfg.routes.keys().collect::<Vec<_>>(),
+            "credentials": gw.cfg.credentials.len(),
+            "endpoints": gw.cfg.endpoints.keys().map(|k| &**k).collect::<Vec<_>>(),
+            "state_file": gw.cfg.state,
+        }),
+    )
+}
