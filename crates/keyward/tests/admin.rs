@@ -171,6 +171,36 @@ async fn the_admin_api_shows_why_and_lets_an_operator_act() {
         "{whys:?}"
     );
 
+    // Metrics: behind the admin token; states, attempts by class, probes, requests by
+    // gateway key; never a secret.
+    let url = format!("{}/metrics", h.url);
+    let r = h.client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let text = h
+        .client
+        .get(&url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    h.check_no_secret(&text);
+    for line in [
+        "keyward_credential_state{credential=\"a\",state=\"disabled\"} 1",
+        "keyward_credential_state{credential=\"b\",state=\"healthy\"} 1",
+        "keyward_upstream_attempts_total{credential=\"a\",outcome=\"auth_permanent\"} 1",
+        "keyward_probes_total{credential=\"a\",outcome=\"confirmed\"} 1",
+        "keyward_requests_total{route=\"claude\",gateway_key=\"tests\",status=\"5xx\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    assert!(
+        text.contains("keyward_gateway_added_seconds_bucket"),
+        "{text}"
+    );
+
     // Reload: a valid file applies; an invalid one is refused with its problems.
     let (s, v) = admin(&h, "POST", "/admin/reload", Some(ADMIN_TOKEN), None).await;
     assert_eq!((s, v["generation"].as_u64()), (200, Some(2)), "{v}");

@@ -32,6 +32,35 @@ pub fn routes() -> Router<Arc<Live>> {
         .route("/admin/credentials/{id}/disable", post(disable))
         .route("/admin/reload", post(reload))
         .route("/admin/config", get(config_status))
+        .route("/metrics", get(metrics))
+}
+
+/// Prometheus exposition. With an `[admin]` table it needs the admin token (Prometheus
+/// sends it with `authorization: {credentials: …}`); without one, loopback peers only.
+async fn metrics(
+    State(live): State<Arc<Live>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response<Body> {
+    let gw = live.current();
+    if gw.cfg.admin.is_some() {
+        if let Err(r) = authorise(&live, peer, &headers) {
+            return *r;
+        }
+    } else if !peer.ip().is_loopback() {
+        return error(
+            StatusCode::FORBIDDEN,
+            "metrics answer loopback peers only without an [admin] table; add one with a token to scrape remotely",
+        );
+    }
+    let ids: Vec<Arc<str>> = gw.cfg.credentials.iter().map(|c| c.id.clone()).collect();
+    let text = gw.metrics.render(&ids, &gw.engine.snapshot());
+    let mut r = Response::new(Body::from(text));
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    r
 }
 
 fn reply(status: StatusCode, body: &Value) -> Response<Body> {

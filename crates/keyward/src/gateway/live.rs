@@ -95,6 +95,18 @@ impl Live {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         };
+        let outcome = if result.is_ok() {
+            "applied"
+        } else {
+            "rejected"
+        };
+        self.current()
+            .metrics
+            .reloads
+            .get_or_create(&super::metrics::ReloadLabel {
+                result: outcome.to_owned(),
+            })
+            .inc();
         match &result {
             Ok(()) => {
                 status.generation += 1;
@@ -127,7 +139,8 @@ impl Live {
         if cfg.state != old.cfg.state {
             warn!("the state file path changed in the config; it applies at the next restart");
         }
-        let gw = Gateway::new(cfg, old.engine.clone())?;
+        let mut gw = Gateway::new(cfg, old.engine.clone())?;
+        gw.metrics = old.metrics.clone();
         match self.current.write() {
             Ok(mut g) => *g = Arc::new(gw),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(gw),

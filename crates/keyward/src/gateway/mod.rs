@@ -18,6 +18,7 @@
 
 pub mod admin;
 pub mod live;
+pub mod metrics;
 pub mod native;
 pub mod prober;
 pub mod proxy;
@@ -50,6 +51,8 @@ use upstream::{GeminiCall, Inbound};
 #[derive(Debug)]
 pub struct Gateway {
     pub cfg: Arc<Config>,
+    /// Shared across reloads (a reload hands the old snapshot's on).
+    pub metrics: Arc<metrics::Metrics>,
     pub engine: HealthEngine,
     pub client: reqwest::Client,
     creds: HashMap<Arc<str>, Credential>,
@@ -117,6 +120,7 @@ impl Gateway {
             })
             .collect();
         Ok(Gateway {
+            metrics: Arc::new(metrics::Metrics::new()),
             cfg: Arc::new(cfg),
             engine,
             client,
@@ -346,7 +350,7 @@ async fn handle(
 ) -> Response<Body> {
     let api = inbound.api();
     let (parts, body) = req.into_parts();
-    let Some(detail) = authenticate(&gw.cfg, &parts.headers, q.key.as_deref()) else {
+    let Some((key_name, detail)) = authenticate(&gw.cfg, &parts.headers, q.key.as_deref()) else {
         return CallerError::unauthenticated().response(api);
     };
     let limit = gw.cfg.limits.max_body_bytes;
@@ -393,8 +397,9 @@ async fn handle(
             inbound,
             Inbound::Messages | Inbound::Chat | Inbound::Responses | Inbound::Gemini(_)
         );
-    proxy::serve(
-        gw,
+    let route_name = route.name.clone();
+    let r = proxy::serve(
+        gw.clone(),
         inbound,
         Prepared {
             route,
@@ -404,7 +409,37 @@ async fn handle(
         parts.headers,
         detail,
     )
-    .await
+    .await;
+    count_request(&gw, &route_name, &key_name, &r);
+    r
+}
+
+/// Request metrics from the response the caller gets.
+fn count_request(gw: &Gateway, route: &str, key: &str, r: &Response<Body>) {
+    let m = &gw.metrics;
+    let status = format!("{}xx", r.status().as_u16() / 100);
+    m.requests
+        .get_or_create(&metrics::RouteKey {
+            route: route.to_owned(),
+            gateway_key: key.to_owned(),
+            status,
+        })
+        .inc();
+    let header = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok());
+    let label = m.route(route);
+    if let Some(n) = header("x-keyward-attempts").and_then(|v| v.parse::<f64>().ok()) {
+        m.attempts_per_request.get_or_create(&label).observe(n);
+        if n > 1.0 && r.status().is_success() {
+            m.failovers.get_or_create(&label).inc();
+        }
+    }
+    if let Some(ms) = header("server-timing")
+        .and_then(|v| v.strip_prefix("gateway;dur="))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+    {
+        m.gateway_seconds.get_or_create(&label).observe(ms / 1000.0);
+    }
 }
 
 #[derive(Deserialize)]
@@ -414,7 +449,11 @@ struct StreamFlag {
 }
 
 /// The caller's gateway key, wherever its SDK puts it; compared in constant time.
-pub fn authenticate(cfg: &Config, headers: &HeaderMap, query_key: Option<&str>) -> Option<Detail> {
+pub fn authenticate(
+    cfg: &Config,
+    headers: &HeaderMap,
+    query_key: Option<&str>,
+) -> Option<(String, Detail)> {
     let presented = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
@@ -429,7 +468,7 @@ pub fn authenticate(cfg: &Config, headers: &HeaderMap, query_key: Option<&str>) 
     cfg.gateway_keys
         .iter()
         .find(|k| constant_time_eq(k.key.expose().as_bytes(), presented.trim().as_bytes()))
-        .map(|k| k.detail)
+        .map(|k| (k.name.clone(), k.detail))
 }
 
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

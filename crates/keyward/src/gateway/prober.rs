@@ -24,6 +24,18 @@ pub async fn run(live: Arc<Live>) {
             let gw = gw.clone();
             tokio::spawn(async move {
                 let outcome = probe_once(&gw, &probe).await;
+                let name = match &outcome {
+                    ProbeOutcome::Confirmed { .. } => "confirmed",
+                    ProbeOutcome::Refuted => "refuted",
+                    ProbeOutcome::Inconclusive { .. } => "inconclusive",
+                };
+                gw.metrics
+                    .probes
+                    .get_or_create(&super::metrics::CredentialOutcome {
+                        credential: probe.credential.to_string(),
+                        outcome: name.to_owned(),
+                    })
+                    .inc();
                 info!(credential = %probe.credential, scope = %probe.scope, class = probe.class.as_str(), outcome = ?outcome, "probe finished");
                 let ack = gw.engine.record_probe(&probe, outcome);
                 // A disable is on disk before it is reported.

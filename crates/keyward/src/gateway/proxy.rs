@@ -335,6 +335,7 @@ async fn serve_inner(
                     i += 1;
                     continue;
                 }
+                gw.metrics.attempt(&attempt.credential(), "ok");
                 gw.engine.record_success(attempt, headroom);
                 return passthrough(
                     status,
@@ -478,6 +479,7 @@ fn record_failure(
     route: &str,
 ) -> keyward_core::health::engine::FailureAdvice {
     let credential = attempt.credential();
+    gw.metrics.attempt(&credential, failure.class.as_str());
     info!(
         route,
         credential = %credential,
@@ -958,6 +960,7 @@ impl Pump {
         self.finished = true;
         let out = self.framer.closing(self.api, self.done_sent);
         if let Some(a) = self.attempt.take() {
+            self.gw.metrics.attempt(&a.credential(), "ok");
             self.gw.engine.record_success(a, self.headroom);
         }
         (!out.is_empty()).then_some(out)
@@ -976,6 +979,8 @@ impl Pump {
             match piece.kind {
                 EventKind::Malformed => {
                     warn!(route = %self.route, "dropped a malformed stream event");
+                    let label = self.gw.metrics.route(&self.route);
+                    self.gw.metrics.dropped_events.get_or_create(&label).inc();
                     continue;
                 }
                 EventKind::Terminal => self.terminal = true,
@@ -1019,6 +1024,7 @@ impl Pump {
             if self.done_sent {
                 self.finished = true;
                 if let Some(a) = self.attempt.take() {
+                    self.gw.metrics.attempt(&a.credential(), "ok");
                     self.gw.engine.record_success(a, self.headroom);
                 }
                 return out;
@@ -1031,6 +1037,8 @@ impl Pump {
     /// silent truncation presented as success.
     fn end_broken(&mut self, t: TransportError, message: &str) -> Vec<u8> {
         self.finished = true;
+        let label = self.gw.metrics.route(&self.route);
+        self.gw.metrics.broken_streams.get_or_create(&label).inc();
         let failure =
             classify(&Attempt::transport(self.provider, t, Phase::MidStream).credential(self.kind));
         if let Some(a) = self.attempt.take() {
