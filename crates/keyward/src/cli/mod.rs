@@ -1,5 +1,6 @@
 //! Command-line grammar and dispatch.
 
+mod check;
 mod classify;
 mod gateway;
 mod state;
@@ -30,6 +31,9 @@ enum Command {
     History(state::HistoryArgs),
     /// Run the gateway.
     Serve(gateway::ServeArgs),
+    /// Probe every configured credential now and print what each can do; exits 1 if any
+    /// is unusable (a deploy gate). `--deep` adds a one-token request per routed model.
+    Check(check::CheckArgs),
     /// Work with config files.
     #[command(subcommand)]
     Config(gateway::ConfigCommand),
@@ -47,6 +51,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Status(args) => state::status(args),
         Command::History(args) => state::history(args),
         Command::Serve(args) => gateway::serve(args),
+        Command::Check(args) => check::run(args),
         Command::Config(cmd) => gateway::config(cmd),
         Command::Sim(args) => gateway::sim(args),
         Command::Demo(args) => gateway::demo(args),

@@ -47,19 +47,69 @@ pub async fn run(live: Arc<Live>) {
     }
 }
 
+/// What one cheap authenticated call with a credential showed.
+#[derive(Debug)]
+pub enum Check {
+    /// It answered: the credential works for this call.
+    Ok,
+    /// It failed, classified.
+    Failed(Box<keyward_core::classify::Failure>),
+    /// No answer (timeout, connection refused, TLS, DNS).
+    Unreachable(String),
+    /// The credential or its endpoint is not in the configuration.
+    Unknown(String),
+}
+
 /// One probe: its outcome.
 pub async fn probe_once(gw: &Gateway, probe: &ProbeRequest) -> ProbeOutcome {
-    let Some(cred) = gw.credential(&probe.credential) else {
-        return ProbeOutcome::Inconclusive {
-            why: "credential no longer configured".into(),
-        };
+    match check(gw, &probe.credential, probe.model.clone(), probe.kind).await {
+        Check::Ok => ProbeOutcome::Refuted,
+        Check::Unreachable(what) => ProbeOutcome::Inconclusive {
+            why: format!("probe {what}"),
+        },
+        Check::Unknown(what) => ProbeOutcome::Inconclusive { why: what },
+        Check::Failed(f) => {
+            // An expired token is fixed by a refresh, never confirmed into a disable.
+            let same = (f.class == probe.class && f.class != Class::AuthTransient)
+                || (probe.class == Class::AuthTransient && f.class == Class::AuthPermanent);
+            if same {
+                let status = f
+                    .evidence
+                    .status
+                    .map(|s| format!("{s} "))
+                    .unwrap_or_default();
+                ProbeOutcome::Confirmed {
+                    evidence: format!(
+                        "confirmed by probe: {status}{}={}",
+                        f.evidence.kind.as_str(),
+                        f.evidence.value
+                    ),
+                }
+            } else {
+                ProbeOutcome::Inconclusive {
+                    why: format!("probe got {} instead", f.class),
+                }
+            }
+        }
+    }
+}
+
+/// Makes the cheapest call that tests `kind` with `credential`: key validity with a free
+/// authenticated call (Anthropic `count_tokens`, a models list elsewhere), credit and
+/// model access with a one-token request to `model` (or the first model routed to it).
+pub async fn check(
+    gw: &Gateway,
+    credential: &str,
+    model: Option<Arc<str>>,
+    kind: ProbeKind,
+) -> Check {
+    let Some(cred) = gw.credential(credential) else {
+        return Check::Unknown("credential no longer configured".into());
     };
-    let Some(endpoint) = gw.cfg.endpoints.get(&probe.endpoint).cloned() else {
-        return ProbeOutcome::Inconclusive {
-            why: "endpoint no longer configured".into(),
-        };
+    let Some(endpoint) = gw.cfg.endpoints.get(&cred.endpoint).cloned() else {
+        return Check::Unknown("endpoint no longer configured".into());
     };
-    let model = probe.model.clone().or_else(|| {
+    let model = model.clone().or_else(|| {
         gw.cfg
             .routes
             .values()
@@ -69,7 +119,7 @@ pub async fn probe_once(gw: &Gateway, probe: &ProbeRequest) -> ProbeOutcome {
     });
     let model = model.as_deref().unwrap_or("probe");
     let base = &endpoint.base_url;
-    let (method, url, body) = match (endpoint.provider, probe.kind) {
+    let (method, url, body) = match (endpoint.provider, kind) {
         (Provider::Anthropic, ProbeKind::KeyValidity) => (
             reqwest::Method::POST,
             format!("{base}/v1/messages/count_tokens"),
@@ -109,26 +159,20 @@ pub async fn probe_once(gw: &Gateway, probe: &ProbeRequest) -> ProbeOutcome {
         body.map(|b| b.to_string().into_bytes()),
     );
     let resp = match tokio::time::timeout(gw.cfg.timeouts.headers, rb.send()).await {
-        Err(_) => {
-            return ProbeOutcome::Inconclusive {
-                why: "probe timed out".into(),
-            }
-        }
+        Err(_) => return Check::Unreachable("timed out".into()),
         Ok(Err(e)) => {
             let what = if e.is_connect() {
                 "could not connect"
             } else {
                 "transport error"
             };
-            return ProbeOutcome::Inconclusive {
-                why: format!("probe {what}"),
-            };
+            return Check::Unreachable(what.into());
         }
         Ok(Ok(r)) => r,
     };
     let status = resp.status().as_u16();
     if resp.status().is_success() {
-        return ProbeOutcome::Refuted;
+        return Check::Ok;
     }
     let headers: Vec<(String, String)> = resp
         .headers()
@@ -144,7 +188,7 @@ pub async fn probe_once(gw: &Gateway, probe: &ProbeRequest) -> ProbeOutcome {
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let f = classify(&Attempt {
+    Check::Failed(Box::new(classify(&Attempt {
         provider: endpoint.provider,
         credential: cred.kind,
         endpoint: EndpointKind::Inference,
@@ -154,28 +198,7 @@ pub async fn probe_once(gw: &Gateway, probe: &ProbeRequest) -> ProbeOutcome {
         headers: &h,
         body: &body,
         now: wall_clock(),
-    });
-    // An expired token is fixed by a refresh, never confirmed into a disable.
-    let same = (f.class == probe.class && f.class != Class::AuthTransient)
-        || (probe.class == Class::AuthTransient && f.class == Class::AuthPermanent);
-    if same {
-        let status = f
-            .evidence
-            .status
-            .map(|s| format!("{s} "))
-            .unwrap_or_default();
-        ProbeOutcome::Confirmed {
-            evidence: format!(
-                "confirmed by probe: {status}{}={}",
-                f.evidence.kind.as_str(),
-                f.evidence.value
-            ),
-        }
-    } else {
-        ProbeOutcome::Inconclusive {
-            why: format!("probe got {} instead", f.class),
-        }
-    }
+    })))
 }
 
 #[allow(clippy::disallowed_methods)]
