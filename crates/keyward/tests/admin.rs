@@ -173,19 +173,8 @@ async fn the_admin_api_shows_why_and_lets_an_operator_act() {
 
     // Metrics: behind the admin token; states, attempts by class, probes, requests by
     // gateway key; never a secret.
-    let url = format!("{}/metrics", h.url);
-    let r = h.client.get(&url).send().await.unwrap();
-    assert_eq!(r.status(), 401);
-    let text = h
-        .client
-        .get(&url)
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert_eq!(h.get_text("/metrics", None).await.0, 401);
+    let (_, text) = h.get_text("/metrics", Some(ADMIN_TOKEN)).await;
     h.check_no_secret(&text);
     for line in [
         "keyward_credential_state{credential=\"a\",state=\"disabled\"} 1",

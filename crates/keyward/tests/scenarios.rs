@@ -265,15 +265,7 @@ async fn s10_the_tenth_event_is_invalid_json() {
     .await;
     let r = h.chat("gpt", false).await;
     assert_eq!(r.status, 200, "the gateway stays up");
-    let metrics = h
-        .client
-        .get(format!("{}/metrics", h.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = h.get_text("/metrics", None).await;
     assert!(
         metrics.contains("keyward_stream_events_dropped_total{route=\"gpt\"} 1"),
         "the drop is counted: {metrics}"

@@ -108,6 +108,29 @@ fn authorise(
     Ok(gw)
 }
 
+/// An admin request that passed [`authorise`]: the snapshot it runs on.
+struct Authorised(Arc<Gateway>);
+
+impl axum::extract::FromRequestParts<Arc<Live>> for Authorised {
+    type Rejection = Response<Body>;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        live: &Arc<Live>,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>().cloned()
+        else {
+            return Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the admin API needs the peer address; serve the router with connect info",
+            ));
+        };
+        authorise(live, peer, &parts.headers)
+            .map(Authorised)
+            .map_err(|r| *r)
+    }
+}
+
 fn health_json(h: &Health, since: keyward_core::health::Timestamp) -> Value {
     json!({"health": h, "since": since.rfc3339()})
 }
@@ -151,15 +174,7 @@ fn describe(gw: &Gateway, id: &str) -> Option<Value> {
     Some(v)
 }
 
-async fn list(
-    State(live): State<Arc<Live>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response<Body> {
-    let gw = match authorise(&live, peer, &headers) {
-        Ok(gw) => gw,
-        Err(r) => return *r,
-    };
+async fn list(Authorised(gw): Authorised) -> Response<Body> {
     let creds: Vec<Value> = gw
         .cfg
         .credentials
@@ -218,16 +233,7 @@ async fn transitions(gw: &Gateway, id: &str, limit: usize) -> Result<Vec<Value>,
     .map_err(|e| e.to_string())?
 }
 
-async fn one(
-    State(live): State<Arc<Live>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response<Body> {
-    let gw = match authorise(&live, peer, &headers) {
-        Ok(gw) => gw,
-        Err(r) => return *r,
-    };
+async fn one(Authorised(gw): Authorised, Path(id): Path<String>) -> Response<Body> {
     let Some(mut v) = describe(&gw, &id) else {
         return unknown(&id);
     };
@@ -239,16 +245,10 @@ async fn one(
 }
 
 async fn history(
-    State(live): State<Arc<Live>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Authorised(gw): Authorised,
     Path(id): Path<String>,
     Query(q): Query<HistoryQuery>,
-    headers: HeaderMap,
 ) -> Response<Body> {
-    let gw = match authorise(&live, peer, &headers) {
-        Ok(gw) => gw,
-        Err(r) => return *r,
-    };
     match transitions(&gw, &id, q.limit.unwrap_or(100).min(10_000)).await {
         Ok(t) => reply(StatusCode::OK, &json!({"id": id, "transitions": t})),
         Err(e) => error(
@@ -258,16 +258,7 @@ async fn history(
     }
 }
 
-async fn reset(
-    State(live): State<Arc<Live>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response<Body> {
-    let gw = match authorise(&live, peer, &headers) {
-        Ok(gw) => gw,
-        Err(r) => return *r,
-    };
+async fn reset(Authorised(gw): Authorised, Path(id): Path<String>) -> Response<Body> {
     let Some(ack) = gw.engine.reset(&id) else {
         return unknown(&id);
     };
@@ -287,16 +278,10 @@ struct DisableBody {
 }
 
 async fn disable(
-    State(live): State<Arc<Live>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Authorised(gw): Authorised,
     Path(id): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
-    let gw = match authorise(&live, peer, &headers) {
-        Ok(gw) => gw,
-        Err(r) => return *r,
-    };
     let reason = match serde_json::from_slice::<DisableBody>(&body) {
         Ok(b) if !b.reason.trim().is_empty() => b.reason,
         _ => {
@@ -319,14 +304,7 @@ async fn disable(
     reply(StatusCode::OK, &describe(&gw, &id).unwrap_or(Value::Null))
 }
 
-async fn reload(
-    State(live): State<Arc<Live>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response<Body> {
-    if let Err(r) = authorise(&live, peer, &headers) {
-        return *r;
-    }
+async fn reload(_: Authorised, State(live): State<Arc<Live>>) -> Response<Body> {
     let l = live.clone();
     let result = tokio::task::spawn_blocking(move || l.reload()).await;
     let status = live.status();
@@ -344,14 +322,9 @@ async fn reload(
 }
 
 async fn config_status(
+    Authorised(gw): Authorised,
     State(live): State<Arc<Live>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
 ) -> Response<Body> {
-    let gw = match authorise(&live, peer, &headers) {
-        Ok(gw) => gw,
-        Err(r) => return *r,
-    };
     let status = live.status();
     reply(
         StatusCode::OK,

@@ -249,6 +249,17 @@ impl Harness {
         }
     }
 
+    /// `GET path` on the gateway, with an optional bearer token: status and body text.
+    pub async fn get_text(&self, path: &str, bearer: Option<&str>) -> (u16, String) {
+        let mut rb = self.client.get(format!("{}{path}", self.url));
+        if let Some(t) = bearer {
+            rb = rb.bearer_auth(t);
+        }
+        let r = rb.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap())
+    }
+
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
     }
