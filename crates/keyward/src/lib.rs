@@ -56,7 +56,7 @@ pub async fn serve_reloadable(
 }
 
 #[allow(clippy::disallowed_methods)]
-fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)

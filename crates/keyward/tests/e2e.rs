@@ -36,10 +36,12 @@ async fn a_key_revoked_from_the_start_is_invisible_then_probed_once_then_disable
     )
     .await;
     h.sim.set("sk-ant-e2e-revoked-0001", Behaviour::Revoked);
+    let mut ids = Vec::new();
     for i in 0..6 {
         let r = h.messages("claude", i % 2 == 1).await;
         assert_eq!(r.status, 200, "{}", r.body);
         assert_eq!(r.header("x-keyward-credential"), "k2");
+        ids.push(r.header("x-keyward-request-id"));
         if i % 2 == 1 {
             assert!(
                 r.body.contains("message_stop"),
@@ -72,8 +74,23 @@ async fn a_key_revoked_from_the_start_is_invisible_then_probed_once_then_disable
     );
     assert_eq!(c.probes, 1, "and exactly one probe: {c:?}");
     h.check_no_secret(&h.logs());
-    h.eventually("a decision line per failed candidate", || {
-        h.logs().contains("candidate failed")
+    // The first request's decision line carries its request id; every request has its own.
+    let first = ids[0].clone();
+    assert!(first.starts_with("kw-") && first.len() == 19, "{first}");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 6, "unique request ids");
+    h.eventually(
+        "a decision line per failed candidate, with the request id",
+        || {
+            h.logs()
+                .lines()
+                .any(|l| l.contains("candidate failed") && l.contains(&first))
+        },
+    )
+    .await;
+    h.eventually("an access line per request", || {
+        h.logs().matches("request answered").count() >= 10
     })
     .await;
 }
@@ -945,9 +962,14 @@ async fn a_malformed_event_is_dropped_and_the_stream_completes() {
     for i in 0..4 {
         assert!(r.body.contains(&format!("tok{i}")), "tok{i} missing");
     }
-    // The log line is read from the gateway's stderr by another thread: wait for it.
-    h.eventually("the drop logged", || {
-        h.logs().contains("dropped a malformed stream event")
+    // The log line is read from the gateway's stderr by another thread: wait for it. It
+    // is written while the body streams, after the handler returned, and still carries
+    // the request's id.
+    let id = r.header("x-keyward-request-id");
+    h.eventually("the drop logged with the request id", || {
+        h.logs()
+            .lines()
+            .any(|l| l.contains("dropped a malformed stream event") && l.contains(&id))
     })
     .await;
 }

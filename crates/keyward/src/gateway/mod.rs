@@ -41,6 +41,7 @@ use keyward_wire::splice;
 use keyward_wire::stream::Api;
 use serde::Deserialize;
 use serde_json::json;
+use tracing::Instrument as _;
 
 use crate::config::{Config, Credential, Detail, Route};
 pub use live::Live;
@@ -398,7 +399,10 @@ async fn handle(
             Inbound::Messages | Inbound::Chat | Inbound::Responses | Inbound::Gemini(_)
         );
     let route_name = route.name.clone();
-    let r = proxy::serve(
+    let id = request_id();
+    let span =
+        tracing::info_span!("request", id = %id, route = %route_name, gateway_key = %key_name);
+    let mut r = proxy::serve(
         gw.clone(),
         inbound,
         Prepared {
@@ -409,9 +413,40 @@ async fn handle(
         parts.headers,
         detail,
     )
+    .instrument(span.clone())
     .await;
     count_request(&gw, &route_name, &key_name, &r);
+    span.in_scope(|| {
+        let header = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok());
+        tracing::info!(
+            status = r.status().as_u16(),
+            attempts = header("x-keyward-attempts").unwrap_or("0"),
+            credential = header("x-keyward-credential").unwrap_or("-"),
+            timing = header("server-timing").unwrap_or("-"),
+            stream,
+            "request answered"
+        );
+    });
+    if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
+        r.headers_mut().insert("x-keyward-request-id", v);
+    }
     r
+}
+
+/// A request id: unique within the process and unlikely to repeat across restarts
+/// (a counter mixed with the start time through SplitMix64).
+fn request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(crate::seed);
+    let mut z = base.wrapping_add(
+        NEXT.fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    format!("kw-{:016x}", z ^ (z >> 31))
 }
 
 /// Request metrics from the response the caller gets.

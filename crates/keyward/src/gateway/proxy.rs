@@ -17,6 +17,7 @@ use keyward_wire::json_stream::{JsonArrayFramer, JsonItem};
 use keyward_wire::splice;
 use keyward_wire::sse::SseFramer;
 use keyward_wire::stream::{gemini_element, inspect_sse, Api, EventKind};
+use tracing::Instrument as _;
 use tracing::{info, warn};
 
 use super::native::CallerError;
@@ -1061,10 +1062,17 @@ fn stream_response(pump: Pump) -> Response<Body> {
     } else {
         "text/event-stream"
     };
-    let stream = futures_util::stream::unfold(pump, |mut p| async move {
-        p.next_bytes()
-            .await
-            .map(|b| (Ok::<Bytes, std::io::Error>(Bytes::from(b)), p))
+    // The body is polled after the handler returned: carry the request's span along, so
+    // the stream's log lines keep its request id.
+    let span = tracing::Span::current();
+    let stream = futures_util::stream::unfold(pump, move |mut p| {
+        let span = span.clone();
+        async move {
+            p.next_bytes()
+                .await
+                .map(|b| (Ok::<Bytes, std::io::Error>(Bytes::from(b)), p))
+        }
+        .instrument(span)
     });
     let mut r = Response::new(Body::from_stream(stream));
     r.headers_mut()
