@@ -34,3 +34,4 @@ pub mod json_stream;
 pub mod splice;
 pub mod sse;
 pub mod stream;
+pub mod usage;

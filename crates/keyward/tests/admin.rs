@@ -228,3 +228,40 @@ async fn without_an_admin_table_there_is_no_admin_api() {
     let (s, v) = admin(&h, "GET", "/admin/credentials", Some(ADMIN_TOKEN), None).await;
     assert_eq!(s, 404, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_usage_is_counted_from_bodies_and_streams() {
+    let h = start(
+        "tokens",
+        &[("anthropic", "anthropic", ""), ("openai", "openai", "/v1")],
+        &[
+            Cred("a", A, "anthropic", ""),
+            Cred("o", "sk-proj-admin-o-0003", "openai", ""),
+        ],
+        &format!(
+            "{}{}",
+            route("claude", "anthropic", "claude-x", &["a"]),
+            route("gpt", "openai", "gpt-x", &["o"])
+        ),
+        "",
+    )
+    .await;
+    // The sim reports 12 in / 6 out for a whole answer, 12 in / 8 out for a stream (the
+    // stream's counts are cumulative: Anthropic's message_start says 1 out, its
+    // message_delta 8).
+    for stream in [false, false, true] {
+        assert_eq!(h.messages("claude", stream).await.status, 200);
+        assert_eq!(h.chat("gpt", stream).await.status, 200);
+    }
+    let (status, text) = h.get_text("/metrics", None).await;
+    assert_eq!(status, 200, "loopback may scrape without an [admin] table");
+    h.check_no_secret(&text);
+    for (cred, route) in [("a", "claude"), ("o", "gpt")] {
+        for (kind, n) in [("input", 36), ("output", 20)] {
+            let line = format!(
+                "keyward_tokens_total{{credential=\"{cred}\",route=\"{route}\",kind=\"{kind}\"}} {n}"
+            );
+            assert!(text.contains(&line), "{line} missing from:\n{text}");
+        }
+    }
+}

@@ -28,6 +28,14 @@ pub struct CredentialOutcome {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenKey {
+    pub credential: String,
+    pub route: String,
+    /// `input` or `output`.
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteKey {
     pub route: String,
     pub gateway_key: String,
@@ -71,6 +79,7 @@ pub struct Metrics {
     pub dropped_events: Family<RouteLabel, Counter>,
     pub broken_streams: Family<RouteLabel, Counter>,
     pub reloads: Family<ReloadLabel, Counter>,
+    pub tokens: Family<TokenKey, Counter>,
 }
 
 const STATES: [&str; 5] = ["healthy", "cooling", "suspect", "probing", "disabled"];
@@ -91,6 +100,12 @@ impl Metrics {
         let dropped_events = Family::<RouteLabel, Counter>::default();
         let broken_streams = Family::<RouteLabel, Counter>::default();
         let reloads = Family::<ReloadLabel, Counter>::default();
+        let tokens = Family::<TokenKey, Counter>::default();
+        registry.register(
+            "tokens",
+            "Tokens used, from the responses' own usage blocks, by credential, route and side",
+            tokens.clone(),
+        );
         registry.register(
             "credential_state",
             "1 for each credential's current health state, 0 for the others",
@@ -153,6 +168,22 @@ impl Metrics {
             dropped_events,
             broken_streams,
             reloads,
+            tokens,
+        }
+    }
+
+    /// Adds a response's usage.
+    pub fn tokens(&self, credential: &str, route: &str, usage: keyward_wire::usage::Usage) {
+        for (kind, n) in [("input", usage.input), ("output", usage.output)] {
+            if n > 0 {
+                self.tokens
+                    .get_or_create(&TokenKey {
+                        credential: credential.to_owned(),
+                        route: route.to_owned(),
+                        kind: kind.to_owned(),
+                    })
+                    .inc_by(n);
+            }
         }
     }
 

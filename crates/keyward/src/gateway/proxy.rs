@@ -17,6 +17,7 @@ use keyward_wire::json_stream::{JsonArrayFramer, JsonItem};
 use keyward_wire::splice;
 use keyward_wire::sse::SseFramer;
 use keyward_wire::stream::{gemini_element, inspect_sse, Api, EventKind};
+use keyward_wire::usage::{self, Usage};
 use tracing::Instrument as _;
 use tracing::{info, warn};
 
@@ -337,6 +338,9 @@ async fn serve_inner(
                     continue;
                 }
                 gw.metrics.attempt(&attempt.credential(), "ok");
+                if let Some(u) = usage::usage(&body) {
+                    gw.metrics.tokens(&cred.id, &route.name, u);
+                }
                 gw.engine.record_success(attempt, headroom);
                 return passthrough(
                     status,
@@ -406,6 +410,7 @@ async fn serve_inner(
                         route: route.name.clone(),
                         provider: endpoint.provider,
                         kind: cred.kind,
+                        credential: cred.id.clone(),
                     });
                     decorate(
                         r.headers_mut(),
@@ -647,7 +652,13 @@ fn decorate(
 
 /// Splits an upstream stream into events: SSE events, or the elements of a Gemini
 /// JSON-array stream (whose brackets and commas are rebuilt on the way out).
-enum Framer {
+/// A stream's framer, and the token usage its events reported so far.
+struct Framer {
+    kind: FramerKind,
+    usage: Usage,
+}
+
+enum FramerKind {
     Sse(SseFramer),
     Array {
         framer: JsonArrayFramer,
@@ -665,38 +676,53 @@ struct Piece {
 impl Framer {
     fn for_inbound(inbound: Inbound, max_event: usize) -> Framer {
         match inbound {
-            Inbound::Gemini(call) if !call.sse => Framer::Array {
-                framer: JsonArrayFramer::new(max_event),
-                started: false,
-                closed: false,
+            Inbound::Gemini(call) if !call.sse => Framer {
+                kind: FramerKind::Array {
+                    framer: JsonArrayFramer::new(max_event),
+                    started: false,
+                    closed: false,
+                },
+                usage: Usage::default(),
             },
-            _ => Framer::Sse(SseFramer::new(max_event)),
+            _ => Framer {
+                kind: FramerKind::Sse(SseFramer::new(max_event)),
+                usage: Usage::default(),
+            },
         }
     }
 
     fn push(&mut self, chunk: &[u8]) {
-        match self {
-            Framer::Sse(f) => f.push(chunk),
-            Framer::Array { framer, .. } => framer.push(chunk),
+        match &mut self.kind {
+            FramerKind::Sse(f) => f.push(chunk),
+            FramerKind::Array { framer, .. } => framer.push(chunk),
         }
     }
 
     /// The next piece; `Err` when an event exceeds its size bound.
     fn next(&mut self, api: Api) -> Option<Result<Piece, ()>> {
-        match self {
-            Framer::Sse(f) => f.next_event().map(|e| {
-                e.map(|ev| Piece {
-                    kind: inspect_sse(api, &ev),
-                    out: ev.raw,
+        let usage = &mut self.usage;
+        match &mut self.kind {
+            FramerKind::Sse(f) => f.next_event().map(|e| {
+                e.map(|ev| {
+                    if let Some(u) = usage::usage(&ev.data) {
+                        *usage = usage.max(u);
+                    }
+                    Piece {
+                        kind: inspect_sse(api, &ev),
+                        out: ev.raw,
+                    }
                 })
                 .map_err(|_| ())
             }),
-            Framer::Array {
+            FramerKind::Array {
                 framer,
                 started,
                 closed,
             } => framer.next_item().map(|item| match item {
                 Ok(JsonItem::Element(el)) => {
+                    if let Some(u) = usage::usage(&el) {
+                        *usage = usage.max(u);
+                    }
                     let kind = gemini_element(&el);
                     let mut out = if *started {
                         b",\r\n".to_vec()
@@ -727,17 +753,17 @@ impl Framer {
 
     /// What an unfinished stream left behind (for classification).
     fn finish(&mut self) -> Vec<u8> {
-        match self {
-            Framer::Sse(f) => f.finish().unwrap_or_default(),
-            Framer::Array { framer, .. } => framer.finish().unwrap_or_default(),
+        match &mut self.kind {
+            FramerKind::Sse(f) => f.finish().unwrap_or_default(),
+            FramerKind::Array { framer, .. } => framer.finish().unwrap_or_default(),
         }
     }
 
     /// The caller's native in-band error, completing the wire format.
     fn error_tail(&self, e: &CallerError, api: Api) -> Vec<u8> {
-        match self {
-            Framer::Sse(_) => e.stream_event(api),
-            Framer::Array { started, .. } => {
+        match &self.kind {
+            FramerKind::Sse(_) => e.stream_event(api),
+            FramerKind::Array { started, .. } => {
                 let mut out = if *started {
                     b",\r\n".to_vec()
                 } else {
@@ -753,9 +779,9 @@ impl Framer {
     /// What completes a stream whose terminal event came but whose wire format did not
     /// close (`[DONE]` for Chat Completions, `]` for a Gemini array).
     fn closing(&self, api: Api, done_sent: bool) -> Vec<u8> {
-        match self {
-            Framer::Array { closed: false, .. } => b"]".to_vec(),
-            Framer::Sse(_) if api == Api::ChatCompletions && !done_sent => {
+        match &self.kind {
+            FramerKind::Array { closed: false, .. } => b"]".to_vec(),
+            FramerKind::Sse(_) if api == Api::ChatCompletions && !done_sent => {
                 b"data: [DONE]\n\n".to_vec()
             }
             _ => Vec::new(),
@@ -763,7 +789,7 @@ impl Framer {
     }
 
     fn is_array(&self) -> bool {
-        matches!(self, Framer::Array { .. })
+        matches!(self.kind, FramerKind::Array { .. })
     }
 }
 
@@ -898,6 +924,17 @@ struct Pump {
     route: String,
     provider: keyward_core::classify::Provider,
     kind: CredentialKind,
+    credential: Arc<str>,
+}
+
+impl Drop for Pump {
+    /// However the stream ended (complete, broken, or the caller gone), the tokens its
+    /// events reported were used.
+    fn drop(&mut self) {
+        self.gw
+            .metrics
+            .tokens(&self.credential, &self.route, self.framer.usage);
+    }
 }
 
 impl Pump {
