@@ -108,6 +108,37 @@ async fn the_admin_api_shows_why_and_lets_an_operator_act() {
     assert_eq!(s, 200);
     assert!(!v["transitions"].as_array().unwrap().is_empty(), "{v}");
 
+    // Probe now: the revoked key still fails, with its class; health is left alone.
+    let (s, v) = admin(
+        &h,
+        "POST",
+        "/admin/credentials/a/probe",
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["result"].as_str(), v["class"].as_str()),
+        (Some("failed"), Some("auth_permanent")),
+        "{v}"
+    );
+    let (_, v) = admin(
+        &h,
+        "POST",
+        "/admin/credentials/b/probe?model=claude-x",
+        Some(ADMIN_TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(v["result"], "ok", "{v}");
+    assert_eq!(v["check"], "1-token claude-x");
+    assert_eq!(
+        h.state_of("credential/a"),
+        "disabled",
+        "a probe now changes nothing"
+    );
+
     // The operator disables b (with a reason), then resets both.
     let (s, v) = admin(
         &h,

@@ -30,6 +30,7 @@ pub fn routes() -> Router<Arc<Live>> {
         .route("/admin/credentials/{id}/history", get(history))
         .route("/admin/credentials/{id}/reset", post(reset))
         .route("/admin/credentials/{id}/disable", post(disable))
+        .route("/admin/credentials/{id}/probe", post(probe_now))
         .route("/admin/reload", post(reload))
         .route("/admin/config", get(config_status))
         .route("/metrics", get(metrics))
@@ -302,6 +303,47 @@ async fn disable(
     }
     tracing::info!(credential = %id, "operator disabled the credential");
     reply(StatusCode::OK, &describe(&gw, &id).unwrap_or(Value::Null))
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct ProbeQuery {
+    /// A one-token request to this model instead of the key-validity call.
+    model: Option<String>,
+}
+
+/// Probes a credential now with the cheap call its confirmation probes use (or a
+/// one-token request with `?model=`) and says what it showed. Health is left as it is: a
+/// key that works again is put back with `reset`.
+async fn probe_now(
+    Authorised(gw): Authorised,
+    Path(id): Path<String>,
+    Query(q): Query<ProbeQuery>,
+) -> Response<Body> {
+    if gw.credential(&id).is_none() {
+        return unknown(&id);
+    }
+    let (kind, model) = match q.model {
+        Some(m) => (
+            keyward_core::health::ProbeKind::MinimalRequest,
+            Some(Arc::<str>::from(m)),
+        ),
+        None => (keyward_core::health::ProbeKind::KeyValidity, None),
+    };
+    let checked = super::prober::check(&gw, &id, model.clone(), kind).await;
+    let (result, class, detail) = match &checked {
+        super::prober::Check::Ok => ("ok", None, String::new()),
+        super::prober::Check::Failed(f) => {
+            ("failed", Some(f.class.as_str()), f.explanation.clone())
+        }
+        super::prober::Check::Unreachable(why) => ("unreachable", None, why.clone()),
+        super::prober::Check::Unknown(why) => ("unknown", None, why.clone()),
+    };
+    tracing::info!(credential = %id, result, "operator probe");
+    reply(
+        StatusCode::OK,
+        &json!({"id": id, "check": model.map_or_else(|| "key".to_owned(), |m| format!("1-token {m}")),
+                "result": result, "class": class, "detail": detail}),
+    )
 }
 
 async fn reload(_: Authorised, State(live): State<Arc<Live>>) -> Response<Body> {
