@@ -755,7 +755,12 @@ fn stream_response(
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
-    let mut r = Response::new(Body::from_stream(stream));
+    sse_response(Body::from_stream(stream))
+}
+
+/// An SSE response with `body`.
+fn sse_response(body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
     r.headers_mut().insert(
         "content-type",
         HeaderValue::from_static("text/event-stream"),
@@ -787,12 +792,7 @@ async fn openai_responses(
     for i in 0..events {
         if let Behaviour::StreamCut { after } = behaviour {
             if i == after {
-                let mut r = Response::new(Body::from(text));
-                r.headers_mut().insert(
-                    "content-type",
-                    HeaderValue::from_static("text/event-stream"),
-                );
-                return r;
+                return sse_response(Body::from(text));
             }
         }
         text.push_str(&format!(
@@ -804,12 +804,7 @@ async fn openai_responses(
         "event: response.completed\ndata: {}\n\n",
         json!({"type":"response.completed","response":done})
     ));
-    let mut r = Response::new(Body::from(text));
-    r.headers_mut().insert(
-        "content-type",
-        HeaderValue::from_static("text/event-stream"),
-    );
-    r
+    sse_response(Body::from(text))
 }
 
 /// Azure OpenAI: the deployment is in the path, `api-version` is required, the key comes

@@ -32,6 +32,18 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// How long a request may wait for a cooling candidate to recover before answering.
 const MAX_WAIT_FOR_RECOVERY: Duration = Duration::from_secs(10);
 
+/// How long to wait for the earliest cooldown to end, when it ends soon enough (within
+/// [`MAX_WAIT_FOR_RECOVERY`] and before the request's deadline) to be worth waiting for.
+fn recovery_wait(
+    gw: &Gateway,
+    u: &keyward_core::health::Unavailable,
+    deadline: keyward_core::health::Timestamp,
+) -> Option<Duration> {
+    let at = u.earliest_recovery?;
+    let wait = at.since(gw.engine.now());
+    (wait <= MAX_WAIT_FOR_RECOVERY && at < deadline).then(|| wait + Duration::from_millis(5))
+}
+
 #[derive(Clone)]
 struct Tried {
     failure: Failure,
@@ -89,14 +101,10 @@ async fn serve_inner(
             Selection::Candidates(c) => c,
             Selection::Unavailable(u) => {
                 // A cooldown that ends soon is worth waiting for, once, within the deadline.
-                if let Some(at) = u.earliest_recovery.filter(|_| !waited) {
-                    let now = gw.engine.now();
-                    let wait = at.since(now);
-                    if wait <= MAX_WAIT_FOR_RECOVERY && at < deadline {
-                        waited = true;
-                        tokio::time::sleep(wait + Duration::from_millis(5)).await;
-                        continue 'route;
-                    }
+                if let Some(wait) = recovery_wait(&gw, &u, deadline).filter(|_| !waited) {
+                    waited = true;
+                    tokio::time::sleep(wait).await;
+                    continue 'route;
                 }
                 return unavailable(
                     &gw,
@@ -436,16 +444,12 @@ async fn serve_inner(
                 continue 'route;
             }
             Selection::Unavailable(u) => {
-                if let Some(at) = u.earliest_recovery {
-                    let wait = at.since(gw.engine.now());
-                    if wait <= MAX_WAIT_FOR_RECOVERY
-                        && at < deadline
-                        && budget.attempts() < gw.cfg.limits.max_attempts
-                    {
-                        waited = true;
-                        tokio::time::sleep(wait + Duration::from_millis(5)).await;
-                        continue 'route;
-                    }
+                if let Some(wait) = recovery_wait(&gw, &u, deadline)
+                    .filter(|_| budget.attempts() < gw.cfg.limits.max_attempts)
+                {
+                    waited = true;
+                    tokio::time::sleep(wait).await;
+                    continue 'route;
                 }
                 return unavailable(
                     &gw,
