@@ -23,5 +23,9 @@
 //! ```
 
 mod sqlite;
+mod tokens;
 
 pub use sqlite::{Loaded, SqliteStore, StoreError, StoreReader, TransitionRow};
+pub use tokens::{
+    grant_fingerprint, Committed, OAuthTokens, Sealer, TokenError, TokenInfo, TokenStore,
+};

@@ -175,37 +175,11 @@ impl SqliteStore {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
-        // Create the database with owner-only permissions before SQLite touches it.
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io)?;
+        let conn = open_database(path)?;
         let sql = |source| StoreError::Sqlite {
             path: path.to_owned(),
             source,
         };
-        let conn = Connection::open(path).map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(sql)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(sql)?;
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::TooNew {
-                path: path.to_owned(),
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        conn.execute_batch(SCHEMA).map_err(sql)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(sql)?;
         let loaded = load(&conn).map_err(sql)?;
         let (tx, rx) = mpsc::channel();
         let writer_path = path.to_owned();
@@ -228,7 +202,53 @@ impl SqliteStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
 
+/// Opens (creating with mode 0600 if needed) the database at `path` in WAL mode, with the
+/// current schema. The caller decides about the lock.
+pub(crate) fn open_database(path: &Path) -> Result<Connection, StoreError> {
+    let io = |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    // Create the database with owner-only permissions before SQLite touches it.
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    let sql = |source| StoreError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(sql)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(sql)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(sql)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sql)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    conn.execute_batch(SCHEMA).map_err(sql)?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(sql)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
     /// Waits until everything enqueued so far is committed.
     pub fn flush(&self) -> Result<(), StoreError> {
         // A write of nothing: the writer handles commands in order.
