@@ -85,6 +85,10 @@ struct RawConfig {
     policy: Option<Policy>,
     #[serde(default)]
     admin: Option<RawAdmin>,
+    /// The key that encrypts OAuth tokens in the state file (`env:VAR` or `file:PATH`, 64
+    /// hex characters).
+    #[serde(default)]
+    state_key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,9 +130,16 @@ struct RawEndpoint {
 struct RawCredential {
     id: String,
     endpoint: String,
-    secret: String,
+    #[serde(default)]
+    secret: Option<String>,
     #[serde(default)]
     kind: Option<String>,
+    /// Refreshing OAuth: tokens come from the state file (`keyward credentials import`).
+    #[serde(default)]
+    oauth: Option<RawOAuth>,
+    /// Opt-in for consumer subscription tokens (Claude, ChatGPT/Codex).
+    #[serde(default)]
+    subscription: bool,
     #[serde(default)]
     bucket: Option<String>,
     #[serde(default)]
@@ -139,10 +150,25 @@ struct RawCredential {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawOAuth {
+    token_url: Option<String>,
+    client_id: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    style: Option<String>,
+    #[serde(default)]
+    refresh_ahead: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawTarget {
     endpoint: String,
     model: String,
     credentials: Vec<String>,
+    #[serde(default)]
+    apis: Option<Vec<String>>,
     #[serde(default)]
     first_token_timeout: Option<String>,
     #[serde(default)]
@@ -195,6 +221,11 @@ impl Secret {
         &self.0
     }
 
+    /// The secret, shared (for a request that outlives the configuration snapshot).
+    pub fn shared(&self) -> Arc<str> {
+        self.0.clone()
+    }
+
     /// A short fingerprint: the first 12 hex characters of the secret's SHA-256. It tells
     /// "this exact key" apart without revealing anything about it.
     pub fn fingerprint(&self) -> String {
@@ -239,12 +270,39 @@ pub struct Endpoint {
 pub struct Credential {
     pub id: Arc<str>,
     pub endpoint: Arc<str>,
-    pub secret: Secret,
+    /// The key (or a static bearer token). `None` for a refreshing OAuth credential, whose
+    /// tokens live in the state file.
+    pub secret: Option<Secret>,
     pub kind: CredentialKind,
+    /// How to refresh this credential's OAuth tokens.
+    pub oauth: Option<OAuthConfig>,
     pub bucket: Option<Arc<str>>,
     pub priority: i32,
     pub models: Option<Vec<Arc<str>>>,
 }
+
+/// A refreshing OAuth credential's token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthConfig {
+    pub token_url: String,
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    /// The refresh request's body: JSON (Anthropic's and OpenAI's auth servers) or
+    /// `application/x-www-form-urlencoded` (RFC 6749).
+    pub style: TokenStyle,
+    /// Refresh this long before the access token expires.
+    pub refresh_ahead: Duration,
+}
+
+/// The body format of a token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenStyle {
+    Json,
+    Form,
+}
+
+/// The inbound APIs, by the names `apis` uses in the config.
+pub const API_NAMES: &[&str] = &["messages", "chat", "responses", "embeddings", "gemini"];
 
 /// One target of a route.
 #[derive(Debug, Clone)]
@@ -252,6 +310,9 @@ pub struct Target {
     pub endpoint: Arc<str>,
     pub model: Arc<str>,
     pub credentials: Vec<Arc<str>>,
+    /// The inbound APIs this target serves (names from [`API_NAMES`]); `None`: every API
+    /// its provider speaks. A ChatGPT/Codex token serves only `responses`.
+    pub apis: Option<Vec<&'static str>>,
     /// The route's timeouts with this target's own overrides (a slow reasoning model's
     /// longer first-content limit, say).
     pub timeouts: Timeouts,
@@ -326,6 +387,8 @@ pub struct Config {
     pub policy: Policy,
     /// The admin API (`/admin/...`); absent when the config has no `[admin]` table.
     pub admin: Option<Admin>,
+    /// Encrypts OAuth tokens at rest (64 hex characters).
+    pub state_key: Option<Secret>,
 }
 
 /// The admin API's access: a bearer token, and loopback peers only unless allowed.
@@ -503,12 +566,50 @@ impl Config {
                     CredentialKind::ApiKey
                 }),
             };
-            if let Some(secret) = resolve(&format!("{path}.secret"), &c.secret, &mut problem) {
+            let provider = raw
+                .endpoints
+                .get(&c.endpoint)
+                .and_then(|e| Provider::parse(&e.provider));
+            let oauth = c
+                .oauth
+                .as_ref()
+                .and_then(|o| oauth_config(&path, o, kind, provider, &mut problem));
+            let subscription_provider =
+                matches!(provider, Some(Provider::Anthropic | Provider::OpenAi));
+            if kind == CredentialKind::OAuth && subscription_provider && !c.subscription {
+                problem(
+                    format!("{path}.subscription"),
+                    "OAuth tokens of a Claude or ChatGPT subscription are opt-in: set subscription = true on this credential once you have checked that your plan's terms allow it".into(),
+                );
+            }
+            let secret = match (&c.secret, &oauth) {
+                (Some(_), Some(_)) => {
+                    problem(
+                        format!("{path}.secret"),
+                        "a refreshing OAuth credential takes no secret in the config: import its tokens with `keyward credentials import`".into(),
+                    );
+                    None
+                }
+                (None, Some(_)) => None,
+                (Some(s), None) => match resolve(&format!("{path}.secret"), s, &mut problem) {
+                    Some(s) => Some(s),
+                    None => continue,
+                },
+                (None, None) => {
+                    problem(
+                        format!("{path}.secret"),
+                        "missing: reference the key as \"env:VAR\" or \"file:PATH\" (or, for kind = \"oauth\", add an [credentials.oauth] table and import its tokens)".into(),
+                    );
+                    continue;
+                }
+            };
+            {
                 credentials.push(Credential {
                     id: c.id.as_str().into(),
                     endpoint: c.endpoint.as_str().into(),
                     secret,
                     kind,
+                    oauth,
                     bucket: c.bucket.as_deref().map(Into::into),
                     priority: c.priority,
                     models: c
@@ -592,7 +693,39 @@ impl Config {
                         [&t.first_token_timeout, &t.idle_timeout, &t.headers_timeout],
                         &mut problem,
                     );
+                    let mut apis = None;
+                    if let Some(list) = &t.apis {
+                        let mut names = Vec::new();
+                        for (j, a) in list.iter().enumerate() {
+                            match API_NAMES.iter().find(|n| **n == a.as_str()) {
+                                Some(n) => names.push(*n),
+                                None => problem(
+                                    format!("{tp}.apis[{j}]"),
+                                    format!("{a:?} is not one of {}", API_NAMES.join(", ")),
+                                ),
+                            }
+                        }
+                        apis = Some(names);
+                    } else {
+                        // A ChatGPT/Codex token is accepted by the Responses API only.
+                        let codex_only = !t.credentials.is_empty()
+                            && t.credentials.iter().all(|c| {
+                                raw.credentials.iter().any(|rc| {
+                                    rc.id == *c
+                                        && rc.kind.as_deref() == Some("oauth")
+                                        && raw
+                                            .endpoints
+                                            .get(&rc.endpoint)
+                                            .and_then(|e| Provider::parse(&e.provider))
+                                            == Some(Provider::OpenAi)
+                                })
+                            });
+                        if codex_only {
+                            apis = Some(vec!["responses"]);
+                        }
+                    }
                     targets.push(Target {
+                        apis,
                         timeouts: tt,
                         endpoint: t.endpoint.as_str().into(),
                         model: t.model.as_str().into(),
@@ -636,6 +769,18 @@ impl Config {
                 .clamp(1, 50),
         };
         let state = base.join(&raw.state);
+        let state_key = raw
+            .state_key
+            .as_deref()
+            .and_then(|k| resolve("state_key", k, &mut problem));
+        if let Some(k) = &state_key {
+            if keyward_store::Sealer::from_hex(k.expose()).is_err() {
+                problem(
+                    "state_key".into(),
+                    "the key must be 64 hex characters (32 bytes); generate one with `openssl rand -hex 32`".into(),
+                );
+            }
+        }
         if !p.is_empty() {
             return Err(p);
         }
@@ -650,8 +795,81 @@ impl Config {
             limits,
             policy: raw.policy.unwrap_or_default(),
             admin,
+            state_key,
         })
     }
+}
+
+/// Validates a credential's `[credentials.oauth]` table.
+fn oauth_config(
+    path: &str,
+    o: &RawOAuth,
+    kind: CredentialKind,
+    provider: Option<Provider>,
+    problem: &mut impl FnMut(String, String),
+) -> Option<OAuthConfig> {
+    let mut ok = true;
+    if kind != CredentialKind::OAuth {
+        problem(
+            format!("{path}.oauth"),
+            "an [oauth] table needs kind = \"oauth\"".into(),
+        );
+        ok = false;
+    }
+    let Some(token_url) = o.token_url.clone() else {
+        problem(
+            format!("{path}.oauth.token_url"),
+            "missing: the token endpoint that refreshes this grant (Anthropic: https://console.anthropic.com/v1/oauth/token, OpenAI: https://auth.openai.com/oauth/token)".into(),
+        );
+        return None;
+    };
+    if !(token_url.starts_with("https://") || token_url.starts_with("http://")) {
+        problem(
+            format!("{path}.oauth.token_url"),
+            format!("{token_url:?} is not an http(s) URL"),
+        );
+        ok = false;
+    }
+    if o.client_id.trim().is_empty() {
+        problem(
+            format!("{path}.oauth.client_id"),
+            "empty: use the client id of the application that issued the tokens".into(),
+        );
+        ok = false;
+    }
+    let style = match o.style.as_deref() {
+        None if matches!(provider, Some(Provider::Anthropic | Provider::OpenAi)) => {
+            TokenStyle::Json
+        }
+        None | Some("form") => TokenStyle::Form,
+        Some("json") => TokenStyle::Json,
+        Some(other) => {
+            problem(
+                format!("{path}.oauth.style"),
+                format!("{other:?} is not one of json, form"),
+            );
+            ok = false;
+            TokenStyle::Form
+        }
+    };
+    let refresh_ahead = match o.refresh_ahead.as_deref() {
+        None => Duration::from_secs(300),
+        Some(v) => humantime_duration(v).unwrap_or_else(|| {
+            problem(
+                format!("{path}.oauth.refresh_ahead"),
+                format!("{v:?} is not a duration like \"5m\""),
+            );
+            ok = false;
+            Duration::from_secs(300)
+        }),
+    };
+    ok.then(|| OAuthConfig {
+        token_url,
+        client_id: o.client_id.clone(),
+        scopes: o.scopes.clone(),
+        style,
+        refresh_ahead,
+    })
 }
 
 fn quote(s: &str) -> String {
@@ -741,6 +959,108 @@ first_token_timeout = "20s"
         }
     }
 
+    const OAUTH: &str = r#"
+[endpoints.openai]
+provider = "openai"
+base_url = "http://127.0.0.1:9/v1"
+
+[[credentials]]
+id = "claude-max"
+endpoint = "anthropic"
+kind = "oauth"
+subscription = true
+[credentials.oauth]
+token_url = "http://127.0.0.1:9/v1/oauth/token"
+client_id = "client-1"
+refresh_ahead = "2m"
+
+[[credentials]]
+id = "codex"
+endpoint = "openai"
+kind = "oauth"
+subscription = true
+oauth = { token_url = "http://127.0.0.1:9/oauth/token", client_id = "client-2", scopes = ["openid", "offline_access"] }
+
+[routes.codex]
+targets = [{ endpoint = "openai", model = "gpt-x", credentials = ["codex"] }]
+"#;
+
+    fn problems(text: &str) -> Vec<String> {
+        Config::parse(text, Path::new("/etc/keyward"), &env)
+            .err()
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn oauth_credentials_take_no_secret_and_codex_tokens_serve_responses_only() {
+        let c = Config::parse(&format!("{GOOD}{OAUTH}"), Path::new("/etc/keyward"), &env).unwrap();
+        let claude = c
+            .credentials
+            .iter()
+            .find(|c| &*c.id == "claude-max")
+            .unwrap();
+        assert!(claude.secret.is_none());
+        let o = claude.oauth.as_ref().unwrap();
+        assert_eq!(
+            o.style,
+            TokenStyle::Json,
+            "Anthropic's token endpoint takes JSON"
+        );
+        assert_eq!(o.refresh_ahead, Duration::from_secs(120));
+        let codex = c.credentials.iter().find(|c| &*c.id == "codex").unwrap();
+        assert_eq!(
+            codex.oauth.as_ref().unwrap().scopes,
+            ["openid", "offline_access"]
+        );
+        assert_eq!(c.routes["codex"].targets[0].apis, Some(vec!["responses"]));
+        assert_eq!(c.routes["claude"].targets[0].apis, None);
+    }
+
+    #[test]
+    fn subscription_tokens_are_opt_in_and_oauth_mistakes_are_reported() {
+        let p = problems(&format!(
+            "{GOOD}{}",
+            OAUTH.replace("subscription = true\n", "")
+        ));
+        assert!(
+            p.iter().any(|p| p.starts_with("credentials[1].subscription: OAuth tokens of a Claude or ChatGPT subscription are opt-in")),
+            "{p:?}"
+        );
+        let p = problems(&format!(
+            "{GOOD}{}",
+            OAUTH.replace(
+                "kind = \"oauth\"\nsubscription = true\n[credentials.oauth]",
+                "secret = \"env:K1\"\n[credentials.oauth]"
+            )
+        ));
+        assert!(
+            p.iter().any(|p| p.contains("needs kind = \"oauth\"")),
+            "{p:?}"
+        );
+        let p = problems(&format!(
+            "{GOOD}{}\n[routes.x]\ntargets = [{{ endpoint = \"anthropic\", model = \"m\", credentials = [\"team-1\"], apis = [\"smtp\"] }}]\n",
+            OAUTH
+        ));
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("routes.x.targets[0].apis[0]: \"smtp\" is not one of")),
+            "{p:?}"
+        );
+        let p = problems(&format!("state_key = \"env:K1\"\n{GOOD}"));
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("state_key: the key must be 64 hex")),
+            "{p:?}"
+        );
+        assert!(
+            !p.join(" ").contains("sk-ant-secret-1"),
+            "a key must never be printed"
+        );
+    }
+
     #[test]
     fn a_good_config_loads() {
         let c = Config::parse(GOOD, Path::new("/etc/keyward"), &env).unwrap();
@@ -750,7 +1070,7 @@ first_token_timeout = "20s"
         );
         assert_eq!(c.endpoints["anthropic"].base_url, "http://127.0.0.1:9");
         assert_eq!(c.state, PathBuf::from("/etc/keyward/state.db"));
-        assert_eq!(format!("{:?}", c.credentials[0].secret), "Secret(…)");
+        assert_eq!(format!("{:?}", c.credentials[0].secret), "Some(Secret(…))");
         assert!(
             !format!("{c:?}").contains("sk-ant-secret-1"),
             "Debug must not print secrets"

@@ -42,6 +42,7 @@ pub async fn serve_reloadable(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (store, loaded) = keyward_store::SqliteStore::open(&cfg.state)?;
+    let tokens = token_store(&cfg)?;
     let engine = keyward_core::health::HealthEngine::new(
         cfg.policy.clone(),
         std::sync::Arc::new(SystemClock),
@@ -49,10 +50,25 @@ pub async fn serve_reloadable(
         seed(),
     );
     engine.restore(loaded.records, loaded.denylist);
-    let gw = gateway::Gateway::new(cfg, engine).map_err(ServeError::Client)?;
+    let metrics = std::sync::Arc::new(gateway::metrics::Metrics::new());
+    let oauth = std::sync::Arc::new(gateway::oauth::OAuth::new(Some(tokens), metrics.clone()));
+    let gw = gateway::Gateway::build(cfg, engine, metrics, oauth).map_err(ServeError::Client)?;
     gateway::run(gateway::Live::new(gw, source), listener, shutdown)
         .await
         .map_err(ServeError::Io)
+}
+
+/// The OAuth tokens of `cfg`'s state file, sealed with its `state_key` if it has one.
+pub fn token_store(
+    cfg: &config::Config,
+) -> Result<std::sync::Arc<keyward_store::TokenStore>, keyward_store::TokenError> {
+    let sealer = match &cfg.state_key {
+        Some(k) => keyward_store::Sealer::from_hex(k.expose())?,
+        None => keyward_store::Sealer::plain(),
+    };
+    Ok(std::sync::Arc::new(keyward_store::TokenStore::open(
+        &cfg.state, sealer,
+    )?))
 }
 
 #[allow(clippy::disallowed_methods)]
@@ -69,6 +85,9 @@ pub enum ServeError {
     /// message says what to do. Label: `state`.
     #[error(transparent)]
     State(#[from] keyward_store::StoreError),
+    /// The OAuth tokens could not be opened (a bad state key). Label: `tokens`.
+    #[error(transparent)]
+    Tokens(#[from] keyward_store::TokenError),
     /// The HTTP client could not be built (TLS roots). Label: `client`.
     #[error("cannot build the upstream HTTP client: {0}")]
     Client(#[source] reqwest::Error),

@@ -224,7 +224,7 @@ async fn an_expired_oauth_token_never_disables_the_credential() {
                 "oauth-1",
                 "sk-ant-oat-e2e-0001",
                 "anthropic",
-                "kind = \"oauth\"\npriority = 10",
+                "kind = \"oauth\"\nsubscription = true\npriority = 10",
             ),
             Cred("key-2", "sk-ant-e2e-oauth-0002", "anthropic", ""),
         ],

@@ -837,15 +837,21 @@ impl HealthEngine {
 
     /// An operator puts a credential (all its scopes) back in rotation.
     pub fn reset(&self, credential: &str) -> Option<Ack> {
-        self.operator(credential, &Event::Reset)
+        self.operator(credential, &Event::Reset, Actor::Operator)
+    }
+
+    /// The token endpoint rejected `credential`'s OAuth grant for good: it leaves rotation
+    /// with `evidence` (which says to log in again) until a new grant is imported.
+    pub fn revoke_grant(&self, credential: &str, evidence: &str) -> Option<Ack> {
+        self.operator(credential, &Event::GrantRevoked { evidence }, Actor::Probe)
     }
 
     /// An operator takes a credential out of rotation.
     pub fn disable(&self, credential: &str, reason: &str) -> Option<Ack> {
-        self.operator(credential, &Event::Disable { reason })
+        self.operator(credential, &Event::Disable { reason }, Actor::Operator)
     }
 
-    fn operator(&self, credential: &str, event: &Event<'_>) -> Option<Ack> {
+    fn operator(&self, credential: &str, event: &Event<'_>, actor: Actor) -> Option<Ack> {
         let now = self.shared.clock.now();
         let mut inner = self.shared.lock();
         let policy = inner.policy.clone();
@@ -869,7 +875,7 @@ impl HealthEngine {
             }
             inner.denylist.remove(&fp);
         }
-        let pending = finish_steps(&mut inner, steps, now, Actor::Operator);
+        let pending = finish_steps(&mut inner, steps, now, actor);
         drop(inner);
         let mut last = Ack::done();
         for t in pending {
@@ -941,6 +947,15 @@ impl HealthEngine {
             .get(provider.as_str())
             .and_then(|i| i.active_until)
             .is_some_and(|u| u > now)
+    }
+
+    /// The fingerprint a credential is configured with.
+    pub fn fingerprint(&self, credential: &str) -> Option<String> {
+        let inner = self.shared.lock();
+        inner
+            .by_id
+            .get(credential)
+            .map(|&c| inner.creds[c as usize].spec.fingerprint.to_string())
     }
 
     /// In-flight attempts on a credential.

@@ -164,6 +164,10 @@ pub enum Event<'a> {
     Disable { reason: &'a str },
     /// The credential's secret changed (new fingerprint).
     NewSecret { fingerprint: &'a str },
+    /// The OAuth token endpoint rejected the credential's grant (`invalid_grant`, a
+    /// reused refresh token) after the stored tokens were re-read: definitive, no probe
+    /// can bring it back; only a new login can.
+    GrantRevoked { evidence: &'a str },
 }
 
 /// One scope's health and the counters that drive it. Counters live in memory; only the
@@ -399,6 +403,20 @@ impl Record {
                     by_operator: true,
                 };
                 format!("disabled by an operator: {reason}")
+            }
+            Event::GrantRevoked { evidence } => {
+                if matches!(self.health, Health::Disabled { .. }) {
+                    return None;
+                }
+                self.health = Health::Disabled {
+                    class: Class::AuthPermanent,
+                    since: now,
+                    evidence: (*evidence).to_owned(),
+                    fingerprint: fingerprint.map(str::to_owned),
+                    recheck_at: None,
+                    by_operator: false,
+                };
+                format!("OAuth grant revoked: {evidence}")
             }
             Event::NewSecret { fingerprint: fp } => {
                 if self.health == Health::Healthy {

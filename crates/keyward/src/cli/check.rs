@@ -83,8 +83,17 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, CliError> {
             null_sink(),
             1,
         );
+        // OAuth credentials are checked with their stored tokens (a refresh, if one is
+        // due, is committed to the state file like the gateway's own).
+        let store = if cfg.credentials.iter().any(|c| c.oauth.is_some()) {
+            Some(keyward::token_store(&cfg).map_err(|e| CliError::Usage(e.to_string()))?)
+        } else {
+            None
+        };
+        let metrics = Arc::new(keyward::gateway::metrics::Metrics::new());
+        let oauth = Arc::new(keyward::gateway::oauth::OAuth::new(store, metrics.clone()));
         let gw = Arc::new(
-            Gateway::new(cfg, engine)
+            Gateway::build(cfg, engine, metrics, oauth)
                 .map_err(|e| CliError::Usage(format!("cannot build the HTTP client: {e}")))?,
         );
         let mut jobs = Vec::new();
@@ -127,7 +136,7 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, CliError> {
             }
             let fingerprint = gw
                 .credential(&id)
-                .map(|c| c.secret.fingerprint())
+                .map(|c| gw.fingerprint(&c))
                 .unwrap_or_default();
             let (result, usable, detail) = verdict(&c);
             rows.push(Row {

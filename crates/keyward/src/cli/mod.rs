@@ -2,6 +2,7 @@
 
 mod check;
 mod classify;
+mod credentials;
 mod gateway;
 mod state;
 
@@ -34,6 +35,9 @@ enum Command {
     /// Probe every configured credential now and print what each can do; exits 1 if any
     /// is unusable (a deploy gate). `--deep` adds a one-token request per routed model.
     Check(check::CheckArgs),
+    /// Store, list or remove OAuth tokens in the state file (never printed).
+    #[command(subcommand)]
+    Credentials(credentials::CredentialsCommand),
     /// Work with config files.
     #[command(subcommand)]
     Config(gateway::ConfigCommand),
@@ -53,6 +57,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Serve(args) => gateway::serve(args),
         Command::Check(args) => check::run(args),
         Command::Config(cmd) => gateway::config(cmd),
+        Command::Credentials(cmd) => credentials::run(cmd),
         Command::Sim(args) => gateway::sim(args),
         Command::Demo(args) => gateway::demo(args),
     }

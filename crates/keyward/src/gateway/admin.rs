@@ -161,7 +161,7 @@ fn describe(gw: &Gateway, id: &str) -> Option<Value> {
         "id": id,
         "provider": provider,
         "endpoint": &*c.endpoint,
-        "fingerprint": c.secret.fingerprint(),
+        "fingerprint": gw.fingerprint(c),
         "bucket": c.bucket.as_deref(),
         "priority": c.priority,
         "in_flight": gw.engine.inflight(id),

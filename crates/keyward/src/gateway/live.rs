@@ -139,8 +139,12 @@ impl Live {
         if cfg.state != old.cfg.state {
             warn!("the state file path changed in the config; it applies at the next restart");
         }
-        let mut gw = Gateway::new(cfg, old.engine.clone())?;
-        gw.metrics = old.metrics.clone();
+        let gw = Gateway::build(
+            cfg,
+            old.engine.clone(),
+            old.metrics.clone(),
+            old.oauth.clone(),
+        )?;
         match self.current.write() {
             Ok(mut g) => *g = Arc::new(gw),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(gw),

@@ -80,6 +80,9 @@ pub struct Metrics {
     pub broken_streams: Family<RouteLabel, Counter>,
     pub reloads: Family<ReloadLabel, Counter>,
     pub tokens: Family<TokenKey, Counter>,
+    /// OAuth refreshes by credential and outcome (`ok`, `adopted`, `unavailable`,
+    /// `revoked`).
+    pub refreshes: Family<CredentialOutcome, Counter>,
 }
 
 const STATES: [&str; 5] = ["healthy", "cooling", "suspect", "probing", "disabled"];
@@ -101,6 +104,12 @@ impl Metrics {
         let broken_streams = Family::<RouteLabel, Counter>::default();
         let reloads = Family::<ReloadLabel, Counter>::default();
         let tokens = Family::<TokenKey, Counter>::default();
+        let refreshes = Family::<CredentialOutcome, Counter>::default();
+        registry.register(
+            "oauth_refreshes",
+            "OAuth token refreshes by credential and outcome (ok; adopted: another holder's newer tokens taken from the state file; unavailable: the token endpoint failed, the credential kept; revoked: the grant was rejected)",
+            refreshes.clone(),
+        );
         registry.register(
             "tokens",
             "Tokens used, from the responses' own usage blocks, by credential, route and side",
@@ -169,6 +178,7 @@ impl Metrics {
             broken_streams,
             reloads,
             tokens,
+            refreshes,
         }
     }
 

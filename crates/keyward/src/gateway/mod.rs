@@ -20,6 +20,7 @@ pub mod admin;
 pub mod live;
 pub mod metrics;
 pub mod native;
+pub mod oauth;
 pub mod prober;
 pub mod proxy;
 pub mod upstream;
@@ -54,6 +55,8 @@ pub struct Gateway {
     pub cfg: Arc<Config>,
     /// Shared across reloads (a reload hands the old snapshot's on).
     pub metrics: Arc<metrics::Metrics>,
+    /// OAuth access tokens; shared across reloads like the metrics.
+    pub oauth: Arc<oauth::OAuth>,
     pub engine: HealthEngine,
     pub client: reqwest::Client,
     creds: HashMap<Arc<str>, Credential>,
@@ -73,6 +76,19 @@ impl Gateway {
     /// Builds the gateway: the engine is configured from `cfg`, its transitions go to
     /// `sink`.
     pub fn new(cfg: Config, engine: HealthEngine) -> Result<Gateway, reqwest::Error> {
+        let metrics = Arc::new(metrics::Metrics::new());
+        let oauth = Arc::new(oauth::OAuth::new(None, metrics.clone()));
+        Gateway::build(cfg, engine, metrics, oauth)
+    }
+
+    /// [`Gateway::new`] with the metrics and OAuth tokens of a running gateway (a reload,
+    /// or a start with a state file).
+    pub fn build(
+        cfg: Config,
+        engine: HealthEngine,
+        metrics: Arc<metrics::Metrics>,
+        oauth: Arc<oauth::OAuth>,
+    ) -> Result<Gateway, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(cfg.timeouts.connect)
             .pool_idle_timeout(std::time::Duration::from_secs(90))
@@ -89,7 +105,7 @@ impl Gateway {
                         .map_or(keyward_core::classify::Provider::Unknown, |e| e.provider),
                     endpoint: c.endpoint.clone(),
                     bucket: c.bucket.clone(),
-                    fingerprint: c.secret.fingerprint().into(),
+                    fingerprint: fingerprint(c, &oauth).into(),
                     priority: c.priority,
                     models: c.models.clone(),
                 })
@@ -121,7 +137,8 @@ impl Gateway {
             })
             .collect();
         Ok(Gateway {
-            metrics: Arc::new(metrics::Metrics::new()),
+            metrics,
+            oauth,
             cfg: Arc::new(cfg),
             engine,
             client,
@@ -129,6 +146,24 @@ impl Gateway {
             specs,
             retry_budget: Mutex::new(RetryBudget::new(RetryBudgetConfig::default())),
         })
+    }
+
+    /// The secret to send with `cred` now: its key, or its current OAuth access token
+    /// (refreshed first when it is about to expire).
+    pub async fn auth(&self, cred: &Credential) -> Result<Arc<str>, oauth::AccessError> {
+        match (&cred.secret, &cred.oauth) {
+            (Some(s), _) => Ok(s.shared()),
+            (None, Some(cfg)) => self.oauth.access(cred, cfg, &self.engine).await,
+            (None, None) => Err(oauth::AccessError::NotImported(cred.id.to_string())),
+        }
+    }
+
+    /// What identifies `cred`'s secret in status views and the denylist: the key's
+    /// fingerprint, or an OAuth grant's as imported.
+    pub fn fingerprint(&self, cred: &Credential) -> String {
+        self.engine
+            .fingerprint(&cred.id)
+            .unwrap_or_else(|| fingerprint(cred, &self.oauth))
     }
 
     pub fn credential(&self, id: &str) -> Option<Credential> {
@@ -150,6 +185,17 @@ impl Gateway {
             .lock()
             .map(|mut b| b.try_spend(now))
             .unwrap_or(false)
+    }
+}
+
+/// `cred`'s fingerprint when a configuration is built: the key's, or the OAuth grant's as
+/// imported (`none` before an import).
+fn fingerprint(cred: &Credential, oauth: &oauth::OAuth) -> String {
+    match &cred.secret {
+        Some(s) => s.fingerprint(),
+        None => oauth
+            .grant_fingerprint(&cred.id)
+            .unwrap_or_else(|| "none".into()),
     }
 }
 
@@ -205,6 +251,7 @@ pub async fn run_with_drain(
     drain: std::time::Duration,
 ) -> std::io::Result<()> {
     let prober = tokio::spawn(prober::run(gw.clone()));
+    let refresher = tokio::spawn(refresh_ahead(gw.clone()));
     let watcher = tokio::spawn(gw.clone().watch());
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
     // Streams are many small writes: without TCP_NODELAY each event after the first waits
@@ -230,8 +277,21 @@ pub async fn run_with_drain(
         }
     };
     prober.abort();
+    refresher.abort();
     watcher.abort();
     result
+}
+
+/// Refreshes OAuth tokens ahead of their expiry, in the background.
+async fn refresh_ahead(live: Arc<Live>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let gw = live.current();
+        if gw.cfg.credentials.iter().any(|c| c.oauth.is_some()) {
+            gw.oauth.refresh_due(&gw.cfg.credentials, &gw.engine);
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]

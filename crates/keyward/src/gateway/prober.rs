@@ -118,6 +118,10 @@ pub async fn check(
             .map(|t| t.model.clone())
     });
     let model = model.as_deref().unwrap_or("probe");
+    let secret = match gw.auth(&cred).await {
+        Ok(s) => s,
+        Err(e) => return Check::Unknown(e.to_string()),
+    };
     let base = &endpoint.base_url;
     let (method, url, body) = match (endpoint.provider, kind) {
         (Provider::Anthropic, ProbeKind::KeyValidity) => (
@@ -154,7 +158,7 @@ pub async fn check(
         method,
         &url,
         &endpoint,
-        &cred,
+        (cred.kind, &secret),
         None,
         body.map(|b| b.to_string().into_bytes()),
     );

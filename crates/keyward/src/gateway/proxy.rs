@@ -117,6 +117,7 @@ async fn serve_inner(
             }
         };
         let mut retried_same = false;
+        let mut refreshed = false;
         let mut i = 0;
         while i < candidates.len() {
             let cand = candidates[i];
@@ -152,12 +153,28 @@ async fn serve_inner(
                 i += 1;
                 continue;
             };
-            // A target serves only the inbound APIs its provider speaks.
-            if !inbound.served_by(endpoint.provider) {
+            // A target serves only the inbound APIs its provider speaks, and those its
+            // configuration allows (a Codex token: the Responses API only).
+            let allowed = route
+                .targets
+                .get(cand.target)
+                .and_then(|t| t.apis.as_ref())
+                .is_none_or(|apis| apis.contains(&inbound.name()));
+            if !inbound.served_by(endpoint.provider) || !allowed {
+                info!(credential = %cred.id, target = %target.endpoint, api = inbound.name(), "skipped candidate: its target does not serve this API");
                 drop(attempt);
                 i += 1;
                 continue;
             }
+            let secret = match gw.auth(&cred).await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(credential = %cred.id, reason = %e, "skipped candidate: no usable OAuth token");
+                    drop(attempt);
+                    i += 1;
+                    continue;
+                }
+            };
             // Only the `model` value is rewritten (Gemini names it in the URL instead).
             let body = match inbound {
                 Inbound::Gemini(_) => prep.body.to_vec(),
@@ -172,7 +189,7 @@ async fn serve_inner(
                 reqwest::Method::POST,
                 &url,
                 &endpoint,
-                &cred,
+                (cred.kind, &secret),
                 Some(&caller),
                 Some(body),
             );
@@ -244,6 +261,41 @@ async fn serve_inner(
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect();
                 let failure = classify_ctx(Some(status), &h, &body, None, Phase::Headers);
+                // An OAuth access token the provider rejects (expired, or revoked with
+                // its session): no verdict yet. Refresh (once per request; one refresh per
+                // credential however many requests see it) and retry on the same
+                // credential. The token endpoint's answer is definitive for the grant
+                // (`invalid_grant` disables it with a "log in again" remedy); only a
+                // rejection of a freshly refreshed token counts against the credential.
+                if let (Some(cfg), Class::AuthTransient | Class::AuthPermanent, false) =
+                    (&cred.oauth, failure.class, refreshed)
+                {
+                    refreshed = true;
+                    gw.metrics.attempt(&cred.id, failure.class.as_str());
+                    drop(attempt);
+                    let outcome = gw
+                        .oauth
+                        .refresh_after_rejection(&cred, cfg, &gw.engine, &secret)
+                        .await;
+                    note(
+                        &mut first,
+                        &mut last,
+                        Tried {
+                            failure,
+                            credential: cred.id.clone(),
+                        },
+                    );
+                    match outcome {
+                        Ok(_) => {
+                            info!(credential = %cred.id, "access token rejected as expired: refreshed, retrying");
+                        }
+                        Err(e) => {
+                            warn!(credential = %cred.id, reason = %e, "access token rejected and the refresh failed: failing over");
+                            i += 1;
+                        }
+                    }
+                    continue;
+                }
                 let advice = record_failure(&gw, attempt, &failure, &route.name);
                 match (failure.class, failure.scope) {
                     // The caller's own request: return the provider's answer as it is.
@@ -1170,7 +1222,14 @@ fn unavailable(
             let reasons: Vec<String> = u
                 .disabled
                 .iter()
-                .map(|d| format!("`{}` {} since {} ({}); replace it in keyward.toml or reset it with `keyward reset {}`", d.credential, d.class, d.since.rfc3339(), d.evidence, d.credential))
+                .map(|d| {
+                    // An OAuth grant's evidence carries its own remedy (log in again).
+                    if d.evidence.contains("keyward credentials import") {
+                        format!("`{}` {} since {} ({})", d.credential, d.class, d.since.rfc3339(), d.evidence)
+                    } else {
+                        format!("`{}` {} since {} ({}); replace it in keyward.toml or reset it with `keyward reset {}`", d.credential, d.class, d.since.rfc3339(), d.evidence, d.credential)
+                    }
+                })
                 .collect();
             format!(
                 "keyward: the upstream credentials for model `{route}` are exhausted: 0 of {} usable. {}",

@@ -5,7 +5,7 @@ use axum::http::HeaderMap;
 use keyward_core::classify::{CredentialKind, Provider};
 use keyward_wire::stream::Api;
 
-use crate::config::{Credential, Endpoint};
+use crate::config::Endpoint;
 
 /// Caller headers that pass upstream unchanged (protocol headers). Everything else is
 /// dropped: the caller's own identity and auth never reach the provider, and
@@ -52,6 +52,17 @@ impl Inbound {
             Inbound::Chat | Inbound::Embeddings => Api::ChatCompletions,
             Inbound::Responses => Api::Responses,
             Inbound::Gemini(_) => Api::Gemini,
+        }
+    }
+
+    /// The API's name in the config's `apis` lists.
+    pub fn name(self) -> &'static str {
+        match self {
+            Inbound::Messages | Inbound::CountTokens => "messages",
+            Inbound::Chat => "chat",
+            Inbound::Responses => "responses",
+            Inbound::Embeddings => "embeddings",
+            Inbound::Gemini(_) => "gemini",
         }
     }
 
@@ -110,7 +121,7 @@ pub fn request(
     method: reqwest::Method,
     url: &str,
     endpoint: &Endpoint,
-    cred: &Credential,
+    (kind, secret): (CredentialKind, &str),
     caller: Option<&HeaderMap>,
     body: Option<Vec<u8>>,
 ) -> reqwest::RequestBuilder {
@@ -122,8 +133,7 @@ pub fn request(
             }
         }
     }
-    let secret = cred.secret.expose();
-    rb = match (endpoint.provider, cred.kind) {
+    rb = match (endpoint.provider, kind) {
         (Provider::Anthropic, CredentialKind::OAuth) => rb
             .header("authorization", format!("Bearer {secret}"))
             .header("anthropic-beta", "oauth-2025-04-20"),

@@ -23,6 +23,9 @@ pub struct Harness {
     pub logs: Arc<Mutex<String>>,
     pub secrets: Vec<String>,
     pub client: reqwest::Client,
+    /// The config file and the environment the gateway runs with (for restarts).
+    pub config: PathBuf,
+    pub env: Vec<(String, String)>,
 }
 
 impl Drop for Harness {
@@ -59,6 +62,21 @@ pub async fn start_with(
     extra: &str,
     detail: &str,
 ) -> Harness {
+    start_prepared(name, endpoints, creds, routes, extra, detail, |_, _, _| {}).await
+}
+
+/// [`start_with`], running `prepare` with the sim and the written config file before the
+/// gateway starts (to import OAuth tokens, say), with the gateway's environment. A credential whose secret is empty gets
+/// no `secret` line.
+pub async fn start_prepared(
+    name: &str,
+    endpoints: &[(&str, &str, &str)],
+    creds: &[Cred<'_>],
+    routes: &str,
+    extra: &str,
+    detail: &str,
+    prepare: impl FnOnce(&Sim, &std::path::Path, &[(String, String)]),
+) -> Harness {
     let sim = Sim::new();
     sim.set_stream_length(4);
     let server = sim
@@ -80,23 +98,69 @@ pub async fn start_with(
         }
         toml.push('\n');
     }
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
+    let mut env: Vec<(String, String)> = vec![
+        ("KW_GATEWAY".into(), GATEWAY_KEY.into()),
+        ("KW_ADMIN".into(), ADMIN_TOKEN.into()),
+        ("KEYWARD_LOG".into(), "info".into()),
+    ];
     for Cred(id, secret, endpoint, more) in creds {
+        let more = more.replace("{sim}", &server.url());
+        if secret.is_empty() {
+            toml.push_str(&format!(
+                "[[credentials]]\nid = \"{id}\"\nendpoint = \"{endpoint}\"\n{more}\n\n"
+            ));
+            continue;
+        }
         let var = format!("KW_SECRET_{}", id.replace('-', "_").to_uppercase());
         toml.push_str(&format!("[[credentials]]\nid = \"{id}\"\nendpoint = \"{endpoint}\"\nsecret = \"env:{var}\"\n{more}\n\n"));
-        cmd.env(var, secret);
+        env.push((var, (*secret).to_owned()));
     }
     toml.push_str(routes);
     toml.push_str("\n[policy]\nauth_confirm_delay = \"200ms\"\nincident_cooldown = \"1s\"\n");
     toml.push_str(extra);
     let cfg = dir.join("keyward.toml");
     std::fs::write(&cfg, toml).unwrap();
+    prepare(&sim, &cfg, &env);
+    let logs = Arc::new(Mutex::new(String::new()));
+    let (gateway, url) = spawn_gateway(&cfg, &env, &[], &logs);
+    let secrets = creds
+        .iter()
+        .filter(|c| !c.1.is_empty())
+        .map(|c| c.1.to_owned())
+        .chain([GATEWAY_KEY.to_owned(), ADMIN_TOKEN.to_owned()])
+        .collect();
+    Harness {
+        sim,
+        _server: server,
+        gateway,
+        url,
+        dir,
+        logs,
+        secrets,
+        client: reqwest::Client::new(),
+        config: cfg,
+        env,
+    }
+}
+
+/// Starts `keyward serve` on `cfg`; its stderr is appended to `logs`. Returns the child
+/// and its URL.
+pub fn spawn_gateway(
+    cfg: &std::path::Path,
+    env: &[(String, String)],
+    more_env: &[(&str, &str)],
+    logs: &Arc<Mutex<String>>,
+) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyward"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    for (k, v) in more_env {
+        cmd.env(k, v);
+    }
     let mut gateway = cmd
         .args(["serve", "--config"])
-        .arg(&cfg)
-        .env("KW_GATEWAY", GATEWAY_KEY)
-        .env("KW_ADMIN", ADMIN_TOKEN)
-        .env("KEYWARD_LOG", "info")
+        .arg(cfg)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -110,7 +174,6 @@ pub async fn start_with(
         .strip_prefix("keyward listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_owned();
-    let logs = Arc::new(Mutex::new(String::new()));
     let mut stderr = gateway.stderr.take().unwrap();
     let sink = logs.clone();
     std::thread::spawn(move || {
@@ -124,21 +187,7 @@ pub async fn start_with(
                 .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
-    let secrets = creds
-        .iter()
-        .map(|c| c.1.to_owned())
-        .chain([GATEWAY_KEY.to_owned(), ADMIN_TOKEN.to_owned()])
-        .collect();
-    Harness {
-        sim,
-        _server: server,
-        gateway,
-        url,
-        dir,
-        logs,
-        secrets,
-        client: reqwest::Client::new(),
-    }
+    (gateway, url)
 }
 
 pub struct Reply {
@@ -258,6 +307,16 @@ impl Harness {
         let r = rb.send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.text().await.unwrap())
+    }
+
+    /// Kills the gateway with SIGKILL (no chance to clean up) and starts it again on the
+    /// same config and state file, with `more_env` added.
+    pub fn kill_and_restart(&mut self, more_env: &[(&str, &str)]) {
+        let _ = self.gateway.kill();
+        let _ = self.gateway.wait();
+        let (child, url) = spawn_gateway(&self.config, &self.env, more_env, &self.logs);
+        self.gateway = child;
+        self.url = url;
     }
 
     pub fn logs(&self) -> String {
