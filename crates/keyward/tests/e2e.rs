@@ -93,6 +93,17 @@ async fn a_key_revoked_from_the_start_is_invisible_then_probed_once_then_disable
         h.logs().matches("request answered").count() >= 10
     })
     .await;
+    // Once disabled, each request says why the key was left out.
+    let logs = h.logs();
+    let skipped = logs
+        .lines()
+        .find(|l| {
+            l.contains("candidate skipped")
+                && l.contains("skipped `k1`: disabled, auth_permanent since")
+        })
+        .unwrap_or_else(|| panic!("no decision line for the disabled key:\n{logs}"));
+    assert!(skipped.contains("confirmed by probe"), "{skipped}");
+    assert!(skipped.contains("\"id\":\"kw-"), "the request id: {skipped}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -109,6 +109,15 @@ pub struct Unavailable {
     pub total: usize,
 }
 
+/// A candidate selection left out, and why (for the request's decision lines).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub credential: Arc<str>,
+    /// "disabled, auth_permanent since 2026-…Z, confirmed by probe: 401 …", or "out of
+    /// rotation until …".
+    pub reason: String,
+}
+
 /// The outcome of selection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
@@ -453,6 +462,26 @@ impl HealthEngine {
     /// priority, then fewest in flight (ties rotate). Reads only; [`HealthEngine::admit`]
     /// makes the decision final.
     pub fn select(&self, route: &RouteSpec, req: &RequestSpec) -> Selection {
+        self.select_into(route, req, None)
+    }
+
+    /// [`HealthEngine::select`], also saying which candidates were left out and why.
+    pub fn select_explained(
+        &self,
+        route: &RouteSpec,
+        req: &RequestSpec,
+    ) -> (Selection, Vec<Skipped>) {
+        let mut skipped = Vec::new();
+        let s = self.select_into(route, req, Some(&mut skipped));
+        (s, skipped)
+    }
+
+    fn select_into(
+        &self,
+        route: &RouteSpec,
+        req: &RequestSpec,
+        mut skipped: Option<&mut Vec<Skipped>>,
+    ) -> Selection {
         let now = self.shared.clock.now();
         let mut inner = self.shared.lock();
         inner.rotate = inner.rotate.wrapping_add(1);
@@ -502,6 +531,15 @@ impl HealthEngine {
                     }
                     Err(block) => match block {
                         Block::Waiting(at) => {
+                            if let Some(s) = skipped.as_deref_mut() {
+                                s.push(Skipped {
+                                    credential: id.clone(),
+                                    reason: format!(
+                                        "out of rotation until {} (cooling, or awaiting its probe)",
+                                        at.rfc3339()
+                                    ),
+                                });
+                            }
                             unavailable.waiting += 1;
                             unavailable.earliest_recovery = Some(
                                 unavailable
@@ -509,7 +547,20 @@ impl HealthEngine {
                                     .map_or(at, |e: Timestamp| e.min(at)),
                             );
                         }
-                        Block::Disabled(info) => unavailable.disabled.push(info),
+                        Block::Disabled(info) => {
+                            if let Some(s) = skipped.as_deref_mut() {
+                                s.push(Skipped {
+                                    credential: id.clone(),
+                                    reason: format!(
+                                        "disabled, {} since {}, {}",
+                                        info.class,
+                                        info.since.rfc3339(),
+                                        info.evidence
+                                    ),
+                                });
+                            }
+                            unavailable.disabled.push(info);
+                        }
                         Block::NotServed => unavailable.total -= 1,
                     },
                 }

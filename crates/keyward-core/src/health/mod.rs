@@ -16,7 +16,7 @@ pub mod state;
 pub use clock::{Clock, ManualClock, Timestamp};
 pub use engine::{
     Ack, AttemptScope, Candidate, CredentialSpec, DisabledInfo, Headroom, HealthEngine, ProbeKind,
-    ProbeRequest, RequestSpec, RouteSpec, Selection, SinkError, TargetSpec, Transition,
+    ProbeRequest, RequestSpec, RouteSpec, Selection, SinkError, Skipped, TargetSpec, Transition,
     TransitionSink, Unavailable,
 };
 pub use policy::{Backoff, ClassPolicy, Effect, Policy};

@@ -96,7 +96,10 @@ async fn serve_inner(
     let mut waited = false;
     'route: loop {
         let spec = gw.route_spec(&route.name);
-        let selection = gw.engine.select(&spec, &req_spec);
+        let (selection, skipped) = gw.engine.select_explained(&spec, &req_spec);
+        for s in &skipped {
+            info!(route = %route.name, credential = %s.credential, decision = %format_args!("skipped `{}`: {}", s.credential, s.reason), "candidate skipped");
+        }
         let candidates = match selection {
             Selection::Candidates(c) => c,
             Selection::Unavailable(u) => {
