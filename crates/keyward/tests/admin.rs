@@ -296,3 +296,131 @@ async fn token_usage_is_counted_from_bodies_and_streams() {
         }
     }
 }
+
+/// Runs `keyward ARGS --config CFG` with the gateway's environment: (exit code, stdout,
+/// stderr), none of which may hold a secret.
+fn keyward(h: &Harness, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(args)
+        .arg("--config")
+        .arg(&h.config)
+        .envs(h.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    h.check_no_secret(&format!("{stdout}{stderr}"));
+    (out.status.code().unwrap_or(-1), stdout, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_cli_works_over_the_admin_api_and_over_the_state_file_when_down() {
+    let mut h = start(
+        "admin-cli",
+        ANTHROPIC,
+        &[
+            Cred("team-1", A, "anthropic", ""),
+            Cred("team-2", B, "anthropic", ""),
+        ],
+        &route("claude", "anthropic", "claude-x", &["team-1", "team-2"]),
+        "\n[admin]\ntoken = \"env:KW_ADMIN\"\n",
+    )
+    .await;
+    assert_eq!(h.messages("claude", false).await.status, 200);
+    let url = h.url.clone();
+    let live = ["--admin-url", url.as_str()];
+    // One line per credential, read at a glance; the last success is known live.
+    let (code, out, _) = keyward(&h, &[&["status"][..], &live].concat());
+    assert_eq!(code, 0, "{out}");
+    let line = |out: &str, id: &str| {
+        out.lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("no line for {id}: {out}"))
+            .to_owned()
+    };
+    assert!(out.starts_with("CREDENTIAL"), "{out}");
+    assert!(line(&out, "team-1").contains("healthy"), "{out}");
+    assert!(out.contains("2 credential(s), 2 usable"), "{out}");
+    assert!(
+        !out.contains('\u{1b}'),
+        "no colour when piped (and with NO_COLOR)"
+    );
+    // Disable needs a reason, then shows it.
+    let (code, _, err) = keyward(
+        &h,
+        &[&["disable", "team-2", "--reason", " "][..], &live].concat(),
+    );
+    assert_eq!(code, 2, "{err}");
+    let (code, out, err) = keyward(
+        &h,
+        &[
+            &["disable", "team-2", "--reason", "rotating it out"][..],
+            &live,
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("disabled team-2 in the running gateway: now disabled"),
+        "{out}"
+    );
+    let (_, out, _) = keyward(&h, &[&["status"][..], &live].concat());
+    let l = line(&out, "team-2");
+    assert!(
+        l.contains("disabled") && l.contains("operator: rotating it out"),
+        "{l}"
+    );
+    assert!(out.contains("2 credential(s), 1 usable"), "{out}");
+    for _ in 0..4 {
+        let r = h.messages("claude", false).await;
+        assert_eq!(r.header("x-keyward-credential"), "team-1");
+    }
+    let (_, out, _) = keyward(&h, &[&["history", "team-2"][..], &live].concat());
+    assert!(
+        out.lines()
+            .next()
+            .unwrap_or("")
+            .contains("→ disabled [operator] disabled by an operator: rotating it out"),
+        "{out}"
+    );
+    let (_, out, _) = keyward(&h, &[&["status", "--json"][..], &live].concat());
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(cred(&v, "team-2")["health"]["state"], "disabled");
+    assert!(cred(&v, "team-1")["last_success"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
+    let (code, out, _) = keyward(&h, &[&["reset", "team-2"][..], &live].concat());
+    assert_eq!(code, 0);
+    assert!(out.contains("now healthy"), "{out}");
+
+    // The gateway goes down: status and history read the state file, disable writes it,
+    // and the restarted gateway starts with it.
+    let _ = h.gateway.kill();
+    let _ = h.gateway.wait();
+    let (code, out, err) = keyward(&h, &[&["status"][..], &live].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("no gateway answered"), "{err}");
+    assert!(
+        out.contains("every scope") || out.contains("SCOPE"),
+        "{out}"
+    );
+    let (code, out, err) = keyward(
+        &h,
+        &[
+            &["disable", "team-1", "--reason", "offline change"][..],
+            &live,
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("in the state file"), "{out}");
+    h.kill_and_restart(&[]);
+    for _ in 0..3 {
+        let r = h.messages("claude", false).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-keyward-credential"), "team-2");
+    }
+    assert_eq!(h.state_of("credential/team-1"), "disabled");
+}

@@ -103,7 +103,10 @@ async fn a_key_revoked_from_the_start_is_invisible_then_probed_once_then_disable
         })
         .unwrap_or_else(|| panic!("no decision line for the disabled key:\n{logs}"));
     assert!(skipped.contains("confirmed by probe"), "{skipped}");
-    assert!(skipped.contains("\"id\":\"kw-"), "the request id: {skipped}");
+    assert!(
+        skipped.contains("\"id\":\"kw-"),
+        "the request id: {skipped}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1000,6 +1000,16 @@ impl HealthEngine {
             .is_some_and(|u| u > now)
     }
 
+    /// When a credential last answered a request successfully (since this process
+    /// started).
+    pub fn last_success(&self, credential: &str) -> Option<Timestamp> {
+        let inner = self.shared.lock();
+        inner
+            .by_id
+            .get(credential)
+            .and_then(|&c| inner.creds[c as usize].rec.last_success)
+    }
+
     /// The fingerprint a credential is configured with.
     pub fn fingerprint(&self, credential: &str) -> Option<String> {
         let inner = self.shared.lock();

@@ -25,11 +25,16 @@ pub struct Cli {
 enum Command {
     /// Classify a failed upstream response: what failed, what it touches, what to do.
     Classify(classify::ClassifyArgs),
-    /// Show every credential scope that is not healthy, from the state file (read-only;
-    /// works while a gateway is running).
+    /// One line per credential: state, class, since, last success, why. Asks the running
+    /// gateway (admin API); reads the state file when none answers (or with --state).
     Status(state::StatusArgs),
-    /// Show a credential's recent health transitions, from the state file.
+    /// A credential's recent health transitions, newest first.
     History(state::HistoryArgs),
+    /// Put a credential back in rotation (clears a disable, forgets its revoked
+    /// fingerprint).
+    Reset(state::ResetArgs),
+    /// Take a credential out of rotation until it is reset.
+    Disable(state::DisableArgs),
     /// Run the gateway.
     Serve(gateway::ServeArgs),
     /// Probe every configured credential now and print what each can do; exits 1 if any
@@ -54,6 +59,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Classify(args) => classify::run(args),
         Command::Status(args) => state::status(args),
         Command::History(args) => state::history(args),
+        Command::Reset(args) => state::reset(args),
+        Command::Disable(args) => state::disable(args),
         Command::Serve(args) => gateway::serve(args),
         Command::Check(args) => check::run(args),
         Command::Config(cmd) => gateway::config(cmd),

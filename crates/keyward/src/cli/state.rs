@@ -1,4 +1,10 @@
-//! `keyward status` and `keyward history` over the state file (read-only).
+//! The operator's commands: `keyward status`, `history`, `reset` and `disable`.
+//!
+//! Each talks to the running gateway's admin API (address and token from the config's
+//! `listen` and `[admin]`), which knows everything live: in-flight counts, last success,
+//! OAuth grants. When no gateway answers they fall back to the state file: `status` and
+//! `history` read it (safe beside a writer), `reset` and `disable` apply the transition
+//! through the same health engine and write it there, for the next start.
 
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
@@ -6,16 +12,33 @@ use std::process::ExitCode;
 
 use clap::Args;
 use keyward_core::health::Health;
+use std::time::Duration;
+
+use keyward::config::Config;
 use keyward_store::StoreReader;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::error::CliError;
 
+/// Where the gateway is: its config (for the admin API's address and token, and the
+/// state file's path).
+#[derive(Debug, Args)]
+pub struct Target {
+    /// The gateway's config file.
+    #[arg(long, default_value = "keyward.toml")]
+    config: PathBuf,
+    /// Read this state file directly instead of asking the gateway.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// The admin API's base URL, if not the config's `listen` address.
+    #[arg(long)]
+    admin_url: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The state file (the `state` path of keyward.toml).
-    #[arg(long, default_value = "keyward-state.db")]
-    state: PathBuf,
+    #[command(flatten)]
+    target: Target,
     /// JSON for scripts instead of a table.
     #[arg(long)]
     json: bool,
@@ -25,9 +48,8 @@ pub struct StatusArgs {
 pub struct HistoryArgs {
     /// The credential id.
     credential: String,
-    /// The state file.
-    #[arg(long, default_value = "keyward-state.db")]
-    state: PathBuf,
+    #[command(flatten)]
+    target: Target,
     /// How many transitions, newest first.
     #[arg(long, default_value_t = 20)]
     limit: usize,
@@ -36,11 +58,231 @@ pub struct HistoryArgs {
     json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    /// The credential id.
+    credential: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Debug, Args)]
+pub struct DisableArgs {
+    /// The credential id.
+    credential: String,
+    /// Why (recorded in the transition log and shown by `status`).
+    #[arg(long)]
+    reason: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// The admin API of a configured gateway.
+struct Admin {
+    base: String,
+    token: String,
+}
+
+/// What an admin call got.
+enum Called {
+    Ok(Value),
+    /// The gateway answered with an error (its message).
+    Refused(u16, String),
+    /// No gateway answered.
+    Unreachable,
+}
+
+impl Admin {
+    fn from(cfg: &Config, url: Option<&str>) -> Option<Admin> {
+        let admin = cfg.admin.as_ref()?;
+        let base = match url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => {
+                let mut addr = cfg.listen;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                format!("http://{addr}")
+            }
+        };
+        Some(Admin {
+            base,
+            token: admin.token.expose().to_owned(),
+        })
+    }
+
+    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Called {
+        let url = format!("{}{path}", self.base);
+        let token = self.token.clone();
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return Called::Unreachable;
+        };
+        rt.block_on(async move {
+            let Ok(client) = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+            else {
+                return Called::Unreachable;
+            };
+            let mut rb = client.request(method, url).bearer_auth(token);
+            if let Some(b) = body {
+                rb = rb
+                    .header("content-type", "application/json")
+                    .body(b.to_string());
+            }
+            let Ok(r) = rb.send().await else {
+                return Called::Unreachable;
+            };
+            let status = r.status().as_u16();
+            let bytes = r.bytes().await.unwrap_or_default();
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            if (200..300).contains(&status) {
+                Called::Ok(v)
+            } else {
+                let m = v["error"]["message"]
+                    .as_str()
+                    .map_or_else(|| v.to_string(), str::to_owned);
+                Called::Refused(status, m)
+            }
+        })
+    }
+}
+
+/// The config, or `None` if the file does not exist (state-file-only use).
+fn config(t: &Target) -> Result<Option<Config>, CliError> {
+    if !t.config.exists() {
+        return Ok(None);
+    }
+    Config::load(&t.config)
+        .map(Some)
+        .map_err(|e| CliError::Config(e.to_string()))
+}
+
+fn state_path(t: &Target, cfg: Option<&Config>) -> PathBuf {
+    t.state
+        .clone()
+        .or_else(|| cfg.map(|c| c.state.clone()))
+        .unwrap_or_else(|| PathBuf::from("keyward-state.db"))
+}
+
+fn note_fallback(admin: &Admin, state: &std::path::Path) {
+    let mut err = io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "no gateway answered at {}; showing the state file {} instead",
+        admin.base,
+        state.display()
+    );
+}
+
 pub fn status(args: StatusArgs) -> Result<ExitCode, CliError> {
-    let reader = StoreReader::open(&args.state)?;
+    if args.target.state.is_none() {
+        let cfg = config(&args.target)?;
+        if let Some(admin) = cfg
+            .as_ref()
+            .and_then(|c| Admin::from(c, args.target.admin_url.as_deref()))
+        {
+            match admin.call(reqwest::Method::GET, "/admin/credentials", None) {
+                Called::Ok(v) => return print_live_status(&v, args.json),
+                Called::Refused(code, m) => {
+                    return Err(CliError::Usage(format!(
+                        "the admin API refused ({code}): {m}"
+                    )))
+                }
+                Called::Unreachable => {
+                    let path = state_path(&args.target, cfg.as_ref());
+                    note_fallback(&admin, &path);
+                    return status_from_file(&path, args.json);
+                }
+            }
+        }
+        return status_from_file(&state_path(&args.target, cfg.as_ref()), args.json);
+    }
+    status_from_file(&state_path(&args.target, None), args.json)
+}
+
+/// One line per credential from the admin API's list.
+fn print_live_status(v: &Value, json: bool) -> Result<ExitCode, CliError> {
+    let mut out = io::stdout().lock();
+    if json {
+        writeln!(out, "{v:#}").map_err(CliError::Write)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let colour = io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    writeln!(
+        out,
+        "{:<22} {:<10} {:<13} {:<9} {:<16} {:<21} {:<21} DETAIL",
+        "CREDENTIAL", "PROVIDER", "FINGERPRINT", "STATE", "CLASS", "SINCE", "LAST SUCCESS"
+    )
+    .map_err(CliError::Write)?;
+    let empty = Vec::new();
+    let creds = v["credentials"].as_array().unwrap_or(&empty);
+    let mut unusable = 0;
+    for c in creds {
+        let health: Health = serde_json::from_value(c["health"].clone()).unwrap_or_default();
+        let (mut detail, paint) = describe(&health);
+        let models = c["models"].as_array().map_or(0, Vec::len);
+        if models > 0 {
+            if !detail.is_empty() {
+                detail.push_str("; ");
+            }
+            detail.push_str(&format!("{models} model scope(s) out of rotation"));
+        }
+        if matches!(health, Health::Disabled { .. }) {
+            unusable += 1;
+        }
+        let state = if colour {
+            format!("\u{1b}[{paint}m{:<9}\u{1b}[0m", health.name())
+        } else {
+            format!("{:<9}", health.name())
+        };
+        let since = if health == Health::Healthy {
+            "-".to_owned()
+        } else {
+            c["since"].as_str().unwrap_or("-").to_owned()
+        };
+        writeln!(
+            out,
+            "{:<22} {:<10} {:<13} {state} {:<16} {:<21} {:<21} {detail}",
+            c["id"].as_str().unwrap_or("?"),
+            c["provider"].as_str().unwrap_or("?"),
+            c["fingerprint"].as_str().unwrap_or("?"),
+            health.class().map_or("-", |c| c.as_str()),
+            since,
+            c["last_success"].as_str().unwrap_or("-"),
+        )
+        .map_err(CliError::Write)?;
+    }
+    for o in v["other_scopes"].as_array().unwrap_or(&empty) {
+        let health: Health = serde_json::from_value(o["health"].clone()).unwrap_or_default();
+        let (detail, _) = describe(&health);
+        writeln!(
+            out,
+            "scope {}: {} since {} {detail}",
+            o["scope"].as_str().unwrap_or("?"),
+            health.name(),
+            o["since"].as_str().unwrap_or("-")
+        )
+        .map_err(CliError::Write)?;
+    }
+    writeln!(
+        out,
+        "{} credential(s), {} usable",
+        creds.len(),
+        creds.len() - unusable
+    )
+    .map_err(CliError::Write)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status_from_file(state: &std::path::Path, json: bool) -> Result<ExitCode, CliError> {
+    let reader = StoreReader::open(state)?;
     let loaded = reader.load()?;
     let mut out = io::stdout().lock();
-    if args.json {
+    if json {
         let scopes: Vec<_> = loaded
             .records
             .iter()
@@ -48,14 +290,13 @@ pub fn status(args: StatusArgs) -> Result<ExitCode, CliError> {
                 |(k, h, since)| json!({"scope": k.to_key(), "since": since.rfc3339(), "health": h}),
             )
             .collect();
-        let doc = json!({"state_file": args.state, "not_healthy": scopes, "revoked_fingerprints": loaded.denylist.len()});
+        let doc = json!({"state_file": state, "not_healthy": scopes, "revoked_fingerprints": loaded.denylist.len()});
         writeln!(out, "{doc:#}").map_err(CliError::Write)?;
         return Ok(ExitCode::SUCCESS);
     }
     let colour = io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     if loaded.records.is_empty() {
-        writeln!(out, "every scope in {} is healthy", args.state.display())
-            .map_err(CliError::Write)?;
+        writeln!(out, "every scope in {} is healthy", state.display()).map_err(CliError::Write)?;
     } else {
         writeln!(
             out,
@@ -121,7 +362,32 @@ fn describe(h: &Health) -> (String, &'static str) {
 }
 
 pub fn history(args: HistoryArgs) -> Result<ExitCode, CliError> {
-    let reader = StoreReader::open(&args.state)?;
+    let mut state = args.target.state.clone();
+    if state.is_none() {
+        let cfg = config(&args.target)?;
+        let path = state_path(&args.target, cfg.as_ref());
+        if let Some(admin) = cfg
+            .as_ref()
+            .and_then(|c| Admin::from(c, args.target.admin_url.as_deref()))
+        {
+            let p = format!(
+                "/admin/credentials/{}/history?limit={}",
+                args.credential, args.limit
+            );
+            match admin.call(reqwest::Method::GET, &p, None) {
+                Called::Ok(v) => return print_live_history(&args.credential, &v, args.json),
+                Called::Refused(code, m) => {
+                    return Err(CliError::Usage(format!(
+                        "the admin API refused ({code}): {m}"
+                    )))
+                }
+                Called::Unreachable => note_fallback(&admin, &path),
+            }
+        }
+        state = Some(path);
+    }
+    let state = state.unwrap_or_default();
+    let reader = StoreReader::open(&state)?;
     let rows = reader.history(&args.credential, args.limit)?;
     let mut out = io::stdout().lock();
     if args.json {
@@ -160,4 +426,130 @@ pub fn history(args: HistoryArgs) -> Result<ExitCode, CliError> {
         .map_err(CliError::Write)?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_live_history(id: &str, v: &Value, json: bool) -> Result<ExitCode, CliError> {
+    let mut out = io::stdout().lock();
+    let empty = Vec::new();
+    let rows = v["transitions"].as_array().unwrap_or(&empty);
+    if json {
+        writeln!(out, "{:#}", Value::Array(rows.clone())).map_err(CliError::Write)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        writeln!(out, "no transitions recorded for {id}").map_err(CliError::Write)?;
+    }
+    for r in rows {
+        writeln!(
+            out,
+            "{}  {:<36} {:>8} → {:<8} [{}] {}",
+            r["at"].as_str().unwrap_or("?"),
+            r["scope"].as_str().unwrap_or("?"),
+            r["from"]["state"].as_str().unwrap_or("?"),
+            r["to"]["state"].as_str().unwrap_or("?"),
+            r["actor"].as_str().unwrap_or("?"),
+            r["why"].as_str().unwrap_or("")
+        )
+        .map_err(CliError::Write)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `keyward reset` / `keyward disable`: through the gateway, or the state file when it
+/// is down.
+pub fn operate(
+    credential: &str,
+    target: &Target,
+    disable: Option<&str>,
+) -> Result<ExitCode, CliError> {
+    let Some(cfg) = config(target)? else {
+        return Err(CliError::Usage(format!(
+            "no config at {}: pass --config with the gateway's config file",
+            target.config.display()
+        )));
+    };
+    if !cfg.credentials.iter().any(|c| &*c.id == credential) {
+        return Err(CliError::Usage(format!(
+            "no credential {credential:?} in {}",
+            target.config.display()
+        )));
+    }
+    let verb = if disable.is_some() {
+        "disabled"
+    } else {
+        "reset"
+    };
+    let mut out = io::stdout().lock();
+    if let Some(admin) = Admin::from(&cfg, target.admin_url.as_deref()) {
+        let (path, body) = match disable {
+            Some(reason) => (
+                format!("/admin/credentials/{credential}/disable"),
+                Some(json!({"reason": reason})),
+            ),
+            None => (format!("/admin/credentials/{credential}/reset"), None),
+        };
+        match admin.call(reqwest::Method::POST, &path, body) {
+            Called::Ok(v) => {
+                let state = v["health"]["state"].as_str().unwrap_or("?");
+                writeln!(
+                    out,
+                    "{verb} {credential} in the running gateway: now {state}"
+                )
+                .map_err(CliError::Write)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            Called::Refused(code, m) => {
+                return Err(CliError::Usage(format!(
+                    "the admin API refused ({code}): {m}"
+                )))
+            }
+            Called::Unreachable => {}
+        }
+    }
+    // No gateway: apply the transition to the state file through the engine itself.
+    let (store, loaded) = keyward_store::SqliteStore::open(&cfg.state).map_err(|e| match e {
+        keyward_store::StoreError::Locked { .. } => CliError::Usage(format!(
+            "a gateway holds {} but its admin API did not answer: add an [admin] table to the config (or pass --admin-url) and retry",
+            cfg.state.display()
+        )),
+        other => CliError::State(other),
+    })?;
+    let engine = keyward_core::health::HealthEngine::new(
+        cfg.policy.clone(),
+        std::sync::Arc::new(keyward::SystemClock),
+        std::sync::Arc::new(store),
+        1,
+    );
+    engine.restore(loaded.records, loaded.denylist);
+    let path = cfg.state.clone();
+    let gw = keyward::gateway::Gateway::new(cfg, engine)
+        .map_err(|e| CliError::Usage(format!("cannot build the gateway: {e}")))?;
+    let ack = match disable {
+        Some(reason) => gw.engine.disable(credential, reason),
+        None => gw.engine.reset(credential),
+    };
+    if let Some(ack) = ack {
+        ack.wait()
+            .map_err(|e| CliError::Usage(format!("not written to the state file: {e}")))?;
+    }
+    writeln!(
+        out,
+        "{verb} {credential} in the state file {} (no gateway answered); it applies when the gateway starts",
+        path.display()
+    )
+    .map_err(CliError::Write)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn reset(args: ResetArgs) -> Result<ExitCode, CliError> {
+    operate(&args.credential, &args.target, None)
+}
+
+pub fn disable(args: DisableArgs) -> Result<ExitCode, CliError> {
+    if args.reason.trim().is_empty() {
+        return Err(CliError::Usage(
+            "--reason must say why (it is recorded with the disable)".into(),
+        ));
+    }
+    operate(&args.credential, &args.target, Some(&args.reason))
 }

@@ -162,6 +162,8 @@ fn describe(gw: &Gateway, id: &str) -> Option<Value> {
         "provider": provider,
         "endpoint": &*c.endpoint,
         "fingerprint": gw.fingerprint(c),
+        "kind": c.kind.as_str(),
+        "last_success": gw.engine.last_success(id).map(|t| t.rfc3339()),
         "bucket": c.bucket.as_deref(),
         "priority": c.priority,
         "in_flight": gw.engine.inflight(id),
@@ -176,12 +178,19 @@ fn describe(gw: &Gateway, id: &str) -> Option<Value> {
 }
 
 async fn list(Authorised(gw): Authorised) -> Response<Body> {
-    let creds: Vec<Value> = gw
+    let mut creds: Vec<Value> = gw
         .cfg
         .credentials
         .iter()
         .filter_map(|c| describe(&gw, &c.id))
         .collect();
+    // The last few transitions of each, so a list says why without a second call.
+    for v in &mut creds {
+        let id = v["id"].as_str().unwrap_or_default().to_owned();
+        if let Ok(t) = transitions(&gw, &id, 3).await {
+            v["recent_transitions"] = json!(t);
+        }
+    }
     let others: Vec<Value> = gw
         .engine
         .snapshot()
