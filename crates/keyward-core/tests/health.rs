@@ -945,3 +945,50 @@ fn the_policy_can_choose_the_scope_a_class_touches() {
         "unknown keys are errors"
     );
 }
+
+#[test]
+fn a_removed_credential_keeps_its_health_for_the_retention_period_only() {
+    let w = anthropic(2);
+    w.engine.set_retention(Duration::from_secs(3600));
+    w.engine.disable("k1", "rotating").unwrap().wait().unwrap();
+    let specs = |n: usize| {
+        (0..n)
+            .map(|i| cred(&format!("k{i}"), Provider::Anthropic, "anthropic", None, 0))
+            .collect::<Vec<_>>()
+    };
+    // Removed, then re-added within the period: still disabled.
+    w.engine.configure(specs(1));
+    w.clock.advance(Duration::from_secs(1800));
+    w.engine.configure(specs(2));
+    assert!(matches!(w.state(&key("k1")), Health::Disabled { .. }));
+    // Removed for longer than the period: forgotten, back healthy when re-added.
+    w.engine.configure(specs(1));
+    w.clock.advance(Duration::from_secs(3601));
+    w.engine.configure(specs(1));
+    w.engine.configure(specs(2));
+    assert_eq!(w.state(&key("k1")), Health::Healthy);
+}
+
+#[test]
+fn a_revoked_oauth_grant_is_disabled_at_once_with_its_remedy() {
+    let w = anthropic(2);
+    let evidence = "OAuth refresh rejected (400 invalid_grant): log in again";
+    let ack = w.engine.revoke_grant("k1", evidence).unwrap();
+    ack.wait().unwrap();
+    let Health::Disabled {
+        class: Class::AuthPermanent,
+        by_operator: false,
+        evidence: e,
+        ..
+    } = w.state(&key("k1"))
+    else {
+        panic!("{:?}", w.state(&key("k1")))
+    };
+    assert_eq!(e, evidence);
+    assert_eq!(w.candidates(), vec!["k0".to_string()]);
+    // Durable, and a second verdict changes nothing.
+    assert!(w.sink.0.lock().unwrap().last().unwrap().durable);
+    let n = w.sink.count();
+    let _ = w.engine.revoke_grant("k1", evidence);
+    assert_eq!(w.sink.count(), n);
+}

@@ -89,6 +89,10 @@ struct RawConfig {
     /// hex characters).
     #[serde(default)]
     state_key: Option<String>,
+    /// How long the health of a credential removed from the config is kept (so it comes
+    /// back with its history if re-added), e.g. "7d".
+    #[serde(default)]
+    removed_credential_retention: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -389,6 +393,8 @@ pub struct Config {
     pub admin: Option<Admin>,
     /// Encrypts OAuth tokens at rest (64 hex characters).
     pub state_key: Option<Secret>,
+    /// How long a removed credential's health is kept (default 7 days).
+    pub removed_credential_retention: Duration,
 }
 
 /// The admin API's access: a bearer token, and loopback peers only unless allowed.
@@ -769,6 +775,16 @@ impl Config {
                 .clamp(1, 50),
         };
         let state = base.join(&raw.state);
+        let removed_credential_retention = match raw.removed_credential_retention.as_deref() {
+            None => Duration::from_secs(7 * 86_400),
+            Some(v) => humantime_duration(v).unwrap_or_else(|| {
+                problem(
+                    "removed_credential_retention".into(),
+                    format!("{v:?} is not a duration like \"7d\" or \"12h\""),
+                );
+                Duration::from_secs(7 * 86_400)
+            }),
+        };
         let state_key = raw
             .state_key
             .as_deref()
@@ -796,6 +812,7 @@ impl Config {
             policy: raw.policy.unwrap_or_default(),
             admin,
             state_key,
+            removed_credential_retention,
         })
     }
 }
@@ -919,6 +936,7 @@ fn humantime_duration(s: &str) -> Option<Duration> {
         "s" | "" => 1.0,
         "m" | "min" => 60.0,
         "h" => 3600.0,
+        "d" => 86_400.0,
         _ => return None,
     };
     let secs = n * scale;

@@ -94,6 +94,7 @@ impl Gateway {
             .pool_idle_timeout(std::time::Duration::from_secs(90))
             .build()?;
         engine.set_policy(cfg.policy.clone());
+        engine.set_retention(cfg.removed_credential_retention);
         engine.configure(
             cfg.credentials
                 .iter()
