@@ -559,6 +559,64 @@ fn every_class_has_its_default_effect() {
 }
 
 #[test]
+fn a_confirmed_revocation_is_never_put_back_in_rotation_by_a_later_incident() {
+    let w = anthropic(5);
+    let f = failure(Provider::Anthropic, 401, REVOKED);
+    w.fail("k0", &f);
+    w.clock.advance(Duration::from_secs(15));
+    for p in w.engine.due_probes() {
+        w.engine.record_probe(
+            &p,
+            ProbeOutcome::Confirmed {
+                evidence: "401 invalid x-api-key".into(),
+            },
+        );
+    }
+    assert!(matches!(w.state(&key("k0")), Health::Disabled { .. }));
+    // An auth incident within the window does not put the confirmed revocation back.
+    w.clock.advance(Duration::from_secs(5));
+    w.fail("k1", &f);
+    w.fail("k2", &f);
+    w.fail("k3", &f);
+    assert!(w.engine.incident_active(Provider::Anthropic));
+    assert!(
+        matches!(w.state(&key("k0")), Health::Disabled { .. }),
+        "{:?}",
+        w.state(&key("k0"))
+    );
+    w.clock.advance(Duration::from_secs(31));
+    assert!(!w.candidates().contains(&"k0".to_string()));
+}
+
+#[test]
+fn after_an_incident_ends_a_revocation_is_a_revocation_again() {
+    let w = anthropic(5);
+    let f = failure(Provider::Anthropic, 401, REVOKED);
+    for k in ["k0", "k1", "k2"] {
+        w.fail(k, &f);
+    }
+    assert!(w.engine.incident_active(Provider::Anthropic));
+    // The endpoint's trial succeeds: the incident is over.
+    w.clock.advance(Duration::from_secs(31));
+    let Selection::Candidates(c) = w.engine.select(&w.route, &RequestSpec::default()) else {
+        panic!()
+    };
+    let trial = w
+        .engine
+        .admit(&w.route, &c[0], &RequestSpec::default())
+        .unwrap();
+    w.engine.record_success(trial, None);
+    assert!(!w.engine.incident_active(Provider::Anthropic));
+    // Within the same minute a key is revoked: suspected at once, not read as the incident.
+    w.fail("k4", &f);
+    assert!(
+        matches!(w.state(&key("k4")), Health::Suspect { .. }),
+        "{:?}",
+        w.state(&key("k4"))
+    );
+}
+
+#[test]
 fn a_provider_wide_auth_incident_disables_nothing() {
     let w = anthropic(5);
     let f = failure(Provider::Anthropic, 401, REVOKED);
@@ -768,9 +826,19 @@ fn requests_bound_to_an_account_stay_in_its_bucket() {
 #[test]
 fn when_all_are_disabled_each_reason_is_given() {
     let w = anthropic(2);
-    for k in ["k0", "k1"] {
-        w.fail(k, &failure(Provider::Anthropic, 401, REVOKED));
+    // Revoked one after the other (both at once would read as the provider's incident).
+    w.fail("k0", &failure(Provider::Anthropic, 401, REVOKED));
+    w.clock.advance(Duration::from_secs(15));
+    for p in w.engine.due_probes() {
+        w.engine.record_probe(
+            &p,
+            ProbeOutcome::Confirmed {
+                evidence: "401 invalid x-api-key".into(),
+            },
+        );
     }
+    w.clock.advance(Duration::from_secs(61));
+    w.fail("k1", &failure(Provider::Anthropic, 401, REVOKED));
     w.clock.advance(Duration::from_secs(15));
     for p in w.engine.due_probes() {
         w.engine.record_probe(

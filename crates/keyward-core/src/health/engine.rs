@@ -271,6 +271,9 @@ struct Inner {
     detached: HashMap<ScopeKey, (Record, Option<Timestamp>)>,
     /// Fingerprints of confirmed-revoked secrets: if one comes back, it stays out.
     denylist: HashMap<Arc<str>, (Arc<str>, String)>,
+    /// Some provider has had an incident since its last success (the success path checks
+    /// this one flag before touching the incidents).
+    incident_marked: bool,
     /// The last fingerprint configured for each credential id.
     fingerprints: HashMap<Arc<str>, Arc<str>>,
     incidents: HashMap<&'static str, Incident>,
@@ -333,16 +336,17 @@ impl Drop for AttemptScope {
                 c.inflight = c.inflight.saturating_sub(1);
             }
             if self.trial {
-                for (_, rec, _) in scopes_of(&mut inner, self.cred, self.endpoint, &self.model) {
-                    if let Health::Probing {
-                        class, trial: true, ..
-                    } = rec.health
-                    {
-                        rec.health = Health::Cooling {
-                            until: rec.since,
-                            class,
-                        };
-                    }
+                let now = self.shared.clock.now();
+                let pending = hand_back_trials(
+                    &mut inner,
+                    (self.cred, self.endpoint, &self.model),
+                    None,
+                    now,
+                    "trial cancelled (the caller went away): the next request takes it",
+                );
+                drop(inner);
+                for t in pending {
+                    drop(self.shared.sink.enqueue(t));
                 }
             }
         }
@@ -389,6 +393,7 @@ impl HealthEngine {
                     by_bucket: HashMap::new(),
                     detached: HashMap::new(),
                     denylist: HashMap::new(),
+                    incident_marked: false,
                     fingerprints: HashMap::new(),
                     incidents: HashMap::new(),
                     seq: 0,
@@ -638,12 +643,36 @@ impl HealthEngine {
             retry_same,
             incident: false,
         };
+        let failing_key = scope_record(
+            &mut inner,
+            attempt.cred,
+            attempt.endpoint,
+            &attempt.model,
+            scope,
+        )
+        .map(|(k, _, _)| k);
+        // A trial this attempt held on another scope tested nothing there: hand it back
+        // (logged), or that scope would wait out the whole lease.
+        let mut pending = if attempt.trial {
+            hand_back_trials(
+                &mut inner,
+                (attempt.cred, attempt.endpoint, &attempt.model),
+                failing_key.as_ref().filter(|_| scope != Scope::Request),
+                now,
+                "the trial failed for a reason of another scope: the next request takes it",
+            )
+        } else {
+            Vec::new()
+        };
         if scope == Scope::Request {
+            drop(inner);
+            for t in pending {
+                drop(self.shared.sink.enqueue(t));
+            }
             return advice;
         }
         let auth = matches!(failure.class, Class::AuthPermanent | Class::AuthTransient)
             && matches!(scope, Scope::Credential);
-        let mut pending = Vec::new();
         if auth {
             let (incident, mut incident_transitions) =
                 note_auth_failure(&mut inner, attempt.cred, now);
@@ -714,6 +743,20 @@ impl HealthEngine {
             if headroom.is_some() {
                 c.headroom = headroom;
             }
+        }
+        // A success on a provider ends its incident: its auth works again, and the
+        // failures of the incident no longer count towards the next one (a key revoked
+        // afterwards is a revocation, not more of the incident).
+        if inner.incident_marked {
+            let provider = inner
+                .creds
+                .get(attempt.cred as usize)
+                .map(|c| c.spec.provider.as_str());
+            if let Some(inc) = provider.and_then(|p| inner.incidents.get_mut(p)) {
+                inc.active_until = None;
+                inc.recent.clear();
+            }
+            inner.incident_marked = inner.incidents.values().any(|i| i.active_until.is_some());
         }
         let mut steps = Vec::new();
         for (key, rec, fp) in scopes_of(&mut inner, attempt.cred, attempt.endpoint, &attempt.model)
@@ -1000,6 +1043,24 @@ impl HealthEngine {
             .is_some_and(|u| u > now)
     }
 
+    /// An auth rejection that is not (yet) a verdict on the credential — an OAuth access
+    /// token rejected before its refresh — still counts towards provider-incident
+    /// detection. Returns whether the provider is in an incident (then a refresh is
+    /// pointless: fail over instead).
+    pub fn note_auth_rejection(&self, credential: &str) -> bool {
+        let now = self.shared.clock.now();
+        let mut inner = self.shared.lock();
+        let Some(&c) = inner.by_id.get(credential) else {
+            return false;
+        };
+        let (incident, pending) = note_auth_failure(&mut inner, c, now);
+        drop(inner);
+        for t in pending {
+            drop(self.shared.sink.enqueue(t));
+        }
+        incident
+    }
+
     /// When a credential last answered a request successfully (since this process
     /// started).
     pub fn last_success(&self, credential: &str) -> Option<Timestamp> {
@@ -1214,6 +1275,44 @@ fn scope_record<'a>(
 
 /// Turns steps into numbered transitions (to enqueue in this order, under the lock's
 /// ordering), and drops healthy per-model records that are no longer needed.
+/// Hands every trial lease the attempt on (credential, endpoint, model) holds back, except
+/// on `except`: the scope goes back to a due cooldown, so the next request takes the
+/// trial. Returns the transitions (each change is logged).
+fn hand_back_trials(
+    inner: &mut Inner,
+    (cred, endpoint, model): (u32, u32, &str),
+    except: Option<&ScopeKey>,
+    now: Timestamp,
+    why: &str,
+) -> Vec<Transition> {
+    let mut steps = Vec::new();
+    for (key, rec, fp) in scopes_of(inner, cred, endpoint, model) {
+        if except == Some(&key) {
+            continue;
+        }
+        if let Health::Probing {
+            class, trial: true, ..
+        } = rec.health
+        {
+            let before = rec.health.clone();
+            rec.health = Health::Cooling {
+                until: rec.since,
+                class,
+            };
+            steps.push((
+                key,
+                Step {
+                    from: Some(before),
+                    why: why.to_owned(),
+                    wants_probe: false,
+                },
+                fp,
+            ));
+        }
+    }
+    finish_steps(inner, steps, now, Actor::Traffic)
+}
+
 fn finish_steps(
     inner: &mut Inner,
     steps: Vec<(ScopeKey, Step, Option<Arc<str>>)>,
@@ -1303,13 +1402,18 @@ fn note_auth_failure(inner: &mut Inner, c: u32, now: Timestamp) -> (bool, Vec<Tr
         return (false, Vec::new());
     }
     incident.active_until = Some(now.plus(policy.incident_cooldown));
+    inner.incident_marked = true;
     let mut steps = Vec::new();
     let cool_until = now.plus(policy.incident_cooldown);
-    // Credentials of this provider made suspect within the window were not revoked.
+    // Credentials of this provider made suspect within the window were not revoked —
+    // except those whose secret a probe already confirmed revoked (on the denylist: they
+    // are being re-verified, and stay out until a probe says otherwise).
+    let denied: std::collections::HashSet<Arc<str>> = inner.denylist.keys().cloned().collect();
     for slot in inner
         .creds
         .iter_mut()
         .filter(|s| s.spec.provider.as_str() == provider)
+        .filter(|s| !denied.contains(&s.spec.fingerprint))
     {
         let revert = match &slot.rec.health {
             Health::Suspect { class, since, .. }
@@ -1331,14 +1435,25 @@ fn note_auth_failure(inner: &mut Inner, c: u32, now: Timestamp) -> (bool, Vec<Tr
             _ => false,
         };
         if revert {
-            let from = std::mem::replace(&mut slot.rec.health, Health::Healthy);
+            // An unconfirmed suspect goes back to rotation. A disable confirmed within the
+            // window may have been confirmed by the incident itself, but it may as well
+            // be a real revocation (rotations revoke keys): it is re-verified after the
+            // incident, never put back in rotation unverified.
+            let (to, why) = match &slot.rec.health {
+                Health::Disabled { class, evidence, .. } => (
+                    crate::health::state::suspect(*class, now, evidence, &policy),
+                    "provider-wide auth incident: the disable is re-verified by a probe once it is over",
+                ),
+                _ => (Health::Healthy, "provider-wide auth incident: not a revocation"),
+            };
+            let from = std::mem::replace(&mut slot.rec.health, to);
             slot.rec.since = now;
             slot.rec.refresh_strikes = 0;
             steps.push((
                 ScopeKey::Credential(slot.spec.id.clone()),
                 Step {
                     from: Some(from),
-                    why: "provider-wide auth incident: not a revocation".into(),
+                    why: why.into(),
                     wants_probe: false,
                 },
                 Some(slot.spec.fingerprint.clone()),

@@ -570,7 +570,7 @@ impl Record {
     }
 }
 
-fn suspect(class: Class, now: Timestamp, evidence: &str, policy: &Policy) -> Health {
+pub(crate) fn suspect(class: Class, now: Timestamp, evidence: &str, policy: &Policy) -> Health {
     let wait = match class {
         Class::AuthPermanent | Class::AuthTransient => policy.auth_confirm_delay,
         _ => Duration::ZERO,
