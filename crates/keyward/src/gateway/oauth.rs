@@ -48,6 +48,11 @@ const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
 /// After the token endpoint failed (with its retries), the credential is skipped this
 /// long before the next attempt to refresh.
 const UNAVAILABLE_FOR: Duration = Duration::from_secs(5);
+/// A token the token endpoint issued less than this long ago is not refreshed again when
+/// the provider rejects it: the rejection is a verdict on the credential (or a provider
+/// incident), and refreshing on every request of an incident would only hammer the token
+/// endpoint.
+const REFRESHED_RECENTLY: Duration = Duration::from_secs(30);
 /// One token endpoint call's limit.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -76,6 +81,9 @@ struct Current {
     access: Arc<str>,
     expires_at: Option<Timestamp>,
     version: i64,
+    /// Until when a rejection of this token is not worth another refresh (it came from
+    /// the token endpoint moments ago).
+    fresh_until: Option<Timestamp>,
 }
 
 #[derive(Debug, Default)]
@@ -227,6 +235,14 @@ impl OAuth {
         }
     }
 
+    /// Whether a rejection of `rejected` is worth a refresh: not when the token endpoint
+    /// issued it moments ago.
+    pub fn worth_refreshing(&self, id: &Arc<str>, rejected: &str, now: Timestamp) -> bool {
+        let slot = self.slot(id);
+        !read(&slot.current)
+            .is_some_and(|c| &*c.access == rejected && c.fresh_until.is_some_and(|f| now < f))
+    }
+
     /// A refresh after a 401 "token expired" on the access token of `used_version`:
     /// returns the token to retry with.
     pub async fn refresh_after_rejection(
@@ -287,7 +303,7 @@ impl OAuth {
         let usable = !expiring_within(row.expires_at, now, margin(cfg));
         if newer_in_store && usable && (!force || seen_version.is_none_or(|v| row.version > v)) {
             let access: Arc<str> = row.access_token.as_str().into();
-            set(&slot.current, &row, access.clone());
+            set(&slot.current, &row, access.clone(), None);
             if memory.is_some() {
                 self.count(&cred.id, "adopted");
             }
@@ -405,7 +421,12 @@ impl OAuth {
             std::future::pending::<()>().await;
         }
         let access: Arc<str> = row.access_token.as_str().into();
-        set(&slot.current, &row, access.clone());
+        set(
+            &slot.current,
+            &row,
+            access.clone(),
+            Some(now.plus(REFRESHED_RECENTLY)),
+        );
         Ok(access)
     }
 
@@ -575,11 +596,17 @@ fn read(l: &RwLock<Option<Current>>) -> Option<Current> {
     }
 }
 
-fn set(l: &RwLock<Option<Current>>, row: &OAuthTokens, access: Arc<str>) {
+fn set(
+    l: &RwLock<Option<Current>>,
+    row: &OAuthTokens,
+    access: Arc<str>,
+    fresh_until: Option<Timestamp>,
+) {
     let c = Current {
         access,
         expires_at: row.expires_at,
         version: row.version,
+        fresh_until,
     };
     match l.write() {
         Ok(mut g) => *g = Some(c),

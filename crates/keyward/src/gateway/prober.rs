@@ -60,8 +60,67 @@ pub enum Check {
     Unknown(String),
 }
 
-/// One probe: its outcome.
+/// One probe: its outcome. An auth verdict the probe confirms is checked against a
+/// control: the same call with a healthy sibling credential of the same endpoint. If the
+/// sibling fails it too, the provider's auth is failing for everyone (an incident the
+/// request traffic was too thin or too gated to show): inconclusive, nothing disabled.
 pub async fn probe_once(gw: &Gateway, probe: &ProbeRequest) -> ProbeOutcome {
+    let outcome = probe_alone(gw, probe).await;
+    let auth = matches!(probe.class, Class::AuthPermanent | Class::AuthTransient);
+    if !(auth && matches!(outcome, ProbeOutcome::Confirmed { .. })) {
+        return outcome;
+    }
+    let Some(sibling) = control_credential(gw, &probe.credential) else {
+        return outcome;
+    };
+    match check(gw, &sibling, None, ProbeKind::KeyValidity).await {
+        Check::Failed(f) if matches!(f.class, Class::AuthPermanent | Class::AuthTransient) => {
+            gw.engine.note_auth_rejection(&sibling);
+            warn!(credential = %probe.credential, control = %sibling, "the control probe on a healthy sibling failed auth too: provider-wide auth trouble, not a revocation");
+            ProbeOutcome::Inconclusive {
+                why: format!(
+                    "the control probe on healthy `{sibling}` failed auth too: provider-wide auth trouble, not a revocation"
+                ),
+            }
+        }
+        Check::Unreachable(what) => ProbeOutcome::Inconclusive {
+            why: format!("the control probe on `{sibling}` {what}"),
+        },
+        _ => outcome,
+    }
+}
+
+/// A healthy credential of the same endpoint and kind as `credential`, the one that
+/// answered most recently.
+fn control_credential(gw: &Gateway, credential: &str) -> Option<Arc<str>> {
+    let me = gw.credential(credential)?;
+    let healthy: std::collections::HashSet<Arc<str>> = gw
+        .engine
+        .snapshot()
+        .into_iter()
+        .filter_map(|(k, h, _)| match k {
+            keyward_core::health::ScopeKey::Credential(id)
+                if h == keyward_core::health::Health::Healthy =>
+            {
+                Some(id)
+            }
+            _ => None,
+        })
+        .collect();
+    gw.cfg
+        .credentials
+        .iter()
+        .filter(|c| {
+            c.id != me.id
+                && c.endpoint == me.endpoint
+                && c.kind == me.kind
+                && healthy.contains(&c.id)
+        })
+        .max_by_key(|c| gw.engine.last_success(&c.id))
+        .map(|c| c.id.clone())
+}
+
+async fn probe_alone(gw: &Gateway, probe: &ProbeRequest) -> ProbeOutcome {
     match check(gw, &probe.credential, probe.model.clone(), probe.kind).await {
         Check::Ok => ProbeOutcome::Refuted,
         Check::Unreachable(what) => ProbeOutcome::Inconclusive {

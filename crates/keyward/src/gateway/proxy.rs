@@ -270,12 +270,35 @@ async fn serve_inner(
                 // credential. The token endpoint's answer is definitive for the grant
                 // (`invalid_grant` disables it with a "log in again" remedy); only a
                 // rejection of a freshly refreshed token counts against the credential.
-                if let (Some(cfg), Class::AuthTransient | Class::AuthPermanent, false) =
-                    (&cred.oauth, failure.class, refreshed)
-                {
+                if let (Some(cfg), Class::AuthTransient | Class::AuthPermanent, false, true) = (
+                    &cred.oauth,
+                    failure.class,
+                    refreshed,
+                    // "Expired" is always worth one refresh per token; any other rejection
+                    // of a token issued moments ago is a verdict (or an incident).
+                    failure.class == Class::AuthTransient
+                        || gw
+                            .oauth
+                            .worth_refreshing(&cred.id, &secret, gw.engine.now()),
+                ) {
                     refreshed = true;
                     gw.metrics.attempt(&cred.id, failure.class.as_str());
                     drop(attempt);
+                    // Still evidence for a provider-wide incident; during one, refreshing
+                    // is pointless: fail over.
+                    if gw.engine.note_auth_rejection(&cred.id) {
+                        info!(credential = %cred.id, "access token rejected during a provider auth incident: failing over without a refresh");
+                        note(
+                            &mut first,
+                            &mut last,
+                            Tried {
+                                failure,
+                                credential: cred.id.clone(),
+                            },
+                        );
+                        i += 1;
+                        continue;
+                    }
                     let outcome = gw
                         .oauth
                         .refresh_after_rejection(&cred, cfg, &gw.engine, &secret)
