@@ -940,7 +940,10 @@ fn humantime_duration(s: &str) -> Option<Duration> {
         _ => return None,
     };
     let secs = n * scale;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+    // Anything beyond a year is a typo (and beyond Duration's range, a panic): refused.
+    (secs.is_finite() && (0.0..=365.0 * 86_400.0).contains(&secs))
+        .then(|| Duration::try_from_secs_f64(secs).ok())
+        .flatten()
 }
 
 #[cfg(test)]
@@ -1077,6 +1080,20 @@ targets = [{ endpoint = "openai", model = "gpt-x", credentials = ["codex"] }]
             !p.join(" ").contains("sk-ant-secret-1"),
             "a key must never be printed"
         );
+    }
+
+    #[test]
+    fn a_huge_duration_is_a_problem_not_a_panic() {
+        // Found by the config fuzzer: a 100-digit number of seconds panicked.
+        let text = GOOD.replace(
+            "first_token_timeout = \"20s\"",
+            &format!("first_token_timeout = \"{}s\"", "6".repeat(100)),
+        );
+        let p = problems(&text);
+        assert!(p.iter().any(|p| p.contains("first_token_timeout")), "{p:?}");
+        assert_eq!(humantime_duration("1e400s"), None);
+        assert_eq!(humantime_duration("366d"), None);
+        assert_eq!(humantime_duration("2d"), Some(Duration::from_secs(172_800)));
     }
 
     #[test]

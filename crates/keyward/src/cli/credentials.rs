@@ -93,7 +93,9 @@ fn parse_tokens(text: &str, now: Timestamp) -> Result<Imported, CliError> {
             (at * 1000.0) as u64
         }))
     } else {
-        num(&["expires_in"]).map(|s| now.plus(Duration::from_secs_f64(s.max(0.0))))
+        num(&["expires_in"])
+            .and_then(|s| Duration::try_from_secs_f64(s.clamp(0.0, 10.0 * 365.0 * 86_400.0)).ok())
+            .map(|d| now.plus(d))
     };
     Ok(Imported {
         access: access.to_owned(),
@@ -297,6 +299,9 @@ mod tests {
         let plain = r#"{"access_token":"a3","refresh_token":"r3","expires_in":60}"#;
         let t = parse_tokens(plain, now).unwrap();
         assert_eq!(t.expires_at, Some(Timestamp(1_060_000)));
+        // A nonsense lifetime is capped, never a panic.
+        let huge = r#"{"access_token":"a5","refresh_token":"r5","expires_in":1e300}"#;
+        assert!(parse_tokens(huge, now).unwrap().expires_at.is_some());
         let at = r#"{"access_token":"a4","refresh_token":"r4","expires_at":2000}"#;
         assert_eq!(
             parse_tokens(at, now).unwrap().expires_at,

@@ -381,7 +381,8 @@ impl OAuth {
             expires_at: resp
                 .expires_in
                 .filter(|s| s.is_finite() && *s > 0.0)
-                .map(|s| now.plus(Duration::from_secs_f64(s))),
+                .and_then(|s| Duration::try_from_secs_f64(s.min(10.0 * 365.0 * 86_400.0)).ok())
+                .map(|d| now.plus(d)),
             grant_fingerprint: consumed.grant_fingerprint.clone(),
             version: consumed.version,
         };
