@@ -10,6 +10,10 @@
 //! revoked key is recorded, no new attempt is admitted on it (only its probe).
 
 use std::collections::{HashMap, VecDeque};
+
+// The hot path looks credentials and endpoints up by id on every selection: FxHash (not
+// SipHash) there; the keys are the operator's own ids, not attacker-chosen.
+use rustc_hash::FxHashMap;
 use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::mpsc;
@@ -261,9 +265,9 @@ struct Incident {
 struct Inner {
     policy: Policy,
     creds: Vec<CredSlot>,
-    by_id: HashMap<Arc<str>, u32>,
+    by_id: FxHashMap<Arc<str>, u32>,
     endpoints: Vec<EndpointSlot>,
-    by_endpoint: HashMap<Arc<str>, u32>,
+    by_endpoint: FxHashMap<Arc<str>, u32>,
     buckets: Vec<BucketSlot>,
     by_bucket: HashMap<Arc<str>, u32>,
     /// Records without a configured owner: loaded from the store before the config, or
@@ -386,9 +390,9 @@ impl HealthEngine {
                 inner: Mutex::new(Inner {
                     policy,
                     creds: Vec::new(),
-                    by_id: HashMap::new(),
+                    by_id: FxHashMap::default(),
                     endpoints: Vec::new(),
-                    by_endpoint: HashMap::new(),
+                    by_endpoint: FxHashMap::default(),
                     buckets: Vec::new(),
                     by_bucket: HashMap::new(),
                     detached: HashMap::new(),

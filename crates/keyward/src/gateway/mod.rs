@@ -60,14 +60,18 @@ pub struct Gateway {
     pub engine: HealthEngine,
     pub client: reqwest::Client,
     creds: HashMap<Arc<str>, Credential>,
-    specs: HashMap<String, RouteSpec>,
+    routes: HashMap<String, Arc<Route>>,
+    specs: HashMap<String, Arc<RouteSpec>>,
+    /// Each route target's upstream URL per inbound API (by [`upstream::Inbound::slot`]),
+    /// parsed once per configuration instead of once per request.
+    urls: HashMap<String, Vec<[Option<reqwest::Url>; upstream::URL_SLOTS]>>,
     retry_budget: Mutex<RetryBudget>,
 }
 
 /// A request read and checked, ready for the failover loop.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    pub route: Route,
+    pub route: Arc<Route>,
     pub body: Bytes,
     pub stream: bool,
 }
@@ -92,6 +96,11 @@ impl Gateway {
         let client = reqwest::Client::builder()
             .connect_timeout(cfg.timeouts.connect)
             .pool_idle_timeout(std::time::Duration::from_secs(90))
+            // Never follow a redirect: it would carry the credential to another host, and
+            // an LLM API that redirects is misconfigured (the caller sees the 3xx).
+            .redirect(reqwest::redirect::Policy::none())
+            // No system proxy lookup per request; upstreams are configured explicitly.
+            .no_proxy()
             .build()?;
         engine.set_policy(cfg.policy.clone());
         engine.set_retention(cfg.removed_credential_retention);
@@ -123,7 +132,7 @@ impl Gateway {
             .map(|(name, r)| {
                 (
                     name.clone(),
-                    RouteSpec {
+                    Arc::new(RouteSpec {
                         targets: r
                             .targets
                             .iter()
@@ -133,8 +142,39 @@ impl Gateway {
                                 credentials: t.credentials.clone(),
                             })
                             .collect(),
-                    },
+                    }),
                 )
+            })
+            .collect();
+        let routes = cfg
+            .routes
+            .iter()
+            .map(|(name, r)| (name.clone(), Arc::new(r.clone())))
+            .collect();
+        let urls = cfg
+            .routes
+            .iter()
+            .map(|(name, r)| {
+                let per_target = r
+                    .targets
+                    .iter()
+                    .map(|t| {
+                        let mut slots: [Option<reqwest::Url>; upstream::URL_SLOTS] =
+                            Default::default();
+                        if let Some(ep) = cfg.endpoints.get(&t.endpoint) {
+                            for inbound in upstream::Inbound::CACHED {
+                                if let (Some(i), Ok(u)) = (
+                                    inbound.slot(),
+                                    reqwest::Url::parse(&upstream::url(inbound, ep, &t.model)),
+                                ) {
+                                    slots[i] = Some(u);
+                                }
+                            }
+                        }
+                        slots
+                    })
+                    .collect();
+                (name.clone(), per_target)
             })
             .collect();
         Ok(Gateway {
@@ -144,7 +184,9 @@ impl Gateway {
             engine,
             client,
             creds,
+            routes,
             specs,
+            urls,
             retry_budget: Mutex::new(RetryBudget::new(RetryBudgetConfig::default())),
         })
     }
@@ -171,12 +213,28 @@ impl Gateway {
         self.creds.get(id).cloned()
     }
 
-    pub fn route(&self, name: &str) -> Option<Route> {
-        self.cfg.routes.get(name).cloned()
+    pub fn route(&self, name: &str) -> Option<Arc<Route>> {
+        self.routes.get(name).cloned()
     }
 
-    pub fn route_spec(&self, name: &str) -> RouteSpec {
+    pub fn route_spec(&self, name: &str) -> Arc<RouteSpec> {
         self.specs.get(name).cloned().unwrap_or_default()
+    }
+
+    /// The upstream URL of `route`'s target `target` for `inbound` (cached when the
+    /// configuration was built; parsed now for the rare uncached ones).
+    pub fn upstream_url(
+        &self,
+        route: &str,
+        target: usize,
+        inbound: Inbound,
+        endpoint: &crate::config::Endpoint,
+        model: &str,
+    ) -> Option<reqwest::Url> {
+        let cached = inbound
+            .slot()
+            .and_then(|i| self.urls.get(route)?.get(target)?[i].clone());
+        cached.or_else(|| reqwest::Url::parse(&upstream::url(inbound, endpoint, model)).ok())
     }
 
     /// Spends one retry from the gateway-wide budget.

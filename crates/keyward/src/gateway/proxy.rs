@@ -186,11 +186,18 @@ async fn serve_inner(
                     _ => prep.body.to_vec(),
                 },
             };
-            let url = upstream::url(inbound, &endpoint, &target.model);
+            let Some(url) =
+                gw.upstream_url(&route.name, cand.target, inbound, &endpoint, &target.model)
+            else {
+                warn!(credential = %cred.id, target = %target.endpoint, "skipped candidate: its upstream URL does not parse");
+                drop(attempt);
+                i += 1;
+                continue;
+            };
             let rb = upstream::request(
                 &gw.client,
                 reqwest::Method::POST,
-                &url,
+                url,
                 &endpoint,
                 (cred.kind, &secret),
                 Some(&caller),

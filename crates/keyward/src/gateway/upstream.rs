@@ -18,6 +18,9 @@ const PASS: &[&str] = &[
     "idempotency-key",
 ];
 
+/// How many inbound APIs have cached upstream URLs.
+pub const URL_SLOTS: usize = 5;
+
 /// An inbound API (what the caller called).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inbound {
@@ -52,6 +55,27 @@ impl Inbound {
             Inbound::Chat | Inbound::Embeddings => Api::ChatCompletions,
             Inbound::Responses => Api::Responses,
             Inbound::Gemini(_) => Api::Gemini,
+        }
+    }
+
+    /// The inbound APIs whose upstream URLs are cached per route target.
+    pub const CACHED: [Inbound; URL_SLOTS] = [
+        Inbound::Messages,
+        Inbound::CountTokens,
+        Inbound::Chat,
+        Inbound::Responses,
+        Inbound::Embeddings,
+    ];
+
+    /// Its index in a route target's URL cache (Gemini's URLs vary by call: not cached).
+    pub fn slot(self) -> Option<usize> {
+        match self {
+            Inbound::Messages => Some(0),
+            Inbound::CountTokens => Some(1),
+            Inbound::Chat => Some(2),
+            Inbound::Responses => Some(3),
+            Inbound::Embeddings => Some(4),
+            Inbound::Gemini(_) => None,
         }
     }
 
@@ -119,7 +143,7 @@ pub fn url(inbound: Inbound, endpoint: &Endpoint, model: &str) -> String {
 pub fn request(
     client: &reqwest::Client,
     method: reqwest::Method,
-    url: &str,
+    url: impl reqwest::IntoUrl,
     endpoint: &Endpoint,
     (kind, secret): (CredentialKind, &str),
     caller: Option<&HeaderMap>,
