@@ -501,6 +501,7 @@ impl HealthEngine {
             let Some(&ep) = inner.by_endpoint.get(&target.endpoint) else {
                 continue;
             };
+            let endpoint_ok = endpoint_admits(&inner, ep, &target.model, now);
             let mut eligible: Vec<(u32, u64)> = Vec::with_capacity(target.credentials.len());
             let affinity = req.session.and_then(|s| {
                 target
@@ -515,7 +516,7 @@ impl HealthEngine {
                     continue;
                 };
                 unavailable.total += 1;
-                match usable(&inner, c, ep, &target.model, req, now) {
+                match usable_given(&inner, c, ep, &target.model, req, now, endpoint_ok) {
                     Ok(()) => {
                         let slot = &inner.creds[c as usize];
                         let headroom_rank: u64 = match slot.headroom {
@@ -574,7 +575,15 @@ impl HealthEngine {
                     },
                 }
             }
-            eligible.sort_by_key(|(_, k)| *k);
+            // Requests almost always succeed on their first candidate and never try more
+            // than `max_attempts`: order the best few exactly, leave the rest unsorted.
+            const ORDERED: usize = 16;
+            if eligible.len() > ORDERED {
+                eligible.select_nth_unstable_by_key(ORDERED, |(_, k)| *k);
+                eligible[..ORDERED].sort_by_key(|(_, k)| *k);
+            } else {
+                eligible.sort_by_key(|(_, k)| *k);
+            }
             out.extend(eligible.into_iter().map(|(c, _)| Candidate {
                 target: ti,
                 cred: c,
@@ -1109,6 +1118,32 @@ fn usable(
     req: &RequestSpec,
     now: Timestamp,
 ) -> Result<(), Block> {
+    usable_given(inner, c, ep, model, req, now, false)
+}
+
+/// Whether the endpoint-wide scopes of `ep` (the endpoint, the provider×model) admit
+/// traffic for `model` now: checked once per target, not once per credential.
+fn endpoint_admits(inner: &Inner, ep: u32, model: &str, now: Timestamp) -> bool {
+    let endpoint = &inner.endpoints[ep as usize];
+    endpoint.rec.admits(now)
+        && endpoint
+            .models
+            .iter()
+            .find(|(m, _)| &**m == model)
+            .is_none_or(|(_, r)| r.admits(now))
+}
+
+/// [`usable`]; `endpoint_ok`: the endpoint-wide scopes are known to admit traffic (skip
+/// them).
+fn usable_given(
+    inner: &Inner,
+    c: u32,
+    ep: u32,
+    model: &str,
+    req: &RequestSpec,
+    now: Timestamp,
+    endpoint_ok: bool,
+) -> Result<(), Block> {
     let slot = &inner.creds[c as usize];
     if slot.endpoint != ep {
         return Err(Block::NotServed);
@@ -1122,6 +1157,20 @@ fn usable(
         if slot.spec.bucket.as_ref() != Some(b) {
             return Err(Block::NotServed);
         }
+    }
+    // The common case, cheaply: every scope the credential touches is healthy.
+    let healthy = |r: &Record| matches!(r.health, Health::Healthy);
+    if endpoint_ok
+        && healthy(&slot.rec)
+        && slot.models.iter().all(|(_, r)| healthy(r))
+        && slot.bucket.is_none_or(|b| {
+            inner
+                .buckets
+                .get(b as usize)
+                .is_none_or(|b| healthy(&b.rec))
+        })
+    {
+        return Ok(());
     }
     let endpoint = &inner.endpoints[ep as usize];
     let records: [(Option<&Record>, &dyn Fn() -> String); 5] = [
@@ -1144,12 +1193,14 @@ fn usable(
                 )
             },
         ),
-        (Some(&endpoint.rec), &|| format!("endpoint/{}", endpoint.id)),
+        (Some(&endpoint.rec).filter(|_| !endpoint_ok), &|| {
+            format!("endpoint/{}", endpoint.id)
+        }),
         (
             endpoint
                 .models
                 .iter()
-                .find(|(m, _)| &**m == model)
+                .find(|(m, _)| &**m == model && !endpoint_ok)
                 .map(|(_, r)| r),
             &|| format!("provider_model/{}/{model}", endpoint.id),
         ),
