@@ -667,8 +667,10 @@ fn carries_error(body: &[u8]) -> bool {
         #[serde(default, borrow, rename = "type")]
         ty: Option<&'a str>,
     }
-    serde_json::from_slice::<Probe<'_>>(body)
-        .is_ok_and(|p| p.error.is_some() || p.ty == Some("error"))
+    // Both signs contain the word; a success body without it is not parsed at all.
+    memchr::memmem::find(body, b"error").is_some()
+        && serde_json::from_slice::<Probe<'_>>(body)
+            .is_ok_and(|p| p.error.is_some() || p.ty == Some("error"))
 }
 
 #[allow(clippy::too_many_arguments)]
