@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# Keyward beside the floor: direct to a fixed upstream, through nginx (proxy_pass with
+# upstream keepalive), and through Keyward (one route, 100 credentials, 10 disabled), in the
+# same run, alternating, ROUNDS rounds each; then streams' time to first byte, memory at
+# idle and with 1,000 open streams, and callgrind instruction counts per request.
+# Writes bench/results/*.json and docs/benchmarks.md.
+#
+#   bench/run.sh                 # everything (about 12 minutes on 2 cores)
+#   ROUNDS=2 SECONDS_EACH=3 bench/run.sh   # a quick look
+#
+# Needs Debian's nginx-light, wrk, nghttp2-client (h2load) and valgrind; installs them if
+# missing (apt-get, as root). Everything listens on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+ROUNDS=${ROUNDS:-5}
+SECONDS_EACH=${SECONDS_EACH:-5}
+CONCURRENCY=${CONCURRENCY:-"1 16 64"}
+OUT=$ROOT/bench/results
+WORK=$(mktemp -d /tmp/keyward-bench.XXXXXX)
+mkdir -p "$OUT"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.3
+  for p in "${PIDS[@]:-}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need wrk || ! need h2load || ! need valgrind; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light wrk nghttp2-client valgrind >/dev/null
+fi
+ulimit -n 65536 2>/dev/null || ulimit -n 8192
+
+cargo build --release -q -p keyward
+KW=$ROOT/target/release/keyward
+
+# Cores: the proxy under test on core 0; the upstream and the load tool on core 1.
+PROXY_CPU=0
+LOAD_CPU=1
+
+UP=18481      # fixed upstream (nginx returning fixed bodies)
+NGX=18482     # nginx as a reverse proxy
+KWP=18483     # keyward
+SIM=18484     # keyward-sim (streams held open, for the memory test)
+
+MSG='{"id":"msg_bench","type":"message","role":"assistant","model":"claude-bench","content":[{"type":"text","text":"Hello from the fixed upstream."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":12,"output_tokens":8}}'
+SSE='event: message_start\ndata: {"type":"message_start","message":{"id":"msg_bench","type":"message","role":"assistant","model":"claude-bench","content":[],"stop_reason":null,"usage":{"input_tokens":12,"output_tokens":1}}}\n\nevent: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n\nevent: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}\n\nevent: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" world"}}\n\nevent: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\nevent: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":8}}\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n'
+
+# The stream as nginx's quoted string: real newlines (command substitution would strip the
+# last two, leaving the final event unterminated), quotes escaped.
+SSE_QUOTED=$(printf "$SSE" | sed 's/"/\\"/g'; echo x)
+SSE_QUOTED=${SSE_QUOTED%x}
+mkdir -p "$WORK/up" "$WORK/ngx" "$WORK/kw/keys"
+cat > "$WORK/up/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+error_log $WORK/up/error.log warn;
+pid $WORK/up/nginx.pid;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/up;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$UP;
+    location /v1/messages { default_type application/json; return 200 '$MSG'; }
+    location /sse/v1/messages { default_type text/event-stream; return 200 "$SSE_QUOTED"; }
+  }
+}
+EOF
+cat > "$WORK/ngx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+error_log $WORK/ngx/error.log warn;
+pid $WORK/ngx/nginx.pid;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/ngx;
+  proxy_temp_path $WORK/ngx;
+  keepalive_requests 1000000;
+  upstream fixed { server 127.0.0.1:$UP; keepalive 128; }
+  upstream sim { server 127.0.0.1:$SIM; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGX;
+    location /hold/ { proxy_pass http://sim/; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+    location / { proxy_pass http://fixed; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
+}
+EOF
+
+# Keyward: one route over 100 credentials (10 of them disabled), like a team's gateway.
+{
+  echo "listen = \"127.0.0.1:$KWP\""
+  echo "state = \"state.db\""
+  echo
+  echo "[[gateway_keys]]"
+  echo "name = \"bench\""
+  echo "key = \"env:KW_BENCH_KEY\""
+  echo
+  echo "[endpoints.fixed]"
+  echo "provider = \"anthropic\""
+  echo "base_url = \"http://127.0.0.1:$UP\""
+  echo "[endpoints.fixed-sse]"
+  echo "provider = \"anthropic\""
+  echo "base_url = \"http://127.0.0.1:$UP/sse\""
+  echo "[endpoints.hold]"
+  echo "provider = \"anthropic\""
+  echo "base_url = \"http://127.0.0.1:$SIM\""
+  for i in $(seq 1 100); do
+    printf 'sk-ant-bench-%04d\n' "$i" > "$WORK/kw/keys/k$i"
+    printf '[[credentials]]\nid = "k%d"\nendpoint = "fixed"\nsecret = "file:keys/k%d"\n' "$i" "$i"
+    printf '[[credentials]]\nid = "s%d"\nendpoint = "fixed-sse"\nsecret = "file:keys/k%d"\n' "$i" "$i"
+  done
+  printf '[[credentials]]\nid = "h1"\nendpoint = "hold"\nsecret = "file:keys/k1"\n'
+  echo
+  all=$(seq 1 100 | sed 's/^/"k/; s/$/"/' | paste -sd, -)
+  alls=$(seq 1 100 | sed 's/^/"s/; s/$/"/' | paste -sd, -)
+  echo "[routes.claude]"
+  echo "targets = [{ endpoint = \"fixed\", model = \"claude-bench\", credentials = [$all] }]"
+  echo "[routes.claude-stream]"
+  echo "targets = [{ endpoint = \"fixed-sse\", model = \"claude-bench\", credentials = [$alls] }]"
+  echo "[routes.claude-hold]"
+  echo "targets = [{ endpoint = \"hold\", model = \"claude-bench\", credentials = [\"h1\"] }]"
+  echo "idle_timeout = \"600s\""
+} > "$WORK/kw/keyward.toml"
+export KW_BENCH_KEY=kw-bench-gateway-key
+for i in $(seq 1 10); do
+  "$KW" disable "k$i" --reason "benchmark: out of rotation" --config "$WORK/kw/keyward.toml" >/dev/null
+  "$KW" disable "s$i" --reason "benchmark: out of rotation" --config "$WORK/kw/keyward.toml" >/dev/null
+done
+
+taskset -c $LOAD_CPU nginx -c "$WORK/up/nginx.conf" & PIDS+=($!)
+taskset -c $PROXY_CPU nginx -c "$WORK/ngx/nginx.conf" & PIDS+=($!)
+taskset -c $LOAD_CPU "$KW" sim --listen 127.0.0.1:$SIM >/dev/null 2>&1 & PIDS+=($!)
+(cd "$WORK/kw" && KEYWARD_LOG=warn TOKIO_WORKER_THREADS=1 exec taskset -c $PROXY_CPU "$KW" serve --config keyward.toml >/dev/null 2>"$WORK/kw/serve.log") & PIDS+=($!)
+KW_PID=$!
+for port in $UP $NGX $KWP $SIM; do
+  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+done
+NGX_WORKER=$(pgrep -f "nginx: worker" -P "$(cat "$WORK/ngx/nginx.pid")" | head -1)
+sleep 0.5
+rss_kb() { awk '/^VmRSS/ {print $2}' /proc/"$1"/status; }
+hwm_kb() { awk '/^VmHWM/ {print $2}' /proc/"$1"/status; }
+cpu_ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
+TICK=$(getconf CLK_TCK)
+
+BODY='{"model":"claude","max_tokens":16,"messages":[{"role":"user","content":"Say hello."}]}'
+cat > "$WORK/post.lua" <<EOF
+wrk.method = "POST"
+wrk.body = '$BODY'
+wrk.headers["content-type"] = "application/json"
+wrk.headers["x-api-key"] = "$KW_BENCH_KEY"
+wrk.headers["anthropic-version"] = "2023-06-01"
+EOF
+
+# Warm up each path (connection pools, the gateway's first selections).
+for url in "http://127.0.0.1:$UP/v1/messages" "http://127.0.0.1:$NGX/v1/messages" "http://127.0.0.1:$KWP/v1/messages"; do
+  taskset -c $LOAD_CPU wrk -t1 -c16 -d2s -s "$WORK/post.lua" "$url" >/dev/null
+done
+IDLE_RSS=$(rss_kb $KW_PID)
+NGX_IDLE_RSS=$(rss_kb "$NGX_WORKER")
+
+echo "round,concurrency,target,rps,p50_us,p99_us,cpu_ms_per_1k" > "$OUT/plain.csv"
+to_us() { # wrk latency like 85.00us / 1.20ms / 2.00s
+  awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us/, "", v); print v } else if (v ~ /ms$/) { sub(/ms/, "", v); print v*1000 } else { sub(/s/, "", v); print v*1000000 } }'
+}
+for round in $(seq 1 "$ROUNDS"); do
+  for c in $CONCURRENCY; do
+    for target in direct nginx keyward; do
+      case $target in
+        direct) url="http://127.0.0.1:$UP/v1/messages"; pid="" ;;
+        nginx) url="http://127.0.0.1:$NGX/v1/messages"; pid=$NGX_WORKER ;;
+        keyward) url="http://127.0.0.1:$KWP/v1/messages"; pid=$KW_PID ;;
+      esac
+      t0=0; [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
+      res=$(taskset -c $LOAD_CPU wrk -t1 -c"$c" -d"${SECONDS_EACH}s" --latency -s "$WORK/post.lua" "$url")
+      t1=0; [ -n "$pid" ] && t1=$(cpu_ticks "$pid")
+      rps=$(echo "$res" | awk '/Requests\/sec/ {print $2}')
+      total=$(echo "$res" | awk '/requests in/ {print $1}')
+      p50=$(to_us "$(echo "$res" | awk '$1 == "50%" {print $2}')")
+      p99=$(to_us "$(echo "$res" | awk '$1 == "99%" {print $2}')")
+      non2xx=$(echo "$res" | awk '/Non-2xx/ {print $4}')
+      if [ -n "$non2xx" ]; then echo "error: $target answered $non2xx non-2xx responses" >&2; exit 1; fi
+      cpu=$(awk -v a="$t0" -v b="$t1" -v n="$total" -v hz="$TICK" 'BEGIN { if (n > 0 && b > a) printf "%.2f", (b - a) * 1000 / hz / n * 1000; else print "" }')
+      echo "$round,$c,$target,$rps,$p50,$p99,$cpu" | tee -a "$OUT/plain.csv"
+    done
+  done
+done
+
+# Streams: time to first byte with h2load (HTTP/1.1), the same three paths.
+SBODY='{"model":"claude-stream","max_tokens":16,"stream":true,"messages":[{"role":"user","content":"Say hello."}]}'
+echo "$SBODY" > "$WORK/stream.json"
+echo "round,concurrency,target,ttfb_mean_us,rps" > "$OUT/streams.csv"
+for round in $(seq 1 "$ROUNDS"); do
+  for c in 1 64; do
+    for target in direct nginx keyward; do
+      case $target in
+        direct) url="http://127.0.0.1:$UP/sse/v1/messages" ;;
+        nginx) url="http://127.0.0.1:$NGX/sse/v1/messages" ;;
+        keyward) url="http://127.0.0.1:$KWP/v1/messages" ;;
+      esac
+      n=$(( c == 1 ? 2000 : 20000 ))
+      res=$(taskset -c $LOAD_CPU h2load --h1 -n "$n" -c "$c" -d "$WORK/stream.json" \
+        -H "content-type: application/json" -H "x-api-key: $KW_BENCH_KEY" -H "anthropic-version: 2023-06-01" "$url")
+      if ! echo "$res" | grep -q "$n succeeded"; then echo "error: $target streams failed: $res" >&2; exit 1; fi
+      ttfb=$(echo "$res" | awk '/time to 1st byte/ {print $7}')
+      rps=$(echo "$res" | awk '/^finished in/ {print $4}')
+      echo "$round,$c,$target,$(to_us "$ttfb"),$rps" | tee -a "$OUT/streams.csv"
+    done
+  done
+done
+
+# Memory: 1,000 streams held open (the simulator stalls them after the first event).
+curl -s -X POST "http://127.0.0.1:$SIM/_sim/keys/sk-ant-bench-0001" -H 'content-type: application/json' \
+  -d '{"kind":"stream_stall","after":1,"ms":120000}' >/dev/null
+curl -s -X POST "http://127.0.0.1:$SIM/_sim/keys/$KW_BENCH_KEY" -H 'content-type: application/json' \
+  -d '{"kind":"stream_stall","after":1,"ms":120000}' >/dev/null
+# (the sim keys behaviours by the key it sees: Keyward's h1 sends sk-ant-bench-0001,
+# nginx passes the caller's own key through)
+hold() { # url, model: opens 1000 streams, reports the process's RSS once all are open
+  python3 "$ROOT/bench/hold_streams.py" "$1" "$2" 1000 "$KW_BENCH_KEY"
+}
+BEFORE=$(rss_kb $KW_PID)
+hold "http://127.0.0.1:$KWP/v1/messages" claude-hold > "$WORK/hold-kw.txt" &
+HOLDER=$!
+for _ in $(seq 1 300); do grep -q "open 1000" "$WORK/hold-kw.txt" 2>/dev/null && break; sleep 0.2; done
+STREAMS_RSS=$(rss_kb $KW_PID)
+kill $HOLDER 2>/dev/null || true; wait $HOLDER 2>/dev/null || true
+hold "http://127.0.0.1:$NGX/hold/v1/messages" claude-hold > "$WORK/hold-ngx.txt" &
+HOLDER=$!
+for _ in $(seq 1 300); do grep -q "open 1000" "$WORK/hold-ngx.txt" 2>/dev/null && break; sleep 0.2; done
+NGX_STREAMS_RSS=$(rss_kb "$NGX_WORKER")
+kill $HOLDER 2>/dev/null || true; wait $HOLDER 2>/dev/null || true
+KW_HWM=$(hwm_kb $KW_PID)
+cat > "$OUT/memory.json" <<EOF
+{"keyward_idle_rss_kb": $IDLE_RSS, "keyward_before_streams_rss_kb": $BEFORE, "keyward_1000_streams_rss_kb": $STREAMS_RSS, "keyward_peak_rss_kb": $KW_HWM,
+ "nginx_worker_idle_rss_kb": $NGX_IDLE_RSS, "nginx_worker_1000_streams_rss_kb": $NGX_STREAMS_RSS,
+ "keyward_holder": "$(tr '\n' ' ' < "$WORK/hold-kw.txt")", "nginx_holder": "$(tr '\n' ' ' < "$WORK/hold-ngx.txt")"}
+EOF
+cat "$OUT/memory.json"
+
+# Instructions per request: callgrind on a single-threaded gateway, 200 and 1,200
+# requests; the difference over 1,000 requests cancels start-up and shutdown.
+kill $KW_PID; wait $KW_PID 2>/dev/null || true
+callgrind_ir() {
+  local n=$1 port=$2
+  sed "s/^listen = .*/listen = \"127.0.0.1:$port\"/" "$WORK/kw/keyward.toml" > "$WORK/kw/cg.toml"
+  (cd "$WORK/kw" && KEYWARD_LOG=warn TOKIO_WORKER_THREADS=1 exec valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.$n" "$KW" serve --config cg.toml >/dev/null 2>"$WORK/cg.$n.log") &
+  local pid=$!
+  for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+  python3 "$ROOT/bench/requests.py" "http://127.0.0.1:$port/v1/messages" "$n" "$KW_BENCH_KEY"
+  kill -TERM $pid; wait $pid 2>/dev/null || true
+  awk '/^summary:/ {print $2}' "$WORK/cg.$n"
+}
+IR_A=$(callgrind_ir 200 18485)
+IR_B=$(callgrind_ir 1200 18486)
+echo "{\"ir_200\": $IR_A, \"ir_1200\": $IR_B, \"ir_per_request\": $(( (IR_B - IR_A) / 1000 ))}" | tee "$OUT/callgrind.json"
+
+python3 "$ROOT/bench/report.py" "$OUT" > "$ROOT/docs/benchmarks.md"
+echo "wrote docs/benchmarks.md"
