@@ -34,10 +34,25 @@ async fn the_rotation_drill_under_steady_traffic() {
             ANTHROPIC,
             &[Cred("k-old", OLD, "anthropic", "")],
             &route("claude", "anthropic", "claude-x", &["k-old"]),
-            "",
+            "\n[admin]\ntoken = \"env:KW_ADMIN\"\n",
         )
         .await,
     );
+    // `keyward status`, as the operator runs it (over the admin API).
+    let status_line = |h: &Harness, id: &str| -> Option<String> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(["status", "--admin-url", &h.url, "--config"])
+            .arg(&h.config)
+            .envs(h.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}");
+        h.check_no_secret(&text);
+        text.lines()
+            .find(|l| l.starts_with(&format!("{id} ")))
+            .map(str::to_owned)
+    };
     // Steady traffic from two callers, streaming and not, until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, errors) = (
@@ -94,6 +109,13 @@ async fn the_rotation_drill_under_steady_traffic() {
     let before = ok.load(Ordering::Relaxed);
     h.eventually("traffic after the disable", served(before + 20))
         .await;
+    let line = status_line(&h, "k-old").expect("k-old listed");
+    assert!(
+        line.contains("disabled")
+            && line.contains("auth_permanent")
+            && line.contains("confirmed by probe"),
+        "{line}"
+    );
 
     // 3. ... and removes it from the config.
     let text = read_config(&h).replace(
@@ -111,6 +133,8 @@ async fn the_rotation_drill_under_steady_traffic() {
     let before = ok.load(Ordering::Relaxed);
     h.eventually("traffic after the removal", served(before + 20))
         .await;
+    assert_eq!(status_line(&h, "k-old"), None, "gone from the status");
+    assert!(status_line(&h, "k-new").is_some_and(|l| l.contains("healthy")));
     stop.store(true, Ordering::Relaxed);
     for c in callers {
         c.await.unwrap();
