@@ -97,6 +97,20 @@ async fn the_admin_api_shows_why_and_lets_an_operator_act() {
             .any(|t| t["to"]["state"] == "disabled" && t["actor"] == "probe"),
         "{v}"
     );
+    // The list carries each credential's latest transitions too.
+    let (_, list) = admin(&h, "GET", "/admin/credentials", Some(ADMIN_TOKEN), None).await;
+    assert!(
+        cred(&list, "a")["recent_transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["to"]["state"] == "disabled"),
+        "{list}"
+    );
+    assert!(cred(&list, "b")["recent_transitions"]
+        .as_array()
+        .unwrap()
+        .is_empty());
     let (s, v) = admin(
         &h,
         "GET",

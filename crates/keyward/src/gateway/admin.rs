@@ -184,10 +184,14 @@ async fn list(Authorised(gw): Authorised) -> Response<Body> {
         .iter()
         .filter_map(|c| describe(&gw, &c.id))
         .collect();
-    // The last few transitions of each, so a list says why without a second call.
-    for v in &mut creds {
-        let id = v["id"].as_str().unwrap_or_default().to_owned();
-        if let Ok(t) = transitions(&gw, &id, 3).await {
+    // The last few transitions of each, so a list says why without a second call (one
+    // read of the state file for all of them).
+    let ids = creds
+        .iter()
+        .map(|v| v["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    if let Ok(all) = transitions_of(&gw, ids, 3).await {
+        for (v, t) in creds.iter_mut().zip(all) {
             v["recent_transitions"] = json!(t);
         }
     }
@@ -224,20 +228,35 @@ fn unknown(id: &str) -> Response<Body> {
 }
 
 async fn transitions(gw: &Gateway, id: &str, limit: usize) -> Result<Vec<Value>, String> {
+    let mut all = transitions_of(gw, vec![id.to_owned()], limit).await?;
+    Ok(all.pop().unwrap_or_default())
+}
+
+/// The latest `limit` transitions of each of `ids`, in order, read with one connection.
+async fn transitions_of(
+    gw: &Gateway,
+    ids: Vec<String>,
+    limit: usize,
+) -> Result<Vec<Vec<Value>>, String> {
     let state = gw.cfg.state.clone();
-    let id = id.to_owned();
     tokio::task::spawn_blocking(move || {
         let reader = keyward_store::StoreReader::open(&state).map_err(|e| e.to_string())?;
-        let rows = reader.history(&id, limit).map_err(|e| e.to_string())?;
-        Ok(rows
-            .into_iter()
-            .map(|t| {
-                // States are stored as JSON; show them as objects, not strings in strings.
-                let state = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(json!(s));
-                json!({"seq": t.seq, "at": t.at.rfc3339(), "scope": t.scope,
-                       "from": state(&t.from), "to": state(&t.to), "why": t.why, "actor": t.actor})
+        ids.iter()
+            .map(|id| {
+                let rows = reader.history(id, limit).map_err(|e| e.to_string())?;
+                Ok(rows
+                    .into_iter()
+                    .map(|t| {
+                        // States are stored as JSON; show them as objects, not strings in
+                        // strings.
+                        let state =
+                            |s: &str| serde_json::from_str::<Value>(s).unwrap_or(json!(s));
+                        json!({"seq": t.seq, "at": t.at.rfc3339(), "scope": t.scope,
+                               "from": state(&t.from), "to": state(&t.to), "why": t.why, "actor": t.actor})
+                    })
+                    .collect())
             })
-            .collect())
+            .collect()
     })
     .await
     .map_err(|e| e.to_string())?
