@@ -304,7 +304,7 @@ async fn token_usage_is_counted_from_bodies_and_streams() {
     for (cred, route) in [("a", "claude"), ("o", "gpt")] {
         for (kind, n) in [("input", 36), ("output", 20)] {
             let line = format!(
-                "keyward_tokens_total{{credential=\"{cred}\",route=\"{route}\",kind=\"{kind}\"}} {n}"
+                "keyward_tokens_total{{credential=\"{cred}\",route=\"{route}\",gateway_key=\"tests\",kind=\"{kind}\"}} {n}"
             );
             assert!(text.contains(&line), "{line} missing from:\n{text}");
         }

@@ -31,6 +31,7 @@ pub struct CredentialOutcome {
 pub struct TokenKey {
     pub credential: String,
     pub route: String,
+    pub gateway_key: String,
     /// `input` or `output`.
     pub kind: String,
 }
@@ -112,7 +113,7 @@ impl Metrics {
         );
         registry.register(
             "tokens",
-            "Tokens used, from the responses' own usage blocks, by credential, route and side",
+            "Tokens used, from the responses' own usage blocks, by credential, route, gateway key and side",
             tokens.clone(),
         );
         registry.register(
@@ -183,13 +184,20 @@ impl Metrics {
     }
 
     /// Adds a response's usage.
-    pub fn tokens(&self, credential: &str, route: &str, usage: keyward_wire::usage::Usage) {
+    pub fn tokens(
+        &self,
+        credential: &str,
+        route: &str,
+        gateway_key: &str,
+        usage: keyward_wire::usage::Usage,
+    ) {
         for (kind, n) in [("input", usage.input), ("output", usage.output)] {
             if n > 0 {
                 self.tokens
                     .get_or_create(&TokenKey {
                         credential: credential.to_owned(),
                         route: route.to_owned(),
+                        gateway_key: gateway_key.to_owned(),
                         kind: kind.to_owned(),
                     })
                     .inc_by(n);

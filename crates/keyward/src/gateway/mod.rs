@@ -72,6 +72,8 @@ pub struct Gateway {
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub route: Arc<Route>,
+    /// The caller's gateway key name (for per-key metrics).
+    pub gateway_key: Arc<str>,
     pub body: Bytes,
     pub stream: bool,
 }
@@ -526,6 +528,7 @@ async fn handle(
         inbound,
         Prepared {
             route,
+            gateway_key: key_name.as_str().into(),
             body,
             stream,
         },

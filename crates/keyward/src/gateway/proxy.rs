@@ -432,7 +432,8 @@ async fn serve_inner(
                 }
                 gw.metrics.attempt(&attempt.credential(), "ok");
                 if let Some(u) = usage::usage(&body) {
-                    gw.metrics.tokens(&cred.id, &route.name, u);
+                    gw.metrics
+                        .tokens(&cred.id, &route.name, &prep.gateway_key, u);
                 }
                 gw.engine.record_success(attempt, headroom);
                 return passthrough(
@@ -501,6 +502,7 @@ async fn serve_inner(
                         done_sent: false,
                         finished: false,
                         route: route.name.clone(),
+                        gateway_key: prep.gateway_key.clone(),
                         provider: endpoint.provider,
                         kind: cred.kind,
                         credential: cred.id.clone(),
@@ -1013,6 +1015,7 @@ struct Pump {
     done_sent: bool,
     finished: bool,
     route: String,
+    gateway_key: Arc<str>,
     provider: keyward_core::classify::Provider,
     kind: CredentialKind,
     credential: Arc<str>,
@@ -1022,9 +1025,12 @@ impl Drop for Pump {
     /// However the stream ended (complete, broken, or the caller gone), the tokens its
     /// events reported were used.
     fn drop(&mut self) {
-        self.gw
-            .metrics
-            .tokens(&self.credential, &self.route, self.framer.usage);
+        self.gw.metrics.tokens(
+            &self.credential,
+            &self.route,
+            &self.gateway_key,
+            self.framer.usage,
+        );
     }
 }
 
