@@ -145,7 +145,10 @@ async fn a_token_is_refreshed_ahead_of_its_expiry_and_no_request_sees_it_expire(
         "a request reached the provider with an expired token: {outcomes:?}"
     );
     assert!(outcomes["ok"] >= 40, "{outcomes:?}");
-    assert!(h.logs().contains("OAuth token refreshed and stored"));
+    h.eventually("the refresh's log line", || {
+        h.logs().contains("OAuth token refreshed and stored")
+    })
+    .await;
     let metrics = h.get_text("/metrics", Some(common::ADMIN_TOKEN)).await.1;
     assert!(
         metrics.contains("keyward_oauth_refreshes_total{credential=\"claude-max\",outcome=\"ok\"}"),
@@ -437,7 +440,10 @@ async fn a_codex_token_serves_only_the_responses_api() {
         before,
         "a Codex token was sent to Chat Completions"
     );
-    assert!(h
-        .logs()
-        .contains("skipped candidate: its target does not serve this API"));
+    // The decision line (stderr is read by another thread: wait for it, bounded).
+    h.eventually("the decision line", || {
+        h.logs()
+            .contains("skipped candidate: its target does not serve this API")
+    })
+    .await;
 }

@@ -689,17 +689,17 @@ fn passthrough(
 ) -> Response<Body> {
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    const KEPT: [&str; 5] = [
+        "content-type",
+        "retry-after",
+        "x-should-retry",
+        "request-id",
+        "x-request-id",
+    ];
     for (k, v) in headers {
-        let k = k.to_ascii_lowercase();
-        if matches!(
-            k.as_str(),
-            "content-type" | "retry-after" | "x-should-retry" | "request-id" | "x-request-id"
-        ) {
-            if let (Ok(name), Ok(value)) = (
-                axum::http::HeaderName::try_from(k.as_str()),
-                HeaderValue::from_str(v),
-            ) {
-                r.headers_mut().insert(name, value);
+        if let Some(name) = KEPT.iter().find(|n| n.eq_ignore_ascii_case(k)) {
+            if let Ok(value) = HeaderValue::from_str(v) {
+                r.headers_mut().insert(*name, value);
             }
         }
     }
@@ -724,22 +724,40 @@ fn decorate(
     started: Instant,
     upstream: Duration,
 ) {
-    let gateway_ms = started.elapsed().saturating_sub(upstream).as_secs_f64() * 1000.0;
-    for (name, value) in [
-        ("x-keyward-credential", credential.to_owned()),
-        ("x-keyward-target", format!("{endpoint}/{model}")),
-        ("x-keyward-attempts", attempts.to_string()),
-        (
-            "server-timing",
-            format!(
-                "gateway;dur={gateway_ms:.3}, upstream;dur={:.3}",
-                upstream.as_secs_f64() * 1000.0
-            ),
-        ),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            h.insert(name, v);
-        }
+    use std::fmt::Write as _;
+    let gateway = started.elapsed().saturating_sub(upstream);
+    if let Ok(v) = HeaderValue::from_str(credential) {
+        h.insert("x-keyward-credential", v);
+    }
+    let mut target = String::with_capacity(endpoint.len() + model.len() + 1);
+    target.push_str(endpoint);
+    target.push('/');
+    target.push_str(model);
+    if let Ok(v) = HeaderValue::from_str(&target) {
+        h.insert("x-keyward-target", v);
+    }
+    h.insert("x-keyward-attempts", HeaderValue::from(attempts));
+    // Milliseconds with three decimals, from integer microseconds (no float formatting on
+    // every response).
+    let mut timing = String::with_capacity(48);
+    let _ = write!(
+        timing,
+        "gateway;dur={}, upstream;dur={}",
+        Millis(gateway),
+        Millis(upstream)
+    );
+    if let Ok(v) = HeaderValue::from_str(&timing) {
+        h.insert("server-timing", v);
+    }
+}
+
+/// A duration shown as milliseconds with three decimals (`0.123`).
+struct Millis(Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let us = self.0.as_micros();
+        write!(f, "{}.{:03}", us / 1000, us % 1000)
     }
 }
 
