@@ -244,14 +244,7 @@ async fn serve_inner(
                 Err(failure) => {
                     upstream_time += sent.elapsed();
                     let advice = record_failure(&gw, attempt, &failure, &route.name);
-                    note(
-                        &mut first,
-                        &mut last,
-                        Tried {
-                            failure,
-                            credential: cred.id.clone(),
-                        },
-                    );
+                    note(&mut first, &mut last, failure, &cred.id);
                     if advice.retry_same && !retried_same && gw.spend_retry() {
                         retried_same = true;
                         continue;
@@ -295,14 +288,7 @@ async fn serve_inner(
                     // is pointless: fail over.
                     if gw.engine.note_auth_rejection(&cred.id) {
                         info!(credential = %cred.id, "access token rejected during a provider auth incident: failing over without a refresh");
-                        note(
-                            &mut first,
-                            &mut last,
-                            Tried {
-                                failure,
-                                credential: cred.id.clone(),
-                            },
-                        );
+                        note(&mut first, &mut last, failure, &cred.id);
                         i += 1;
                         continue;
                     }
@@ -310,14 +296,7 @@ async fn serve_inner(
                         .oauth
                         .refresh_after_rejection(&cred, cfg, &gw.engine, &secret)
                         .await;
-                    note(
-                        &mut first,
-                        &mut last,
-                        Tried {
-                            failure,
-                            credential: cred.id.clone(),
-                        },
-                    );
+                    note(&mut first, &mut last, failure, &cred.id);
                     match outcome {
                         Ok(_) => {
                             info!(credential = %cred.id, "access token rejected as expired: refreshed, retrying");
@@ -355,14 +334,7 @@ async fn serve_inner(
                                 info!(route = %route.name, fallback = %next, "context overflow: routing to the larger-context fallback");
                                 route = r;
                                 switched_for_context = true;
-                                note(
-                                    &mut first,
-                                    &mut last,
-                                    Tried {
-                                        failure,
-                                        credential: cred.id.clone(),
-                                    },
-                                );
+                                note(&mut first, &mut last, failure, &cred.id);
                                 continue 'route;
                             }
                         }
@@ -388,14 +360,7 @@ async fn serve_inner(
                         | Class::Network
                         | Class::RateLimit
                 );
-                note(
-                    &mut first,
-                    &mut last,
-                    Tried {
-                        failure,
-                        credential: cred.id.clone(),
-                    },
-                );
+                note(&mut first, &mut last, failure, &cred.id);
                 if advice.retry_same && !retried_same && gw.spend_retry() {
                     retried_same = true;
                     continue;
@@ -419,14 +384,7 @@ async fn serve_inner(
                         .collect();
                     let failure = classify_ctx(Some(status), &h, &body, None, Phase::Headers);
                     record_failure(&gw, attempt, &failure, &route.name);
-                    note(
-                        &mut first,
-                        &mut last,
-                        Tried {
-                            failure,
-                            credential: cred.id.clone(),
-                        },
-                    );
+                    note(&mut first, &mut last, failure, &cred.id);
                     i += 1;
                     continue;
                 }
@@ -471,14 +429,7 @@ async fn serve_inner(
                     let failure =
                         classify_ctx(status_hint.or(Some(status)), &h, &bytes, transport, phase);
                     record_failure(&gw, attempt, &failure, &route.name);
-                    note(
-                        &mut first,
-                        &mut last,
-                        Tried {
-                            failure,
-                            credential: cred.id.clone(),
-                        },
-                    );
+                    note(&mut first, &mut last, failure, &cred.id);
                     i += 1;
                     continue;
                 }
@@ -562,7 +513,16 @@ async fn serve_inner(
 }
 
 /// Keeps the first failure (the real cause) and the latest.
-fn note(first: &mut Option<Tried>, last: &mut Option<Tried>, t: Tried) {
+fn note(
+    first: &mut Option<Tried>,
+    last: &mut Option<Tried>,
+    failure: Failure,
+    credential: &Arc<str>,
+) {
+    let t = Tried {
+        failure,
+        credential: credential.clone(),
+    };
     if first.is_none() {
         *first = Some(t.clone());
     }
