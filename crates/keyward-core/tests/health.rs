@@ -1060,3 +1060,32 @@ fn a_revoked_oauth_grant_is_disabled_at_once_with_its_remedy() {
     let _ = w.engine.revoke_grant("k1", evidence);
     assert_eq!(w.sink.count(), n);
 }
+
+#[test]
+fn a_candidate_selected_before_a_reload_is_admitted_as_the_same_credential_or_not_at_all() {
+    let w = anthropic(3);
+    let Selection::Candidates(cands) = w.engine.select(&w.route, &RequestSpec::default()) else {
+        panic!()
+    };
+    let ids: Vec<String> = cands
+        .iter()
+        .map(|c| {
+            let a = w
+                .engine
+                .admit(&w.route, c, &RequestSpec::default())
+                .unwrap();
+            a.credential().to_string()
+        })
+        .collect();
+    // A reload removes k0: every slot index moves.
+    w.engine.configure(vec![
+        cred("k1", Provider::Anthropic, "anthropic", None, 0),
+        cred("k2", Provider::Anthropic, "anthropic", None, 0),
+    ]);
+    for (c, id) in cands.iter().zip(&ids) {
+        match w.engine.admit(&w.route, c, &RequestSpec::default()) {
+            Some(a) => assert_eq!(&*a.credential(), id.as_str(), "admitted as another key"),
+            None => assert_eq!(id, "k0", "only the removed key is refused"),
+        }
+    }
+}

@@ -88,6 +88,11 @@ pub struct Candidate {
     pub target: usize,
     cred: u32,
     endpoint: u32,
+    /// Its position in the target's credential list, and the configuration generation
+    /// `cred` and `endpoint` index into: a reload between selection and admission moves
+    /// the slots, and the candidate is then found again by id.
+    pos: u32,
+    generation: u64,
 }
 
 /// A disabled credential, for the caller's error text.
@@ -278,6 +283,8 @@ struct Inner {
     /// Some provider has had an incident since its last success (the success path checks
     /// this one flag before touching the incidents).
     incident_marked: bool,
+    /// Bumped by every `configure`: slot indices handed out before belong to an older one.
+    generation: u64,
     /// The last fingerprint configured for each credential id.
     fingerprints: HashMap<Arc<str>, Arc<str>>,
     incidents: HashMap<&'static str, Incident>,
@@ -398,6 +405,7 @@ impl HealthEngine {
                     detached: HashMap::new(),
                     denylist: HashMap::new(),
                     incident_marked: false,
+                    generation: 0,
                     fingerprints: HashMap::new(),
                     incidents: HashMap::new(),
                     seq: 0,
@@ -502,7 +510,7 @@ impl HealthEngine {
                 continue;
             };
             let endpoint_ok = endpoint_admits(&inner, ep, &target.model, now);
-            let mut eligible: Vec<(u32, u64)> = Vec::with_capacity(target.credentials.len());
+            let mut eligible: Vec<(u32, u32, u64)> = Vec::with_capacity(target.credentials.len());
             let affinity = req.session.and_then(|s| {
                 target
                     .credentials
@@ -511,7 +519,7 @@ impl HealthEngine {
                     .filter(|&c| usable(&inner, c, ep, &target.model, req, now).is_ok())
                     .max_by_key(|&c| rendezvous(s, &inner.creds[c as usize].spec.id))
             });
-            for id in &target.credentials {
+            for (pos, id) in target.credentials.iter().enumerate() {
                 let Some(&c) = inner.by_id.get(id) else {
                     continue;
                 };
@@ -537,7 +545,7 @@ impl HealthEngine {
                             | ((prio & 0xFFFF_FFFF) << 24)
                             | (u64::from(slot.inflight.min(0xFFF)) << 12)
                             | (spread & 0xFFF);
-                        eligible.push((c, key));
+                        eligible.push((c, pos as u32, key));
                     }
                     Err(block) => match block {
                         Block::Waiting(at) => {
@@ -579,15 +587,18 @@ impl HealthEngine {
             // than `max_attempts`: order the best few exactly, leave the rest unsorted.
             const ORDERED: usize = 16;
             if eligible.len() > ORDERED {
-                eligible.select_nth_unstable_by_key(ORDERED, |(_, k)| *k);
-                eligible[..ORDERED].sort_by_key(|(_, k)| *k);
+                eligible.select_nth_unstable_by_key(ORDERED, |&(_, _, k)| k);
+                eligible[..ORDERED].sort_by_key(|&(_, _, k)| k);
             } else {
-                eligible.sort_by_key(|(_, k)| *k);
+                eligible.sort_by_key(|&(_, _, k)| k);
             }
-            out.extend(eligible.into_iter().map(|(c, _)| Candidate {
+            let generation = inner.generation;
+            out.extend(eligible.into_iter().map(|(c, pos, _)| Candidate {
                 target: ti,
                 cred: c,
                 endpoint: ep,
+                pos,
+                generation,
             }));
         }
         if out.is_empty() {
@@ -607,12 +618,22 @@ impl HealthEngine {
         let now = self.shared.clock.now();
         let target = route.targets.get(cand.target)?;
         let mut inner = self.shared.lock();
-        usable(&inner, cand.cred, cand.endpoint, &target.model, req, now).ok()?;
+        let (cred, endpoint) = if cand.generation == inner.generation {
+            (cand.cred, cand.endpoint)
+        } else {
+            // The configuration changed since selection: find the credential again by id.
+            let id = target.credentials.get(cand.pos as usize)?;
+            (
+                *inner.by_id.get(id)?,
+                *inner.by_endpoint.get(&target.endpoint)?,
+            )
+        };
+        usable(&inner, cred, endpoint, &target.model, req, now).ok()?;
         // Any cooled scope that is due turns this attempt into its one trial.
         let mut trial = false;
         let policy = inner.policy.clone();
         let mut steps: Vec<(ScopeKey, Step, Option<Arc<str>>)> = Vec::new();
-        for r in scopes_of(&mut inner, cand.cred, cand.endpoint, &target.model) {
+        for r in scopes_of(&mut inner, cred, endpoint, &target.model) {
             let (key, rec, fp) = r;
             if matches!(rec.health, Health::Cooling { .. }) {
                 if let Some(step) = rec.apply(&Event::LeaseTaken, &policy, now, fp.as_deref(), 0.0)
@@ -622,7 +643,7 @@ impl HealthEngine {
                 }
             }
         }
-        let slot = inner.creds.get_mut(cand.cred as usize)?;
+        let slot = inner.creds.get_mut(cred as usize)?;
         slot.inflight = slot.inflight.saturating_add(1);
         let pending = finish_steps(&mut inner, steps, now, Actor::Traffic);
         drop(inner);
@@ -631,8 +652,8 @@ impl HealthEngine {
         }
         Some(AttemptScope {
             shared: self.shared.clone(),
-            cred: cand.cred,
-            endpoint: cand.endpoint,
+            cred,
+            endpoint,
             model: target.model.clone(),
             trial,
             done: false,
@@ -1144,7 +1165,9 @@ fn usable_given(
     now: Timestamp,
     endpoint_ok: bool,
 ) -> Result<(), Block> {
-    let slot = &inner.creds[c as usize];
+    let Some(slot) = inner.creds.get(c as usize) else {
+        return Err(Block::NotServed);
+    };
     if slot.endpoint != ep {
         return Err(Block::NotServed);
     }
@@ -1555,6 +1578,7 @@ fn note_auth_failure(inner: &mut Inner, c: u32, now: Timestamp) -> (bool, Vec<Tr
 
 /// Rebuilds the slots for `creds`, carrying health over by id and fingerprint.
 fn reconfigure(inner: &mut Inner, creds: Vec<CredentialSpec>, now: Timestamp) -> Vec<Transition> {
+    inner.generation = inner.generation.wrapping_add(1);
     // Detach everything the old slots held.
     for slot in inner.creds.drain(..) {
         inner.detached.insert(
