@@ -22,6 +22,17 @@ else
   echo "../shared/corpus not found: corpus conformance tests will report that they did not run"
 fi
 
+step "redis-server for the fleet-mode tests (Debian's package; each test starts its own on a loopback port and stops it)"
+if ! command -v redis-server >/dev/null 2>&1; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  # The tests start their own servers; the packaged service is not needed.
+  $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
+fi
+redis-server --version
+
 step "Python SDKs for the end-to-end tests (tests/sdk/requirements.txt)"
 VENV="${KEYWARD_VENV:-$PWD/.venv-sdk}"
 if [ ! -x "$VENV/bin/python" ]; then

@@ -22,6 +22,8 @@
 //! People drive it over HTTP too: `POST /_sim/keys/{key}` with a behaviour as JSON
 //! (`{"kind":"revoked"}`), `POST /_sim/incident` (`{"on":true}`), `GET /_sim/counts`.
 
+pub mod redis_server;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

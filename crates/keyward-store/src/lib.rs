@@ -1,7 +1,9 @@
 //! # keyward-store
 //!
 //! Keyward's durable state on one SQLite file: the health of every scope, an append-only
-//! transition log, the denylist of revoked fingerprints, and OAuth tokens.
+//! transition log, the denylist of revoked fingerprints, and OAuth tokens. In fleet mode
+//! ([`RedisStore`]), the health, the log and the denylist are shared by every replica
+//! through Redis.
 //!
 //! - One writer thread owns the connection and batches commits, so the async runtime never
 //!   blocks on disk. Each [`keyward_core::health::Transition`] is acknowledged once
@@ -22,8 +24,11 @@
 //! # Ok::<(), keyward_store::StoreError>(())
 //! ```
 
+mod fleet;
 mod sqlite;
 mod tokens;
+
+pub use fleet::{FleetConfig, FleetError, FleetStatus, Lease, RedisStore};
 
 pub use sqlite::{Loaded, SqliteStore, StoreError, StoreReader, TransitionRow};
 pub use tokens::{

@@ -121,6 +121,8 @@ pub struct TransitionRow {
     pub to: String,
     pub why: String,
     pub actor: String,
+    /// The replica that recorded it (fleet mode).
+    pub replica: Option<String>,
 }
 
 enum Cmd {
@@ -452,7 +454,7 @@ fn prune(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn actor_name(a: keyward_core::health::Actor) -> &'static str {
+pub(crate) fn actor_name(a: keyward_core::health::Actor) -> &'static str {
     use keyward_core::health::Actor;
     match a {
         Actor::Traffic => "traffic",
@@ -539,6 +541,7 @@ impl StoreReader {
                         to: r.get(4)?,
                         why: r.get(5)?,
                         actor: r.get(6)?,
+                        replica: None,
                     })
                 },
             )
@@ -566,6 +569,7 @@ impl StoreReader {
                     to: r.get(4)?,
                     why: r.get(5)?,
                     actor: r.get(6)?,
+                    replica: None,
                 })
             })
             .map_err(sql)?;
