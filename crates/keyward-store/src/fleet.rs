@@ -275,7 +275,7 @@ fn now_ms() -> u64 {
 }
 
 /// The URL without its password, for messages.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
         _ => url.to_owned(),
@@ -939,29 +939,38 @@ fn parse_cas(v: &redis::Value) -> Option<CasReply> {
 /// acknowledged at once: the engine has acted on it and must not stall), and are written,
 /// merged by version, when it returns.
 async fn writer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
-    let mut queue: VecDeque<Transition> = VecDeque::new();
+    let mut queue: VecDeque<Queued> = VecDeque::new();
     let mut flushes: Vec<tokio::sync::oneshot::Sender<()>> = Vec::new();
     let mut delay = Duration::from_millis(100);
     loop {
         // Take everything waiting.
         if queue.is_empty() && flushes.is_empty() {
             match rx.recv().await {
-                Some(cmd) => take(cmd, &mut queue, &mut flushes),
+                Some(cmd) => take(cmd, &mut queue, &mut flushes, false),
                 None => return,
             }
         }
         while let Ok(cmd) = rx.try_recv() {
-            take(cmd, &mut queue, &mut flushes);
+            take(cmd, &mut queue, &mut flushes, false);
         }
         lock(&shared.status).pending = queue.len();
-        while let Some(t) = queue.front() {
+        while let Some((t, _)) = queue.front() {
             match shared.write(t).await {
                 Ok(()) => {
-                    queue.pop_front();
+                    if let Some((_, Some(ack))) = queue.pop_front() {
+                        let _ = ack.try_send(Ok(()));
+                    }
                     delay = Duration::from_millis(100);
                 }
                 Err(e) => {
                     shared.mark_degraded(&e);
+                    // Kept here in order; whoever waits is released now: the engine acts
+                    // on the transition already, and Redis may be gone for long.
+                    for (_, ack) in queue.iter_mut() {
+                        if let Some(ack) = ack.take() {
+                            let _ = ack.try_send(Ok(()));
+                        }
+                    }
                     break;
                 }
             }
@@ -984,7 +993,7 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
             tokio::select! {
                 _ = &mut sleep => break,
                 cmd = rx.recv() => match cmd {
-                    Some(cmd) => take(cmd, &mut queue, &mut flushes),
+                    Some(cmd) => take(cmd, &mut queue, &mut flushes, true),
                     None => break,
                 },
             }
@@ -996,17 +1005,27 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Cmd>) {
     }
 }
 
+/// A transition waiting to be written, with whoever waits for it.
+type Queued = (
+    Transition,
+    Option<std::sync::mpsc::SyncSender<Result<(), SinkError>>>,
+);
+
 fn take(
     cmd: Cmd,
-    queue: &mut VecDeque<Transition>,
+    queue: &mut VecDeque<Queued>,
     flushes: &mut Vec<tokio::sync::oneshot::Sender<()>>,
+    degraded: bool,
 ) {
     match cmd {
         Cmd::Write(t, ack) => {
-            queue.push_back(*t);
-            // Acknowledged now: written to Redis in order by this task, or kept here
-            // while Redis is unreachable (the engine acts on it either way).
-            let _ = ack.try_send(Ok(()));
+            if degraded {
+                // Redis is away: kept here, and the waiter is not held up.
+                let _ = ack.try_send(Ok(()));
+                queue.push_back((*t, None));
+            } else {
+                queue.push_back((*t, Some(ack)));
+            }
         }
         Cmd::Flush(f) => flushes.push(f),
     }

@@ -25,6 +25,7 @@
 //! ```
 
 mod fleet;
+mod fleet_tokens;
 mod sqlite;
 mod tokens;
 

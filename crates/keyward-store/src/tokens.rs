@@ -66,6 +66,15 @@ pub enum TokenError {
     /// The database refused. Label: `store`.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Fleet mode: Redis refused or could not be reached. Label: `redis`.
+    #[error(
+        "OAuth tokens in Redis at {target}: {source} (check that Redis is running and reachable)"
+    )]
+    Redis {
+        target: String,
+        #[source]
+        source: redis::RedisError,
+    },
 }
 
 impl Sealer {
@@ -100,7 +109,7 @@ impl Sealer {
         self.key.is_some()
     }
 
-    fn seal(&self, credential: &str, plain: &str) -> Result<Vec<u8>, TokenError> {
+    pub(crate) fn seal(&self, credential: &str, plain: &str) -> Result<Vec<u8>, TokenError> {
         let Some(key) = &self.key else {
             let mut out = PLAIN.to_vec();
             out.extend_from_slice(plain.as_bytes());
@@ -121,7 +130,7 @@ impl Sealer {
         Ok(out)
     }
 
-    fn open(&self, credential: &str, blob: &[u8]) -> Result<String, TokenError> {
+    pub(crate) fn open(&self, credential: &str, blob: &[u8]) -> Result<String, TokenError> {
         let wrong = || TokenError::WrongKey {
             credential: credential.to_owned(),
         };
@@ -202,7 +211,10 @@ pub struct TokenInfo {
 /// The tokens table of one state file.
 #[derive(Debug)]
 pub struct TokenStore {
-    conn: Mutex<Connection>,
+    /// SQLite's connection (single node); `None` in fleet mode.
+    conn: Option<Mutex<Connection>>,
+    /// Fleet mode: the tokens live in Redis, shared by every replica.
+    redis: Option<crate::fleet_tokens::RedisTokens>,
     path: PathBuf,
     sealer: Sealer,
 }
@@ -232,7 +244,8 @@ impl TokenStore {
     pub fn open(path: &Path, sealer: Sealer) -> Result<TokenStore, TokenError> {
         let conn = open_database(path)?;
         Ok(TokenStore {
-            conn: Mutex::new(conn),
+            conn: Some(Mutex::new(conn)),
+            redis: None,
             path: path.to_owned(),
             sealer,
         })
@@ -245,15 +258,30 @@ impl TokenStore {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, TokenError> {
         self.conn
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|c| c.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+            .ok_or(TokenError::Store(StoreError::Stopped))
+    }
+
+    /// The tokens of a fleet, in Redis under `prefix` (connected on first use: a Redis
+    /// that is down at start is not an error here).
+    pub fn open_redis(url: &str, prefix: &str, sealer: Sealer) -> Result<TokenStore, TokenError> {
+        Ok(TokenStore {
+            conn: None,
+            redis: Some(crate::fleet_tokens::RedisTokens::new(url, prefix)?),
+            path: PathBuf::from(prefix),
+            sealer,
+        })
     }
 
     /// The stored tokens of `credential`.
     pub fn load(&self, credential: &str) -> Result<Option<OAuthTokens>, TokenError> {
-        let conn = self.conn();
+        if let Some(r) = &self.redis {
+            return r.load(&self.sealer, credential);
+        }
+        let conn = self.conn()?;
         self.read(&conn, credential)
     }
 
@@ -324,7 +352,7 @@ impl TokenStore {
         &self,
         f: impl FnOnce(&Connection) -> Result<T, TokenError>,
     ) -> Result<T, TokenError> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| self.sql(e))?;
         let result = (|| {
@@ -349,6 +377,16 @@ impl TokenStore {
         expires_at: Option<Timestamp>,
         now: Timestamp,
     ) -> Result<OAuthTokens, TokenError> {
+        if let Some(r) = &self.redis {
+            return r.import(
+                &self.sealer,
+                credential,
+                access_token,
+                refresh_token,
+                expires_at,
+                now,
+            );
+        }
         self.durably(|conn| {
             let version = self
                 .read(conn, credential)
@@ -378,6 +416,9 @@ impl TokenStore {
         fresh: &OAuthTokens,
         now: Timestamp,
     ) -> Result<Committed, TokenError> {
+        if let Some(r) = &self.redis {
+            return r.commit_refresh(&self.sealer, credential, read_version, fresh, now);
+        }
         self.durably(|conn| {
             let current = self.read(conn, credential).ok().flatten();
             if let Some(cur) = &current {
@@ -398,6 +439,9 @@ impl TokenStore {
 
     /// Forgets a credential's tokens.
     pub fn remove(&self, credential: &str) -> Result<bool, TokenError> {
+        if let Some(r) = &self.redis {
+            return r.remove(credential);
+        }
         self.durably(|conn| {
             conn.execute(
                 "DELETE FROM oauth_tokens WHERE credential = ?1",
@@ -410,7 +454,10 @@ impl TokenStore {
 
     /// Every stored grant, without its tokens.
     pub fn list(&self) -> Result<Vec<TokenInfo>, TokenError> {
-        let conn = self.conn();
+        if let Some(r) = &self.redis {
+            return r.list();
+        }
+        let conn = self.conn()?;
         let mut stmt = conn
             .prepare(
                 "SELECT credential, grant_fingerprint, expires_at_ms, version, updated_ms

@@ -1,4 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::disallowed_methods)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
 //! Fleet mode against a real `redis-server` (started per test on a loopback port):
 //! versioned transitions under concurrent writers, leases outliving a dead holder only
 //! until they lapse, a replica cut off from Redis catching up on what was published

@@ -93,6 +93,17 @@ struct RawConfig {
     /// back with its history if re-added), e.g. "7d".
     #[serde(default)]
     removed_credential_retention: Option<String>,
+    /// Fleet mode's settings (with `state = "redis://…"`).
+    #[serde(default)]
+    fleet: Option<RawFleet>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    prefix: Option<String>,
+    replica: Option<String>,
+    timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -395,6 +406,45 @@ pub struct Config {
     pub state_key: Option<Secret>,
     /// How long a removed credential's health is kept (default 7 days).
     pub removed_credential_retention: Duration,
+    /// Fleet mode: the state is shared through Redis (`state = "redis://…"`); `state`
+    /// then holds no file.
+    pub fleet: Option<Fleet>,
+}
+
+/// Fleet mode: several replicas share health, the transition log, the denylist and
+/// OAuth tokens through one Redis.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    /// `redis://…` or `rediss://…` (TLS); may hold a password, so it is a secret.
+    pub url: Secret,
+    /// Namespaces several fleets in one Redis.
+    pub prefix: String,
+    /// This replica's name in the fleet log (`None`: host name and process id).
+    pub replica: Option<String>,
+    /// A Redis command slower than this counts as Redis trouble (the replica serves on).
+    pub timeout: Duration,
+}
+
+impl Config {
+    /// Where the state lives, for messages: the state file, or the fleet's Redis (without
+    /// its password) and prefix.
+    pub fn state_label(&self) -> String {
+        match &self.fleet {
+            Some(f) => format!("Redis {} (prefix {})", f.display_url(), f.prefix),
+            None => self.state.display().to_string(),
+        }
+    }
+}
+
+impl Fleet {
+    /// The URL without its password, for messages.
+    pub fn display_url(&self) -> String {
+        let url = self.url.expose();
+        match (url.find("://"), url.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
+            _ => url.to_owned(),
+        }
+    }
 }
 
 /// The admin API's access: a bearer token, and loopback peers only unless allowed.
@@ -774,7 +824,7 @@ impl Config {
                 .unwrap_or(defaults.max_attempts)
                 .clamp(1, 50),
         };
-        let state = base.join(&raw.state);
+        let (state, fleet) = fleet_state(&raw, base, &resolve, &mut problem);
         let removed_credential_retention = match raw.removed_credential_retention.as_deref() {
             None => Duration::from_secs(7 * 86_400),
             Some(v) => humantime_duration(v).unwrap_or_else(|| {
@@ -813,8 +863,102 @@ impl Config {
             admin,
             state_key,
             removed_credential_retention,
+            fleet,
         })
     }
+}
+
+fn is_redis_url(s: &str) -> bool {
+    s.starts_with("redis://") || s.starts_with("rediss://")
+}
+
+type Resolve<'a> = dyn Fn(&str, &str, &mut dyn FnMut(String, String)) -> Option<Secret> + 'a;
+
+/// `state`: a file path (single node), or a Redis URL (fleet mode) written plainly when it
+/// has no password, or referenced as `env:VAR` / `file:PATH`.
+fn fleet_state(
+    raw: &RawConfig,
+    base: &Path,
+    resolve: &Resolve<'_>,
+    problem: &mut dyn FnMut(String, String),
+) -> (PathBuf, Option<Fleet>) {
+    let url = if is_redis_url(&raw.state) {
+        if raw.state.contains('@') {
+            problem(
+                "state".into(),
+                "a Redis URL with a password is a secret: reference it as \"env:VAR\" or \"file:PATH\"".into(),
+            );
+            None
+        } else {
+            Some(Secret(raw.state.as_str().into()))
+        }
+    } else if raw.state.starts_with("env:") || raw.state.starts_with("file:") {
+        let s = resolve("state", &raw.state, problem);
+        match s {
+            Some(s) if is_redis_url(s.expose()) => Some(s),
+            Some(_) => {
+                problem(
+                    "state".into(),
+                    "a referenced state must be a Redis URL (redis://… or rediss://…); write a state file's path plainly".into(),
+                );
+                None
+            }
+            None => None,
+        }
+    } else {
+        if raw.fleet.is_some() {
+            problem(
+                "fleet".into(),
+                "[fleet] applies only with state = \"redis://…\" (fleet mode)".into(),
+            );
+        }
+        return (base.join(&raw.state), None);
+    };
+    let f = raw.fleet.as_ref();
+    let prefix = f
+        .and_then(|f| f.prefix.clone())
+        .unwrap_or_else(|| "keyward".into());
+    if prefix.is_empty()
+        || !prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+    {
+        problem(
+            "fleet.prefix".into(),
+            format!("{prefix:?}: use letters, digits and - _ . : only"),
+        );
+    }
+    let replica = f.and_then(|f| f.replica.clone());
+    if replica
+        .as_deref()
+        .is_some_and(|r| r.is_empty() || r.len() > 64 || r.chars().any(char::is_whitespace))
+    {
+        problem(
+            "fleet.replica".into(),
+            "a replica name is 1–64 characters without spaces".into(),
+        );
+    }
+    let timeout = match f.and_then(|f| f.timeout.as_deref()) {
+        None => Duration::from_secs(1),
+        Some(v) => humantime_duration(v)
+            .filter(|d| !d.is_zero())
+            .unwrap_or_else(|| {
+                problem(
+                    "fleet.timeout".into(),
+                    format!("{v:?} is not a duration like \"1s\" or \"500ms\""),
+                );
+                Duration::from_secs(1)
+            }),
+    };
+    (
+        PathBuf::new(),
+        url.map(|url| Fleet {
+            url,
+            prefix,
+            replica,
+            timeout,
+        }),
+    )
 }
 
 /// Validates a credential's `[credentials.oauth]` table.
@@ -976,8 +1120,61 @@ first_token_timeout = "20s"
         match v {
             "GW_KEY" => Some("gw-secret".into()),
             "K1" => Some("sk-ant-secret-1".into()),
+            "REDIS" => Some("redis://:hunter2@10.0.0.5:6379/2".into()),
             _ => None,
         }
+    }
+
+    fn with_state(state: &str, more: &str) -> String {
+        format!(
+            "{}{more}",
+            GOOD.replace("state = \"state.db\"", &format!("state = \"{state}\""))
+        )
+    }
+
+    #[test]
+    fn a_redis_state_selects_fleet_mode() {
+        let text = with_state(
+            "redis://127.0.0.1:6379",
+            "\n[fleet]\nprefix = \"team-a\"\nreplica = \"gw-1\"\ntimeout = \"250ms\"\n",
+        );
+        let c = Config::parse(&text, Path::new("/etc/keyward"), &env).unwrap();
+        let f = c.fleet.as_ref().unwrap();
+        assert_eq!(f.url.expose(), "redis://127.0.0.1:6379");
+        assert_eq!(f.prefix, "team-a");
+        assert_eq!(f.replica.as_deref(), Some("gw-1"));
+        assert_eq!(f.timeout, Duration::from_millis(250));
+        assert_eq!(
+            c.state_label(),
+            "Redis redis://127.0.0.1:6379 (prefix team-a)"
+        );
+        // Defaults, and a URL with a password from the environment, never shown.
+        let c = Config::parse(
+            &with_state("env:REDIS", ""),
+            Path::new("/etc/keyward"),
+            &env,
+        )
+        .unwrap();
+        let f = c.fleet.as_ref().unwrap();
+        assert_eq!((f.prefix.as_str(), f.replica.clone()), ("keyward", None));
+        assert!(!c.state_label().contains("hunter2"), "{}", c.state_label());
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn fleet_settings_are_checked() {
+        let p = problems(&with_state("redis://:pw@127.0.0.1:6379", ""));
+        assert!(p.iter().any(|p| p.contains("reference it as")), "{p:?}");
+        let p = problems(&with_state("state.db", "\n[fleet]\nprefix = \"x\"\n"));
+        assert!(p.iter().any(|p| p.starts_with("fleet:")), "{p:?}");
+        let p = problems(&with_state(
+            "redis://127.0.0.1:6379",
+            "\n[fleet]\nprefix = \"a b\"\ntimeout = \"soon\"\n",
+        ));
+        assert!(p.iter().any(|p| p.starts_with("fleet.prefix")), "{p:?}");
+        assert!(p.iter().any(|p| p.starts_with("fleet.timeout")), "{p:?}");
+        let p = problems(&with_state("env:K1", ""));
+        assert!(p.iter().any(|p| p.contains("must be a Redis URL")), "{p:?}");
     }
 
     const OAUTH: &str = r#"

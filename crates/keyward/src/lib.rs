@@ -41,24 +41,54 @@ pub async fn serve_reloadable(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let (store, loaded) = keyward_store::SqliteStore::open(&cfg.state)?;
     let tokens = token_store(&cfg)?;
-    let engine = keyward_core::health::HealthEngine::new(
-        cfg.policy.clone(),
-        std::sync::Arc::new(SystemClock),
-        std::sync::Arc::new(store),
-        seed(),
-    );
-    engine.restore(loaded.records, loaded.denylist);
+    let (engine, fleet) = match &cfg.fleet {
+        None => {
+            let (store, loaded) = keyward_store::SqliteStore::open(&cfg.state)?;
+            let engine = keyward_core::health::HealthEngine::new(
+                cfg.policy.clone(),
+                std::sync::Arc::new(SystemClock),
+                std::sync::Arc::new(store),
+                seed(),
+            );
+            engine.restore(loaded.records, loaded.denylist);
+            (engine, None)
+        }
+        Some(f) => {
+            let replica = f.replica.clone().unwrap_or_else(default_replica);
+            let (store, loaded) = keyward_store::RedisStore::connect(keyward_store::FleetConfig {
+                url: f.url.expose().to_owned(),
+                prefix: f.prefix.clone(),
+                replica: replica.clone(),
+                timeout: f.timeout,
+            })
+            .await?;
+            let engine = keyward_core::health::HealthEngine::new(
+                cfg.policy.clone(),
+                std::sync::Arc::new(SystemClock),
+                std::sync::Arc::new(store.clone()),
+                seed(),
+            );
+            engine.restore(loaded.records, loaded.denylist);
+            store.attach(engine.clone());
+            tracing::info!(replica = %replica, redis = %f.display_url(), prefix = %f.prefix, "fleet mode: state shared through Redis");
+            (engine, Some(store))
+        }
+    };
     let metrics = std::sync::Arc::new(gateway::metrics::Metrics::new());
     let oauth = std::sync::Arc::new(gateway::oauth::OAuth::new(Some(tokens), metrics.clone()));
-    let gw = gateway::Gateway::build(cfg, engine, metrics, oauth).map_err(ServeError::Client)?;
+    let mut gw =
+        gateway::Gateway::build(cfg, engine, metrics, oauth).map_err(ServeError::Client)?;
+    if let Some(f) = &fleet {
+        gw.oauth.set_fleet(f.clone());
+    }
+    gw.fleet = fleet;
     gateway::run(gateway::Live::new(gw, source), listener, shutdown)
         .await
         .map_err(ServeError::Io)
 }
 
-/// The OAuth tokens of `cfg`'s state file, sealed with its `state_key` if it has one.
+/// The OAuth tokens of `cfg`'s state file (or its fleet's Redis), sealed with its `state_key` if it has one.
 pub fn token_store(
     cfg: &config::Config,
 ) -> Result<std::sync::Arc<keyward_store::TokenStore>, keyward_store::TokenError> {
@@ -66,9 +96,20 @@ pub fn token_store(
         Some(k) => keyward_store::Sealer::from_hex(k.expose())?,
         None => keyward_store::Sealer::plain(),
     };
-    Ok(std::sync::Arc::new(keyward_store::TokenStore::open(
-        &cfg.state, sealer,
-    )?))
+    Ok(std::sync::Arc::new(match &cfg.fleet {
+        Some(f) => keyward_store::TokenStore::open_redis(f.url.expose(), &f.prefix, sealer)?,
+        None => keyward_store::TokenStore::open(&cfg.state, sealer)?,
+    }))
+}
+
+/// A replica's default name in the fleet log: the host name and the process id.
+fn default_replica() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "keyward".into());
+    format!("{host}:{}", std::process::id())
 }
 
 #[allow(clippy::disallowed_methods)]
@@ -88,6 +129,9 @@ pub enum ServeError {
     /// The OAuth tokens could not be opened (a bad state key). Label: `tokens`.
     #[error(transparent)]
     Tokens(#[from] keyward_store::TokenError),
+    /// Fleet mode's Redis URL is unusable. Label: `fleet`.
+    #[error(transparent)]
+    Fleet(#[from] keyward_store::FleetError),
     /// The HTTP client could not be built (TLS roots). Label: `client`.
     #[error("cannot build the upstream HTTP client: {0}")]
     Client(#[source] reqwest::Error),

@@ -185,7 +185,7 @@ fn import(id: &str, file: &str, config: &std::path::Path) -> Result<ExitCode, Cl
         out,
         "imported OAuth tokens for {id}: grant {}, {expiry}; stored in {} ({})",
         row.grant_fingerprint,
-        cfg.state.display(),
+        cfg.state_label(),
         if cfg.state_key.is_some() {
             "encrypted"
         } else {
@@ -251,7 +251,7 @@ fn list(config: &std::path::Path) -> Result<ExitCode, CliError> {
     let now = keyward::SystemClock.now();
     let mut out = io::stdout().lock();
     if rows.is_empty() {
-        writeln!(out, "no OAuth tokens stored in {}", cfg.state.display())
+        writeln!(out, "no OAuth tokens stored in {}", cfg.state_label())
             .map_err(CliError::Write)?;
         return Ok(ExitCode::SUCCESS);
     }

@@ -117,13 +117,13 @@ pub fn config(cmd: ConfigCommand) -> Result<ExitCode, CliError> {
             let mut out = std::io::stdout().lock();
             writeln!(
                 out,
-                "{} is valid: {} endpoint(s), {} credential(s), {} route(s), {} gateway key(s); state file {}",
+                "{} is valid: {} endpoint(s), {} credential(s), {} route(s), {} gateway key(s); state in {}",
                 file.display(),
                 cfg.endpoints.len(),
                 cfg.credentials.len(),
                 cfg.routes.len(),
                 cfg.gateway_keys.len(),
-                cfg.state.display()
+                cfg.state_label()
             )
             .map_err(CliError::Write)?;
             Ok(ExitCode::SUCCESS)

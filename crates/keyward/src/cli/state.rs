@@ -193,11 +193,23 @@ pub fn status(args: StatusArgs) -> Result<ExitCode, CliError> {
                     )))
                 }
                 Called::Unreachable => {
+                    if let Some(fleet) = cfg.as_ref().and_then(|c| c.fleet.as_ref()) {
+                        let mut err = io::stderr().lock();
+                        let _ = writeln!(
+                            err,
+                            "no gateway answered at {}; showing the fleet state in Redis instead",
+                            admin.base
+                        );
+                        return status_from_fleet(fleet, args.json);
+                    }
                     let path = state_path(&args.target, cfg.as_ref());
                     note_fallback(&admin, &path);
                     return status_from_file(&path, args.json);
                 }
             }
+        }
+        if let Some(fleet) = cfg.as_ref().and_then(|c| c.fleet.as_ref()) {
+            return status_from_fleet(fleet, args.json);
         }
         return status_from_file(&state_path(&args.target, cfg.as_ref()), args.json);
     }
@@ -233,6 +245,13 @@ fn print_live_status(v: &Value, json: bool) -> Result<ExitCode, CliError> {
         }
         if matches!(health, Health::Disabled { .. }) {
             unusable += 1;
+        }
+        // Fleet mode: which replica recorded the state in force.
+        if let (false, Some(r)) = (
+            health == Health::Healthy,
+            c["recent_transitions"][0]["replica"].as_str(),
+        ) {
+            detail.push_str(&format!(" [recorded by {r}]"));
         }
         let state = if colour {
             format!("\u{1b}[{paint}m{:<9}\u{1b}[0m", health.name())
@@ -275,12 +294,74 @@ fn print_live_status(v: &Value, json: bool) -> Result<ExitCode, CliError> {
         creds.len() - unusable
     )
     .map_err(CliError::Write)?;
+    let f = &v["fleet"];
+    if f.is_object() {
+        let state = if f["degraded_since"].is_u64() {
+            format!(
+                "DEGRADED (Redis unreachable: {}; serving on this replica's view, {} transition(s) waiting)",
+                f["last_error"].as_str().unwrap_or("?"),
+                f["pending"]
+            )
+        } else {
+            "connected".to_owned()
+        };
+        writeln!(
+            out,
+            "fleet: answered by replica {} (prefix {}), {state}",
+            f["replica"].as_str().unwrap_or("?"),
+            f["prefix"].as_str().unwrap_or("?"),
+        )
+        .map_err(CliError::Write)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Fleet mode without a gateway answering: the fleet's state read from Redis.
+fn status_from_fleet(fleet: &keyward::config::Fleet, json: bool) -> Result<ExitCode, CliError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Write)?;
+    let loaded = rt.block_on(async {
+        let (store, loaded) = keyward_store::RedisStore::connect(keyward_store::FleetConfig {
+            url: fleet.url.expose().to_owned(),
+            prefix: fleet.prefix.clone(),
+            replica: "keyward-cli".into(),
+            timeout: fleet.timeout,
+        })
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+        if !store.status().loaded {
+            return Err(CliError::Usage(format!(
+                "cannot read the fleet state from Redis at {}: {}",
+                fleet.display_url(),
+                store.status().last_error.unwrap_or_default()
+            )));
+        }
+        Ok(loaded)
+    })?;
+    print_loaded(
+        &format!(
+            "the fleet state in {} ({})",
+            fleet.display_url(),
+            fleet.prefix
+        ),
+        &loaded,
+        json,
+    )
 }
 
 fn status_from_file(state: &std::path::Path, json: bool) -> Result<ExitCode, CliError> {
     let reader = StoreReader::open(state)?;
     let loaded = reader.load()?;
+    print_loaded(&state.display().to_string(), &loaded, json)
+}
+
+fn print_loaded(
+    state: &str,
+    loaded: &keyward_store::Loaded,
+    json: bool,
+) -> Result<ExitCode, CliError> {
     let mut out = io::stdout().lock();
     if json {
         let scopes: Vec<_> = loaded
@@ -296,7 +377,7 @@ fn status_from_file(state: &std::path::Path, json: bool) -> Result<ExitCode, Cli
     }
     let colour = io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     if loaded.records.is_empty() {
-        writeln!(out, "every scope in {} is healthy", state.display()).map_err(CliError::Write)?;
+        writeln!(out, "every scope in {state} is healthy").map_err(CliError::Write)?;
     } else {
         writeln!(
             out,

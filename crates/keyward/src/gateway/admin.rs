@@ -54,6 +54,16 @@ async fn metrics(
             "metrics answer loopback peers only without an [admin] table; add one with a token to scrape remotely",
         );
     }
+    if let Some(fleet) = &gw.fleet {
+        let s = fleet.status();
+        gw.metrics.fleet_connected.set(i64::from(s.connected));
+        gw.metrics
+            .fleet_pending
+            .set(i64::try_from(s.pending).unwrap_or(i64::MAX));
+        gw.metrics
+            .fleet_reseeds
+            .set(i64::try_from(s.reseeds).unwrap_or(i64::MAX));
+    }
     let ids: Vec<Arc<str>> = gw.cfg.credentials.iter().map(|c| c.id.clone()).collect();
     let text = gw.metrics.render(&ids, &gw.engine.snapshot());
     let mut r = Response::new(Body::from(text));
@@ -209,10 +219,11 @@ async fn list(Authorised(gw): Authorised) -> Response<Body> {
             v
         })
         .collect();
-    reply(
-        StatusCode::OK,
-        &json!({"credentials": creds, "other_scopes": others}),
-    )
+    let mut body = json!({"credentials": creds, "other_scopes": others});
+    if let Some(fleet) = &gw.fleet {
+        body["fleet"] = json!(fleet.status());
+    }
+    reply(StatusCode::OK, &body)
 }
 
 #[derive(Debug, Deserialize)]
@@ -238,23 +249,35 @@ async fn transitions_of(
     ids: Vec<String>,
     limit: usize,
 ) -> Result<Vec<Vec<Value>>, String> {
+    let row_json = |t: keyward_store::TransitionRow| {
+        // States are stored as JSON; show them as objects, not strings in strings.
+        let state = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(json!(s));
+        let mut v = json!({"seq": t.seq, "at": t.at.rfc3339(), "scope": t.scope,
+               "from": state(&t.from), "to": state(&t.to), "why": t.why, "actor": t.actor});
+        if let Some(r) = t.replica {
+            v["replica"] = json!(r);
+        }
+        v
+    };
+    if let Some(fleet) = &gw.fleet {
+        // Fleet mode: the fleet log, with the replica that recorded each transition.
+        let mut out = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let rows = fleet
+                .history(Some(id), limit)
+                .await
+                .map_err(|e| e.to_string())?;
+            out.push(rows.into_iter().map(row_json).collect());
+        }
+        return Ok(out);
+    }
     let state = gw.cfg.state.clone();
     tokio::task::spawn_blocking(move || {
         let reader = keyward_store::StoreReader::open(&state).map_err(|e| e.to_string())?;
         ids.iter()
             .map(|id| {
                 let rows = reader.history(id, limit).map_err(|e| e.to_string())?;
-                Ok(rows
-                    .into_iter()
-                    .map(|t| {
-                        // States are stored as JSON; show them as objects, not strings in
-                        // strings.
-                        let state =
-                            |s: &str| serde_json::from_str::<Value>(s).unwrap_or(json!(s));
-                        json!({"seq": t.seq, "at": t.at.rfc3339(), "scope": t.scope,
-                               "from": state(&t.from), "to": state(&t.to), "why": t.why, "actor": t.actor})
-                    })
-                    .collect())
+                Ok(rows.into_iter().map(row_json).collect())
             })
             .collect()
     })
@@ -404,7 +427,8 @@ async fn config_status(
             "routes": gw.cfg.routes.keys().collect::<Vec<_>>(),
             "credentials": gw.cfg.credentials.len(),
             "endpoints": gw.cfg.endpoints.keys().map(|k| &**k).collect::<Vec<_>>(),
-            "state_file": gw.cfg.state,
+            "state_file": gw.cfg.fleet.is_none().then(|| gw.cfg.state.clone()),
+            "fleet": gw.cfg.fleet.as_ref().map(|f| json!({"redis": f.display_url(), "prefix": f.prefix, "status": gw.fleet.as_ref().map(keyward_store::RedisStore::status)})),
         }),
     )
 }

@@ -139,12 +139,18 @@ impl Live {
         if cfg.state != old.cfg.state {
             warn!("the state file path changed in the config; it applies at the next restart");
         }
-        let gw = Gateway::build(
+        if cfg.fleet.as_ref().map(|f| (f.url.expose(), &f.prefix))
+            != old.cfg.fleet.as_ref().map(|f| (f.url.expose(), &f.prefix))
+        {
+            warn!("the fleet state (Redis URL or prefix) changed in the config; it applies at the next restart");
+        }
+        let mut gw = Gateway::build(
             cfg,
             old.engine.clone(),
             old.metrics.clone(),
             old.oauth.clone(),
         )?;
+        gw.fleet = old.fleet.clone();
         match self.current.write() {
             Ok(mut g) => *g = Arc::new(gw),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(gw),

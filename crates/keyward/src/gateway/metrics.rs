@@ -84,6 +84,12 @@ pub struct Metrics {
     /// OAuth refreshes by credential and outcome (`ok`, `adopted`, `unavailable`,
     /// `revoked`).
     pub refreshes: Family<CredentialOutcome, Counter>,
+    /// Fleet mode: 1 while Redis answers and the replica follows the fleet log.
+    pub fleet_connected: Gauge,
+    /// Fleet mode: transitions recorded locally, waiting for Redis.
+    pub fleet_pending: Gauge,
+    /// Fleet mode: times this replica put state back into a Redis that had lost it.
+    pub fleet_reseeds: Gauge,
 }
 
 const STATES: [&str; 5] = ["healthy", "cooling", "suspect", "probing", "disabled"];
@@ -106,6 +112,24 @@ impl Metrics {
         let reloads = Family::<ReloadLabel, Counter>::default();
         let tokens = Family::<TokenKey, Counter>::default();
         let refreshes = Family::<CredentialOutcome, Counter>::default();
+        let fleet_connected = Gauge::default();
+        let fleet_pending = Gauge::default();
+        let fleet_reseeds = Gauge::default();
+        registry.register(
+            "fleet_connected",
+            "Fleet mode: 1 while Redis answers and this replica follows the fleet log, 0 while it serves on its own view",
+            fleet_connected.clone(),
+        );
+        registry.register(
+            "fleet_pending_transitions",
+            "Fleet mode: transitions recorded locally while Redis was unreachable, not yet written",
+            fleet_pending.clone(),
+        );
+        registry.register(
+            "fleet_reseeds",
+            "Fleet mode: times this replica put state back into a Redis that had lost it (enable appendonly)",
+            fleet_reseeds.clone(),
+        );
         registry.register(
             "oauth_refreshes",
             "OAuth token refreshes by credential and outcome (ok; adopted: another holder's newer tokens taken from the state file; unavailable: the token endpoint failed, the credential kept; revoked: the grant was rejected)",
@@ -180,6 +204,9 @@ impl Metrics {
             reloads,
             tokens,
             refreshes,
+            fleet_connected,
+            fleet_pending,
+            fleet_reseeds,
         }
     }
 

@@ -57,6 +57,9 @@ pub struct Gateway {
     pub metrics: Arc<metrics::Metrics>,
     /// OAuth access tokens; shared across reloads like the metrics.
     pub oauth: Arc<oauth::OAuth>,
+    /// Fleet mode's Redis store (leases, fleet status, the fleet log); shared across
+    /// reloads.
+    pub fleet: Option<keyward_store::RedisStore>,
     pub engine: HealthEngine,
     pub client: reqwest::Client,
     creds: HashMap<Arc<str>, Credential>,
@@ -182,6 +185,7 @@ impl Gateway {
         Ok(Gateway {
             metrics,
             oauth,
+            fleet: None,
             cfg: Arc::new(cfg),
             engine,
             client,
@@ -660,8 +664,27 @@ async fn models(
 }
 
 async fn ready(Snapshot(gw): Snapshot) -> Response<Body> {
-    let body = json!({"ready": true, "routes": gw.cfg.routes.len(), "credentials": gw.cfg.credentials.len()});
-    Response::new(Body::from(body.to_string()))
+    let mut body = json!({"ready": true, "routes": gw.cfg.routes.len(), "credentials": gw.cfg.credentials.len()});
+    let mut status = StatusCode::OK;
+    if let Some(fleet) = &gw.fleet {
+        // Not ready until the fleet state was loaded once: a replica that never saw it
+        // would send traffic to keys the fleet already knows are dead. Once loaded, a
+        // Redis outage is reported, not a reason to stop taking traffic.
+        let s = fleet.status();
+        if !s.loaded {
+            body["ready"] = json!(false);
+            status = StatusCode::SERVICE_UNAVAILABLE;
+        }
+        body["fleet"] = json!({
+            "replica": s.replica,
+            "state": if !s.loaded { "loading" } else if s.degraded_since.is_some() { "degraded" } else { "connected" },
+            "pending_transitions": s.pending,
+            "last_error": s.last_error,
+        });
+    }
+    let mut r = Response::new(Body::from(body.to_string()));
+    *r.status_mut() = status;
+    r
 }
 
 /// A sink that does nothing (a gateway run without state, in tests).

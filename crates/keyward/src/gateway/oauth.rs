@@ -55,6 +55,24 @@ const UNAVAILABLE_FOR: Duration = Duration::from_secs(5);
 const REFRESHED_RECENTLY: Duration = Duration::from_secs(30);
 /// One token endpoint call's limit.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Fleet mode: the refresh lease outlives the token endpoint's calls with their retries.
+const FLEET_LEASE: Duration = Duration::from_secs(40);
+/// Fleet mode: how often a replica waiting for another's refresh looks for the result.
+const FLEET_POLL: Duration = Duration::from_millis(50);
+
+fn lease_name(credential: &str) -> String {
+    format!("refresh:{credential}")
+}
+
+/// Who refreshes, in fleet mode.
+enum FleetTurn {
+    /// Another replica refreshed: its access token.
+    Adopted(Arc<str>),
+    /// This replica holds the lease (its token, to release).
+    Mine(String),
+    /// Redis is unreachable: refresh alone (degraded).
+    Alone,
+}
 
 /// Why a credential has no usable access token now. Each says what to do.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -98,6 +116,9 @@ struct Slot {
 #[derive(Debug)]
 pub struct OAuth {
     store: Option<Arc<TokenStore>>,
+    /// Fleet mode: refreshes take a fleet-wide lease, so one replica refreshes a grant
+    /// and the others adopt its result.
+    fleet: std::sync::OnceLock<keyward_store::RedisStore>,
     client: reqwest::Client,
     slots: Mutex<HashMap<Arc<str>, Arc<Slot>>>,
     metrics: Arc<Metrics>,
@@ -133,12 +154,18 @@ impl OAuth {
             .unwrap_or_default();
         OAuth {
             store,
+            fleet: std::sync::OnceLock::new(),
             client,
             slots: Mutex::new(HashMap::new()),
             metrics,
             pause_after_store: std::env::var("KEYWARD_FAILPOINT")
                 .is_ok_and(|v| v == "after-token-store"),
         }
+    }
+
+    /// Fleet mode: refreshes coordinate through `fleet`'s leases.
+    pub fn set_fleet(&self, fleet: keyward_store::RedisStore) {
+        let _ = self.fleet.set(fleet);
     }
 
     fn slot(&self, id: &Arc<str>) -> Arc<Slot> {
@@ -295,7 +322,7 @@ impl OAuth {
             }
         }
         // The state file is the truth: another holder may have rotated the tokens.
-        let Some(mut row) = self.load(&cred.id).await? else {
+        let Some(row) = self.load(&cred.id).await? else {
             return Err(AccessError::NotImported(cred.id.to_string()));
         };
         let memory = read(&slot.current);
@@ -317,12 +344,112 @@ impl OAuth {
                 });
             }
         }
+        let lease = match self.fleet.get() {
+            None => None,
+            Some(fleet) => match self.fleet_turn(fleet, cred, &slot, &row, engine).await? {
+                FleetTurn::Adopted(access) => return Ok(access),
+                FleetTurn::Mine(token) => Some((fleet, token)),
+                FleetTurn::Alone => None,
+            },
+        };
+        let result = self
+            .call_and_commit(cred, cfg, engine, &slot, row, now)
+            .await;
+        if let Some((fleet, token)) = lease {
+            fleet.release(&lease_name(&cred.id), &token).await;
+        }
+        result
+    }
+
+    /// Fleet mode: takes the fleet-wide refresh lease of `cred`, or waits for the replica
+    /// holding it and adopts the tokens it stores (or its revocation verdict). The lease
+    /// outlives the token endpoint's timeout with its retries; a holder that died frees
+    /// it when it lapses.
+    async fn fleet_turn(
+        &self,
+        fleet: &keyward_store::RedisStore,
+        cred: &Credential,
+        slot: &Slot,
+        row: &OAuthTokens,
+        engine: &HealthEngine,
+    ) -> Result<FleetTurn, AccessError> {
+        let name = lease_name(&cred.id);
+        let mut waited = false;
+        loop {
+            match fleet.lease(&name, FLEET_LEASE).await {
+                keyward_store::Lease::Unavailable => return Ok(FleetTurn::Alone),
+                keyward_store::Lease::Held(token) => {
+                    // A previous holder may have finished between our read and now: its
+                    // refresh consumed the refresh token we hold.
+                    if let Some(access) = self.adopt_newer(cred, slot, row, engine).await? {
+                        fleet.release(&name, &token).await;
+                        return Ok(FleetTurn::Adopted(access));
+                    }
+                    return Ok(FleetTurn::Mine(token));
+                }
+                keyward_store::Lease::Taken => {}
+            }
+            if !waited {
+                info!(credential = %cred.id, "another replica is refreshing this OAuth grant: waiting for its result");
+                waited = true;
+            }
+            tokio::time::sleep(FLEET_POLL).await;
+            if let Some(access) = self.adopt_newer(cred, slot, row, engine).await? {
+                return Ok(FleetTurn::Adopted(access));
+            }
+            if let Some(keyward_core::health::Health::Disabled { evidence, .. }) =
+                engine.health(&keyward_core::health::ScopeKey::Credential(cred.id.clone()))
+            {
+                return Err(AccessError::Revoked(evidence));
+            }
+        }
+    }
+
+    /// The stored tokens, when another holder wrote a newer usable version than `row`.
+    async fn adopt_newer(
+        &self,
+        cred: &Credential,
+        slot: &Slot,
+        row: &OAuthTokens,
+        engine: &HealthEngine,
+    ) -> Result<Option<Arc<str>>, AccessError> {
+        let Some(fresh) = self.load(&cred.id).await? else {
+            return Ok(None);
+        };
+        let usable = fresh
+            .expires_at
+            .is_none_or(|e| e > engine.now().plus(Duration::from_secs(1)));
+        if fresh.version <= row.version || !usable {
+            return Ok(None);
+        }
+        let access: Arc<str> = fresh.access_token.as_str().into();
+        set(
+            &slot.current,
+            &fresh,
+            access.clone(),
+            Some(engine.now().plus(REFRESHED_RECENTLY)),
+        );
+        self.count(&cred.id, "adopted");
+        Ok(Some(access))
+    }
+
+    /// Calls the token endpoint with `row`'s refresh token and commits the result (or
+    /// handles a dead grant).
+    async fn call_and_commit(
+        &self,
+        cred: &Credential,
+        cfg: &OAuthConfig,
+        engine: &HealthEngine,
+        slot: &Slot,
+        mut row: OAuthTokens,
+        now: Timestamp,
+    ) -> Result<Arc<str>, AccessError> {
         let mut reread = false;
         loop {
             match self.call(cfg, &row.refresh_token).await {
                 Ok(resp) => {
                     *lock(&slot.unavailable_until) = None;
-                    return self.commit(cred, &slot, &row, resp, engine).await;
+                    return self.commit(cred, slot, &row, resp, engine).await;
                 }
                 Err(CallError::Transient(why)) => {
                     warn!(credential = %cred.id, error = %why, "OAuth token endpoint failing: credential kept, requests fail over meanwhile");

@@ -13,6 +13,9 @@ use tracing::{info, warn};
 
 use super::{upstream, Gateway, Live};
 
+/// Fleet mode: a probe's lease outlives the probe and its control call.
+const PROBE_LEASE: Duration = Duration::from_secs(30);
+
 /// Polls for due probes until the task is aborted. Each round uses the current
 /// configuration (a reload may have changed a credential's secret or endpoint).
 pub async fn run(live: Arc<Live>) {
@@ -23,6 +26,23 @@ pub async fn run(live: Arc<Live>) {
         for probe in gw.engine.due_probes() {
             let gw = gw.clone();
             tokio::spawn(async move {
+                // Fleet mode: one replica probes a scope; the others apply its published
+                // verdict (their own claim on the probe lapses with its local lease).
+                let lease = match &gw.fleet {
+                    None => None,
+                    Some(fleet) => {
+                        let name = format!("probe:{}", probe.scope);
+                        match fleet.lease(&name, PROBE_LEASE).await {
+                            keyward_store::Lease::Held(token) => Some((fleet.clone(), name, token)),
+                            keyward_store::Lease::Taken => {
+                                info!(credential = %probe.credential, scope = %probe.scope, "another replica is probing this scope: waiting for its verdict");
+                                return;
+                            }
+                            // Redis away: probe locally (degraded).
+                            keyward_store::Lease::Unavailable => None,
+                        }
+                    }
+                };
                 let outcome = probe_once(&gw, &probe).await;
                 let name = match &outcome {
                     ProbeOutcome::Confirmed { .. } => "confirmed",
@@ -38,9 +58,12 @@ pub async fn run(live: Arc<Live>) {
                     .inc();
                 info!(credential = %probe.credential, scope = %probe.scope, class = probe.class.as_str(), outcome = ?outcome, "probe finished");
                 let ack = gw.engine.record_probe(&probe, outcome);
-                // A disable is on disk before it is reported.
+                // A disable is on disk (or in Redis) before it is reported.
                 if let Ok(Err(e)) = tokio::task::spawn_blocking(move || ack.wait()).await {
                     warn!(error = %e, "a health transition was not persisted");
+                }
+                if let Some((fleet, name, token)) = lease {
+                    fleet.release(&name, &token).await;
                 }
             });
         }
