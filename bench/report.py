@@ -54,7 +54,7 @@ p("- upstream: nginx returning a fixed Anthropic Messages body (or a fixed 7-eve
   "keepalive, one worker; or Keyward, one tokio worker) pinned to core 0")
 p("- Keyward: one route over 100 credentials of which 10 are disabled (through `keyward disable`), "
   "logs at `warn`; nginx: `access_log off`")
-p(f"- load: wrk, one thread, 5 s per measurement; {rounds} rounds, the three targets alternating "
+p(f"- load: wrk, one thread, 5 s per measurement; {rounds} rounds, the targets alternating "
   "within each round; medians over rounds, spread = min–max over rounds\n")
 
 p("## Plain requests (non-streaming)\n")
@@ -62,7 +62,7 @@ p("| concurrency | target | req/s (median, spread) | p50 µs | p99 µs | CPU µs
 p("|---|---|---|---|---|---|")
 med = {}
 for c in sorted({k[0] for k in plain}):
-    for t in ["direct", "nginx", "keyward"]:
+    for t in ["direct", "nginx", "keyward", "keyward-fleet"]:
         rs = plain.get((c, t), [])
         if not rs:
             continue
@@ -93,6 +93,28 @@ for c in sorted({k[0] for k in med}):
     goals[c] = (r50, r99, rr)
     p(f"| {c} | {a50n:g} / {a50k:g} | {a99n:g} / {a99k:g} | {r50:.2f} | {r99:.2f} | {rr:.2f} |")
 p()
+
+fleet_path = os.path.join(sys.argv[1], "fleet.json")
+if os.path.exists(fleet_path) and any(t == "keyward-fleet" for (_, t) in med):
+    fleet = json.load(open(fleet_path))
+    p("## Fleet mode beside single node
+")
+    p("The same Keyward with `state = \"redis://…\"` (a local `redis-server`, no persistence, "
+      "on the load core), measured in the same rounds. The request path reads the replica's "
+      "memory, never Redis:\n")
+    p("| concurrency | added p50 µs: single / fleet | added p99 µs: single / fleet | req/s single / fleet |")
+    p("|---|---|---|---|")
+    for c in sorted({k[0] for k in med}):
+        d, k, f = med.get((c, "direct")), med.get((c, "keyward")), med.get((c, "keyward-fleet"))
+        if not (d and k and f):
+            continue
+        p(f"| {c} | {k['p50'] - d['p50']:g} / {f['p50'] - d['p50']:g} | {k['p99'] - d['p99']:g} / {f['p99'] - d['p99']:g} | {k['rps']:,.0f} / {f['rps']:,.0f} |")
+    p()
+    calls = ", ".join(f"{k} {v}" for k, v in fleet["redis_calls_delta"].items()) or "none"
+    p(f"Redis commands over the fleet rounds' {fleet['requests']:,} requests (`INFO commandstats`, "
+      f"after − before): {calls} — the replica's log follower blocks on `XREAD` for 2 s at a time; "
+      "no command per request. Fleet replica idle RSS: "
+      f"{fleet['fleet_idle_rss_kb'] / 1024:.1f} MB.\n")
 
 p("## Streams: time to first byte (h2load, HTTP/1.1)\n")
 p("| concurrency | target | mean TTFB µs (median, spread) | streams/s |")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Keyward beside the floor: direct to a fixed upstream, through nginx (proxy_pass with
-# upstream keepalive), and through Keyward (one route, 100 credentials, 10 disabled), in the
-# same run, alternating, ROUNDS rounds each; then streams' time to first byte, memory at
+# upstream keepalive), through Keyward (one route, 100 credentials, 10 disabled), and through
+# the same Keyward in fleet mode (state in a local redis-server), in the same run,
+# alternating, ROUNDS rounds each; then streams' time to first byte, memory at
 # idle and with 1,000 open streams, and callgrind instruction counts per request.
 # Writes bench/results/*.json and docs/benchmarks.md.
 #
@@ -29,8 +30,9 @@ cleanup() {
 trap cleanup EXIT
 
 need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk || ! need h2load || ! need valgrind; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light wrk nghttp2-client valgrind >/dev/null
+if ! need nginx || ! need wrk || ! need h2load || ! need valgrind || ! need redis-server; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light wrk nghttp2-client valgrind redis-server >/dev/null
+  systemctl disable --now redis-server >/dev/null 2>&1 || true
 fi
 ulimit -n 65536 2>/dev/null || ulimit -n 8192
 
@@ -45,6 +47,8 @@ UP=18481      # fixed upstream (nginx returning fixed bodies)
 NGX=18482     # nginx as a reverse proxy
 KWP=18483     # keyward
 SIM=18484     # keyward-sim (streams held open, for the memory test)
+KWF=18487     # keyward in fleet mode
+RDS=18488     # redis-server for fleet mode
 
 MSG='{"id":"msg_bench","type":"message","role":"assistant","model":"claude-bench","content":[{"type":"text","text":"Hello from the fixed upstream."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":12,"output_tokens":8}}'
 SSE='event: message_start\ndata: {"type":"message_start","message":{"id":"msg_bench","type":"message","role":"assistant","model":"claude-bench","content":[],"stop_reason":null,"usage":{"input_tokens":12,"output_tokens":1}}}\n\nevent: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n\nevent: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello"}}\n\nevent: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":" world"}}\n\nevent: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\nevent: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":8}}\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n'
@@ -132,13 +136,25 @@ for i in $(seq 1 10); do
   "$KW" disable "k$i" --reason "benchmark: out of rotation" --config "$WORK/kw/keyward.toml" >/dev/null
   "$KW" disable "s$i" --reason "benchmark: out of rotation" --config "$WORK/kw/keyward.toml" >/dev/null
 done
+# Fleet mode: the same config on Redis (the same 10 credentials disabled, written to Redis
+# by the CLI with no replica running).
+taskset -c $LOAD_CPU redis-server --port $RDS --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" >/dev/null 2>&1 & PIDS+=($!)
+for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$RDS) 2>/dev/null && break; sleep 0.1; done
+sed -e "s|^state = .*|state = \"redis://127.0.0.1:$RDS\"|" -e "s|^listen = .*|listen = \"127.0.0.1:$KWF\"|" "$WORK/kw/keyward.toml" > "$WORK/kw/fleet.toml"
+printf '\n[fleet]\nprefix = "bench"\n' >> "$WORK/kw/fleet.toml"
+for i in $(seq 1 10); do
+  "$KW" disable "k$i" --reason "benchmark: out of rotation" --config "$WORK/kw/fleet.toml" --admin-url http://127.0.0.1:9 >/dev/null
+  "$KW" disable "s$i" --reason "benchmark: out of rotation" --config "$WORK/kw/fleet.toml" --admin-url http://127.0.0.1:9 >/dev/null
+done
 
 taskset -c $LOAD_CPU nginx -c "$WORK/up/nginx.conf" & PIDS+=($!)
 taskset -c $PROXY_CPU nginx -c "$WORK/ngx/nginx.conf" & PIDS+=($!)
 taskset -c $LOAD_CPU "$KW" sim --listen 127.0.0.1:$SIM >/dev/null 2>&1 & PIDS+=($!)
 (cd "$WORK/kw" && KEYWARD_LOG=warn TOKIO_WORKER_THREADS=1 exec taskset -c $PROXY_CPU "$KW" serve --config keyward.toml >/dev/null 2>"$WORK/kw/serve.log") & PIDS+=($!)
 KW_PID=$!
-for port in $UP $NGX $KWP $SIM; do
+(cd "$WORK/kw" && KEYWARD_LOG=warn TOKIO_WORKER_THREADS=1 exec taskset -c $PROXY_CPU "$KW" serve --config fleet.toml >/dev/null 2>"$WORK/kw/fleet.log") & PIDS+=($!)
+KWF_PID=$!
+for port in $UP $NGX $KWP $SIM $KWF; do
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 NGX_WORKER=$(pgrep -f "nginx: worker" -P "$(cat "$WORK/ngx/nginx.pid")" | head -1)
@@ -158,10 +174,12 @@ wrk.headers["anthropic-version"] = "2023-06-01"
 EOF
 
 # Warm up each path (connection pools, the gateway's first selections).
-for url in "http://127.0.0.1:$UP/v1/messages" "http://127.0.0.1:$NGX/v1/messages" "http://127.0.0.1:$KWP/v1/messages"; do
+for url in "http://127.0.0.1:$UP/v1/messages" "http://127.0.0.1:$NGX/v1/messages" "http://127.0.0.1:$KWP/v1/messages" "http://127.0.0.1:$KWF/v1/messages"; do
   taskset -c $LOAD_CPU wrk -t1 -c16 -d2s -s "$WORK/post.lua" "$url" >/dev/null
 done
 IDLE_RSS=$(rss_kb $KW_PID)
+FLEET_IDLE_RSS=$(rss_kb $KWF_PID)
+redis-cli -p $RDS INFO commandstats > "$WORK/redis-before.txt"
 NGX_IDLE_RSS=$(rss_kb "$NGX_WORKER")
 
 echo "round,concurrency,target,rps,p50_us,p99_us,cpu_ms_per_1k" > "$OUT/plain.csv"
@@ -170,11 +188,12 @@ to_us() { # wrk latency like 85.00us / 1.20ms / 2.00s
 }
 for round in $(seq 1 "$ROUNDS"); do
   for c in $CONCURRENCY; do
-    for target in direct nginx keyward; do
+    for target in direct nginx keyward keyward-fleet; do
       case $target in
         direct) url="http://127.0.0.1:$UP/v1/messages"; pid="" ;;
         nginx) url="http://127.0.0.1:$NGX/v1/messages"; pid=$NGX_WORKER ;;
         keyward) url="http://127.0.0.1:$KWP/v1/messages"; pid=$KW_PID ;;
+        keyward-fleet) url="http://127.0.0.1:$KWF/v1/messages"; pid=$KWF_PID ;;
       esac
       t0=0; [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
       res=$(taskset -c $LOAD_CPU wrk -t1 -c"$c" -d"${SECONDS_EACH}s" --latency -s "$WORK/post.lua" "$url")
@@ -190,6 +209,13 @@ for round in $(seq 1 "$ROUNDS"); do
     done
   done
 done
+
+# Fleet mode's request path makes no Redis call: Redis's command counters across every
+# fleet round above (only the log follower's blocking read wakes, every 2 s).
+redis-cli -p $RDS INFO commandstats > "$WORK/redis-after.txt"
+python3 "$ROOT/bench/fleet_calls.py" "$WORK/redis-before.txt" "$WORK/redis-after.txt" "$OUT/plain.csv" "$SECONDS_EACH" "$FLEET_IDLE_RSS" > "$OUT/fleet.json"
+cat "$OUT/fleet.json"
+kill $KWF_PID 2>/dev/null || true
 
 # Streams: time to first byte with h2load (HTTP/1.1), the same three paths.
 SBODY='{"model":"claude-stream","max_tokens":16,"stream":true,"messages":[{"role":"user","content":"Say hello."}]}'

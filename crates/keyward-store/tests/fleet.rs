@@ -374,3 +374,59 @@ async fn a_redis_that_lost_its_data_is_reseeded_from_the_replicas() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_wins_over_versions_and_automatic_transitions_never_override_it() {
+    let server = redis();
+    let url = server.url();
+    let (a, _) = replica(&url, "a").await;
+    let (b, _) = replica(&url, "b").await;
+    let (_w, watcher) = replica(&url, "watcher").await;
+    let key = ScopeKey::Credential("k".into());
+    // a confirms a revocation; b, which has not seen it yet, takes an operator's reset
+    // computed from its stale view: the operator wins.
+    b.flush().await;
+    drop(a.enqueue(transition(1, Health::Healthy, disabled())));
+    a.flush().await;
+    drop(b.enqueue(Transition {
+        actor: Actor::Operator,
+        why: "operator reset".into(),
+        ..transition(2, Health::Healthy, Health::Healthy)
+    }));
+    b.flush().await;
+    eventually(Duration::from_secs(5), "the reset wins", || {
+        watcher.health(&key) == Some(Health::Healthy)
+    })
+    .await;
+    // An operator's disable; then a stale automatic verdict (a cooldown from healthy):
+    // absorbed, the operator's disable stays.
+    let by_operator = Health::Disabled {
+        by_operator: true,
+        class: Class::AuthPermanent,
+        since: T0,
+        evidence: "disabled by an operator: rotating".into(),
+        fingerprint: Some("fp-k".into()),
+        recheck_at: None,
+    };
+    drop(a.enqueue(Transition {
+        actor: Actor::Operator,
+        ..transition(3, Health::Healthy, by_operator.clone())
+    }));
+    a.flush().await;
+    // (b may or may not have applied it yet: a stale version or a stale state, the
+    // outcome is the same.)
+    drop(b.enqueue(transition(4, Health::Healthy, cooling(T0.0 + 99_000))));
+    b.flush().await;
+    let log = log_of(&url, "credential/k").await;
+    assert_eq!(
+        log.last().map(|(_, kind, r)| (kind.as_str(), r.as_str())),
+        Some(("absorbed", "b")),
+        "{log:?}"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the operator's disable holds",
+        || watcher.health(&key) == Some(by_operator.clone()),
+    )
+    .await;
+}

@@ -1162,6 +1162,34 @@ first_token_timeout = "20s"
     }
 
     #[test]
+    fn the_examples_are_valid() {
+        let any = |v: &str| -> Option<String> {
+            Some(match v {
+                "KEYWARD_REDIS_URL" => "redis://:pw@127.0.0.1:6379/0".into(),
+                "KEYWARD_STATE_KEY" => "ab".repeat(32),
+                _ => format!("example-{}", v.to_lowercase()),
+            })
+        };
+        for (name, text) in [
+            (
+                "keyward.toml",
+                include_str!("../../../examples/keyward.toml"),
+            ),
+            ("fleet.toml", include_str!("../../../examples/fleet.toml")),
+        ] {
+            match Config::parse(text, Path::new("/etc/keyward"), &any) {
+                Ok(c) => assert_eq!(c.fleet.is_some(), name == "fleet.toml"),
+                // keyward.toml shows a secret read from a file that is not here.
+                Err(p) => assert!(
+                    p.iter()
+                        .all(|p| p.message.starts_with("cannot read secret file")),
+                    "{name}: {p:?}"
+                ),
+            }
+        }
+    }
+
+    #[test]
     fn fleet_settings_are_checked() {
         let p = problems(&with_state("redis://:pw@127.0.0.1:6379", ""));
         assert!(p.iter().any(|p| p.contains("reference it as")), "{p:?}");

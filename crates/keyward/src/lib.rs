@@ -102,8 +102,15 @@ pub fn token_store(
     }))
 }
 
-/// A replica's default name in the fleet log: the host name and the process id.
+/// A replica's default name in the fleet log: `$KEYWARD_REPLICA`, or the host name and
+/// the process id.
 fn default_replica() -> String {
+    if let Some(r) = std::env::var("KEYWARD_REPLICA")
+        .ok()
+        .filter(|r| !r.trim().is_empty() && r.len() <= 64)
+    {
+        return r.trim().to_owned();
+    }
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())

@@ -339,6 +339,49 @@ async fn a_revoked_key_costs_the_fleet_its_in_flight_requests_and_one_probe() {
     assert!(text.contains("fleet: answered by replica"), "{text}");
     let logs = f.h.logs();
     f.h.check_no_secret(&logs);
+
+    // An operator with no replica's admin API at hand writes to the fleet state in Redis;
+    // every running replica applies it at once, and the operator's action wins.
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(args)
+            .arg("--config")
+            .arg(&f.h.config)
+            .args(["--admin-url", "http://127.0.0.1:9"])
+            .envs(f.h.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        f.h.check_no_secret(&text);
+        assert!(out.status.success(), "{args:?}: {text}");
+        text
+    };
+    let text = cli(&["disable", "k4", "--reason", "rotating it out"]);
+    assert!(text.contains("in the fleet state in Redis"), "{text}");
+    f.eventually_all(
+        "k4 disabled by the operator everywhere",
+        Duration::from_secs(5),
+        "k4",
+        "disabled",
+    )
+    .await;
+    let text = cli(&["history", "k4"]);
+    assert!(
+        text.contains("by keyward-cli") && text.contains("rotating it out"),
+        "{text}"
+    );
+    cli(&["reset", "k2"]);
+    f.eventually_all(
+        "k2 reset everywhere",
+        Duration::from_secs(5),
+        "k2",
+        "healthy",
+    )
+    .await;
 }
 
 const CLAUDE: &str = "kind = \"oauth\"\nsubscription = true\n[credentials.oauth]\ntoken_url = \"{sim}/v1/oauth/token\"\nclient_id = \"keyward-tests\"\n";

@@ -462,8 +462,28 @@ pub fn history(args: HistoryArgs) -> Result<ExitCode, CliError> {
                         "the admin API refused ({code}): {m}"
                     )))
                 }
-                Called::Unreachable => note_fallback(&admin, &path),
+                Called::Unreachable => {
+                    if cfg.as_ref().and_then(|c| c.fleet.as_ref()).is_none() {
+                        note_fallback(&admin, &path);
+                    }
+                }
             }
+        }
+        if let Some(fleet) = cfg.as_ref().and_then(|c| c.fleet.as_ref()) {
+            let rt = fleet_runtime()?;
+            let rows = rt.block_on(async {
+                let (store, _) = fleet_member(fleet).await?;
+                store
+                    .history(Some(&args.credential), args.limit)
+                    .await
+                    .map_err(|e| CliError::Usage(e.to_string()))
+            })?;
+            let v = json!({"transitions": rows.iter().map(|t| {
+                let state = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(json!(s));
+                json!({"at": t.at.rfc3339(), "scope": t.scope, "from": state(&t.from), "to": state(&t.to),
+                       "actor": t.actor, "why": t.why, "replica": t.replica})
+            }).collect::<Vec<_>>()});
+            return print_live_history(&args.credential, &v, args.json);
         }
         state = Some(path);
     }
@@ -523,12 +543,16 @@ fn print_live_history(id: &str, v: &Value, json: bool) -> Result<ExitCode, CliEr
     for r in rows {
         writeln!(
             out,
-            "{}  {:<36} {:>8} → {:<8} [{}] {}",
+            "{}  {:<36} {:>8} → {:<8} [{}{}] {}",
             r["at"].as_str().unwrap_or("?"),
             r["scope"].as_str().unwrap_or("?"),
             r["from"]["state"].as_str().unwrap_or("?"),
             r["to"]["state"].as_str().unwrap_or("?"),
             r["actor"].as_str().unwrap_or("?"),
+            r["replica"]
+                .as_str()
+                .map(|x| format!(" by {x}"))
+                .unwrap_or_default(),
             r["why"].as_str().unwrap_or("")
         )
         .map_err(CliError::Write)?;
@@ -587,6 +611,9 @@ pub fn operate(
             Called::Unreachable => {}
         }
     }
+    if let Some(fleet) = cfg.fleet.clone() {
+        return operate_fleet(cfg, &fleet, credential, disable, verb);
+    }
     // No gateway: apply the transition to the state file through the engine itself.
     let (store, loaded) = keyward_store::SqliteStore::open(&cfg.state).map_err(|e| match e {
         keyward_store::StoreError::Locked { .. } => CliError::Usage(format!(
@@ -617,6 +644,90 @@ pub fn operate(
         out,
         "{verb} {credential} in the state file {} (no gateway answered); it applies when the gateway starts",
         path.display()
+    )
+    .map_err(CliError::Write)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Connects to the fleet's Redis as a short-lived member named `keyward-cli`.
+async fn fleet_member(
+    fleet: &keyward::config::Fleet,
+) -> Result<(keyward_store::RedisStore, keyward_store::Loaded), CliError> {
+    let (store, loaded) = keyward_store::RedisStore::connect(keyward_store::FleetConfig {
+        url: fleet.url.expose().to_owned(),
+        prefix: fleet.prefix.clone(),
+        replica: "keyward-cli".into(),
+        timeout: fleet.timeout,
+    })
+    .await
+    .map_err(|e| CliError::Usage(e.to_string()))?;
+    let status = store.status();
+    if !status.loaded {
+        return Err(CliError::Usage(format!(
+            "no gateway answered and the fleet's Redis at {} cannot be read either: {}",
+            fleet.display_url(),
+            status.last_error.unwrap_or_default()
+        )));
+    }
+    Ok((store, loaded))
+}
+
+fn fleet_runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(CliError::Write)
+}
+
+/// `reset` / `disable` with no replica answering: the operator's transition is written
+/// to the fleet state in Redis (an operator's action wins over any version), and every
+/// running replica applies it from the fleet log.
+fn operate_fleet(
+    cfg: Config,
+    fleet: &keyward::config::Fleet,
+    credential: &str,
+    disable: Option<&str>,
+    verb: &str,
+) -> Result<ExitCode, CliError> {
+    let rt = fleet_runtime()?;
+    rt.block_on(async {
+        let (store, loaded) = fleet_member(fleet).await?;
+        let engine = keyward_core::health::HealthEngine::new(
+            cfg.policy.clone(),
+            std::sync::Arc::new(keyward::SystemClock),
+            std::sync::Arc::new(store.clone()),
+            1,
+        );
+        engine.restore(loaded.records, loaded.denylist);
+        store.attach(engine.clone());
+        let gw = keyward::gateway::Gateway::new(cfg, engine)
+            .map_err(|e| CliError::Usage(format!("cannot build the gateway: {e}")))?;
+        let ack = match disable {
+            Some(reason) => gw.engine.disable(credential, reason),
+            None => gw.engine.reset(credential),
+        };
+        if let Some(ack) = ack {
+            tokio::task::spawn_blocking(move || ack.wait())
+                .await
+                .map_err(|e| CliError::Usage(e.to_string()))?
+                .map_err(|e| CliError::Usage(format!("not written to Redis: {e}")))?;
+        }
+        store.flush().await;
+        if store.status().pending > 0 {
+            return Err(CliError::Usage(format!(
+                "Redis at {} stopped answering: the {verb} was not written",
+                fleet.display_url()
+            )));
+        }
+        Ok(())
+    })?;
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "{verb} {credential} in the fleet state in Redis {} (prefix {}); running replicas apply it at once",
+        fleet.display_url(),
+        fleet.prefix
     )
     .map_err(CliError::Write)?;
     Ok(ExitCode::SUCCESS)
