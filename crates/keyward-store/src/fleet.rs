@@ -402,6 +402,18 @@ impl RedisStore {
         }
     }
 
+    /// The state of `key` in Redis now (not this replica's view), when Redis answers.
+    pub async fn stored_health(&self, key: &ScopeKey) -> Option<Health> {
+        let mut conn = self.shared.conn.clone();
+        let state: Option<String> = redis::cmd("HGET")
+            .arg(&self.shared.keys.health)
+            .arg(key.to_key())
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        Some(decode(&state.unwrap_or_default())?.0)
+    }
+
     /// Waits until every transition enqueued so far was written (or kept for later when
     /// Redis is unreachable).
     pub async fn flush(&self) {

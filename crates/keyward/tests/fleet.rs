@@ -447,6 +447,87 @@ async fn fifty_requests_over_three_replicas_on_an_expired_token_cause_one_refres
     );
 }
 
+/// `keyward credentials import ID` of the sim's fresh tokens for `grant`, through the CLI.
+fn import(sim: &keyward_sim::Sim, cfg: &std::path::Path, env: &[(String, String)], grant: &str) {
+    let t = sim.oauth_grant(grant, Duration::from_secs(3600));
+    let file = cfg.with_file_name(format!("{grant}-tokens.json"));
+    std::fs::write(
+        &file,
+        json!({"access_token": t.access_token, "refresh_token": t.refresh_token, "expires_in": 3600}).to_string(),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["credentials", "import", "claude-max"])
+        .arg(&file)
+        .arg("--config")
+        .arg(cfg)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("stored in Redis"), "{text}");
+    assert!(!text.contains(&t.access_token) && !text.contains(&t.refresh_token));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_grant_is_tried_once_for_the_fleet_and_a_new_login_serves_every_replica() {
+    let f = fleet(
+        "fleet-relogin",
+        &[Cred("claude-max", "", "anthropic", CLAUDE)],
+        |sim, cfg, env| import(sim, cfg, env, "claude"),
+    )
+    .await;
+    for u in &f.urls {
+        assert_eq!(post(&f.client, u).await.0, 200);
+    }
+    // The user logs out everywhere: the grant is dead and its access tokens with it.
+    f.h.sim.revoke_grant("claude");
+    let replies =
+        futures_util::future::join_all((0..30).map(|i| post(&f.client, &f.urls[i % 3]))).await;
+    for (status, body) in &replies {
+        assert_eq!(*status, 503, "{body}");
+    }
+    f.eventually_all(
+        "claude-max disabled everywhere",
+        Duration::from_secs(5),
+        "claude-max",
+        "disabled",
+    )
+    .await;
+    assert_eq!(
+        f.h.sim.token_calls("claude"),
+        ["revoked"],
+        "the dead grant is tried once for the whole fleet"
+    );
+    // The operator logs in again and imports the new grant once, telling replica 1.
+    let text = std::fs::read_to_string(&f.h.config).unwrap();
+    let addr = f.urls[1].trim_start_matches("http://");
+    std::fs::write(
+        &f.h.config,
+        text.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\"")),
+    )
+    .unwrap();
+    import(&f.h.sim, &f.h.config, &f.h.env, "claude-2");
+    f.eventually_all(
+        "claude-max back everywhere",
+        Duration::from_secs(5),
+        "claude-max",
+        "healthy",
+    )
+    .await;
+    for u in &f.urls {
+        let (status, body) = post(&f.client, u).await;
+        assert_eq!(status, 200, "{u}: {body}");
+    }
+    assert_eq!(f.h.sim.token_calls("claude"), ["revoked"]);
+    assert!(f.h.sim.counts("claude-2").requests >= 3);
+}
+
 async fn post(client: &reqwest::Client, url: &str) -> (u16, String) {
     let r = client
         .post(format!("{url}/v1/messages"))

@@ -306,8 +306,24 @@ impl OAuth {
         let slot = self.slot(&cred.id);
         let _gate = slot.gate.lock().await;
         let now = engine.now();
-        if let Some((why, _)) = lock(&slot.revoked).clone() {
-            return Err(AccessError::Revoked(why));
+        let revoked = lock(&slot.revoked).clone();
+        if let Some((why, grant)) = revoked {
+            // Fleet mode: the operator may have imported a new grant through another
+            // replica (this one was not reloaded). A revoked slot costs one read.
+            let replaced = self.fleet.get().is_some()
+                && self
+                    .load(&cred.id)
+                    .await?
+                    .is_some_and(|row| row.grant_fingerprint != grant);
+            if !replaced {
+                return Err(AccessError::Revoked(why));
+            }
+            info!(credential = %cred.id, "a new OAuth grant was imported for the fleet: using it");
+            *lock(&slot.revoked) = None;
+            *slot
+                .current
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         }
         // Someone refreshed (or loaded the first token) while this request waited for
         // the gate: use theirs. A caller that saw no token at all takes any good one,
@@ -380,10 +396,19 @@ impl OAuth {
                 keyward_store::Lease::Unavailable => return Ok(FleetTurn::Alone),
                 keyward_store::Lease::Held(token) => {
                     // A previous holder may have finished between our read and now: its
-                    // refresh consumed the refresh token we hold.
+                    // refresh consumed the refresh token we hold…
                     if let Some(access) = self.adopt_newer(cred, slot, row, engine).await? {
                         fleet.release(&name, &token).await;
                         return Ok(FleetTurn::Adopted(access));
+                    }
+                    // …or found the grant dead (it stores the disable before releasing
+                    // the lease; this replica's view may not have it yet).
+                    let key = keyward_core::health::ScopeKey::Credential(cred.id.clone());
+                    if let Some(keyward_core::health::Health::Disabled { evidence, .. }) =
+                        fleet.stored_health(&key).await
+                    {
+                        fleet.release(&name, &token).await;
+                        return Err(AccessError::Revoked(evidence));
                     }
                     return Ok(FleetTurn::Mine(token));
                 }
