@@ -62,7 +62,7 @@ p("| concurrency | target | req/s (median, spread) | p50 µs | p99 µs | CPU µs
 p("|---|---|---|---|---|---|")
 med = {}
 for c in sorted({k[0] for k in plain}):
-    for t in ["direct", "nginx", "keyward", "keyward-fleet"]:
+    for t in ["direct", "nginx", "keyward", "keyward-fleet", "hyper-floor", "reqwest-floor"]:
         rs = plain.get((c, t), [])
         if not rs:
             continue
@@ -94,11 +94,26 @@ for c in sorted({k[0] for k in med}):
     p(f"| {c} | {a50n:g} / {a50k:g} | {a99n:g} / {a99k:g} | {r50:.2f} | {r99:.2f} | {rr:.2f} |")
 p()
 
+if any(t == "hyper-floor" for (_, t) in med):
+    p("## What the HTTP stack alone costs\n")
+    p("`bare-proxy` (bench/src/bin/bare-proxy.rs) forwards each request to the same upstream and "
+      "streams the answer back, and does nothing else: on hyper's server with hyper-util's "
+      "pooled client (`hyper-floor`), or with reqwest as Keyward uses it (`reqwest-floor`); one "
+      "tokio worker, pinned like Keyward. It is the floor for any proxy on this stack:\n")
+    p("| concurrency | req/s ÷ nginx: hyper-floor / reqwest-floor / keyward | CPU µs/request: nginx / hyper-floor / reqwest-floor / keyward |")
+    p("|---|---|---|")
+    for c in sorted({k[0] for k in med}):
+        n, h, r, k = (med.get((c, t)) for t in ["nginx", "hyper-floor", "reqwest-floor", "keyward"])
+        if not (n and h and r and k):
+            continue
+        cpu = lambda m: f"{m['cpu']:.1f}" if m and m["cpu"] is not None else "–"  # noqa: E731
+        p(f"| {c} | {h['rps'] / n['rps']:.2f} / {r['rps'] / n['rps']:.2f} / {k['rps'] / n['rps']:.2f} | {cpu(n)} / {cpu(h)} / {cpu(r)} / {cpu(k)} |")
+    p()
+
 fleet_path = os.path.join(sys.argv[1], "fleet.json")
 if os.path.exists(fleet_path) and any(t == "keyward-fleet" for (_, t) in med):
     fleet = json.load(open(fleet_path))
-    p("## Fleet mode beside single node
-")
+    p("## Fleet mode beside single node\n")
     p("The same Keyward with `state = \"redis://…\"` (a local `redis-server`, no persistence, "
       "on the load core), measured in the same rounds. The request path reads the replica's "
       "memory, never Redis:\n")

@@ -36,8 +36,9 @@ if ! need nginx || ! need wrk || ! need h2load || ! need valgrind || ! need redi
 fi
 ulimit -n 65536 2>/dev/null || ulimit -n 8192
 
-cargo build --release -q -p keyward
+cargo build --release -q -p keyward -p keyward-bench
 KW=$ROOT/target/release/keyward
+BARE=$ROOT/target/release/bare-proxy
 
 # Cores: the proxy under test on core 0; the upstream and the load tool on core 1.
 PROXY_CPU=0
@@ -48,6 +49,8 @@ NGX=18482     # nginx as a reverse proxy
 KWP=18483     # keyward
 SIM=18484     # keyward-sim (streams held open, for the memory test)
 KWF=18487     # keyward in fleet mode
+HYP=18489     # bare-proxy on hyper-util's client: the floor of any hyper-based proxy
+RQW=18490     # bare-proxy on reqwest, as Keyward uses it
 RDS=18488     # redis-server for fleet mode
 
 MSG='{"id":"msg_bench","type":"message","role":"assistant","model":"claude-bench","content":[{"type":"text","text":"Hello from the fixed upstream."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":12,"output_tokens":8}}'
@@ -154,7 +157,11 @@ taskset -c $LOAD_CPU "$KW" sim --listen 127.0.0.1:$SIM >/dev/null 2>&1 & PIDS+=(
 KW_PID=$!
 (cd "$WORK/kw" && KEYWARD_LOG=warn TOKIO_WORKER_THREADS=1 exec taskset -c $PROXY_CPU "$KW" serve --config fleet.toml >/dev/null 2>"$WORK/kw/fleet.log") & PIDS+=($!)
 KWF_PID=$!
-for port in $UP $NGX $KWP $SIM $KWF; do
+TOKIO_WORKER_THREADS=1 taskset -c $PROXY_CPU "$BARE" 127.0.0.1:$HYP "http://127.0.0.1:$UP" hyper & PIDS+=($!)
+HYP_PID=$!
+TOKIO_WORKER_THREADS=1 taskset -c $PROXY_CPU "$BARE" 127.0.0.1:$RQW "http://127.0.0.1:$UP" reqwest & PIDS+=($!)
+RQW_PID=$!
+for port in $UP $NGX $KWP $SIM $KWF $HYP $RQW; do
   for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 NGX_WORKER=$(pgrep -f "nginx: worker" -P "$(cat "$WORK/ngx/nginx.pid")" | head -1)
@@ -174,7 +181,7 @@ wrk.headers["anthropic-version"] = "2023-06-01"
 EOF
 
 # Warm up each path (connection pools, the gateway's first selections).
-for url in "http://127.0.0.1:$UP/v1/messages" "http://127.0.0.1:$NGX/v1/messages" "http://127.0.0.1:$KWP/v1/messages" "http://127.0.0.1:$KWF/v1/messages"; do
+for url in "http://127.0.0.1:$UP/v1/messages" "http://127.0.0.1:$NGX/v1/messages" "http://127.0.0.1:$KWP/v1/messages" "http://127.0.0.1:$KWF/v1/messages" "http://127.0.0.1:$HYP/v1/messages" "http://127.0.0.1:$RQW/v1/messages"; do
   taskset -c $LOAD_CPU wrk -t1 -c16 -d2s -s "$WORK/post.lua" "$url" >/dev/null
 done
 IDLE_RSS=$(rss_kb $KW_PID)
@@ -188,8 +195,10 @@ to_us() { # wrk latency like 85.00us / 1.20ms / 2.00s
 }
 for round in $(seq 1 "$ROUNDS"); do
   for c in $CONCURRENCY; do
-    for target in direct nginx keyward keyward-fleet; do
+    for target in direct nginx keyward keyward-fleet hyper-floor reqwest-floor; do
       case $target in
+        hyper-floor) url="http://127.0.0.1:$HYP/v1/messages"; pid=$HYP_PID ;;
+        reqwest-floor) url="http://127.0.0.1:$RQW/v1/messages"; pid=$RQW_PID ;;
         direct) url="http://127.0.0.1:$UP/v1/messages"; pid="" ;;
         nginx) url="http://127.0.0.1:$NGX/v1/messages"; pid=$NGX_WORKER ;;
         keyward) url="http://127.0.0.1:$KWP/v1/messages"; pid=$KW_PID ;;
@@ -215,7 +224,7 @@ done
 redis-cli -p $RDS INFO commandstats > "$WORK/redis-after.txt"
 python3 "$ROOT/bench/fleet_calls.py" "$WORK/redis-before.txt" "$WORK/redis-after.txt" "$OUT/plain.csv" "$SECONDS_EACH" "$FLEET_IDLE_RSS" > "$OUT/fleet.json"
 cat "$OUT/fleet.json"
-kill $KWF_PID 2>/dev/null || true
+kill $KWF_PID $HYP_PID $RQW_PID 2>/dev/null || true
 
 # Streams: time to first byte with h2load (HTTP/1.1), the same three paths.
 SBODY='{"model":"claude-stream","max_tokens":16,"stream":true,"messages":[{"role":"user","content":"Say hello."}]}'
