@@ -274,8 +274,8 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The URL without its password, for messages.
-pub(crate) fn redact(url: &str) -> String {
+/// A Redis URL without its credentials, for messages (`redis://…@host:port/db`).
+pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
         _ => url.to_owned(),
@@ -287,7 +287,7 @@ impl RedisStore {
     /// the replica starts on an empty view, degraded, and loads the state when Redis
     /// answers. Must be called within a Tokio runtime.
     pub async fn connect(cfg: FleetConfig) -> Result<(RedisStore, Loaded), FleetError> {
-        let target = redact(&cfg.url);
+        let target = redact_url(&cfg.url);
         let client = redis::Client::open(cfg.url.as_str()).map_err(|source| FleetError::Url {
             url: target.clone(),
             source,
@@ -1228,9 +1228,12 @@ mod tests {
     #[test]
     fn urls_are_redacted() {
         assert_eq!(
-            redact("redis://:hunter2@127.0.0.1:6379/0"),
+            redact_url("redis://:hunter2@127.0.0.1:6379/0"),
             "redis://…@127.0.0.1:6379/0"
         );
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 }

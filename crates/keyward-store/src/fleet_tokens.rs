@@ -64,7 +64,7 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 
 impl RedisTokens {
     pub(crate) fn new(url: &str, prefix: &str) -> Result<RedisTokens, TokenError> {
-        let target = crate::fleet::redact(url);
+        let target = crate::fleet::redact_url(url);
         let client = redis::Client::open(url).map_err(|source| TokenError::Redis {
             target: target.clone(),
             source,

@@ -29,7 +29,7 @@ mod fleet_tokens;
 mod sqlite;
 mod tokens;
 
-pub use fleet::{FleetConfig, FleetError, FleetStatus, Lease, RedisStore};
+pub use fleet::{redact_url, FleetConfig, FleetError, FleetStatus, Lease, RedisStore};
 
 pub use sqlite::{Loaded, SqliteStore, StoreError, StoreReader, TransitionRow};
 pub use tokens::{

@@ -439,11 +439,7 @@ impl Config {
 impl Fleet {
     /// The URL without its password, for messages.
     pub fn display_url(&self) -> String {
-        let url = self.url.expose();
-        match (url.find("://"), url.rfind('@')) {
-            (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
-            _ => url.to_owned(),
-        }
+        keyward_store::redact_url(self.url.expose())
     }
 }
 

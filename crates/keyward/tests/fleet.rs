@@ -343,21 +343,10 @@ async fn a_revoked_key_costs_the_fleet_its_in_flight_requests_and_one_probe() {
     // An operator with no replica's admin API at hand writes to the fleet state in Redis;
     // every running replica applies it at once, and the operator's action wins.
     let cli = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
-            .args(args)
-            .arg("--config")
-            .arg(&f.h.config)
-            .args(["--admin-url", "http://127.0.0.1:9"])
-            .envs(f.h.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let args = [args, &["--admin-url", "http://127.0.0.1:9"]].concat();
+        let (ok, text) = common::keyward_cli(&f.h.config, &f.h.env, &args);
         f.h.check_no_secret(&text);
-        assert!(out.status.success(), "{args:?}: {text}");
+        assert!(ok, "{args:?}: {text}");
         text
     };
     let text = cli(&["disable", "k4", "--reason", "rotating it out"]);
@@ -391,31 +380,7 @@ async fn fifty_requests_over_three_replicas_on_an_expired_token_cause_one_refres
     let f = fleet(
         "fleet-oauth",
         &[Cred("claude-max", "", "anthropic", CLAUDE)],
-        |sim, cfg, env| {
-            let t = sim.oauth_grant("claude", Duration::from_secs(3600));
-            let file = cfg.with_file_name("tokens.json");
-            std::fs::write(
-                &file,
-                json!({"access_token": t.access_token, "refresh_token": t.refresh_token, "expires_in": 3600}).to_string(),
-            )
-            .unwrap();
-            let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
-                .args(["credentials", "import", "claude-max"])
-                .arg(&file)
-                .arg("--config")
-                .arg(cfg)
-                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .output()
-                .unwrap();
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert!(out.status.success(), "{text}");
-            assert!(text.contains("stored in Redis"), "{text}");
-            assert!(!text.contains(&t.access_token) && !text.contains(&t.refresh_token));
-        },
+        |sim, cfg, env| import(sim, cfg, env, "claude"),
     )
     .await;
     // Every replica has used the token once.
@@ -456,20 +421,17 @@ fn import(sim: &keyward_sim::Sim, cfg: &std::path::Path, env: &[(String, String)
         json!({"access_token": t.access_token, "refresh_token": t.refresh_token, "expires_in": 3600}).to_string(),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args(["credentials", "import", "claude-max"])
-        .arg(&file)
-        .arg("--config")
-        .arg(cfg)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, text) = common::keyward_cli(
+        cfg,
+        env,
+        &[
+            "credentials",
+            "import",
+            "claude-max",
+            file.to_str().unwrap(),
+        ],
     );
-    assert!(out.status.success(), "{text}");
+    assert!(ok, "{text}");
     assert!(text.contains("stored in Redis"), "{text}");
     assert!(!text.contains(&t.access_token) && !text.contains(&t.refresh_token));
 }

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{route, start_prepared, Cred, Harness, ANTHROPIC};
@@ -38,20 +37,12 @@ fn import(
         json!({"claudeAiOauth": {"accessToken": t.access_token, "refreshToken": t.refresh_token, "expiresAt": expires_at_ms}}).to_string(),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args(["credentials", "import", id])
-        .arg(&file)
-        .arg("--config")
-        .arg(cfg)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, text) = common::keyward_cli(
+        cfg,
+        env,
+        &["credentials", "import", id, file.to_str().unwrap()],
     );
-    assert!(out.status.success(), "{text}");
+    assert!(ok, "{text}");
     assert!(
         text.contains(&format!("imported OAuth tokens for {id}")),
         "{text}"

@@ -318,28 +318,7 @@ fn print_live_status(v: &Value, json: bool) -> Result<ExitCode, CliError> {
 
 /// Fleet mode without a gateway answering: the fleet's state read from Redis.
 fn status_from_fleet(fleet: &keyward::config::Fleet, json: bool) -> Result<ExitCode, CliError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(CliError::Write)?;
-    let loaded = rt.block_on(async {
-        let (store, loaded) = keyward_store::RedisStore::connect(keyward_store::FleetConfig {
-            url: fleet.url.expose().to_owned(),
-            prefix: fleet.prefix.clone(),
-            replica: "keyward-cli".into(),
-            timeout: fleet.timeout,
-        })
-        .await
-        .map_err(|e| CliError::Usage(e.to_string()))?;
-        if !store.status().loaded {
-            return Err(CliError::Usage(format!(
-                "cannot read the fleet state from Redis at {}: {}",
-                fleet.display_url(),
-                store.status().last_error.unwrap_or_default()
-            )));
-        }
-        Ok(loaded)
-    })?;
+    let loaded = fleet_runtime()?.block_on(async { fleet_member(fleet).await.map(|(_, l)| l) })?;
     print_loaded(
         &format!(
             "the fleet state in {} ({})",

@@ -326,6 +326,28 @@ impl Harness {
 
 pub const ANTHROPIC: &[(&str, &str, &str)] = &[("anthropic", "anthropic", "")];
 
+/// Runs `keyward ARGS --config CFG` with the gateway's environment: whether it succeeded,
+/// and its stdout and stderr together.
+pub fn keyward_cli(
+    cfg: &std::path::Path,
+    env: &[(String, String)],
+    args: &[&str],
+) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(args)
+        .arg("--config")
+        .arg(cfg)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 pub fn route(name: &str, endpoint: &str, model: &str, creds: &[&str]) -> String {
     let list = creds
         .iter()
