@@ -23,11 +23,12 @@ else
 fi
 
 step "redis-server for the fleet-mode tests (Debian's package; each test starts its own on a loopback port and stops it)"
-if ! command -v redis-server >/dev/null 2>&1; then
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  # openssl makes the throwaway CA of the TLS test.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server openssl >/dev/null
   # The tests start their own servers; the packaged service is not needed.
   $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
 fi

@@ -18,11 +18,28 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     binary: String,
+    /// TLS only (no plain port), with a certificate from a throwaway CA.
+    tls: bool,
 }
 
 impl RedisServer {
     /// Starts one on a free loopback port and waits (at most 10 s) until it answers PING.
     pub fn start() -> Result<RedisServer, String> {
+        RedisServer::start_with(false)
+    }
+
+    /// Starts one that speaks TLS only, its certificate (for 127.0.0.1) signed by a CA made
+    /// for it with `openssl`; [`RedisServer::ca_file`] is that CA.
+    pub fn start_tls() -> Result<RedisServer, String> {
+        RedisServer::start_with(true)
+    }
+
+    /// The CA that signed a TLS server's certificate (PEM).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    fn start_with(tls: bool) -> Result<RedisServer, String> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free loopback port: {e}"))?
@@ -36,14 +53,85 @@ impl RedisServer {
             port,
             dir,
             binary,
+            tls,
         };
+        if tls {
+            server.make_certificates()?;
+        }
         server.restart()?;
         Ok(server)
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT` (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    fn make_certificates(&self) -> Result<(), String> {
+        let openssl = |args: &[&str]| -> Result<(), String> {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&self.dir)
+                .output()
+                .map_err(|e| {
+                    format!("cannot run openssl (install it: apt-get install openssl): {e}")
+                })?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "openssl {args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            }
+        };
+        std::fs::write(self.dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n")
+            .map_err(|e| e.to_string())?;
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=keyward-test-ca",
+        ])?;
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ])
     }
 
     /// The port it listens on.
@@ -65,8 +153,19 @@ impl RedisServer {
     #[allow(clippy::disallowed_methods)]
     pub fn restart(&mut self) -> Result<(), String> {
         self.kill();
-        let child = Command::new(&self.binary)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut cmd = Command::new(&self.binary);
+        if self.tls {
+            let path = |f: &str| self.dir.join(f).to_string_lossy().into_owned();
+            cmd.args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .args(["--tls-cert-file", &path("server.crt")])
+                .args(["--tls-key-file", &path("server.key")])
+                .args(["--tls-ca-cert-file", &path("ca.crt")])
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            cmd.args(["--port", &self.port.to_string()]);
+        }
+        let child = cmd
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .arg("--dir")
             .arg(&self.dir)
@@ -82,7 +181,17 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self.command("PING").is_ok_and(|r| r.starts_with("+PONG")) {
+            let up = if self.tls {
+                // No TLS client here: the port accepting is enough.
+                TcpStream::connect_timeout(
+                    &SocketAddr::from(([127, 0, 0, 1], self.port)),
+                    Duration::from_millis(200),
+                )
+                .is_ok()
+            } else {
+                self.command("PING").is_ok_and(|r| r.starts_with("+PONG"))
+            };
+            if up {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -73,6 +73,27 @@ pub struct FleetConfig {
     pub replica: String,
     /// Redis commands slower than this count as Redis trouble.
     pub timeout: Duration,
+    /// PEM roots to verify a `rediss://` server with (a private CA), instead of the
+    /// public web roots.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// A Redis client for `url`, verifying TLS against `ca_pem` when given.
+pub(crate) fn client(url: &str, ca_pem: Option<&[u8]>) -> redis::RedisResult<redis::Client> {
+    // rustls needs a process-wide crypto provider for `rediss://`; without one chosen it
+    // panics on the first TLS connection when the build does not settle it by features.
+    // ring, as everywhere else in Keyward (an already installed one is kept).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match ca_pem {
+        None => redis::Client::open(url),
+        Some(pem) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            },
+        ),
+    }
 }
 
 /// The fleet's Redis keys.
@@ -288,7 +309,7 @@ impl RedisStore {
     /// answers. Must be called within a Tokio runtime.
     pub async fn connect(cfg: FleetConfig) -> Result<(RedisStore, Loaded), FleetError> {
         let target = redact_url(&cfg.url);
-        let client = redis::Client::open(cfg.url.as_str()).map_err(|source| FleetError::Url {
+        let client = client(&cfg.url, cfg.ca_pem.as_deref()).map_err(|source| FleetError::Url {
             url: target.clone(),
             source,
         })?;

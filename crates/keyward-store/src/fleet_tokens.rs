@@ -63,9 +63,13 @@ impl std::fmt::Debug for RedisTokens {
 const TIMEOUT: Duration = Duration::from_secs(2);
 
 impl RedisTokens {
-    pub(crate) fn new(url: &str, prefix: &str) -> Result<RedisTokens, TokenError> {
+    pub(crate) fn new(
+        url: &str,
+        prefix: &str,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<RedisTokens, TokenError> {
         let target = crate::fleet::redact_url(url);
-        let client = redis::Client::open(url).map_err(|source| TokenError::Redis {
+        let client = crate::fleet::client(url, ca_pem).map_err(|source| TokenError::Redis {
             target: target.clone(),
             source,
         })?;

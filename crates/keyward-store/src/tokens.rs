@@ -267,10 +267,15 @@ impl TokenStore {
 
     /// The tokens of a fleet, in Redis under `prefix` (connected on first use: a Redis
     /// that is down at start is not an error here).
-    pub fn open_redis(url: &str, prefix: &str, sealer: Sealer) -> Result<TokenStore, TokenError> {
+    pub fn open_redis(
+        url: &str,
+        prefix: &str,
+        ca_pem: Option<&[u8]>,
+        sealer: Sealer,
+    ) -> Result<TokenStore, TokenError> {
         Ok(TokenStore {
             conn: None,
-            redis: Some(crate::fleet_tokens::RedisTokens::new(url, prefix)?),
+            redis: Some(crate::fleet_tokens::RedisTokens::new(url, prefix, ca_pem)?),
             path: PathBuf::from(prefix),
             sealer,
         })

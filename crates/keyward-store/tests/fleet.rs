@@ -29,11 +29,20 @@ fn redis() -> RedisServer {
 }
 
 async fn replica(url: &str, name: &str) -> (RedisStore, HealthEngine) {
+    replica_with_ca(url, name, None).await
+}
+
+async fn replica_with_ca(
+    url: &str,
+    name: &str,
+    ca_pem: Option<Vec<u8>>,
+) -> (RedisStore, HealthEngine) {
     let (store, loaded) = RedisStore::connect(FleetConfig {
         url: url.to_owned(),
         prefix: "test".into(),
         replica: name.into(),
         timeout: Duration::from_millis(500),
+        ca_pem,
     })
     .await
     .unwrap();
@@ -429,4 +438,29 @@ async fn an_operator_wins_over_versions_and_automatic_transitions_never_override
         || watcher.health(&key) == Some(by_operator.clone()),
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca_is_verified() {
+    let server = RedisServer::start_tls().expect("redis-server and openssl");
+    let url = server.url();
+    assert!(url.starts_with("rediss://"));
+    let ca = std::fs::read(server.ca_file()).unwrap();
+    // Verified against the private CA: the fleet works over TLS.
+    let (a, _) = replica_with_ca(&url, "a", Some(ca.clone())).await;
+    let (_b, engine_b) = replica_with_ca(&url, "b", Some(ca)).await;
+    assert!(a.status().loaded, "{:?}", a.status());
+    drop(a.enqueue(transition(1, Health::Healthy, disabled())));
+    a.flush().await;
+    let key = ScopeKey::Credential("k".into());
+    eventually(Duration::from_secs(5), "the transition crosses TLS", || {
+        matches!(engine_b.health(&key), Some(Health::Disabled { .. }))
+    })
+    .await;
+    // Without the CA the server's certificate is not trusted: no state is loaded and the
+    // replica says why.
+    let (c, _) = replica(&url, "c").await;
+    let status = c.status();
+    assert!(!status.loaded, "{status:?}");
+    assert!(status.degraded_since.is_some(), "{status:?}");
 }

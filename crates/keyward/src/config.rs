@@ -104,6 +104,7 @@ struct RawFleet {
     prefix: Option<String>,
     replica: Option<String>,
     timeout: Option<String>,
+    ca_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -423,6 +424,17 @@ pub struct Fleet {
     pub replica: Option<String>,
     /// A Redis command slower than this counts as Redis trouble (the replica serves on).
     pub timeout: Duration,
+    /// PEM roots that verify a `rediss://` server signed by a private CA (read when the
+    /// config is loaded); `None`: the public web roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Fleet {
+    /// The CA roots' PEM, when `ca_file` is set. Read again at each use, so a renewed CA
+    /// applies at the next connection.
+    pub fn ca_pem(&self) -> std::io::Result<Option<Vec<u8>>> {
+        self.ca_file.as_deref().map(std::fs::read).transpose()
+    }
 }
 
 impl Config {
@@ -946,6 +958,29 @@ fn fleet_state(
                 Duration::from_secs(1)
             }),
     };
+    let ca_file = f.and_then(|f| f.ca_file.as_deref()).map(|c| base.join(c));
+    if let Some(path) = &ca_file {
+        match std::fs::read_to_string(path) {
+            Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => {}
+            Ok(_) => problem(
+                "fleet.ca_file".into(),
+                format!("{} holds no PEM certificate", path.display()),
+            ),
+            Err(e) => problem(
+                "fleet.ca_file".into(),
+                format!("cannot read {}: {e}", path.display()),
+            ),
+        }
+        if url
+            .as_ref()
+            .is_some_and(|u| !u.expose().starts_with("rediss://"))
+        {
+            problem(
+                "fleet.ca_file".into(),
+                "a CA applies to TLS: use a rediss:// URL".into(),
+            );
+        }
+    }
     (
         PathBuf::new(),
         url.map(|url| Fleet {
@@ -953,6 +988,7 @@ fn fleet_state(
             prefix,
             replica,
             timeout,
+            ca_file,
         }),
     )
 }
@@ -1199,6 +1235,16 @@ first_token_timeout = "20s"
         assert!(p.iter().any(|p| p.starts_with("fleet.timeout")), "{p:?}");
         let p = problems(&with_state("env:K1", ""));
         assert!(p.iter().any(|p| p.contains("must be a Redis URL")), "{p:?}");
+        let p = problems(&with_state(
+            "redis://127.0.0.1:6379",
+            "\n[fleet]\nca_file = \"missing-ca.pem\"\n",
+        ));
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("fleet.ca_file") && p.contains("cannot read")),
+            "{p:?}"
+        );
+        assert!(p.iter().any(|p| p.contains("use a rediss:// URL")), "{p:?}");
     }
 
     const OAUTH: &str = r#"

@@ -61,6 +61,7 @@ pub async fn serve_reloadable(
                 prefix: f.prefix.clone(),
                 replica: replica.clone(),
                 timeout: f.timeout,
+                ca_pem: f.ca_pem().map_err(ServeError::Io)?,
             })
             .await?;
             let engine = keyward_core::health::HealthEngine::new(
@@ -97,7 +98,19 @@ pub fn token_store(
         None => keyward_store::Sealer::plain(),
     };
     Ok(std::sync::Arc::new(match &cfg.fleet {
-        Some(f) => keyward_store::TokenStore::open_redis(f.url.expose(), &f.prefix, sealer)?,
+        Some(f) => keyward_store::TokenStore::open_redis(
+            f.url.expose(),
+            &f.prefix,
+            f.ca_pem()
+                .map_err(|e| {
+                    keyward_store::TokenError::Store(keyward_store::StoreError::Io {
+                        path: f.ca_file.clone().unwrap_or_default(),
+                        source: e,
+                    })
+                })?
+                .as_deref(),
+            sealer,
+        )?,
         None => keyward_store::TokenStore::open(&cfg.state, sealer)?,
     }))
 }

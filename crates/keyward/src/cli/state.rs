@@ -637,6 +637,7 @@ async fn fleet_member(
         prefix: fleet.prefix.clone(),
         replica: "keyward-cli".into(),
         timeout: fleet.timeout,
+        ca_pem: fleet.ca_pem().map_err(CliError::Write)?,
     })
     .await
     .map_err(|e| CliError::Usage(e.to_string()))?;
