@@ -512,6 +512,10 @@ impl HealthEngine {
         let rotate = inner.rotate;
         let mut out: Vec<Candidate> = Vec::new();
         let mut unavailable = Unavailable::default();
+        let explain = skipped.is_some();
+        // Disabled candidates found without details: (target, slot), explained only if
+        // nothing is usable.
+        let mut unexplained: Vec<(usize, u32, u32)> = Vec::new();
         for (ti, target) in route.targets.iter().enumerate() {
             let Some(&ep) = inner.by_endpoint.get(&target.endpoint) else {
                 continue;
@@ -531,7 +535,7 @@ impl HealthEngine {
                     continue;
                 };
                 unavailable.total += 1;
-                match usable_given(&inner, c, ep, &target.model, req, now, endpoint_ok) {
+                match usable_given(&inner, c, ep, &target.model, req, now, endpoint_ok, explain) {
                     Ok(()) => {
                         let slot = &inner.creds[c as usize];
                         let headroom_rank: u64 = match slot.headroom {
@@ -586,6 +590,7 @@ impl HealthEngine {
                             }
                             unavailable.disabled.push(info);
                         }
+                        Block::DisabledUnexplained => unexplained.push((ti, c, ep)),
                         Block::NotServed => unavailable.total -= 1,
                     },
                 }
@@ -609,6 +614,14 @@ impl HealthEngine {
             }));
         }
         if out.is_empty() {
+            for (ti, c, ep) in unexplained {
+                let model = &route.targets[ti].model;
+                if let Err(Block::Disabled(info)) =
+                    usable_given(&inner, c, ep, model, req, now, false, true)
+                {
+                    unavailable.disabled.push(info);
+                }
+            }
             return Selection::Unavailable(unavailable);
         }
         Selection::Candidates(out)
@@ -1189,6 +1202,9 @@ impl HealthEngine {
 enum Block {
     Waiting(Timestamp),
     Disabled(DisabledInfo),
+    /// Disabled, without the details (asked for with `explain: false`: building them
+    /// allocates, and a selection that finds candidates throws them away).
+    DisabledUnexplained,
     NotServed,
 }
 
@@ -1201,7 +1217,7 @@ fn usable(
     req: &RequestSpec,
     now: Timestamp,
 ) -> Result<(), Block> {
-    usable_given(inner, c, ep, model, req, now, false)
+    usable_given(inner, c, ep, model, req, now, false, false)
 }
 
 /// Whether the endpoint-wide scopes of `ep` (the endpoint, the provider×model) admit
@@ -1217,7 +1233,8 @@ fn endpoint_admits(inner: &Inner, ep: u32, model: &str, now: Timestamp) -> bool 
 }
 
 /// [`usable`]; `endpoint_ok`: the endpoint-wide scopes are known to admit traffic (skip
-/// them).
+/// them); `explain`: a disabled candidate's details are wanted.
+#[allow(clippy::too_many_arguments)]
 fn usable_given(
     inner: &Inner,
     c: u32,
@@ -1226,6 +1243,7 @@ fn usable_given(
     req: &RequestSpec,
     now: Timestamp,
     endpoint_ok: bool,
+    explain: bool,
 ) -> Result<(), Block> {
     let Some(slot) = inner.creds.get(c as usize) else {
         return Err(Block::NotServed);
@@ -1297,6 +1315,7 @@ fn usable_given(
             continue;
         }
         match &rec.health {
+            Health::Disabled { .. } if !explain => return Err(Block::DisabledUnexplained),
             Health::Disabled {
                 class,
                 since,
