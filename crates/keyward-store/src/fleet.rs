@@ -374,11 +374,6 @@ impl RedisStore {
         let _ = self.shared.engine.set(engine);
     }
 
-    /// This replica's name.
-    pub fn replica(&self) -> &str {
-        &self.shared.cfg.replica
-    }
-
     /// The connection state, for `/readyz`, the admin API and metrics.
     pub fn status(&self) -> FleetStatus {
         lock(&self.shared.status).clone()

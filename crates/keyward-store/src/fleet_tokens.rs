@@ -62,6 +62,21 @@ impl std::fmt::Debug for RedisTokens {
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Both tokens sealed for `credential`, and the expiry as stored (ms, or "" unknown).
+fn sealed(
+    sealer: &Sealer,
+    credential: &str,
+    access_token: &str,
+    refresh_token: &str,
+    expires_at: Option<Timestamp>,
+) -> Result<(Vec<u8>, Vec<u8>, String), TokenError> {
+    Ok((
+        sealer.seal(credential, access_token)?,
+        sealer.seal(credential, refresh_token)?,
+        expires_at.map(|t| t.0.to_string()).unwrap_or_default(),
+    ))
+}
+
 impl RedisTokens {
     pub(crate) fn new(
         url: &str,
@@ -169,11 +184,10 @@ impl RedisTokens {
         expires_at: Option<Timestamp>,
         now: Timestamp,
     ) -> Result<OAuthTokens, TokenError> {
-        let access = sealer.seal(credential, access_token)?;
-        let refresh = sealer.seal(credential, refresh_token)?;
+        let (access, refresh, expires) =
+            sealed(sealer, credential, access_token, refresh_token, expires_at)?;
         let grant = grant_fingerprint(refresh_token);
         let (key, index) = (self.key(credential), self.index());
-        let expires = expires_at.map(|t| t.0.to_string()).unwrap_or_default();
         let version: i64 = self.with(|c| {
             self.import
                 .key(&key)
@@ -203,13 +217,14 @@ impl RedisTokens {
         fresh: &OAuthTokens,
         now: Timestamp,
     ) -> Result<Committed, TokenError> {
-        let access = sealer.seal(credential, &fresh.access_token)?;
-        let refresh = sealer.seal(credential, &fresh.refresh_token)?;
+        let (access, refresh, expires) = sealed(
+            sealer,
+            credential,
+            &fresh.access_token,
+            &fresh.refresh_token,
+            fresh.expires_at,
+        )?;
         let (key, index) = (self.key(credential), self.index());
-        let expires = fresh
-            .expires_at
-            .map(|t| t.0.to_string())
-            .unwrap_or_default();
         let reply: Vec<i64> = self.with(|c| {
             self.commit
                 .key(&key)
