@@ -154,7 +154,7 @@ pub enum ServeError {
     Fleet(#[from] keyward_store::FleetError),
     /// The HTTP client could not be built (TLS roots). Label: `client`.
     #[error("cannot build the upstream HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    Client(#[source] gateway::upstream::ClientError),
     /// Serving failed (the listener broke). Label: `io`.
     #[error("serving failed: {0}")]
     Io(#[source] std::io::Error),

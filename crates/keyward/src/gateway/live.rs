@@ -53,7 +53,7 @@ pub enum ReloadError {
     Config(#[from] ConfigError),
     /// The upstream HTTP client could not be built.
     #[error("config not reloaded; cannot build the upstream client: {0}")]
-    Client(#[from] reqwest::Error),
+    Client(#[from] super::upstream::ClientError),
 }
 
 impl Live {

@@ -61,13 +61,13 @@ pub struct Gateway {
     /// reloads.
     pub fleet: Option<keyward_store::RedisStore>,
     pub engine: HealthEngine,
-    pub client: reqwest::Client,
+    pub client: upstream::Client,
     creds: HashMap<Arc<str>, Credential>,
     routes: HashMap<String, Arc<Route>>,
     specs: HashMap<String, Arc<RouteSpec>>,
     /// Each route target's upstream URL per inbound API (by [`upstream::Inbound::slot`]),
     /// parsed once per configuration instead of once per request.
-    urls: HashMap<String, Vec<[Option<reqwest::Url>; upstream::URL_SLOTS]>>,
+    urls: HashMap<String, Vec<[Option<axum::http::Uri>; upstream::URL_SLOTS]>>,
     retry_budget: Mutex<RetryBudget>,
 }
 
@@ -84,7 +84,7 @@ pub struct Prepared {
 impl Gateway {
     /// Builds the gateway: the engine is configured from `cfg`, its transitions go to
     /// `sink`.
-    pub fn new(cfg: Config, engine: HealthEngine) -> Result<Gateway, reqwest::Error> {
+    pub fn new(cfg: Config, engine: HealthEngine) -> Result<Gateway, upstream::ClientError> {
         let metrics = Arc::new(metrics::Metrics::new());
         let oauth = Arc::new(oauth::OAuth::new(None, metrics.clone()));
         Gateway::build(cfg, engine, metrics, oauth)
@@ -97,16 +97,10 @@ impl Gateway {
         engine: HealthEngine,
         metrics: Arc<metrics::Metrics>,
         oauth: Arc<oauth::OAuth>,
-    ) -> Result<Gateway, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(cfg.timeouts.connect)
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
-            // Never follow a redirect: it would carry the credential to another host, and
-            // an LLM API that redirects is misconfigured (the caller sees the 3xx).
-            .redirect(reqwest::redirect::Policy::none())
-            // No system proxy lookup per request; upstreams are configured explicitly.
-            .no_proxy()
-            .build()?;
+    ) -> Result<Gateway, upstream::ClientError> {
+        // Never follows a redirect, and no system proxy: upstreams are configured
+        // explicitly.
+        let client = upstream::Client::new(cfg.timeouts.connect)?;
         engine.set_policy(cfg.policy.clone());
         engine.set_retention(cfg.removed_credential_retention);
         engine.configure(
@@ -164,13 +158,13 @@ impl Gateway {
                     .targets
                     .iter()
                     .map(|t| {
-                        let mut slots: [Option<reqwest::Url>; upstream::URL_SLOTS] =
+                        let mut slots: [Option<axum::http::Uri>; upstream::URL_SLOTS] =
                             Default::default();
                         if let Some(ep) = cfg.endpoints.get(&t.endpoint) {
                             for inbound in upstream::Inbound::CACHED {
-                                if let (Some(i), Ok(u)) = (
+                                if let (Some(i), Some(u)) = (
                                     inbound.slot(),
-                                    reqwest::Url::parse(&upstream::url(inbound, ep, &t.model)),
+                                    upstream::parse(&upstream::url(inbound, ep, &t.model)),
                                 ) {
                                     slots[i] = Some(u);
                                 }
@@ -236,11 +230,11 @@ impl Gateway {
         inbound: Inbound,
         endpoint: &crate::config::Endpoint,
         model: &str,
-    ) -> Option<reqwest::Url> {
+    ) -> Option<axum::http::Uri> {
         let cached = inbound
             .slot()
             .and_then(|i| self.urls.get(route)?.get(target)?[i].clone());
-        cached.or_else(|| reqwest::Url::parse(&upstream::url(inbound, endpoint, model)).ok())
+        cached.or_else(|| upstream::parse(&upstream::url(inbound, endpoint, model)))
     }
 
     /// Spends one retry from the gateway-wide budget.

@@ -16,6 +16,9 @@ use super::{upstream, Gateway, Live};
 /// Fleet mode: a probe's lease outlives the probe and its control call.
 const PROBE_LEASE: Duration = Duration::from_secs(30);
 
+/// How much of a probe's error body is read for the classifier.
+const MAX_PROBE_BODY: usize = 64 * 1024;
+
 /// Polls for due probes until the task is aborted. Each round uses the current
 /// configuration (a reload may have changed a credential's secret or endpoint).
 pub async fn run(live: Arc<Live>) {
@@ -207,44 +210,51 @@ pub async fn check(
     let base = &endpoint.base_url;
     let (method, url, body) = match (endpoint.provider, kind) {
         (Provider::Anthropic, ProbeKind::KeyValidity) => (
-            reqwest::Method::POST,
+            axum::http::Method::POST,
             format!("{base}/v1/messages/count_tokens"),
             Some(json!({"model": model, "messages": [{"role": "user", "content": "ping"}]})),
         ),
         (Provider::Anthropic, ProbeKind::MinimalRequest) => (
-            reqwest::Method::POST,
+            axum::http::Method::POST,
             format!("{base}/v1/messages"),
             Some(
                 json!({"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]}),
             ),
         ),
         (Provider::AzureOpenAi, ProbeKind::KeyValidity) => (
-            reqwest::Method::GET,
+            axum::http::Method::GET,
             format!(
                 "{base}/openai/models?api-version={}",
                 endpoint.api_version.as_deref().unwrap_or("2024-10-21")
             ),
             None,
         ),
-        (_, ProbeKind::KeyValidity) => (reqwest::Method::GET, format!("{base}/models"), None),
+        (_, ProbeKind::KeyValidity) => (axum::http::Method::GET, format!("{base}/models"), None),
         (_, ProbeKind::MinimalRequest) => (
-            reqwest::Method::POST,
+            axum::http::Method::POST,
             upstream::url(upstream::Inbound::Chat, &endpoint, model),
             Some(
                 json!({"model": model, "max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]}),
             ),
         ),
     };
-    let rb = upstream::request(
-        &gw.client,
+    let Some(url) = upstream::parse(&url) else {
+        return Check::Unknown(format!(
+            "the endpoint's probe URL does not parse (base_url {base:?}); fix the endpoint's base_url"
+        ));
+    };
+    let req = match upstream::request(
         method,
-        &url,
+        url,
         &endpoint,
         (cred.kind, &secret),
         None,
         body.map(|b| b.to_string().into_bytes()),
-    );
-    let resp = match tokio::time::timeout(gw.cfg.timeouts.headers, rb.send()).await {
+    ) {
+        Ok(req) => req,
+        Err(e) => return Check::Unknown(e.to_string()),
+    };
+    let resp = match tokio::time::timeout(gw.cfg.timeouts.headers, gw.client.send(req)).await {
         Err(_) => return Check::Unreachable("timed out".into()),
         Ok(Err(e)) => {
             let what = if e.is_connect() {
@@ -269,7 +279,7 @@ pub async fn check(
                 .map(|v| (k.as_str().to_owned(), v.to_owned()))
         })
         .collect();
-    let body = resp.bytes().await.unwrap_or_default();
+    let body = super::proxy::read_limited(resp, MAX_PROBE_BODY, gw.cfg.timeouts.idle).await;
     let h: Vec<(&str, &str)> = headers
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))

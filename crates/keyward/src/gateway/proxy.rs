@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Response, StatusCode};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use http_body_util::BodyDataStream;
 use keyward_core::classify::{
     classify, Attempt, Class, CredentialKind, Failure, Phase, Scope, TransportError,
 };
@@ -202,18 +203,25 @@ async fn serve_inner(
                 i += 1;
                 continue;
             };
-            let rb = upstream::request(
-                &gw.client,
-                reqwest::Method::POST,
+            let req = match upstream::request(
+                axum::http::Method::POST,
                 url,
                 &endpoint,
                 (cred.kind, &secret),
                 Some(&caller),
                 Some(body),
-            );
+            ) {
+                Ok(req) => req,
+                Err(e) => {
+                    warn!(credential = %cred.id, reason = %e, "skipped candidate");
+                    drop(attempt);
+                    i += 1;
+                    continue;
+                }
+            };
             let attempt_no = budget.attempts();
             let sent = stopwatch();
-            let outcome = tokio::time::timeout(timeouts.headers, rb.send()).await;
+            let outcome = tokio::time::timeout(timeouts.headers, gw.client.send(req)).await;
             let classify_ctx = |status: Option<u16>,
                                 headers: &[(&str, &str)],
                                 body: &[u8],
@@ -558,9 +566,28 @@ fn record_failure(
     gw.engine.record_failure(attempt, failure)
 }
 
-fn transport_kind(e: &reqwest::Error) -> TransportError {
-    if e.is_timeout() {
-        return TransportError::Timeout;
+/// What kind of transport failure `e` is: from the I/O and TLS errors in its source chain
+/// first, then from the connector's own words (hyper-util's resolver reports "dns error").
+fn transport_kind(e: &upstream::SendError) -> TransportError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<rustls::Error>() {
+            return TransportError::Tls;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::TimedOut => return TransportError::Timeout,
+                std::io::ErrorKind::ConnectionRefused => return TransportError::ConnectRefused,
+                _ => {}
+            }
+            // An I/O error's `source` skips the error it wraps (the TLS connector wraps
+            // rustls's in two layers): descend into it.
+            if let Some(inner) = io.get_ref() {
+                source = Some(inner);
+                continue;
+            }
+        }
+        source = s.source();
     }
     let text = format!("{e:?}").to_ascii_lowercase();
     if text.contains("dns") || text.contains("resolve") {
@@ -587,7 +614,7 @@ fn wall_clock() -> std::time::SystemTime {
     std::time::SystemTime::now()
 }
 
-fn header_pairs(h: &reqwest::header::HeaderMap) -> Vec<(String, String)> {
+fn header_pairs(h: &HeaderMap) -> Vec<(String, String)> {
     h.iter()
         .filter_map(|(k, v)| {
             v.to_str()
@@ -615,9 +642,15 @@ fn headroom(headers: &[(String, String)]) -> Option<Headroom> {
     })
 }
 
-async fn read_limited(resp: reqwest::Response, limit: usize, idle: Duration) -> Vec<u8> {
+/// Reads `resp`'s body, up to `limit` bytes, while each piece comes within `idle`; a body
+/// cut short gives what arrived.
+pub(super) async fn read_limited(
+    resp: upstream::Response,
+    limit: usize,
+    idle: Duration,
+) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut stream = resp.bytes_stream();
+    let mut stream = BodyDataStream::new(resp.into_body());
     while let Ok(Some(Ok(chunk))) = tokio::time::timeout(idle, stream.next()).await {
         let room = limit.saturating_sub(out.len());
         out.extend_from_slice(&chunk[..chunk.len().min(room)]);
@@ -872,12 +905,15 @@ impl Framer {
     }
 }
 
+/// An upstream body's remaining bytes, as they arrive.
+type Rest = futures_util::stream::BoxStream<'static, Result<Bytes, hyper::Error>>;
+
 enum Held {
     /// The stream committed: its held bytes (preamble and first content) and the rest.
     Committed {
         prefix: Vec<u8>,
         terminal: bool,
-        rest: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+        rest: Rest,
         framer: Framer,
     },
     /// It failed before any content: what to classify.
@@ -892,12 +928,12 @@ enum Held {
 /// Reads a stream until its first content event, under the time-to-first-content limit.
 /// Preamble events (`message_start`, pings, role-only chunks) are held, not sent.
 async fn hold_stream(
-    resp: reqwest::Response,
+    resp: upstream::Response,
     api: Api,
     mut framer: Framer,
     first_token: Duration,
 ) -> Held {
-    let mut rest = resp.bytes_stream().boxed();
+    let mut rest: Rest = BodyDataStream::new(resp.into_body()).boxed();
     let mut held: Vec<u8> = Vec::new();
     let limit = tokio::time::Instant::now() + first_token;
     loop {
@@ -992,7 +1028,7 @@ struct Pump {
     gw: Arc<Gateway>,
     api: Api,
     prefix: Option<Vec<u8>>,
-    rest: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+    rest: Rest,
     framer: Framer,
     idle: Duration,
     attempt: Option<AttemptScope>,
@@ -1313,4 +1349,55 @@ fn exhausted(
     e.retry_after = Some(retry_after.map_or(1, |d| d.as_secs().clamp(1, 60)));
     e.should_retry = Some(true);
     e.response(api)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt as _;
+
+    async fn send_error(url: &str) -> upstream::SendError {
+        let client = upstream::Client::new(Duration::from_secs(5)).unwrap();
+        let req = axum::http::Request::get(url)
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
+        client.send(req).await.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_a_refused_connection() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let e = send_error(&format!("http://127.0.0.1:{port}/")).await;
+        assert_eq!(transport_kind(&e), TransportError::ConnectRefused);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_does_not_speak_tls_is_a_tls_failure() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let _ = s
+                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        });
+        let e = send_error(&format!("https://127.0.0.1:{port}/")).await;
+        assert_eq!(transport_kind(&e), TransportError::Tls);
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_before_any_answer_is_a_reset() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            drop(s);
+        });
+        let e = send_error(&format!("http://127.0.0.1:{port}/")).await;
+        assert_eq!(transport_kind(&e), TransportError::Reset);
+        server.await.unwrap();
+    }
 }
