@@ -264,7 +264,7 @@ impl fmt::Debug for Secret {
 /// A gateway key callers present.
 #[derive(Debug, Clone)]
 pub struct GatewayKey {
-    pub name: String,
+    pub name: Arc<str>,
     pub key: Secret,
     pub detail: Detail,
 }
@@ -337,7 +337,7 @@ pub struct Target {
 /// A client-facing model name and where it goes.
 #[derive(Debug, Clone)]
 pub struct Route {
-    pub name: String,
+    pub name: Arc<str>,
     /// Targets then fallbacks, in order.
     pub targets: Vec<Target>,
     /// The route to use when the prompt is too long for this one.
@@ -543,7 +543,7 @@ impl Config {
         for (i, k) in raw.gateway_keys.iter().enumerate() {
             if let Some(key) = resolve(&format!("gateway_keys[{i}].key"), &k.key, &mut problem) {
                 gateway_keys.push(GatewayKey {
-                    name: k.name.clone(),
+                    name: k.name.as_str().into(),
                     key,
                     detail: k.detail,
                 });
@@ -812,7 +812,7 @@ impl Config {
             routes.insert(
                 name.clone(),
                 Route {
-                    name: name.clone(),
+                    name: name.as_str().into(),
                     targets,
                     context_fallback: r.context_fallback.clone(),
                     timeouts: rt,

@@ -103,9 +103,7 @@ impl Live {
         self.current()
             .metrics
             .reloads
-            .get_or_create(&super::metrics::ReloadLabel {
-                result: outcome.to_owned(),
-            })
+            .get_or_create(&super::metrics::ReloadLabel { result: outcome })
             .inc();
         match &result {
             Ok(()) => {

@@ -7,6 +7,8 @@
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use std::sync::Arc;
+
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -16,43 +18,43 @@ use keyward_core::health::{Health, ScopeKey};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CredentialState {
-    pub credential: String,
-    pub state: String,
+    pub credential: Arc<str>,
+    pub state: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CredentialOutcome {
-    pub credential: String,
+    pub credential: Arc<str>,
     /// `ok` or a failure class.
-    pub outcome: String,
+    pub outcome: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokenKey {
-    pub credential: String,
-    pub route: String,
-    pub gateway_key: String,
+    pub credential: Arc<str>,
+    pub route: Arc<str>,
+    pub gateway_key: Arc<str>,
     /// `input` or `output`.
-    pub kind: String,
+    pub kind: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteKey {
-    pub route: String,
-    pub gateway_key: String,
+    pub route: Arc<str>,
+    pub gateway_key: Arc<str>,
     /// `2xx`, `4xx`, `5xx`.
-    pub status: String,
+    pub status: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
-    pub route: String,
+    pub route: Arc<str>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabel {
     /// `applied` or `rejected`.
-    pub result: String,
+    pub result: &'static str,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -213,19 +215,19 @@ impl Metrics {
     /// Adds a response's usage.
     pub fn tokens(
         &self,
-        credential: &str,
-        route: &str,
-        gateway_key: &str,
+        credential: &Arc<str>,
+        route: &Arc<str>,
+        gateway_key: &Arc<str>,
         usage: keyward_wire::usage::Usage,
     ) {
         for (kind, n) in [("input", usage.input), ("output", usage.output)] {
             if n > 0 {
                 self.tokens
                     .get_or_create(&TokenKey {
-                        credential: credential.to_owned(),
-                        route: route.to_owned(),
-                        gateway_key: gateway_key.to_owned(),
-                        kind: kind.to_owned(),
+                        credential: credential.clone(),
+                        route: route.clone(),
+                        gateway_key: gateway_key.clone(),
+                        kind,
                     })
                     .inc_by(n);
             }
@@ -250,8 +252,8 @@ impl Metrics {
             for s in STATES {
                 self.credential_state
                     .get_or_create(&CredentialState {
-                        credential: id.to_string(),
-                        state: s.to_owned(),
+                        credential: id.clone(),
+                        state: s,
                     })
                     .set(i64::from(s == now));
             }
@@ -263,18 +265,18 @@ impl Metrics {
         out
     }
 
-    pub fn attempt(&self, credential: &str, outcome: &str) {
+    pub fn attempt(&self, credential: &Arc<str>, outcome: &'static str) {
         self.attempts
             .get_or_create(&CredentialOutcome {
-                credential: credential.to_owned(),
-                outcome: outcome.to_owned(),
+                credential: credential.clone(),
+                outcome,
             })
             .inc();
     }
 
-    pub fn route(&self, route: &str) -> RouteLabel {
+    pub fn route(&self, route: &Arc<str>) -> RouteLabel {
         RouteLabel {
-            route: route.to_owned(),
+            route: route.clone(),
         }
     }
 }

@@ -526,7 +526,7 @@ async fn handle(
         inbound,
         Prepared {
             route,
-            gateway_key: key_name.as_str().into(),
+            gateway_key: key_name.clone(),
             body,
             stream,
         },
@@ -570,13 +570,19 @@ fn request_id() -> String {
 }
 
 /// Request metrics from the response the caller gets.
-fn count_request(gw: &Gateway, route: &str, key: &str, r: &Response<Body>) {
+fn count_request(gw: &Gateway, route: &Arc<str>, key: &Arc<str>, r: &Response<Body>) {
     let m = &gw.metrics;
-    let status = format!("{}xx", r.status().as_u16() / 100);
+    let status = match r.status().as_u16() / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    };
     m.requests
         .get_or_create(&metrics::RouteKey {
-            route: route.to_owned(),
-            gateway_key: key.to_owned(),
+            route: route.clone(),
+            gateway_key: key.clone(),
             status,
         })
         .inc();
@@ -608,7 +614,7 @@ pub fn authenticate(
     cfg: &Config,
     headers: &HeaderMap,
     query_key: Option<&str>,
-) -> Option<(String, Detail)> {
+) -> Option<(Arc<str>, Detail)> {
     let presented = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())

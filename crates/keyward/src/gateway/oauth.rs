@@ -176,12 +176,12 @@ impl OAuth {
         slots.entry(id.clone()).or_default().clone()
     }
 
-    fn count(&self, credential: &str, outcome: &str) {
+    fn count(&self, credential: &Arc<str>, outcome: &'static str) {
         self.metrics
             .refreshes
             .get_or_create(&CredentialOutcome {
-                credential: credential.to_owned(),
-                outcome: outcome.to_owned(),
+                credential: credential.clone(),
+                outcome,
             })
             .inc();
     }

@@ -55,8 +55,8 @@ pub async fn run(live: Arc<Live>) {
                 gw.metrics
                     .probes
                     .get_or_create(&super::metrics::CredentialOutcome {
-                        credential: probe.credential.to_string(),
-                        outcome: name.to_owned(),
+                        credential: probe.credential.clone(),
+                        outcome: name,
                     })
                     .inc();
                 info!(credential = %probe.credential, scope = %probe.scope, class = probe.class.as_str(), outcome = ?outcome, "probe finished");

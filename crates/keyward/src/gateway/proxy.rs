@@ -404,7 +404,7 @@ async fn serve_inner(
                     i += 1;
                     continue;
                 }
-                gw.metrics.attempt(&attempt.credential(), "ok");
+                gw.metrics.attempt(&cred.id, "ok");
                 if let Some(u) = usage::usage(&body) {
                     gw.metrics
                         .tokens(&cred.id, &route.name, &prep.gateway_key, u);
@@ -1036,7 +1036,7 @@ struct Pump {
     terminal: bool,
     done_sent: bool,
     finished: bool,
-    route: String,
+    route: Arc<str>,
     gateway_key: Arc<str>,
     provider: keyward_core::classify::Provider,
     kind: CredentialKind,
@@ -1117,7 +1117,7 @@ impl Pump {
         self.finished = true;
         let out = self.framer.closing(self.api, self.done_sent);
         if let Some(a) = self.attempt.take() {
-            self.gw.metrics.attempt(&a.credential(), "ok");
+            self.gw.metrics.attempt(&self.credential, "ok");
             self.gw.engine.record_success(a, self.headroom);
         }
         (!out.is_empty()).then_some(out)
@@ -1181,7 +1181,7 @@ impl Pump {
             if self.done_sent {
                 self.finished = true;
                 if let Some(a) = self.attempt.take() {
-                    self.gw.metrics.attempt(&a.credential(), "ok");
+                    self.gw.metrics.attempt(&self.credential, "ok");
                     self.gw.engine.record_success(a, self.headroom);
                 }
                 return out;
