@@ -60,13 +60,11 @@ fn setup() -> Setup {
                 .take(20)
                 .map(|c| c.id.clone())
                 .collect();
-            RouteSpec {
-                targets: vec![TargetSpec {
-                    endpoint: endpoint.into(),
-                    model: format!("model-{r}").into(),
-                    credentials: ids,
-                }],
-            }
+            RouteSpec::new(vec![TargetSpec {
+                endpoint: endpoint.into(),
+                model: format!("model-{r}").into(),
+                credentials: ids,
+            }])
         })
         .collect();
     engine.configure(creds);

@@ -62,13 +62,11 @@ fn world(creds: Vec<CredentialSpec>) -> World {
     let sink = Arc::new(Recorder::default());
     let engine = HealthEngine::new(Policy::default(), Arc::new(clock.clone()), sink.clone(), 7);
     let endpoint = creds[0].endpoint.clone();
-    let route = RouteSpec {
-        targets: vec![TargetSpec {
-            endpoint,
-            model: "model-a".into(),
-            credentials: creds.iter().map(|c| c.id.clone()).collect(),
-        }],
-    };
+    let route = RouteSpec::new(vec![TargetSpec {
+        endpoint,
+        model: "model-a".into(),
+        credentials: creds.iter().map(|c| c.id.clone()).collect(),
+    }]);
     engine.configure(creds);
     World {
         clock,
@@ -963,13 +961,11 @@ fn a_model_scoped_failure_leaves_the_other_models_alone() {
         Health::Suspect { .. }
     ));
     assert_eq!(w.state(&key("k0")), Health::Healthy);
-    let other = RouteSpec {
-        targets: vec![TargetSpec {
-            endpoint: "anthropic".into(),
-            model: "model-b".into(),
-            credentials: vec!["k0".into()],
-        }],
-    };
+    let other = RouteSpec::new(vec![TargetSpec {
+        endpoint: "anthropic".into(),
+        model: "model-b".into(),
+        credentials: vec!["k0".into()],
+    }]);
     assert!(
         matches!(w.engine.select(&other, &RequestSpec::default()), Selection::Candidates(c) if c.len() == 1)
     );
@@ -1088,4 +1084,47 @@ fn a_candidate_selected_before_a_reload_is_admitted_as_the_same_credential_or_no
             None => assert_eq!(id, "k0", "only the removed key is refused"),
         }
     }
+}
+
+/// Selection caches a route's credential slots in the spec; a reconfiguration (or another
+/// engine) must never be served from an older resolution.
+#[test]
+fn a_reused_route_spec_follows_reconfiguration_and_engines() {
+    let k = |id: &str| cred(id, Provider::Anthropic, "anthropic", None, 0);
+    let route = RouteSpec::new(vec![TargetSpec {
+        endpoint: "anthropic".into(),
+        model: "model-a".into(),
+        credentials: vec!["a".into(), "b".into(), "c".into()],
+    }]);
+    let engine = |creds: Vec<CredentialSpec>| {
+        let e = HealthEngine::new(
+            Policy::default(),
+            Arc::new(ManualClock::at(T0)),
+            Arc::new(Recorder::default()),
+            7,
+        );
+        e.configure(creds);
+        e
+    };
+    let chosen = |e: &HealthEngine| -> Vec<String> {
+        let mut ids: Vec<String> = match e.select(&route, &RequestSpec::default()) {
+            Selection::Candidates(c) => c
+                .iter()
+                .filter_map(|c| e.admit(&route, c, &RequestSpec::default()))
+                .map(|a| a.credential().to_string())
+                .collect(),
+            Selection::Unavailable(_) => vec![],
+        };
+        ids.sort();
+        ids
+    };
+    let first = engine(vec![k("a"), k("b")]);
+    assert_eq!(chosen(&first), ["a", "b"]);
+    // Reconfigured: b removed, c added, in another order (other slots).
+    first.configure(vec![k("c"), k("a")]);
+    assert_eq!(chosen(&first), ["a", "c"]);
+    // The same spec with another engine whose slots differ.
+    let second = engine(vec![k("x"), k("b")]);
+    assert_eq!(chosen(&second), ["b"]);
+    assert_eq!(chosen(&first), ["a", "c"]);
 }

@@ -39,13 +39,11 @@ fn one_probe_and_no_attempt_after_the_first_verdict_under_concurrency() {
     };
     // The revoked key has the higher priority: every request tries it first.
     engine.configure(vec![spec("revoked", 10), spec("good", 0)]);
-    let route = Arc::new(RouteSpec {
-        targets: vec![TargetSpec {
-            endpoint: "anthropic".into(),
-            model: "m".into(),
-            credentials: vec!["revoked".into(), "good".into()],
-        }],
-    });
+    let route = Arc::new(RouteSpec::new(vec![TargetSpec {
+        endpoint: "anthropic".into(),
+        model: "m".into(),
+        credentials: vec!["revoked".into(), "good".into()],
+    }]));
     let verdict = classify(&Attempt::response(
         Provider::Anthropic,
         401,

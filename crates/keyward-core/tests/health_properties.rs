@@ -139,13 +139,11 @@ fn setup() -> (ManualClock, Arc<Recorder>, HealthEngine, RouteSpec) {
             })
             .collect(),
     );
-    let route = RouteSpec {
-        targets: vec![TargetSpec {
-            endpoint: "anthropic".into(),
-            model: "m".into(),
-            credentials: IDS.iter().map(|i| (*i).into()).collect(),
-        }],
-    };
+    let route = RouteSpec::new(vec![TargetSpec {
+        endpoint: "anthropic".into(),
+        model: "m".into(),
+        credentials: IDS.iter().map(|i| (*i).into()).collect(),
+    }]);
     (clock, sink, engine, route)
 }
 

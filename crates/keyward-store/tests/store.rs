@@ -45,13 +45,11 @@ fn creds() -> Vec<CredentialSpec> {
 }
 
 fn route() -> RouteSpec {
-    RouteSpec {
-        targets: vec![TargetSpec {
-            endpoint: "anthropic".into(),
-            model: "m".into(),
-            credentials: vec!["k0".into(), "k1".into()],
-        }],
-    }
+    RouteSpec::new(vec![TargetSpec {
+        endpoint: "anthropic".into(),
+        model: "m".into(),
+        credentials: vec!["k0".into(), "k1".into()],
+    }])
 }
 
 /// Revokes k0 through the engine and confirms it by probe.

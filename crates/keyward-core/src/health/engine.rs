@@ -55,9 +55,98 @@ pub struct TargetSpec {
 }
 
 /// A route: targets in order (primary first, then fallbacks).
+///
+/// Build one per configuration and keep it: selection resolves its credential ids to the
+/// engine's slots once per configuration generation and caches them here, so a request
+/// looks up no id. Do not change `targets` of a spec already used for selection; build a
+/// new one.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RouteSpec {
     pub targets: Vec<TargetSpec>,
+    slots: SlotCache,
+}
+
+impl RouteSpec {
+    /// A route over `targets`.
+    pub fn new(targets: Vec<TargetSpec>) -> RouteSpec {
+        RouteSpec {
+            targets,
+            slots: SlotCache::default(),
+        }
+    }
+}
+
+/// A route's targets resolved to one engine's slots (see [`RouteSpec`]). Clones start
+/// empty and every cache compares equal: it is derived data, not part of the route.
+#[derive(Debug, Default)]
+struct SlotCache(Mutex<Option<Arc<RouteSlots>>>);
+
+impl Clone for SlotCache {
+    fn clone(&self) -> Self {
+        SlotCache::default()
+    }
+}
+
+impl PartialEq for SlotCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for SlotCache {}
+
+#[derive(Debug)]
+struct RouteSlots {
+    /// The engine and configuration generation the slots belong to.
+    engine: u64,
+    generation: u64,
+    targets: Vec<TargetSlots>,
+}
+
+#[derive(Debug)]
+struct TargetSlots {
+    /// The endpoint's slot; `None` when it is not configured.
+    endpoint: Option<u32>,
+    /// (position in the target's list, credential slot) of each configured credential.
+    creds: Vec<(u32, u32)>,
+}
+
+impl SlotCache {
+    /// The slots of `route` in `inner` (engine `engine`), resolved now if the cache holds
+    /// another engine's or generation's.
+    fn get(&self, route: &RouteSpec, engine: u64, inner: &Inner) -> Arc<RouteSlots> {
+        let mut cached = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = cached.as_ref() {
+            if s.engine == engine
+                && s.generation == inner.generation
+                && s.targets.len() == route.targets.len()
+            {
+                return s.clone();
+            }
+        }
+        let slots = Arc::new(RouteSlots {
+            engine,
+            generation: inner.generation,
+            targets: route
+                .targets
+                .iter()
+                .map(|t| TargetSlots {
+                    endpoint: inner.by_endpoint.get(&t.endpoint).copied(),
+                    creds: t
+                        .credentials
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(pos, id)| Some((pos as u32, *inner.by_id.get(id)?)))
+                        .collect(),
+                })
+                .collect(),
+        });
+        *cached = Some(slots.clone());
+        slots
+    }
 }
 
 /// What a request asks of selection.
@@ -300,8 +389,12 @@ pub struct HealthEngine {
     shared: Arc<Shared>,
 }
 
+/// Engine identities, for [`SlotCache`]: slots of one engine mean nothing to another.
+static ENGINE_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 #[derive(Debug)]
 struct Shared {
+    id: u64,
     inner: Mutex<Inner>,
     clock: Arc<dyn Clock>,
     sink: Arc<dyn TransitionSink>,
@@ -394,6 +487,7 @@ impl HealthEngine {
     ) -> Self {
         HealthEngine {
             shared: Arc::new(Shared {
+                id: ENGINE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 inner: Mutex::new(Inner {
                     policy,
                     creds: Vec::new(),
@@ -516,22 +610,26 @@ impl HealthEngine {
         // Disabled candidates found without details: (target, slot), explained only if
         // nothing is usable.
         let mut unexplained: Vec<(usize, u32, u32)> = Vec::new();
-        for (ti, target) in route.targets.iter().enumerate() {
-            let Some(&ep) = inner.by_endpoint.get(&target.endpoint) else {
+        let slots = route.slots.get(route, self.shared.id, &inner);
+        for ((ti, target), ts) in route.targets.iter().enumerate().zip(&slots.targets) {
+            let Some(ep) = ts.endpoint else {
                 continue;
             };
             let endpoint_ok = endpoint_admits(&inner, ep, &target.model, now);
-            let mut eligible: Vec<(u32, u32, u64)> = Vec::with_capacity(target.credentials.len());
+            let mut eligible: Vec<(u32, u32, u64)> = Vec::with_capacity(ts.creds.len());
             let affinity = req.session.and_then(|s| {
-                target
-                    .credentials
+                ts.creds
                     .iter()
-                    .filter_map(|id| inner.by_id.get(id).copied())
+                    .map(|&(_, c)| c)
                     .filter(|&c| usable(&inner, c, ep, &target.model, req, now).is_ok())
                     .max_by_key(|&c| rendezvous(s, &inner.creds[c as usize].spec.id))
             });
-            for (pos, id) in target.credentials.iter().enumerate() {
-                let Some(&c) = inner.by_id.get(id) else {
+            // Ties rotate: a per-request offset into the target's list (one division per
+            // target, not one per candidate).
+            let len = target.credentials.len().max(1) as u64;
+            let offset = rotate % len;
+            for &(pos, c) in &ts.creds {
+                let Some(id) = target.credentials.get(pos as usize) else {
                     continue;
                 };
                 unavailable.total += 1;
@@ -549,14 +647,16 @@ impl HealthEngine {
                         };
                         let aff: u64 = if affinity == Some(c) { 0 } else { 1 };
                         let prio = (i64::from(i32::MAX) - i64::from(slot.spec.priority)) as u64;
-                        let spread = (u64::from(c).wrapping_add(rotate))
-                            % (target.credentials.len() as u64).max(1);
+                        let spread = match u64::from(pos) + offset {
+                            s if s >= len => s - len,
+                            s => s,
+                        };
                         let key = (aff << 62)
                             | (headroom_rank << 60)
                             | ((prio & 0xFFFF_FFFF) << 24)
                             | (u64::from(slot.inflight.min(0xFFF)) << 12)
                             | (spread & 0xFFF);
-                        eligible.push((c, pos as u32, key));
+                        eligible.push((c, pos, key));
                     }
                     Err(block) => match block {
                         Block::Waiting(at) => {

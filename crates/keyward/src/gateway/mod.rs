@@ -131,9 +131,8 @@ impl Gateway {
             .map(|(name, r)| {
                 (
                     name.clone(),
-                    Arc::new(RouteSpec {
-                        targets: r
-                            .targets
+                    Arc::new(RouteSpec::new(
+                        r.targets
                             .iter()
                             .map(|t| TargetSpec {
                                 endpoint: t.endpoint.clone(),
@@ -141,7 +140,7 @@ impl Gateway {
                                 credentials: t.credentials.clone(),
                             })
                             .collect(),
-                    }),
+                    )),
                 )
             })
             .collect();
