@@ -24,32 +24,46 @@ pub enum SpliceError {
     DuplicateModel,
 }
 
-/// The byte range of the top-level `model` string value (quotes included), if present.
-pub fn find_model(body: &[u8]) -> Result<Option<Range<usize>>, SpliceError> {
+/// What the gateway reads from a request body's top level, found in one pass over the
+/// body (a long conversation is hundreds of kilobytes; it is walked once, not once per
+/// question).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopLevel {
+    /// The byte range of the `model` string value (quotes included), if present.
+    pub model: Option<Range<usize>>,
+    /// `"stream": true`. Any other value, or a repeated key, is not a stream request
+    /// (the provider will reject such a body itself).
+    pub stream: bool,
+}
+
+/// Reads `body`'s top-level `model` and `stream`; checks the whole body is one JSON object.
+pub fn top_level(body: &[u8]) -> Result<TopLevel, SpliceError> {
     let mut p = Parser { b: body, i: 0 };
     p.ws();
     if p.peek() != Some(b'{') {
         return Err(SpliceError::NotObject);
     }
     p.i += 1;
-    let mut found: Option<Range<usize>> = None;
+    let mut top = TopLevel::default();
+    let mut streams = 0;
     p.ws();
     if p.peek() == Some(b'}') {
-        return Ok(None);
+        return Ok(top);
     }
     loop {
         p.ws();
         let key = p.string()?;
-        let is_model = key_is(&body[key.clone()], b"model");
+        let key = &body[key];
+        let is_model = key_is(key, b"model");
+        let is_stream = !is_model && key_is(key, b"stream");
         p.ws();
         if p.peek() != Some(b':') {
             return Err(SpliceError::Malformed(p.i));
         }
         p.i += 1;
         p.ws();
-        let start = p.i;
         if is_model {
-            if found.is_some() {
+            if top.model.is_some() {
                 return Err(SpliceError::DuplicateModel);
             }
             if p.peek() != Some(b'"') {
@@ -57,42 +71,62 @@ pub fn find_model(body: &[u8]) -> Result<Option<Range<usize>>, SpliceError> {
                 return Err(SpliceError::ModelNotString);
             }
             let r = p.string()?;
-            found = Some(r.start - 1..r.end + 1);
+            top.model = Some(r.start - 1..r.end + 1);
         } else {
+            let start = p.i;
             p.value()?;
+            if is_stream {
+                streams += 1;
+                top.stream = streams == 1 && &body[start..p.i] == b"true";
+            }
         }
-        let _ = start;
         p.ws();
         match p.peek() {
             Some(b',') => p.i += 1,
-            Some(b'}') => return Ok(found),
+            Some(b'}') => return Ok(top),
             _ => return Err(SpliceError::Malformed(p.i)),
         }
     }
 }
 
+/// The byte range of the top-level `model` string value (quotes included), if present.
+pub fn find_model(body: &[u8]) -> Result<Option<Range<usize>>, SpliceError> {
+    top_level(body).map(|t| t.model)
+}
+
+/// The model string at `range` of `body` (a range [`top_level`] found), decoded.
+pub fn decode_model(body: &[u8], range: Range<usize>) -> Result<String, SpliceError> {
+    let at = range.start;
+    body.get(range)
+        .and_then(|raw| serde_json::from_slice::<String>(raw).ok())
+        .ok_or(SpliceError::Malformed(at))
+}
+
 /// The top-level `model` value, decoded.
 pub fn model_of(body: &[u8]) -> Result<Option<String>, SpliceError> {
-    let Some(r) = find_model(body)? else {
-        return Ok(None);
+    find_model(body)?.map(|r| decode_model(body, r)).transpose()
+}
+
+/// `body` with the model value at `range` (a range [`top_level`] found) replaced by
+/// `model`, JSON-escaped; every other byte unchanged.
+pub fn replace_at(body: &[u8], range: Range<usize>, model: &str) -> Result<Vec<u8>, SpliceError> {
+    let at = range.start;
+    let (Some(before), Some(after)) = (body.get(..range.start), body.get(range.end..)) else {
+        return Err(SpliceError::Malformed(at));
     };
-    serde_json::from_slice::<String>(&body[r.clone()])
-        .map(Some)
-        .map_err(|_| SpliceError::Malformed(r.start))
+    let mut out = Vec::with_capacity(body.len() + model.len() + 2);
+    out.extend_from_slice(before);
+    serde_json::to_writer(&mut out, model).map_err(|_| SpliceError::Malformed(at))?;
+    out.extend_from_slice(after);
+    Ok(out)
 }
 
 /// `body` with its top-level `model` value replaced by `model` (JSON-escaped). Returns
 /// `None` when the body has no `model`.
 pub fn replace_model(body: &[u8], model: &str) -> Result<Option<Vec<u8>>, SpliceError> {
-    let Some(r) = find_model(body)? else {
-        return Ok(None);
-    };
-    let encoded = serde_json::to_string(model).map_err(|_| SpliceError::Malformed(r.start))?;
-    let mut out = Vec::with_capacity(body.len() + encoded.len());
-    out.extend_from_slice(&body[..r.start]);
-    out.extend_from_slice(encoded.as_bytes());
-    out.extend_from_slice(&body[r.end..]);
-    Ok(Some(out))
+    find_model(body)?
+        .map(|r| replace_at(body, r, model))
+        .transpose()
 }
 
 fn key_is(raw: &[u8], want: &[u8]) -> bool {
@@ -204,6 +238,26 @@ mod tests {
         let expected = br#"{ "messages" : [{"role":"user","content":"model: \"x\""}], "model":"claude-sonnet-4-20250514","max_tokens":1.50e3, "z":{"model":"inner"} }"#;
         assert_eq!(out, expected.to_vec());
         assert_eq!(model_of(body).unwrap().as_deref(), Some("claude-x"));
+    }
+
+    #[test]
+    fn the_stream_flag_is_read_in_the_same_pass() {
+        let stream = |b: &[u8]| top_level(b).unwrap().stream;
+        assert!(stream(br#"{"model":"m","stream":true}"#));
+        assert!(stream(br#"{ "stre\u0061m" : true , "model":"m"}"#));
+        assert!(!stream(br#"{"model":"m","stream":false}"#));
+        assert!(!stream(br#"{"model":"m","stream":"true"}"#));
+        assert!(!stream(br#"{"model":"m","stream":true,"stream":true}"#));
+        assert!(!stream(br#"{"model":"m","x":{"stream":true}}"#));
+        assert!(!stream(br#"{"model":"m"}"#));
+        let body = br#"{"stream":true,"model":"m\u00e9"}"#;
+        let top = top_level(body).unwrap();
+        let at = top.model.unwrap();
+        assert_eq!(decode_model(body, at.clone()).unwrap(), "m\u{e9}");
+        assert_eq!(
+            replace_at(body, at, "n").unwrap(),
+            br#"{"stream":true,"model":"n"}"#.to_vec()
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! the stream; splicing changes nothing but the model value.
 
 use keyward_wire::json_stream::{JsonArrayFramer, JsonItem};
-use keyward_wire::splice::{find_model, model_of, replace_model};
+use keyward_wire::splice::{find_model, model_of, replace_model, top_level};
 use keyward_wire::sse::SseFramer;
 use keyward_wire::stream::{inspect_sse, Api};
 use proptest::prelude::*;
@@ -140,5 +140,29 @@ proptest! {
         let r = find_model(&body).unwrap().unwrap();
         prop_assert!(out.starts_with(&body[..r.start]));
         prop_assert!(out.ends_with(&body[r.end..]));
+    }
+
+    #[test]
+    fn the_stream_flag_agrees_with_a_json_parser(
+        stream in prop::option::of(prop_oneof![
+            Just(serde_json::json!(true)),
+            Just(serde_json::json!(false)),
+            Just(serde_json::json!("true")),
+            Just(serde_json::json!(1)),
+            Just(serde_json::json!({"stream": true})),
+        ]),
+        nested in any::<bool>(),
+        extra in prop::collection::btree_map("[a-t]{1,7}", "\\PC{0,12}", 0..5),
+        pretty in any::<bool>(),
+    ) {
+        let mut obj = serde_json::Map::new();
+        for (k, v) in &extra { obj.insert(k.clone(), serde_json::Value::String(v.clone())); }
+        obj.insert("model".into(), serde_json::json!("m"));
+        if nested { obj.insert("metadata".into(), serde_json::json!({"stream": true})); }
+        if let Some(s) = &stream { obj.insert("stream".into(), s.clone()); }
+        let v = serde_json::Value::Object(obj);
+        let body = if pretty { serde_json::to_vec_pretty(&v).unwrap() } else { serde_json::to_vec(&v).unwrap() };
+        let expected = v.get("stream") == Some(&serde_json::Value::Bool(true));
+        prop_assert_eq!(top_level(&body).unwrap().stream, expected);
     }
 }

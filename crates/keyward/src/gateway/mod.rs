@@ -78,6 +78,9 @@ pub struct Prepared {
     /// The caller's gateway key name (for per-key metrics).
     pub gateway_key: Arc<str>,
     pub body: Bytes,
+    /// Where the body's `model` value is (to rewrite it per target); `None` for Gemini,
+    /// which names the model in the URL.
+    pub model_at: Option<std::ops::Range<usize>>,
     pub stream: bool,
 }
 
@@ -477,23 +480,26 @@ async fn handle(
         Ok(b) => b,
         Err(_) => return CallerError::too_large(limit).response(api),
     };
-    let model = match path_model {
-        // Gemini names the model in the path; the body has none.
-        Some(m) => m,
-        None => match splice::model_of(&body) {
-            Ok(Some(m)) => m,
-            Ok(None) => {
+    // One pass over the body finds the model (to route, and to rewrite per target) and
+    // the stream flag.
+    let (model, model_at, stream) = match (path_model, inbound) {
+        // Gemini names the model in the path (the body has none) and streams by method.
+        (Some(m), Inbound::Gemini(call)) => (m, None, call.stream),
+        (Some(m), _) => (m, None, false),
+        (None, _) => {
+            let top = match splice::top_level(&body) {
+                Ok(top) => top,
+                Err(e) => return CallerError::bad_request(format!("keyward: {e}")).response(api),
+            };
+            let Some(at) = top.model else {
                 return CallerError::bad_request("keyward: the request body has no `model`")
-                    .response(api)
+                    .response(api);
+            };
+            match splice::decode_model(&body, at.clone()) {
+                Ok(m) => (m, Some(at), top.stream),
+                Err(e) => return CallerError::bad_request(format!("keyward: {e}")).response(api),
             }
-            Err(e) => return CallerError::bad_request(format!("keyward: {e}")).response(api),
-        },
-    };
-    let stream = match inbound {
-        Inbound::Gemini(call) => call.stream,
-        _ => serde_json::from_slice::<StreamFlag>(&body)
-            .map(|s| s.stream)
-            .unwrap_or(false),
+        }
     };
     let Some(route) = gw.route(&model) else {
         let names: Vec<&str> = gw.cfg.routes.keys().map(String::as_str).collect();
@@ -527,6 +533,7 @@ async fn handle(
             route,
             gateway_key: key_name.clone(),
             body,
+            model_at,
             stream,
         },
         parts.headers,
@@ -600,12 +607,6 @@ fn count_request(gw: &Gateway, route: &Arc<str>, key: &Arc<str>, r: &Response<Bo
     {
         m.gateway_seconds.get_or_create(&label).observe(ms / 1000.0);
     }
-}
-
-#[derive(Deserialize)]
-struct StreamFlag {
-    #[serde(default)]
-    stream: bool,
 }
 
 /// The caller's gateway key, wherever its SDK puts it; compared in constant time.

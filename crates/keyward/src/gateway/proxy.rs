@@ -188,12 +188,10 @@ async fn serve_inner(
                 }
             };
             // Only the `model` value is rewritten (Gemini names it in the URL instead).
-            let body = match inbound {
-                Inbound::Gemini(_) => prep.body.to_vec(),
-                _ => match splice::replace_model(&prep.body, &target.model) {
-                    Ok(Some(b)) => b,
-                    _ => prep.body.to_vec(),
-                },
+            let body = match &prep.model_at {
+                Some(at) => splice::replace_at(&prep.body, at.clone(), &target.model)
+                    .unwrap_or_else(|_| prep.body.to_vec()),
+                None => prep.body.to_vec(),
             };
             let Some(url) =
                 gw.upstream_url(&route.name, cand.target, inbound, &endpoint, &target.model)
