@@ -98,8 +98,9 @@ if any(t == "hyper-floor" for (_, t) in med):
     p("## What the HTTP stack alone costs\n")
     p("`bare-proxy` (bench/src/bin/bare-proxy.rs) forwards each request to the same upstream and "
       "streams the answer back, and does nothing else: on hyper's server with hyper-util's "
-      "pooled client (`hyper-floor`), or with reqwest as Keyward uses it (`reqwest-floor`); one "
-      "tokio worker, pinned like Keyward. It is the floor for any proxy on this stack:\n")
+      "pooled client (`hyper-floor`, the client Keyward's provider calls use), or with reqwest "
+      "(`reqwest-floor`, what they used before); one tokio worker and mimalloc, pinned like "
+      "Keyward. It is the floor for any proxy on this stack:\n")
     p("| concurrency | req/s ÷ nginx: hyper-floor / reqwest-floor / keyward | CPU µs/request: nginx / hyper-floor / reqwest-floor / keyward |")
     p("|---|---|---|")
     for c in sorted({k[0] for k in med}):

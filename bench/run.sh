@@ -50,7 +50,7 @@ KWP=18483     # keyward
 SIM=18484     # keyward-sim (streams held open, for the memory test)
 KWF=18487     # keyward in fleet mode
 HYP=18489     # bare-proxy on hyper-util's client: the floor of any hyper-based proxy
-RQW=18490     # bare-proxy on reqwest, as Keyward uses it
+RQW=18490     # bare-proxy on reqwest, as Keyward's provider calls used it before
 RDS=18488     # redis-server for fleet mode
 
 MSG='{"id":"msg_bench","type":"message","role":"assistant","model":"claude-bench","content":[{"type":"text","text":"Hello from the fixed upstream."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":12,"output_tokens":8}}'

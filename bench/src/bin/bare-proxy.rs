@@ -9,8 +9,9 @@
 //! bare-proxy 127.0.0.1:18489 http://127.0.0.1:18481 hyper
 //! ```
 //!
-//! `hyper`: hyper-util's pooled client (what reqwest is built on); `reqwest`: reqwest, as
-//! Keyward uses it. One Tokio worker, as Keyward runs in the benchmark.
+//! `hyper`: hyper-util's pooled client (what Keyward's provider calls use, and what reqwest
+//! is built on); `reqwest`: reqwest, as Keyward's provider calls used it until 2026-11-29.
+//! One Tokio worker and the same allocator (mimalloc), as Keyward runs in the benchmark.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,6 +22,9 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
