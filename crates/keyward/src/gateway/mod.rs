@@ -444,23 +444,28 @@ async fn guarded(
 
 /// Runs one request's future; a panic inside becomes a 500 in the caller's format for this
 /// request only, and the gateway keeps serving.
-pub async fn run_guarded(
+///
+/// Not an `async fn`: one would hold `fut` twice in its state (as the argument and as the
+/// awaited future), doubling every request's future.
+pub fn run_guarded(
     inbound: Inbound,
     fut: impl Future<Output = Response<Body>>,
-) -> Response<Body> {
-    match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
-        Ok(r) => r,
-        Err(_) => {
-            tracing::error!("a request panicked; answered 500 and kept serving");
-            CallerError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "api_error",
-                "internal_error",
-                "keyward: internal error while handling this request",
-            )
-            .response(inbound.api())
-        }
-    }
+) -> impl Future<Output = Response<Body>> {
+    std::panic::AssertUnwindSafe(fut)
+        .catch_unwind()
+        .map(move |r| match r {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::error!("a request panicked; answered 500 and kept serving");
+                CallerError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "api_error",
+                    "internal_error",
+                    "keyward: internal error while handling this request",
+                )
+                .response(inbound.api())
+            }
+        })
 }
 
 async fn handle(
@@ -543,18 +548,19 @@ async fn handle(
     .await;
     count_request(&gw, &route_name, &key_name, &r);
     span.in_scope(|| {
-        let header = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok());
+        let header =
+            |name: axum::http::HeaderName| r.headers().get(name).and_then(|v| v.to_str().ok());
         tracing::info!(
             status = r.status().as_u16(),
-            attempts = header("x-keyward-attempts").unwrap_or("0"),
-            credential = header("x-keyward-credential").unwrap_or("-"),
-            timing = header("server-timing").unwrap_or("-"),
+            attempts = header(proxy::X_KEYWARD_ATTEMPTS).unwrap_or("0"),
+            credential = header(proxy::X_KEYWARD_CREDENTIAL).unwrap_or("-"),
+            timing = header(proxy::SERVER_TIMING).unwrap_or("-"),
             stream,
             "request answered"
         );
     });
     if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
-        r.headers_mut().insert("x-keyward-request-id", v);
+        r.headers_mut().insert(proxy::X_KEYWARD_REQUEST_ID, v);
     }
     r
 }
@@ -592,15 +598,15 @@ fn count_request(gw: &Gateway, route: &Arc<str>, key: &Arc<str>, r: &Response<Bo
             status,
         })
         .inc();
-    let header = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok());
+    let header = |name: axum::http::HeaderName| r.headers().get(name).and_then(|v| v.to_str().ok());
     let label = m.route(route);
-    if let Some(n) = header("x-keyward-attempts").and_then(|v| v.parse::<f64>().ok()) {
+    if let Some(n) = header(proxy::X_KEYWARD_ATTEMPTS).and_then(|v| v.parse::<f64>().ok()) {
         m.attempts_per_request.get_or_create(&label).observe(n);
         if n > 1.0 && r.status().is_success() {
             m.failovers.get_or_create(&label).inc();
         }
     }
-    if let Some(ms) = header("server-timing")
+    if let Some(ms) = header(proxy::SERVER_TIMING)
         .and_then(|v| v.strip_prefix("gateway;dur="))
         .and_then(|v| v.split(',').next())
         .and_then(|v| v.trim().parse::<f64>().ok())

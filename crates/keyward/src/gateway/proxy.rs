@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Response, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::BodyDataStream;
@@ -23,6 +23,17 @@ use tracing::Instrument as _;
 use tracing::{info, warn};
 
 use super::native::CallerError;
+
+/// Which credential served the request (its id, never its secret).
+pub const X_KEYWARD_CREDENTIAL: HeaderName = HeaderName::from_static("x-keyward-credential");
+/// The endpoint and upstream model that served it (`endpoint/model`).
+pub const X_KEYWARD_TARGET: HeaderName = HeaderName::from_static("x-keyward-target");
+/// How many upstream attempts the request took.
+pub const X_KEYWARD_ATTEMPTS: HeaderName = HeaderName::from_static("x-keyward-attempts");
+/// The request's id in the gateway's logs.
+pub const X_KEYWARD_REQUEST_ID: HeaderName = HeaderName::from_static("x-keyward-request-id");
+/// `gateway;dur=…, upstream;dur=…` in milliseconds.
+pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 use super::upstream::Inbound;
 use super::{upstream, Gateway, Prepared};
 use crate::config::Detail;
@@ -62,10 +73,10 @@ pub async fn serve(
     let started = stopwatch();
     let mut r = serve_inner(gw, inbound, prep, caller, detail, started).await;
     // Responses the gateway produced itself (errors) carry their timing too.
-    if !r.headers().contains_key("server-timing") {
+    if !r.headers().contains_key(SERVER_TIMING) {
         let gateway_ms = started.elapsed().as_secs_f64() * 1000.0;
         if let Ok(v) = HeaderValue::from_str(&format!("gateway;dur={gateway_ms:.3}")) {
-            r.headers_mut().insert("server-timing", v);
+            r.headers_mut().insert(SERVER_TIMING, v);
         }
     }
     r
@@ -178,7 +189,13 @@ async fn serve_inner(
                 i += 1;
                 continue;
             }
-            let secret = match gw.auth(&cred).await {
+            // A key needs no await; an OAuth token's lookup (and refresh) is boxed so its
+            // large state is not part of every request's future.
+            let secret = match &cred.secret {
+                Some(s) => Ok(s.shared()),
+                None => Box::pin(gw.auth(&cred)).await,
+            };
+            let secret = match secret {
                 Ok(s) => s,
                 Err(e) => {
                     warn!(credential = %cred.id, reason = %e, "skipped candidate: no usable OAuth token");
@@ -306,10 +323,11 @@ async fn serve_inner(
                         i += 1;
                         continue;
                     }
-                    let outcome = gw
-                        .oauth
-                        .refresh_after_rejection(&cred, cfg, &gw.engine, &secret)
-                        .await;
+                    let outcome = Box::pin(
+                        gw.oauth
+                            .refresh_after_rejection(&cred, cfg, &gw.engine, &secret),
+                    )
+                    .await;
                     note(&mut first, &mut last, failure, &cred.id);
                     match outcome {
                         Ok(_) => {
@@ -688,17 +706,17 @@ fn passthrough(
 ) -> Response<Body> {
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-    const KEPT: [&str; 5] = [
-        "content-type",
-        "retry-after",
-        "x-should-retry",
-        "request-id",
-        "x-request-id",
+    const KEPT: [HeaderName; 5] = [
+        axum::http::header::CONTENT_TYPE,
+        axum::http::header::RETRY_AFTER,
+        HeaderName::from_static("x-should-retry"),
+        HeaderName::from_static("request-id"),
+        HeaderName::from_static("x-request-id"),
     ];
     for (k, v) in headers {
-        if let Some(name) = KEPT.iter().find(|n| n.eq_ignore_ascii_case(k)) {
+        if let Some(name) = KEPT.iter().find(|n| n.as_str().eq_ignore_ascii_case(k)) {
             if let Ok(value) = HeaderValue::from_str(v) {
-                r.headers_mut().insert(*name, value);
+                r.headers_mut().insert(name.clone(), value);
             }
         }
     }
@@ -726,16 +744,16 @@ fn decorate(
     use std::fmt::Write as _;
     let gateway = started.elapsed().saturating_sub(upstream);
     if let Ok(v) = HeaderValue::from_str(credential) {
-        h.insert("x-keyward-credential", v);
+        h.insert(X_KEYWARD_CREDENTIAL, v);
     }
     let mut target = String::with_capacity(endpoint.len() + model.len() + 1);
     target.push_str(endpoint);
     target.push('/');
     target.push_str(model);
     if let Ok(v) = HeaderValue::from_str(&target) {
-        h.insert("x-keyward-target", v);
+        h.insert(X_KEYWARD_TARGET, v);
     }
-    h.insert("x-keyward-attempts", HeaderValue::from(attempts));
+    h.insert(X_KEYWARD_ATTEMPTS, HeaderValue::from(attempts));
     // Milliseconds with three decimals, from integer microseconds (no float formatting on
     // every response).
     let mut timing = String::with_capacity(48);
@@ -746,7 +764,7 @@ fn decorate(
         Millis(upstream)
     );
     if let Ok(v) = HeaderValue::from_str(&timing) {
-        h.insert("server-timing", v);
+        h.insert(SERVER_TIMING, v);
     }
 }
 
