@@ -173,3 +173,14 @@ idle = mem["keyward_idle_rss_kb"] / 1024
 held = mem["keyward_1000_streams_rss_kb"] / 1024
 p(f"| idle RSS ≤ 20 MB | {idle:.1f} MB | {'yes' if idle <= 20 else 'no'} |")
 p(f"| 1,000 open streams ≤ 64 MB | {held:.1f} MB | {'yes' if held <= 64 else 'no'} |")
+floor = med.get((64, "hyper-floor"))
+nginx64 = med.get((64, "nginx"))
+if floor and nginx64 and 64 in goals:
+    fr = floor["rps"] / nginx64["rps"]
+    p()
+    p(f"The throughput goal against the floor: a proxy on the same stack that does nothing but "
+      f"forward reaches {fr:.2f}× nginx's requests per second at concurrency 64 on this machine "
+      f"({floor['cpu']:.1f} µs of CPU per request against nginx's {nginx64['cpu']:.1f}); "
+      f"Keyward reaches {goals[64][2] / fr:.2f}× of that floor. "
+      + ("The 0.8× goal is above the floor itself: no proxy on hyper and tokio meets it here."
+         if fr < 0.8 else "The floor clears the 0.8× goal."))
