@@ -405,6 +405,8 @@ struct Shared {
 #[derive(Debug)]
 pub struct AttemptScope {
     shared: Arc<Shared>,
+    /// The credential's id, as admitted.
+    id: Arc<str>,
     cred: u32,
     endpoint: u32,
     model: Arc<str>,
@@ -416,12 +418,7 @@ pub struct AttemptScope {
 impl AttemptScope {
     /// The credential's id.
     pub fn credential(&self) -> Arc<str> {
-        self.shared
-            .lock()
-            .creds
-            .get(self.cred as usize)
-            .map(|c| c.spec.id.clone())
-            .unwrap_or_else(|| Arc::from("?"))
+        self.id.clone()
     }
 
     /// The upstream model.
@@ -765,6 +762,7 @@ impl HealthEngine {
         }
         let slot = inner.creds.get_mut(cred as usize)?;
         slot.inflight = slot.inflight.saturating_add(1);
+        let id = slot.spec.id.clone();
         let pending = finish_steps(&mut inner, steps, now, Actor::Traffic);
         drop(inner);
         for t in pending {
@@ -772,6 +770,7 @@ impl HealthEngine {
         }
         Some(AttemptScope {
             shared: self.shared.clone(),
+            id,
             cred,
             endpoint,
             model: target.model.clone(),

@@ -62,7 +62,7 @@ pub struct Gateway {
     pub fleet: Option<keyward_store::RedisStore>,
     pub engine: HealthEngine,
     pub client: upstream::Client,
-    creds: HashMap<Arc<str>, Credential>,
+    creds: HashMap<Arc<str>, Arc<Credential>>,
     routes: HashMap<String, Arc<Route>>,
     specs: HashMap<String, Arc<RouteSpec>>,
     /// Each route target's upstream URL per inbound API (by [`upstream::Inbound::slot`]),
@@ -126,7 +126,7 @@ impl Gateway {
         let creds = cfg
             .credentials
             .iter()
-            .map(|c| (c.id.clone(), c.clone()))
+            .map(|c| (c.id.clone(), Arc::new(c.clone())))
             .collect();
         let specs = cfg
             .routes
@@ -211,7 +211,7 @@ impl Gateway {
             .unwrap_or_else(|| fingerprint(cred, &self.oauth))
     }
 
-    pub fn credential(&self, id: &str) -> Option<Credential> {
+    pub fn credential(&self, id: &str) -> Option<Arc<Credential>> {
         self.creds.get(id).cloned()
     }
 

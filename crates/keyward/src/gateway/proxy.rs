@@ -172,7 +172,7 @@ async fn serve_inner(
                 i += 1;
                 continue;
             };
-            let Some(endpoint) = gw.cfg.endpoints.get(&target.endpoint).cloned() else {
+            let Some(endpoint) = gw.cfg.endpoints.get(&target.endpoint) else {
                 i += 1;
                 continue;
             };
@@ -211,7 +211,7 @@ async fn serve_inner(
                 None => prep.body.to_vec(),
             };
             let Some(url) =
-                gw.upstream_url(&route.name, cand.target, inbound, &endpoint, &target.model)
+                gw.upstream_url(&route.name, cand.target, inbound, endpoint, &target.model)
             else {
                 warn!(credential = %cred.id, target = %target.endpoint, "skipped candidate: its upstream URL does not parse");
                 drop(attempt);
@@ -221,7 +221,7 @@ async fn serve_inner(
             let req = match upstream::request(
                 axum::http::Method::POST,
                 url,
-                &endpoint,
+                endpoint,
                 (cred.kind, &secret),
                 Some(&caller),
                 Some(body),
