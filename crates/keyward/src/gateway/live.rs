@@ -31,6 +31,12 @@ pub struct Live {
     current: RwLock<Arc<Gateway>>,
     source: Option<PathBuf>,
     status: Mutex<ReloadStatus>,
+    /// One reload at a time: a reload reads the config and the state file (OAuth grant
+    /// fingerprints), reconfigures the engine and swaps the snapshot. Two interleaved
+    /// (the file watcher's and `keyward credentials import`'s admin call) could apply the
+    /// older read last — putting back a revoked grant's fingerprint, so a credential just
+    /// logged in again went back to disabled.
+    reloading: Mutex<()>,
 }
 
 /// What the last reload did.
@@ -66,6 +72,7 @@ impl Live {
                 generation: 1,
                 rejected: Vec::new(),
             }),
+            reloading: Mutex::new(()),
         })
     }
 
@@ -90,6 +97,10 @@ impl Live {
     /// [`Live::status`].
     pub fn reload(&self) -> Result<u64, ReloadError> {
         let path = self.source.as_deref().ok_or(ReloadError::NoSource)?;
+        let _one_at_a_time = match self.reloading.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         let result = self.try_reload(path);
         let mut status = match self.status.lock() {
             Ok(s) => s,
