@@ -407,6 +407,8 @@ pub struct AttemptScope {
     shared: Arc<Shared>,
     /// The credential's id, as admitted.
     id: Arc<str>,
+    /// The configuration generation `cred` and `endpoint` index into.
+    generation: u64,
     cred: u32,
     endpoint: u32,
     model: Arc<str>,
@@ -427,20 +429,37 @@ impl AttemptScope {
     }
 }
 
+impl AttemptScope {
+    /// The attempt's credential and endpoint slots in the current configuration: its own
+    /// if no reload happened since admission, else its credential found again by id
+    /// (`None`: the reload removed it). A verdict always lands on the credential it was
+    /// made on, however a reload moved the slots.
+    fn slots(&self, inner: &Inner) -> Option<(u32, u32)> {
+        if self.generation == inner.generation {
+            return Some((self.cred, self.endpoint));
+        }
+        let c = *inner.by_id.get(&self.id)?;
+        Some((c, inner.creds.get(c as usize)?.endpoint))
+    }
+}
+
 impl Drop for AttemptScope {
     fn drop(&mut self) {
         if !self.done {
             // Cancelled: release the in-flight count, and hand a trial lease back so the
             // next request can take the trial at once.
             let mut inner = self.shared.lock();
-            if let Some(c) = inner.creds.get_mut(self.cred as usize) {
+            let Some((cred, endpoint)) = self.slots(&inner) else {
+                return;
+            };
+            if let Some(c) = inner.creds.get_mut(cred as usize) {
                 c.inflight = c.inflight.saturating_sub(1);
             }
             if self.trial {
                 let now = self.shared.clock.now();
                 let pending = hand_back_trials(
                     &mut inner,
-                    (self.cred, self.endpoint, &self.model),
+                    (cred, endpoint, &self.model),
                     None,
                     now,
                     "trial cancelled (the caller went away): the next request takes it",
@@ -763,6 +782,7 @@ impl HealthEngine {
         let slot = inner.creds.get_mut(cred as usize)?;
         slot.inflight = slot.inflight.saturating_add(1);
         let id = slot.spec.id.clone();
+        let generation = inner.generation;
         let pending = finish_steps(&mut inner, steps, now, Actor::Traffic);
         drop(inner);
         for t in pending {
@@ -771,6 +791,7 @@ impl HealthEngine {
         Some(AttemptScope {
             shared: self.shared.clone(),
             id,
+            generation,
             cred,
             endpoint,
             model: target.model.clone(),
@@ -784,7 +805,14 @@ impl HealthEngine {
         attempt.done = true;
         let now = self.shared.clock.now();
         let mut inner = self.shared.lock();
-        if let Some(c) = inner.creds.get_mut(attempt.cred as usize) {
+        let Some((cred, endpoint)) = attempt.slots(&inner) else {
+            // Its credential left the configuration meanwhile: nothing to record it on.
+            return FailureAdvice {
+                retry_same: false,
+                incident: false,
+            };
+        };
+        if let Some(c) = inner.creds.get_mut(cred as usize) {
             c.inflight = c.inflight.saturating_sub(1);
         }
         let policy = inner.policy.clone();
@@ -796,20 +824,14 @@ impl HealthEngine {
             retry_same,
             incident: false,
         };
-        let failing_key = scope_record(
-            &mut inner,
-            attempt.cred,
-            attempt.endpoint,
-            &attempt.model,
-            scope,
-        )
-        .map(|(k, _, _)| k);
+        let failing_key =
+            scope_record(&mut inner, cred, endpoint, &attempt.model, scope).map(|(k, _, _)| k);
         // A trial this attempt held on another scope tested nothing there: hand it back
         // (logged), or that scope would wait out the whole lease.
         let mut pending = if attempt.trial {
             hand_back_trials(
                 &mut inner,
-                (attempt.cred, attempt.endpoint, &attempt.model),
+                (cred, endpoint, &attempt.model),
                 failing_key.as_ref().filter(|_| scope != Scope::Request),
                 now,
                 "the trial failed for a reason of another scope: the next request takes it",
@@ -827,8 +849,7 @@ impl HealthEngine {
         let auth = matches!(failure.class, Class::AuthPermanent | Class::AuthTransient)
             && matches!(scope, Scope::Credential);
         if auth {
-            let (incident, mut incident_transitions) =
-                note_auth_failure(&mut inner, attempt.cred, now);
+            let (incident, mut incident_transitions) = note_auth_failure(&mut inner, cred, now);
             pending.append(&mut incident_transitions);
             if incident {
                 advice.incident = true;
@@ -861,13 +882,9 @@ impl HealthEngine {
             },
             other => other,
         };
-        if let Some((key, rec, fp)) = scope_record(
-            &mut inner,
-            attempt.cred,
-            attempt.endpoint,
-            &attempt.model,
-            scope,
-        ) {
+        if let Some((key, rec, fp)) =
+            scope_record(&mut inner, cred, endpoint, &attempt.model, scope)
+        {
             if let Some(step) = rec.apply(&event, &policy, now, fp.as_deref(), roll) {
                 pending.extend(finish_steps(
                     &mut inner,
@@ -890,8 +907,11 @@ impl HealthEngine {
         attempt.done = true;
         let now = self.shared.clock.now();
         let mut inner = self.shared.lock();
+        let Some((cred, endpoint)) = attempt.slots(&inner) else {
+            return;
+        };
         let policy = inner.policy.clone();
-        if let Some(c) = inner.creds.get_mut(attempt.cred as usize) {
+        if let Some(c) = inner.creds.get_mut(cred as usize) {
             c.inflight = c.inflight.saturating_sub(1);
             if headroom.is_some() {
                 c.headroom = headroom;
@@ -903,7 +923,7 @@ impl HealthEngine {
         if inner.incident_marked {
             let provider = inner
                 .creds
-                .get(attempt.cred as usize)
+                .get(cred as usize)
                 .map(|c| c.spec.provider.as_str());
             if let Some(inc) = provider.and_then(|p| inner.incidents.get_mut(p)) {
                 inc.active_until = None;
@@ -912,8 +932,7 @@ impl HealthEngine {
             inner.incident_marked = inner.incidents.values().any(|i| i.active_until.is_some());
         }
         let mut steps = Vec::new();
-        for (key, rec, fp) in scopes_of(&mut inner, attempt.cred, attempt.endpoint, &attempt.model)
-        {
+        for (key, rec, fp) in scopes_of(&mut inner, cred, endpoint, &attempt.model) {
             if rec.health == Health::Healthy && rec.strikes == 0 && rec.refresh_strikes == 0 {
                 rec.last_success = Some(now);
                 continue;
