@@ -1133,19 +1133,22 @@ fn a_reused_route_spec_follows_reconfiguration_and_engines() {
 /// on, however the reload moved the slots (a long stream outlives many reloads).
 #[test]
 fn a_verdict_after_a_reload_lands_on_its_own_credential() {
-    let w = anthropic(3);
-    let spec = RouteSpec::new(vec![TargetSpec {
-        endpoint: "anthropic".into(),
-        model: "model-a".into(),
-        credentials: vec!["k2".into()],
-    }]);
-    let Selection::Candidates(c) = w.engine.select(&spec, &RequestSpec::default()) else {
-        panic!("k2 is selectable");
+    // Admits an attempt on credential `id` alone.
+    let admit_on = |w: &World, id: &str| {
+        let spec = RouteSpec::new(vec![TargetSpec {
+            endpoint: "anthropic".into(),
+            model: "model-a".into(),
+            credentials: vec![id.into()],
+        }]);
+        let Selection::Candidates(c) = w.engine.select(&spec, &RequestSpec::default()) else {
+            panic!("{id} is selectable");
+        };
+        w.engine
+            .admit(&spec, &c[0], &RequestSpec::default())
+            .unwrap()
     };
-    let attempt = w
-        .engine
-        .admit(&spec, &c[0], &RequestSpec::default())
-        .unwrap();
+    let w = anthropic(3);
+    let attempt = admit_on(&w, "k2");
     assert_eq!(&*attempt.credential(), "k2");
     // The reload reverses the order: k2's old slot now holds k0.
     let k = |id: &str| cred(id, Provider::Anthropic, "anthropic", None, 0);
@@ -1159,18 +1162,7 @@ fn a_verdict_after_a_reload_lands_on_its_own_credential() {
     // Removed by the reload (k2 moves into its slot): the verdict is dropped, nobody
     // else takes it.
     let w = anthropic(3);
-    let spec1 = RouteSpec::new(vec![TargetSpec {
-        endpoint: "anthropic".into(),
-        model: "model-a".into(),
-        credentials: vec!["k1".into()],
-    }]);
-    let Selection::Candidates(c) = w.engine.select(&spec1, &RequestSpec::default()) else {
-        panic!("k1 is selectable");
-    };
-    let attempt = w
-        .engine
-        .admit(&spec1, &c[0], &RequestSpec::default())
-        .unwrap();
+    let attempt = admit_on(&w, "k1");
     w.engine.configure(vec![k("k0"), k("k2")]);
     w.engine
         .record_failure(attempt, &failure(Provider::Anthropic, 401, REVOKED));
