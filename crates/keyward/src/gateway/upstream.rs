@@ -53,7 +53,7 @@ pub struct Client(hyper_util::client::legacy::Client<HttpsConnector<HttpConnecto
 /// Why the upstream client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot set up TLS for upstream connections: {0} (this build's TLS provider does not offer the default protocol versions; rebuild with the ring provider)")]
+    #[error("cannot set up TLS for upstream connections: {0} (ring does not offer rustls's default protocol versions: a build problem, not a configuration one; report it)")]
     Tls(#[from] rustls::Error),
 }
 
