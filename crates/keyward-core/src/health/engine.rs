@@ -152,8 +152,14 @@ impl SlotCache {
 /// What a request asks of selection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestSpec {
-    /// A caller's session key (prompt-cache affinity): the same credential while healthy.
+    /// A caller's session key (prompt-cache affinity). A success records the credential
+    /// that served it.
     pub session: Option<u64>,
+    /// The session is known to be under way (a session header, or a conversation past its
+    /// first turn): prefer the credential that last served it while it is usable (else
+    /// the one the session's key ranks highest). Without it the session is only recorded,
+    /// so identical one-off requests still spread over the keys.
+    pub sticky: bool,
     /// The request is bound to one account (a `previous_response_id`, uploaded files):
     /// only credentials of this bucket.
     pub bucket: Option<Arc<str>>,
@@ -415,7 +421,7 @@ struct CredSlot {
     models: Vec<(Arc<str>, Record)>,
     inflight: u32,
     headroom: Option<Headroom>,
-    /// A hash of the id, for session affinity.
+    /// A hash of the id, for session affinity (rendezvous).
     id_hash: u64,
     /// The class and confidence of its last failure (in memory: after a restart a
     /// restored suspicion counts as low confidence).
@@ -483,6 +489,9 @@ struct Inner {
     fingerprints: HashMap<Arc<str>, Arc<str>>,
     /// Auth failures and incidents by endpoint id.
     incidents: HashMap<Arc<str>, Incident>,
+    /// The credential (configuration generation, slot) that last served each session;
+    /// bounded by [`MAX_SESSIONS`].
+    affinity: FxHashMap<u64, (u64, u32)>,
     incident_events: Vec<IncidentEvent>,
     seq: u64,
     rng: u64,
@@ -495,6 +504,9 @@ struct Inner {
 pub struct HealthEngine {
     shared: Arc<Shared>,
 }
+
+/// Sessions remembered for affinity (a few hundred kilobytes at most).
+const MAX_SESSIONS: usize = 16_384;
 
 /// Engine identities, for [`SlotCache`]: slots of one engine mean nothing to another.
 static ENGINE_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -519,6 +531,8 @@ pub struct AttemptScope {
     cred: u32,
     endpoint: u32,
     model: Arc<str>,
+    /// The request's session, recorded with the credential on success.
+    session: Option<u64>,
     /// This attempt is the one trial after a cooldown.
     pub trial: bool,
     done: bool,
@@ -627,6 +641,7 @@ impl HealthEngine {
                     fingerprints: HashMap::new(),
                     incidents: HashMap::new(),
                     incident_events: Vec::new(),
+                    affinity: FxHashMap::default(),
                     seq: 0,
                     rng: seed | 1,
                     rotate: 0,
@@ -817,12 +832,24 @@ impl HealthEngine {
             // Session affinity: of the usable credentials, the one the session's key ranks
             // highest (rendezvous hashing: stable while it stays usable, and the same on
             // every replica of a fleet) goes first.
-            if let Some(session) = req.session {
-                if let Some(best) = eligible
-                    .iter_mut()
-                    .max_by_key(|(c, _, _)| rendezvous(session, inner.creds[*c as usize].id_hash))
-                {
-                    best.2 &= !(1u64 << 62);
+            if let (Some(session), true) = (req.session, req.sticky) {
+                let last = inner
+                    .affinity
+                    .get(&session)
+                    .filter(|(generation, _)| *generation == inner.generation)
+                    .map(|&(_, c)| c);
+                let pick = match last.and_then(|l| eligible.iter().position(|(c, _, _)| *c == l)) {
+                    Some(i) => Some(i),
+                    None => eligible
+                        .iter()
+                        .enumerate()
+                        .max_by_key(|(_, (c, _, _))| {
+                            rendezvous(session, inner.creds[*c as usize].id_hash)
+                        })
+                        .map(|(i, _)| i),
+                };
+                if let Some(i) = pick {
+                    eligible[i].2 &= !(1u64 << 62);
                 }
             }
             // Requests almost always succeed on their first candidate and never try more
@@ -942,6 +969,7 @@ impl HealthEngine {
             cred,
             endpoint,
             model: target.model.clone(),
+            session: req.session,
             trial,
             done: false,
         })
@@ -1060,6 +1088,15 @@ impl HealthEngine {
             if headroom.is_some() {
                 c.headroom = headroom;
             }
+        }
+        if let Some(session) = attempt.session {
+            if inner.affinity.len() >= MAX_SESSIONS {
+                // Bounded memory: forget every session at once (each then starts over on
+                // its rendezvous credential).
+                inner.affinity.clear();
+            }
+            let generation = inner.generation;
+            inner.affinity.insert(session, (generation, cred));
         }
         // A success on an endpoint refutes an incident there: its auth works, and auth
         // failures before it no longer count towards one (a key revoked afterwards is a
