@@ -261,6 +261,12 @@ impl TokenStore {
         })
     }
 
+    /// Whether this store may write (a read-only view of a state file another process
+    /// holds may not: a refresh could not be stored, so it must not be made).
+    pub fn writable(&self) -> bool {
+        self.redis.is_some() || self._held.is_some()
+    }
+
     fn sql(&self, source: rusqlite::Error) -> TokenError {
         TokenError::Store(StoreError::Sqlite {
             path: self.path.clone(),

@@ -3,8 +3,9 @@
 //! Each talks to the running gateway's admin API (address and token from the config's
 //! `listen` and `[admin]`), which knows everything live: in-flight counts, last success,
 //! OAuth grants. When no gateway answers they fall back to the state file: `status` and
-//! `history` read it (safe beside a writer), `reset` and `disable` apply the transition
-//! through the same health engine and write it there, for the next start.
+//! `history` read it read-only (safe beside a running gateway: no lock, never a
+//! checkpoint), `reset` and `disable` take the state file's lock and apply the transition
+//! through the same health engine, for the next start — refused while a gateway holds it.
 
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
@@ -78,13 +79,13 @@ pub struct DisableArgs {
 }
 
 /// The admin API of a configured gateway.
-struct Admin {
-    base: String,
+pub(super) struct Admin {
+    pub(super) base: String,
     token: String,
 }
 
 /// What an admin call got.
-enum Called {
+pub(super) enum Called {
     Ok(Value),
     /// The gateway answered with an error (its message).
     Refused(u16, String),
@@ -93,7 +94,7 @@ enum Called {
 }
 
 impl Admin {
-    fn from(cfg: &Config, url: Option<&str>) -> Option<Admin> {
+    pub(super) fn from(cfg: &Config, url: Option<&str>) -> Option<Admin> {
         let admin = cfg.admin.as_ref()?;
         let base = match url {
             Some(u) => u.trim_end_matches('/').to_owned(),
@@ -111,7 +112,7 @@ impl Admin {
         })
     }
 
-    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Called {
+    pub(super) fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Called {
         let url = format!("{}{path}", self.base);
         let token = self.token.clone();
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -596,8 +597,10 @@ pub fn operate(
     // No gateway: apply the transition to the state file through the engine itself.
     let (store, loaded) = keyward_store::SqliteStore::open(&cfg.state).map_err(|e| match e {
         keyward_store::StoreError::Locked { .. } => CliError::Usage(format!(
-            "a gateway holds {} but its admin API did not answer: add an [admin] table to the config (or pass --admin-url) and retry",
-            cfg.state.display()
+            "{e}. Its admin API did not answer{}: add an [admin] table to the config (or pass --admin-url) and retry",
+            Admin::from(&cfg, target.admin_url.as_deref())
+                .map(|a| format!(" at {}", a.base))
+                .unwrap_or_default()
         )),
         other => CliError::State(other),
     })?;
