@@ -19,7 +19,7 @@ pub enum StoreError {
     /// Another process (a running gateway, or a CLI command writing) holds the state
     /// file's lock. Stop that process, or make the change through the running gateway's
     /// admin API; a second gateway needs its own `state` path. Label: `locked`.
-    #[error("state file {path} is in use by another Keyward process{} (it holds the lock {lock}): stop that process, or make the change through the running gateway's admin API (`keyward reset`, `disable` and `credentials import/remove` use it when the config has an [admin] table); a second gateway needs its own `state` path", held_by(*.pid))]
+    #[error("state file {path} is in use by another Keyward process{} holding {lock}: stop that process, or make the change through the running gateway's admin API (`keyward reset`, `disable` and `credentials import/remove` use it when the config has an [admin] table); a second gateway needs its own `state` path", held_by(*.pid))]
     Locked {
         path: PathBuf,
         lock: PathBuf,
