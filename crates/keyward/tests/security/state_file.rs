@@ -278,3 +278,79 @@ async fn an_empty_or_foreign_state_file_is_refused_and_init_state_moves_it_aside
     h.gateway.wait().unwrap();
     assert_eq!(h.state_of("credential/a"), "disabled");
 }
+
+const CLAUDE: &str = "kind = \"oauth\"\nsubscription = true\n[credentials.oauth]\ntoken_url = \"{sim}/v1/oauth/token\"\nclient_id = \"keyward-tests\"\n";
+
+/// `keyward check` beside a running gateway reads the OAuth tokens but never refreshes
+/// them: the provider would rotate the refresh token, and this process could not store it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyward_check_beside_a_gateway_never_refreshes_the_oauth_tokens_it_holds() {
+    let h = start_prepared(
+        "state-check",
+        ANTHROPIC,
+        &[Cred("a", A, "anthropic", "")],
+        &route("claude", "anthropic", "claude-x", &["a"]),
+        "\n[admin]\ntoken = \"env:KW_ADMIN\"\n",
+        "full",
+        |sim, cfg, env| {
+            // A second config on the same state file with an OAuth credential the gateway
+            // does not serve (so only `check` could refresh it), its token already expired.
+            let text = std::fs::read_to_string(cfg).unwrap();
+            let sim_url = text
+                .split("base_url = \"")
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .unwrap()
+                .to_owned();
+            std::fs::write(
+                cfg.with_file_name("with-oauth.toml"),
+                format!(
+                    "{text}\n[[credentials]]\nid = \"claude-max\"\nendpoint = \"anthropic\"\n{}",
+                    CLAUDE.replace("{sim}", &sim_url)
+                ),
+            )
+            .unwrap();
+            let t = sim.oauth_grant("claude", Duration::ZERO);
+            let file = cfg.with_file_name("tokens.json");
+            std::fs::write(
+                &file,
+                json!({"access_token": t.access_token, "refresh_token": t.refresh_token, "expires_in": 0}).to_string(),
+            )
+            .unwrap();
+            let (ok, out) = keyward_cli(
+                &cfg.with_file_name("with-oauth.toml"),
+                env,
+                &["credentials", "import", "claude-max", file.to_str().unwrap()],
+            );
+            assert!(ok, "{out}");
+        },
+    )
+    .await;
+    let (_, text) = keyward_cli(&h.dir.join("with-oauth.toml"), &h.env, &["check", "--json"]);
+    let rows: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let claude = rows
+        .iter()
+        .find(|r| r["credential"] == "claude-max")
+        .unwrap_or_else(|| panic!("no row for claude-max: {text}"));
+    assert!(
+        claude["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("running gateway holds the state file"),
+        "{claude}"
+    );
+    assert!(
+        h.sim.token_calls("claude").is_empty(),
+        "check refreshed the gateway's tokens: {:?}",
+        h.sim.token_calls("claude")
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r["credential"] == "a" && r["usable"] == true),
+        "{text}"
+    );
+    h.check_no_secret(&text);
+}
