@@ -354,3 +354,84 @@ async fn keyward_check_beside_a_gateway_never_refreshes_the_oauth_tokens_it_hold
     );
     h.check_no_secret(&text);
 }
+
+fn write_grant(sim: &keyward_sim::Sim, cfg: &Path, grant: &str) -> PathBuf {
+    let t = sim.oauth_grant(grant, Duration::from_secs(3600));
+    let file = cfg.with_file_name(format!("{grant}-tokens.json"));
+    std::fs::write(
+        &file,
+        json!({"access_token": t.access_token, "refresh_token": t.refresh_token, "expires_in": 3600}).to_string(),
+    )
+    .unwrap();
+    file
+}
+
+/// The OAuth commands beside a running gateway: `list` reads the file, `import` and
+/// `remove` are done by the gateway (admin API), which stores durably and reloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_commands_beside_a_gateway_go_through_it() {
+    let h = start_prepared(
+        "state-oauth",
+        ANTHROPIC,
+        &[Cred("claude-max", "", "anthropic", CLAUDE)],
+        &route("claude", "anthropic", "claude-x", &["claude-max"]),
+        "\n[admin]\ntoken = \"env:KW_ADMIN\"\n",
+        "full",
+        |sim, cfg, env| {
+            let file = write_grant(sim, cfg, "claude");
+            let (ok, out) = keyward_cli(
+                cfg,
+                env,
+                &[
+                    "credentials",
+                    "import",
+                    "claude-max",
+                    file.to_str().unwrap(),
+                ],
+            );
+            assert!(ok && out.contains("no gateway"), "{out}");
+        },
+    )
+    .await;
+    let r = h.messages("claude", false).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The CLI reaches the gateway at the config's `listen`: point it at the real port.
+    let addr = h.url.trim_start_matches("http://");
+    let text = std::fs::read_to_string(&h.config).unwrap();
+    std::fs::write(
+        &h.config,
+        text.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{addr}\"")),
+    )
+    .unwrap();
+    let wal = side(&h.dir.join("state.db"), "-wal");
+    let (ok, out) = keyward_cli(&h.config, &h.env, &["credentials", "list"]);
+    assert!(ok && out.contains("claude-max"), "{out}");
+    let (ok, out) = keyward_cli(&h.config, &h.env, &["credentials", "remove", "claude-max"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("through the running gateway"), "{out}");
+    let (ok, out) = keyward_cli(&h.config, &h.env, &["credentials", "list"]);
+    assert!(ok && !out.contains("claude-max"), "{out}");
+    let file = write_grant(&h.sim, &h.config, "claude-2");
+    let (ok, out) = keyward_cli(
+        &h.config,
+        &h.env,
+        &[
+            "credentials",
+            "import",
+            "claude-max",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("imported OAuth tokens for claude-max")
+            && out.contains("by the running gateway")
+            && out.contains("reloaded and uses them now"),
+        "{out}"
+    );
+    h.check_no_secret(&out);
+    assert!(wal.exists(), "the -wal went away beside the gateway");
+    let r = h.messages("claude", false).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(h.sim.counts("claude-2").requests >= 1);
+}
