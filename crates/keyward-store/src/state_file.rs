@@ -84,17 +84,20 @@ impl StateFile {
         }
         let held = Arc::new(take_lock(path)?);
         let mut moved_aside = None;
-        match recognise_path(path) {
-            Ok(_) => {}
+        let exists = match recognise_path(path) {
+            Ok(exists) => exists,
             Err(refusal) => match init {
                 Init::Refuse => return Err(refusal),
-                Init::MoveAside => moved_aside = Some(move_aside(path)?),
+                Init::MoveAside => {
+                    moved_aside = Some(move_aside(path)?);
+                    false
+                }
             },
-        }
+        };
         // Creates (if missing), migrates and marks the file; dropped at once: each store
         // opens its own connection (SQLite shares its locks between connections of one
         // process).
-        initialise(path)?;
+        initialise(path, !exists)?;
         Ok(StateFile {
             path: path.to_owned(),
             held,
@@ -287,23 +290,27 @@ pub(crate) fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-/// Creates the database if missing (restricted to 0600 before anything is written),
-/// switches it to WAL, brings the schema up to date and marks it as Keyward's. The caller
-/// holds the lock and has checked the file.
-fn initialise(path: &Path) -> Result<(), StoreError> {
+/// Creates the database if missing (`create`: restricted to 0600 before anything is
+/// written; an existing file keeps the mode its operator gave it), switches it to WAL,
+/// brings the schema up to date and marks it as Keyward's. The caller holds the lock and
+/// has checked the file.
+fn initialise(path: &Path, create: bool) -> Result<(), StoreError> {
     let sql = |source| StoreError::Sqlite {
         path: path.to_owned(),
         source,
     };
     let conn = Connection::open(path).map_err(sql)?;
-    // SQLite created the file (empty) with the default mode; restrict it by path before
-    // the first write. The -wal and -shm take the database's mode when SQLite creates them.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
-        StoreError::Io {
-            path: path.to_owned(),
-            source,
-        }
-    })?;
+    if create {
+        // SQLite created the file (empty) with the default mode; restrict it by path
+        // before the first write. The -wal and -shm take the database's mode when SQLite
+        // creates them.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+            |source| StoreError::Io {
+                path: path.to_owned(),
+                source,
+            },
+        )?;
+    }
     conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(sql)?;

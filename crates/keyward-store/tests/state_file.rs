@@ -175,9 +175,21 @@ fn a_new_file_is_created_owner_only_and_marked_as_keywards() {
     let path = dir.join("sub").join("state.db");
     let (store, loaded) = SqliteStore::open(&path).unwrap();
     assert!(loaded.records.is_empty());
+    // The header is in the file itself (not only in the -wal), so a gateway killed right
+    // after its first start leaves a file that is recognised, never an empty one.
+    assert!(std::fs::metadata(&path).unwrap().len() > 0);
+    for f in [path.clone(), wal(&path)] {
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} mode {mode:o}", f.display());
+    }
     drop(store);
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "state file mode {mode:o}");
+    // An existing file keeps the mode its operator gave it.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    drop(SqliteStore::open(&path).unwrap());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
     let conn = rusqlite::Connection::open(&path).unwrap();
     let app: i32 = conn
         .pragma_query_value(None, "application_id", |r| r.get(0))
