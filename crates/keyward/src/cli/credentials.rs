@@ -23,7 +23,7 @@ use keyward::config::Config;
 use keyward_core::health::{Clock, Timestamp};
 use serde_json::Value;
 
-use crate::cli::state::{Admin, Called};
+use crate::cli::state::{refused_beside_gateway, Admin, Called};
 use crate::error::CliError;
 
 #[derive(Debug, Subcommand)]
@@ -138,17 +138,7 @@ fn writable_store(
     admin: Option<&Admin>,
 ) -> Result<std::sync::Arc<keyward_store::TokenStore>, CliError> {
     keyward::token_store(cfg).map_err(|e| match e {
-        keyward_store::TokenError::Store(locked @ keyward_store::StoreError::Locked { .. }) => {
-            match admin {
-                Some(a) => CliError::Usage(format!(
-                    "{locked}. No gateway answered at {} (the config's `listen`): check that address, or stop the gateway and retry",
-                    a.base
-                )),
-                None => CliError::Usage(format!(
-                    "{locked}. This config has no [admin] table, so the gateway cannot be asked: add one (and restart the gateway), or stop the gateway and retry"
-                )),
-            }
-        }
+        keyward_store::TokenError::Store(store) => refused_beside_gateway(store, admin),
         other => CliError::Usage(other.to_string()),
     })
 }

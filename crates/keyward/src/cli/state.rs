@@ -595,14 +595,8 @@ pub fn operate(
         return operate_fleet(cfg, &fleet, credential, disable, verb);
     }
     // No gateway: apply the transition to the state file through the engine itself.
-    let (store, loaded) = keyward_store::SqliteStore::open(&cfg.state).map_err(|e| match e {
-        keyward_store::StoreError::Locked { .. } => CliError::Usage(format!(
-            "{e}. Its admin API did not answer{}: add an [admin] table to the config (or pass --admin-url) and retry",
-            Admin::from(&cfg, target.admin_url.as_deref())
-                .map(|a| format!(" at {}", a.base))
-                .unwrap_or_default()
-        )),
-        other => CliError::State(other),
+    let (store, loaded) = keyward_store::SqliteStore::open(&cfg.state).map_err(|e| {
+        refused_beside_gateway(e, Admin::from(&cfg, target.admin_url.as_deref()).as_ref())
     })?;
     let engine = keyward_core::health::HealthEngine::new(
         cfg.policy.clone(),
@@ -629,6 +623,27 @@ pub fn operate(
     )
     .map_err(CliError::Write)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A write to the state file refused because a gateway holds it: the store's message
+/// (the file, the holder's pid, what to do) and why the gateway could not be asked
+/// instead. Other errors pass through.
+pub(super) fn refused_beside_gateway(
+    e: keyward_store::StoreError,
+    admin: Option<&Admin>,
+) -> CliError {
+    if !matches!(e, keyward_store::StoreError::Locked { .. }) {
+        return CliError::State(e);
+    }
+    CliError::Usage(match admin {
+        Some(a) => format!(
+            "{e}. No gateway answered at {} (the config's `listen`, or --admin-url): check that address, or stop the gateway and retry",
+            a.base
+        ),
+        None => format!(
+            "{e}. This config has no [admin] table, so the gateway cannot be asked: add one (and restart the gateway), or stop the gateway and retry"
+        ),
+    })
 }
 
 /// Connects to the fleet's Redis as a short-lived member named `keyward-cli`.
