@@ -57,22 +57,13 @@ pub async fn serve_reloadable_with(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     init: keyward_store::Init,
 ) -> Result<(), ServeError> {
-    let state = match &cfg.fleet {
+    let (tokens, engine, fleet) = match &cfg.fleet {
         None => {
             let state = keyward_store::StateFile::lock(&cfg.state, init)?;
             if let Some(aside) = state.moved_aside() {
                 tracing::warn!(state = %cfg.state.display(), moved_to = %aside.display(), "the state file was not a Keyward state file: moved aside (--init-state); starting with an empty state");
             }
-            Some(state)
-        }
-        Some(_) => None,
-    };
-    let tokens = match &state {
-        Some(s) => std::sync::Arc::new(s.tokens(sealer(&cfg)?)?),
-        None => token_store(&cfg)?,
-    };
-    let (engine, fleet) = match (&cfg.fleet, &state) {
-        (None, Some(state)) => {
+            let tokens = std::sync::Arc::new(state.tokens(sealer(&cfg)?)?);
             let (store, loaded) = state.store()?;
             let engine = keyward_core::health::HealthEngine::new(
                 cfg.policy.clone(),
@@ -81,13 +72,10 @@ pub async fn serve_reloadable_with(
                 seed(),
             );
             engine.restore(loaded.records, loaded.denylist);
-            (engine, None)
+            (tokens, engine, None)
         }
-        // Without a fleet the state file was opened above.
-        (None, None) => {
-            return Err(ServeError::State(keyward_store::StoreError::Stopped));
-        }
-        (Some(f), _) => {
+        Some(f) => {
+            let tokens = token_store(&cfg)?;
             let replica = f.replica.clone().unwrap_or_else(default_replica);
             let (store, loaded) = keyward_store::RedisStore::connect(keyward_store::FleetConfig {
                 url: f.url.expose().to_owned(),
@@ -106,7 +94,7 @@ pub async fn serve_reloadable_with(
             engine.restore(loaded.records, loaded.denylist);
             store.attach(engine.clone());
             tracing::info!(replica = %replica, redis = %f.display_url(), prefix = %f.prefix, "fleet mode: state shared through Redis");
-            (engine, Some(store))
+            (tokens, engine, Some(store))
         }
     };
     let metrics = std::sync::Arc::new(gateway::metrics::Metrics::new());
