@@ -209,13 +209,39 @@ pub struct TokenInfo {
     pub updated: Timestamp,
 }
 
+/// Tokens shared by the replicas of a fleet (the Redis backend in `fleet_tokens`
+/// implements it): the same contract as the state file's rows — an import bumps the
+/// version; a refresh commits against the version it read and is never dropped. The
+/// token store names no fleet implementation, only this.
+pub(crate) trait SharedTokens: Send + Sync + fmt::Debug {
+    fn load(&self, sealer: &Sealer, credential: &str) -> Result<Option<OAuthTokens>, TokenError>;
+    fn import(
+        &self,
+        sealer: &Sealer,
+        credential: &str,
+        tokens: (&str, &str),
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<OAuthTokens, TokenError>;
+    fn commit_refresh(
+        &self,
+        sealer: &Sealer,
+        credential: &str,
+        read_version: i64,
+        fresh: &OAuthTokens,
+        now: Timestamp,
+    ) -> Result<Committed, TokenError>;
+    fn remove(&self, credential: &str) -> Result<bool, TokenError>;
+    fn list(&self) -> Result<Vec<TokenInfo>, TokenError>;
+}
+
 /// The tokens table of one state file.
 #[derive(Debug)]
 pub struct TokenStore {
     /// SQLite's connection (single node); `None` in fleet mode.
     conn: Option<Mutex<Connection>>,
     /// Fleet mode: the tokens live in Redis, shared by every replica.
-    redis: Option<crate::fleet_tokens::RedisTokens>,
+    redis: Option<Box<dyn SharedTokens>>,
     path: PathBuf,
     sealer: Sealer,
     /// The state file's lock, for a writable SQLite token store.
@@ -281,21 +307,15 @@ impl TokenStore {
             .ok_or(TokenError::Store(StoreError::Stopped))
     }
 
-    /// The tokens of a fleet, in Redis under `prefix` (connected on first use: a Redis
-    /// that is down at start is not an error here).
-    pub fn open_redis(
-        url: &str,
-        prefix: &str,
-        ca_pem: Option<&[u8]>,
-        sealer: Sealer,
-    ) -> Result<TokenStore, TokenError> {
-        Ok(TokenStore {
+    /// The tokens of a fleet, kept by `shared` (named `name` in errors).
+    pub(crate) fn shared(shared: Box<dyn SharedTokens>, name: &str, sealer: Sealer) -> TokenStore {
+        TokenStore {
             conn: None,
-            redis: Some(crate::fleet_tokens::RedisTokens::new(url, prefix, ca_pem)?),
-            path: PathBuf::from(prefix),
+            redis: Some(shared),
+            path: PathBuf::from(name),
             sealer,
             _held: None,
-        })
+        }
     }
 
     /// The stored tokens of `credential`.
@@ -403,8 +423,7 @@ impl TokenStore {
             return r.import(
                 &self.sealer,
                 credential,
-                access_token,
-                refresh_token,
+                (access_token, refresh_token),
                 expires_at,
                 now,
             );
