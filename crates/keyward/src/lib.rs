@@ -4,6 +4,7 @@
 //! wire them. `main.rs` parses arguments and calls into here.
 
 pub mod config;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod gateway;
 
