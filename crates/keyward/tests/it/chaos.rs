@@ -7,14 +7,13 @@
 //! within the cap; the transition log is one unbroken chain per scope (nothing lost, even
 //! across a SIGKILL); no healthy key was disabled; the revoked key was not used again.
 
-mod common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use keyward_sim::{Behaviour, Sim, TokenEndpoint};
 use serde_json::{json, Value};
 

@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 use keyward_sim::Behaviour;
 use serde_json::{json, Value};
 
-mod common;
 
-use common::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_revoked_from_the_start_is_invisible_then_probed_once_then_disabled() {

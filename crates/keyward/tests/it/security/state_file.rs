@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::common::*;
+use crate::support::*;
 
 const A: &str = "sk-ant-state-a-0001";
 const B: &str = "sk-ant-state-b-0002";
