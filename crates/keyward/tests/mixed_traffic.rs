@@ -169,7 +169,7 @@ async fn three_revocations_under_mixed_traffic_cost_callers_nothing_and_disable_
         tasks.push(tokio::spawn(async move {
             for i in 0..PER_CALLER {
                 let (name, chat) = ROUTES[(w + i) % ROUTES.len()];
-                let stream = (w + i / ROUTES.len()) % 2 == 0;
+                let stream = (w + i / ROUTES.len()).is_multiple_of(2);
                 let r = if chat {
                     h.chat(name, stream).await
                 } else {
@@ -340,7 +340,7 @@ async fn every_key_of_an_endpoint_revoked_is_an_incident_then_disabled_with_a_fi
             if final_at[n].is_some() {
                 continue;
             }
-            let r = ask(*chat, *model).await;
+            let r = ask(*chat, model).await;
             assert_eq!(r.status, 503, "{ep}: {}", r.body);
             let msg = message_of(*chat, &r);
             for (id, _) in ks {
@@ -420,7 +420,7 @@ async fn every_key_of_an_endpoint_revoked_is_an_incident_then_disabled_with_a_fi
     // Once final, nothing reaches the provider.
     for (_, chat, _, model) in &keys {
         for _ in 0..3 {
-            let r = ask(*chat, *model).await;
+            let r = ask(*chat, model).await;
             assert_eq!(
                 (r.status, r.header("x-should-retry")),
                 (503, "false".into())
