@@ -120,12 +120,13 @@ def revoked(kind):
     """Every key revoked: one attempt with the SDK's default retries, a 503 naming them all."""
     expect = [c for c in os.environ.get("KEYWARD_EXPECT", "").split(",") if c]
     http, seen = counting_client()
-    t = time.time()
+    client = anthropic_client(http) if kind == "anthropic" else openai_client(http)
+    t = time.time()  # the call alone, not the SDK's import
     try:
         if kind == "anthropic":
-            anthropic_client(http).messages.create(model=model(kind), max_tokens=16, messages=[{"role": "user", "content": "hi"}])
+            client.messages.create(model=model(kind), max_tokens=16, messages=[{"role": "user", "content": "hi"}])
         else:
-            openai_client(http).chat.completions.create(model=model(kind), messages=[{"role": "user", "content": "hi"}])
+            client.chat.completions.create(model=model(kind), messages=[{"role": "user", "content": "hi"}])
         done(False, error="no exception", attempts=seen["requests"])
     except Exception as e:  # the SDK's own exception type is checked below
         sdk = __import__(kind)
@@ -133,7 +134,9 @@ def revoked(kind):
         message = str(e)
         missing = [c for c in expect if c not in message]
         ok = isinstance(e, sdk.APIStatusError) and status == 503 and seen["requests"] == 1 and bool(expect) and not missing
-        done(ok, exception=type(e).__name__, status=status, attempts=seen["requests"], seconds=round(time.time() - t, 2), missing=missing, message=message[:600])
+        response = getattr(e, "response", None)
+        timing = response.headers.get("server-timing") if response is not None else None
+        done(ok, exception=type(e).__name__, status=status, attempts=seen["requests"], seconds=round(time.time() - t, 2), gateway=timing, missing=missing, message=message[:600])
 
 
 SCENARIOS = {
