@@ -170,10 +170,13 @@ async fn three_revocations_under_mixed_traffic_cost_callers_nothing_and_disable_
             for i in 0..PER_CALLER {
                 let (name, chat) = ROUTES[(w + i) % ROUTES.len()];
                 let stream = (w + i / ROUTES.len()).is_multiple_of(2);
+                // Each request its own conversation, as many agents' traffic is (one
+                // conversation stays on one credential while it is usable).
+                let text = format!("caller {w} request {i}");
                 let r = if chat {
-                    h.chat(name, stream).await
+                    h.chat_about(name, stream, &text).await
                 } else {
-                    h.messages(name, stream).await
+                    h.messages_about(name, stream, &text).await
                 };
                 if r.status != 200 || !complete(chat, stream, &r.body) {
                     let mut b = r.body.clone();

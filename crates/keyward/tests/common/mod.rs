@@ -321,6 +321,17 @@ impl Harness {
         self.post("/v1/messages", json!({"model": model, "max_tokens": 16, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})).await
     }
 
+    /// [`Harness::messages`] with this first user turn: a conversation of its own (the
+    /// gateway keeps one conversation on one credential while it is usable).
+    pub async fn messages_about(&self, model: &str, stream: bool, text: &str) -> Reply {
+        self.post("/v1/messages", json!({"model": model, "max_tokens": 16, "stream": stream, "messages": [{"role": "user", "content": text}]})).await
+    }
+
+    /// [`Harness::chat`] with this first user turn: a conversation of its own.
+    pub async fn chat_about(&self, model: &str, stream: bool, text: &str) -> Reply {
+        self.post("/v1/chat/completions", json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": text}]})).await
+    }
+
     pub async fn chat(&self, model: &str, stream: bool) -> Reply {
         self.post("/v1/chat/completions", json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})).await
     }
