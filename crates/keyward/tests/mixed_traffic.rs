@@ -238,6 +238,13 @@ async fn three_revocations_under_mixed_traffic_cost_callers_nothing_and_disable_
         Some(0),
         "no incident, no endpoint out of rotation: {raw}"
     );
+    assert_eq!(
+        raw.get("incidents")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len),
+        0,
+        "no auth incident: {raw}"
+    );
     // Each dead key cost what was in flight on it when it first failed (at most one per
     // caller) plus its one confirmation probe; never a stream of retries.
     for (id, secret, _) in &dead {
@@ -371,6 +378,20 @@ async fn every_key_of_an_endpoint_revoked_is_an_incident_then_disabled_with_a_fi
                 assert!(msg.contains("disabled"), "{ep}: {msg}");
                 final_at[n] = Some(first_failure.elapsed());
             } else {
+                if !incident_seen[n] {
+                    // The admin view shows the incident on this endpoint, with its keys.
+                    let (_, raw) = healths(&h).await;
+                    let incident = raw["incidents"]
+                        .as_array()
+                        .and_then(|l| l.iter().find(|i| i["endpoint"] == *ep))
+                        .unwrap_or_else(|| panic!("{ep}: no incident listed: {raw}"));
+                    for (id, _) in ks {
+                        assert!(
+                            incident["credentials"].to_string().contains(id),
+                            "{ep}: {id} not in {incident}"
+                        );
+                    }
+                }
                 incident_seen[n] = true;
                 assert_eq!(r.header("x-should-retry"), "true", "{ep}: {msg}");
                 let ra: u64 = r.header("retry-after").parse().unwrap_or_else(|_| {
