@@ -5,8 +5,9 @@
 //! write bumps. The gateway keeps its own connection for these rows (apart from the
 //! transition writer), because a refresh must be on disk *before* the new access token is
 //! used: [`TokenStore::commit_refresh`] commits with `synchronous=FULL` and returns only
-//! then. `keyward credentials import` writes through the same type, even while a gateway
-//! runs (SQLite's own locking orders the writers).
+//! then. Only the process holding the state file's lock writes here ([`StateFile::tokens`]):
+//! while a gateway runs, `keyward credentials import` goes through its admin API, and
+//! `keyward credentials list` reads through [`TokenStore::open_read_only`].
 //!
 //! Encryption: with a [`Sealer`] holding a 256-bit key, both tokens are sealed with
 //! ChaCha20-Poly1305 (ring), a random nonce per value, the credential id as associated data
@@ -16,14 +17,14 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use keyward_core::health::Timestamp;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::sqlite::open_database;
+use crate::state_file::{open_read_only, Held, Init, StateFile};
 use crate::StoreError;
 
 /// Marks a plain-text value.
@@ -217,6 +218,8 @@ pub struct TokenStore {
     redis: Option<crate::fleet_tokens::RedisTokens>,
     path: PathBuf,
     sealer: Sealer,
+    /// The state file's lock, for a writable SQLite token store.
+    _held: Option<Arc<Held>>,
 }
 
 /// The grant fingerprint of a refresh token as imported: 12 hex characters of its SHA-256.
@@ -239,16 +242,29 @@ fn ts(v: i64) -> Timestamp {
 }
 
 impl TokenStore {
-    /// Opens the tokens of the state file at `path` (created with mode 0600 if missing).
-    /// Safe beside a running gateway.
+    /// Opens the tokens of the state file at `path` (created with mode 0600 if missing)
+    /// for writing: takes the state file's lock, so it is refused
+    /// ([`StoreError::Locked`]) while a gateway runs on the file.
     pub fn open(path: &Path, sealer: Sealer) -> Result<TokenStore, TokenError> {
-        let conn = open_database(path)?;
+        Ok(StateFile::lock(path, Init::Refuse)?.tokens(sealer)?)
+    }
+
+    /// Opens the tokens of the state file at `path` read-only (no lock; safe beside a
+    /// running gateway: it never writes, checkpoints or deletes its `-wal`). Writes fail.
+    pub fn open_read_only(path: &Path, sealer: Sealer) -> Result<TokenStore, TokenError> {
         Ok(TokenStore {
-            conn: Some(Mutex::new(conn)),
+            conn: Some(Mutex::new(open_read_only(path)?)),
             redis: None,
             path: path.to_owned(),
             sealer,
+            _held: None,
         })
+    }
+
+    /// Whether this store may write (a read-only view of a state file another process
+    /// holds may not: a refresh could not be stored, so it must not be made).
+    pub fn writable(&self) -> bool {
+        self.redis.is_some() || self._held.is_some()
     }
 
     fn sql(&self, source: rusqlite::Error) -> TokenError {
@@ -278,6 +294,7 @@ impl TokenStore {
             redis: Some(crate::fleet_tokens::RedisTokens::new(url, prefix, ca_pem)?),
             path: PathBuf::from(prefix),
             sealer,
+            _held: None,
         })
     }
 
@@ -484,6 +501,19 @@ impl TokenStore {
     }
 }
 
+impl StateFile {
+    /// The OAuth tokens of this state file, writable. They keep the lock.
+    pub fn tokens(&self, sealer: Sealer) -> Result<TokenStore, StoreError> {
+        Ok(TokenStore {
+            conn: Some(Mutex::new(self.connect()?)),
+            redis: None,
+            path: self.path().to_owned(),
+            sealer,
+            _held: Some(self.held()),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -594,6 +624,7 @@ mod tests {
         assert!(!text.contains("secret-value"), "tokens stored in the clear");
         let plain = TokenStore::open(&path, Sealer::plain()).unwrap();
         assert!(matches!(plain.load("c"), Err(TokenError::KeyNeeded { .. })));
+        drop(plain);
         let other =
             TokenStore::open(&path, Sealer::from_hex(&KEY.replace("1f", "ff")).unwrap()).unwrap();
         assert!(matches!(other.load("c"), Err(TokenError::WrongKey { .. })));

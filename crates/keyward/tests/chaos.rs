@@ -115,10 +115,13 @@ impl Traffic {
                         };
                         let stream = (n / 2 + w).is_multiple_of(2);
                         let base = url.lock().unwrap().clone();
+                        // Each request its own conversation (as many callers' would be):
+                        // session affinity spreads them over the keys.
+                        let content = format!("hi from worker {w}, conversation {n}");
                         let (path, body) = if api == "messages" {
-                            ("/v1/messages", json!({"model": "claude", "max_tokens": 16, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
+                            ("/v1/messages", json!({"model": "claude", "max_tokens": 16, "stream": stream, "messages": [{"role": "user", "content": content}]}))
                         } else {
-                            ("/v1/chat/completions", json!({"model": "gpt", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
+                            ("/v1/chat/completions", json!({"model": "gpt", "stream": stream, "messages": [{"role": "user", "content": content}]}))
                         };
                         let sent = client
                             .post(format!("{base}{path}"))

@@ -18,6 +18,11 @@ pub struct ServeArgs {
     /// Listen here instead of the config's `listen` (port 0 picks a free port).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// If the state file is empty (0 bytes) or not a Keyward state file, move it aside to
+    /// `<state>.unrecognised` and start with an empty state, instead of refusing to start.
+    /// A missing state file is always created; a Keyward one is never touched.
+    #[arg(long)]
+    init_state: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,9 +101,17 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
             #[cfg(not(unix))]
             let _ = ctrl_c.await;
         };
-        keyward::serve_reloadable(cfg, Some(args.config.clone()), listener, shutdown)
+        let init = if args.init_state {
+            keyward_store::Init::MoveAside
+        } else {
+            keyward_store::Init::Refuse
+        };
+        keyward::serve_reloadable_with(cfg, Some(args.config.clone()), listener, shutdown, init)
             .await
-            .map_err(|e| CliError::Usage(e.to_string()))
+            .map_err(|e| match e {
+                keyward::ServeError::State(s) => CliError::State(s),
+                other => CliError::Usage(other.to_string()),
+            })
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -374,7 +374,14 @@ impl Harness {
     pub async fn eventually(&self, what: &str, mut f: impl FnMut() -> bool) {
         let until = Instant::now() + Duration::from_secs(10);
         while !f() {
-            assert!(Instant::now() < until, "timed out waiting for {what}");
+            if Instant::now() >= until {
+                let tail = {
+                    let logs = self.logs.lock().unwrap();
+                    let tail: Vec<&str> = logs.lines().rev().take(60).collect();
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                };
+                panic!("timed out waiting for {what}; the gateway's last log lines:\n{tail}");
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

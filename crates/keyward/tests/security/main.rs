@@ -9,3 +9,5 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+
+mod state_file;
