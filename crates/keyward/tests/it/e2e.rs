@@ -772,12 +772,25 @@ async fn the_official_sdks_retry_a_transient_exhaustion_and_succeed() {
             retry_after: Some(12),
         },
     );
-    let sim = h.sim.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        sim.set("sk-ant-sdk-rl-01", Behaviour::Ok);
-        sim.set("sk-proj-sdk-rl-02", Behaviour::Ok);
-    });
+    // Each key heals once the sim has rate-limited it once: a condition, not a timer. (A
+    // 3 s timer raced the SDK's start: importing `anthropic` alone takes 0.8–3.6 s on a busy
+    // machine, so its first request could arrive after the heal and succeed at once —
+    // "1 attempt, not ok".)
+    for key in ["sk-ant-sdk-rl-01", "sk-proj-sdk-rl-02"] {
+        let sim = h.sim.clone();
+        tokio::spawn(async move {
+            let until = Instant::now() + Duration::from_secs(60);
+            while !sim
+                .attempts(key)
+                .iter()
+                .any(|a| a.outcome == "rate_limited")
+                && Instant::now() < until
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            sim.set(key, Behaviour::Ok);
+        });
+    }
     let (a, o) = tokio::join!(sdk(&h, "anthropic_transient"), sdk(&h, "openai_transient"));
     for v in [&a, &o] {
         assert!(v["attempts"].as_u64().unwrap() >= 2, "{v}");
@@ -785,6 +798,23 @@ async fn the_official_sdks_retry_a_transient_exhaustion_and_succeed() {
         assert!(
             (10.0..40.0).contains(&secs),
             "retried after the retry-after: {v}"
+        );
+    }
+    for key in ["sk-ant-sdk-rl-01", "sk-proj-sdk-rl-02"] {
+        let outcomes: Vec<_> = h
+            .sim
+            .attempts(key)
+            .into_iter()
+            .filter(|a| !a.probe)
+            .map(|a| a.outcome)
+            .collect();
+        assert_eq!(
+            (
+                outcomes.first().map(String::as_str),
+                outcomes.last().map(String::as_str)
+            ),
+            (Some("rate_limited"), Some("ok")),
+            "{key}: rate-limited first, then served: {outcomes:?}"
         );
     }
 }
