@@ -15,6 +15,7 @@ mod check;
 mod cli;
 mod e2e;
 mod fleet;
+mod mixed_traffic;
 mod oauth;
 mod rotation;
 mod scenarios;

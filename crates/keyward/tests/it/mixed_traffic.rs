@@ -19,9 +19,8 @@ use std::time::{Duration, Instant};
 use keyward_sim::{Attempt, Behaviour};
 use serde_json::Value;
 
-mod common;
 
-use common::*;
+use crate::support::*;
 
 /// Concurrent callers in the mixed-traffic test.
 const CALLERS: usize = 12;
