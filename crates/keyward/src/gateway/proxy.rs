@@ -1393,10 +1393,15 @@ fn unavailable_message(
         }
         let _ = write!(m, ") since {}", c.since.rfc3339());
         if !c.evidence.is_empty() {
-            let _ = write!(m, ": {}", c.evidence);
+            let _ = write!(m, ": {}", clause(&c.evidence));
         }
         if let Some(t) = last.filter(|t| t.credential == c.credential) {
-            let _ = write!(m, " — {}", t.failure.explanation);
+            // What happened, with the provider's words; the remedy is said once, below.
+            let what = match t.failure.explanation.split_once("). ") {
+                Some((what, _)) => format!("{what})"),
+                None => clause(&t.failure.explanation).to_owned(),
+            };
+            let _ = write!(m, " — {what}");
         }
         match (c.state, c.next_check) {
             ("disabled", Some(at)) => {
@@ -1437,6 +1442,11 @@ fn unavailable_message(
         None => m.push_str(" Retrying will not help until an operator acts."),
     }
     m
+}
+
+/// `text` as a clause inside a sentence: without its closing full stop.
+fn clause(text: &str) -> &str {
+    text.trim_end().trim_end_matches('.')
 }
 
 /// Attempts ran out (cap, deadline or retry budget) with the last failure in hand.
