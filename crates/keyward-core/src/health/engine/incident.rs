@@ -200,6 +200,8 @@ pub(super) fn incident_info(
     }
 }
 
+type Steps = Vec<(ScopeKey, Step, Option<Arc<str>>)>;
+
 /// One round of every active incident: an incident past `incident_max` disables the
 /// auth suspects of its endpoint (every key was rejected all along: revoked at once);
 /// otherwise, when its next probe is due, one of its suspects is leased and probed (the
@@ -208,12 +210,11 @@ pub(super) fn incident_round(
     inner: &mut Inner,
     now: Timestamp,
     out: &mut Vec<ProbeRequest>,
-) -> Vec<(ScopeKey, Step, Option<Arc<str>>)> {
+) -> Steps {
     let mut steps = Vec::new();
     if !inner.incident_marked {
         return steps;
     }
-    let policy = inner.policy.clone();
     let active: Vec<Arc<str>> = inner
         .incidents
         .iter()
@@ -228,140 +229,166 @@ pub(super) fn incident_round(
             }
             continue;
         };
-        let Some(incident) = inner.incidents.get_mut(&ep_id) else {
-            continue;
-        };
-        let Some(active) = incident.active.as_mut() else {
-            continue;
-        };
-        let is_auth_suspect = |h: &Health| {
-            matches!(h, Health::Suspect { class, .. } | Health::Probing { class, trial: false, .. }
-                if matches!(class, Class::AuthPermanent | Class::AuthTransient))
-        };
-        if now.since(active.since) >= policy.incident_max {
-            let since = active.since;
-            incident.active = None;
-            incident.recent.clear();
-            let lasted =
-                humantime::format_duration(Duration::from_secs(now.since(since).as_secs()));
-            let mut disabled = Vec::new();
-            let of_endpoint = inner.creds.iter().filter(|s| s.endpoint == ep).count();
-            for slot in inner.creds.iter_mut().filter(|s| s.endpoint == ep) {
-                if !is_auth_suspect(&slot.rec.health) {
-                    continue;
-                }
-                let (class, evidence) = match &slot.rec.health {
-                    Health::Suspect {
-                        class, evidence, ..
-                    }
-                    | Health::Probing {
-                        class, evidence, ..
-                    } => (*class, evidence.clone()),
-                    _ => continue,
-                };
-                let class = if class == Class::AuthTransient {
-                    Class::AuthPermanent
-                } else {
-                    class
-                };
-                let from = std::mem::replace(
-                    &mut slot.rec.health,
-                    Health::Disabled {
-                        class,
-                        since: now,
-                        evidence: format!(
-                            "{evidence}; every key of endpoint `{ep_id}` ({of_endpoint}) was rejected for {lasted}: revoked at once, or a provider auth outage — replace the keys if they were revoked; otherwise they come back at their re-check"
-                        ),
-                        fingerprint: Some(slot.spec.fingerprint.to_string()),
-                        recheck_at: Some(now.plus(policy.incident_recheck)),
-                        by_operator: false,
-                    },
-                );
-                slot.rec.since = now;
-                slot.rec.rechecks = 0;
-                slot.rec.recheck_lease = None;
-                slot.incident_disabled = true;
-                disabled.push(slot.spec.id.clone());
-                steps.push((
-                    ScopeKey::Credential(slot.spec.id.clone()),
-                    Step {
-                        from: Some(from),
-                        why: format!(
-                            "auth incident on `{ep_id}` outlasted {}: every key rejected, disabled",
-                            humantime::format_duration(policy.incident_max)
-                        ),
-                        wants_probe: false,
-                    },
-                    Some(slot.spec.fingerprint.clone()),
-                ));
-            }
-            inner.incident_events.push(IncidentEvent::Expired {
-                endpoint: ep_id.clone(),
-                since,
-                disabled,
-            });
-            continue;
-        }
-        if now < active.next_probe {
-            continue;
-        }
-        active.next_probe = now.plus(policy.incident_cooldown);
-        let candidates = active.credentials.clone();
-        let turn = active.turn;
-        active.turn = active.turn.wrapping_add(1);
-        // The next of its credentials that is still a suspect (not already probing).
-        let n = candidates.len();
-        let pick = (0..n)
-            .map(|k| &candidates[(turn + k) % n])
-            .filter_map(|id| inner.by_id.get(id).copied())
-            .find(|&c| {
-                inner.creds[c as usize].endpoint == ep
-                    && matches!(&inner.creds[c as usize].rec.health, Health::Suspect { class, .. }
-                        if matches!(class, Class::AuthPermanent | Class::AuthTransient))
-            });
-        let Some(c) = pick else {
-            continue;
-        };
-        let slot = &mut inner.creds[c as usize];
-        let Health::Suspect {
-            class,
-            since,
-            evidence,
-            ..
-        } = slot.rec.health.clone()
+        let Some(since) = inner
+            .incidents
+            .get(&ep_id)
+            .and_then(|i| i.active.as_ref())
+            .map(|a| a.since)
         else {
             continue;
         };
+        if now.since(since) >= inner.policy.incident_max {
+            steps.extend(expire(inner, &ep_id, ep, now));
+        } else if let Some((step, probe)) = incident_probe(inner, &ep_id, ep, now) {
+            steps.push(step);
+            out.push(probe);
+        }
+    }
+    inner.incident_marked = inner.incidents.values().any(|i| i.active.is_some());
+    steps
+}
+
+fn is_auth_suspect(h: &Health) -> bool {
+    matches!(h, Health::Suspect { class, .. } | Health::Probing { class, trial: false, .. }
+        if matches!(class, Class::AuthPermanent | Class::AuthTransient))
+}
+
+/// The incident on `ep_id` outlasted `incident_max`: every auth suspect of the endpoint is
+/// disabled with its evidence and the "every key was rejected" remedy, on the faster
+/// `incident_recheck` curve.
+fn expire(inner: &mut Inner, ep_id: &Arc<str>, ep: u32, now: Timestamp) -> Steps {
+    let mut steps = Vec::new();
+    let Some(incident) = inner.incidents.get_mut(ep_id) else {
+        return steps;
+    };
+    let Some(active) = incident.active.take() else {
+        return steps;
+    };
+    incident.recent.clear();
+    let policy = &inner.policy;
+    let lasted = humantime::format_duration(Duration::from_secs(now.since(active.since).as_secs()));
+    let max = humantime::format_duration(policy.incident_max);
+    let recheck_at = now.plus(policy.incident_recheck);
+    let of_endpoint = inner.creds.iter().filter(|s| s.endpoint == ep).count();
+    let mut disabled = Vec::new();
+    for slot in inner.creds.iter_mut().filter(|s| s.endpoint == ep) {
+        let (class, evidence) = match &slot.rec.health {
+            h if !is_auth_suspect(h) => continue,
+            Health::Suspect {
+                class, evidence, ..
+            }
+            | Health::Probing {
+                class, evidence, ..
+            } => (*class, evidence.clone()),
+            _ => continue,
+        };
+        let class = if class == Class::AuthTransient {
+            Class::AuthPermanent
+        } else {
+            class
+        };
         let from = std::mem::replace(
             &mut slot.rec.health,
-            Health::Probing {
+            Health::Disabled {
                 class,
-                since,
-                evidence,
-                lease_until: now.plus(policy.probe_lease),
-                trial: false,
+                since: now,
+                evidence: format!(
+                    "{evidence}; every key of endpoint `{ep_id}` ({of_endpoint}) was rejected for {lasted}: revoked at once, or a provider auth outage — replace the keys if they were revoked; otherwise they come back at their re-check"
+                ),
+                fingerprint: Some(slot.spec.fingerprint.to_string()),
+                recheck_at: Some(recheck_at),
+                by_operator: false,
             },
         );
+        slot.rec.since = now;
+        slot.rec.rechecks = 0;
+        slot.rec.recheck_lease = None;
+        slot.incident_disabled = true;
+        disabled.push(slot.spec.id.clone());
         steps.push((
             ScopeKey::Credential(slot.spec.id.clone()),
             Step {
                 from: Some(from),
-                why: format!("auth incident on `{ep_id}`: probing one of its keys"),
+                why: format!(
+                    "auth incident on `{ep_id}` outlasted {max}: every key rejected, disabled"
+                ),
                 wants_probe: false,
             },
             Some(slot.spec.fingerprint.clone()),
         ));
-        out.push(ProbeRequest {
-            scope: ScopeKey::Credential(slot.spec.id.clone()),
-            credential: slot.spec.id.clone(),
-            endpoint: ep_id.clone(),
-            model: None,
-            class,
-            kind: ProbeKind::KeyValidity,
-            recheck: false,
-            incident: true,
-        });
     }
-    inner.incident_marked = inner.incidents.values().any(|i| i.active.is_some());
+    inner.incident_events.push(IncidentEvent::Expired {
+        endpoint: ep_id.clone(),
+        since: active.since,
+        disabled,
+    });
     steps
+}
+
+/// When the incident on `ep_id` is due for its probe: the next of its credentials that is
+/// still a suspect (not already probing), leased, and the probe to run.
+fn incident_probe(
+    inner: &mut Inner,
+    ep_id: &Arc<str>,
+    ep: u32,
+    now: Timestamp,
+) -> Option<((ScopeKey, Step, Option<Arc<str>>), ProbeRequest)> {
+    let (cooldown, lease) = (inner.policy.incident_cooldown, inner.policy.probe_lease);
+    let active = inner.incidents.get_mut(ep_id)?.active.as_mut()?;
+    if now < active.next_probe {
+        return None;
+    }
+    active.next_probe = now.plus(cooldown);
+    let candidates = active.credentials.clone();
+    let turn = active.turn;
+    active.turn = active.turn.wrapping_add(1);
+    let n = candidates.len();
+    let c = (0..n)
+        .map(|k| &candidates[(turn + k) % n])
+        .filter_map(|id| inner.by_id.get(id).copied())
+        .find(|&c| {
+            inner.creds[c as usize].endpoint == ep
+                && matches!(&inner.creds[c as usize].rec.health, Health::Suspect { class, .. }
+                    if matches!(class, Class::AuthPermanent | Class::AuthTransient))
+        })?;
+    let slot = &mut inner.creds[c as usize];
+    let Health::Suspect {
+        class,
+        since,
+        evidence,
+        ..
+    } = slot.rec.health.clone()
+    else {
+        return None;
+    };
+    let from = std::mem::replace(
+        &mut slot.rec.health,
+        Health::Probing {
+            class,
+            since,
+            evidence,
+            lease_until: now.plus(lease),
+            trial: false,
+        },
+    );
+    let step = (
+        ScopeKey::Credential(slot.spec.id.clone()),
+        Step {
+            from: Some(from),
+            why: format!("auth incident on `{ep_id}`: probing one of its keys"),
+            wants_probe: false,
+        },
+        Some(slot.spec.fingerprint.clone()),
+    );
+    let probe = ProbeRequest {
+        scope: ScopeKey::Credential(slot.spec.id.clone()),
+        credential: slot.spec.id.clone(),
+        endpoint: ep_id.clone(),
+        model: None,
+        class,
+        kind: ProbeKind::KeyValidity,
+        recheck: false,
+        incident: true,
+    };
+    Some((step, probe))
 }

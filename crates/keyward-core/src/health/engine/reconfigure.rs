@@ -25,6 +25,18 @@ pub(super) fn reconfigure(
     creds: Vec<CredentialSpec>,
     now: Timestamp,
 ) -> Vec<Transition> {
+    let last_successes = detach_all(inner, now);
+    let mut steps = Vec::new();
+    for spec in creds {
+        attach(inner, spec, &last_successes, now, &mut steps);
+    }
+    reattach_shared(inner, now);
+    finish_steps(inner, steps, now, Actor::Config)
+}
+
+/// Moves every slot's records to the detached map (by scope key) and forgets the slots;
+/// returns each endpoint's last success.
+fn detach_all(inner: &mut Inner, now: Timestamp) -> HashMap<Arc<str>, Timestamp> {
     inner.generation = inner.generation.wrapping_add(1);
     // Detach everything the old slots held.
     for slot in inner.creds.drain(..) {
@@ -64,61 +76,83 @@ pub(super) fn reconfigure(
     inner.by_id.clear();
     inner.by_endpoint.clear();
     inner.by_bucket.clear();
+    last_successes
+}
+
+/// Configures one credential: its endpoint and bucket slots (created on first use), its
+/// records taken back from the detached map, a new secret starting healthy, a revoked
+/// secret kept out.
+fn attach(
+    inner: &mut Inner,
+    spec: CredentialSpec,
+    last_successes: &HashMap<Arc<str>, Timestamp>,
+    now: Timestamp,
+    steps: &mut Vec<(ScopeKey, Step, Option<Arc<str>>)>,
+) {
     let policy = inner.policy.clone();
-    let mut steps = Vec::new();
-    for spec in creds {
-        let ep = *inner
-            .by_endpoint
-            .entry(spec.endpoint.clone())
-            .or_insert_with(|| {
-                inner.endpoints.push(EndpointSlot {
-                    id: spec.endpoint.clone(),
-                    rec: Record::default(),
-                    models: Vec::new(),
-                    last_success: last_successes.get(&spec.endpoint).copied(),
-                    auth_failures: true,
-                });
-                (inner.endpoints.len() - 1) as u32
+    let ep = *inner
+        .by_endpoint
+        .entry(spec.endpoint.clone())
+        .or_insert_with(|| {
+            inner.endpoints.push(EndpointSlot {
+                id: spec.endpoint.clone(),
+                rec: Record::default(),
+                models: Vec::new(),
+                last_success: last_successes.get(&spec.endpoint).copied(),
+                auth_failures: true,
             });
-        let bucket = spec.bucket.clone().map(|b| {
-            *inner.by_bucket.entry(b.clone()).or_insert_with(|| {
-                inner.buckets.push(BucketSlot {
-                    id: b,
-                    rec: Record::default(),
-                });
-                (inner.buckets.len() - 1) as u32
-            })
+            (inner.endpoints.len() - 1) as u32
         });
-        let key = ScopeKey::Credential(spec.id.clone());
-        let new_secret = inner
-            .fingerprints
-            .get(&spec.id)
-            .is_some_and(|old| *old != spec.fingerprint);
-        inner
-            .fingerprints
-            .insert(spec.id.clone(), spec.fingerprint.clone());
-        let mut rec = inner
-            .detached
-            .remove(&key)
-            .map(|(r, _)| r)
-            .unwrap_or_default();
-        let mut models = Vec::new();
-        let model_keys: Vec<ScopeKey> = inner
-            .detached
-            .keys()
-            .filter(|k| matches!(k, ScopeKey::CredentialModel(id, _) if *id == spec.id))
-            .cloned()
-            .collect();
-        for k in model_keys {
-            if let (ScopeKey::CredentialModel(_, m), Some((r, _))) = (&k, inner.detached.remove(&k))
-            {
-                models.push((m.clone(), r));
-            }
+    let bucket = spec.bucket.clone().map(|b| {
+        *inner.by_bucket.entry(b.clone()).or_insert_with(|| {
+            inner.buckets.push(BucketSlot {
+                id: b,
+                rec: Record::default(),
+            });
+            (inner.buckets.len() - 1) as u32
+        })
+    });
+    let key = ScopeKey::Credential(spec.id.clone());
+    let new_secret = inner
+        .fingerprints
+        .get(&spec.id)
+        .is_some_and(|old| *old != spec.fingerprint);
+    inner
+        .fingerprints
+        .insert(spec.id.clone(), spec.fingerprint.clone());
+    let mut rec = inner
+        .detached
+        .remove(&key)
+        .map(|(r, _)| r)
+        .unwrap_or_default();
+    let mut models = Vec::new();
+    let model_keys: Vec<ScopeKey> = inner
+        .detached
+        .keys()
+        .filter(|k| matches!(k, ScopeKey::CredentialModel(id, _) if *id == spec.id))
+        .cloned()
+        .collect();
+    for k in model_keys {
+        if let (ScopeKey::CredentialModel(_, m), Some((r, _))) = (&k, inner.detached.remove(&k)) {
+            models.push((m.clone(), r));
         }
-        // A restored disable names its fingerprint; a different secret starts healthy.
-        let restored_other_secret = matches!(&rec.health, Health::Disabled { fingerprint: Some(fp), .. } if **fp != *spec.fingerprint);
-        if new_secret || restored_other_secret {
-            if let Some(step) = rec.apply(
+    }
+    // A restored disable names its fingerprint; a different secret starts healthy.
+    let restored_other_secret = matches!(&rec.health, Health::Disabled { fingerprint: Some(fp), .. } if **fp != *spec.fingerprint);
+    if new_secret || restored_other_secret {
+        if let Some(step) = rec.apply(
+            &Event::NewSecret {
+                fingerprint: &spec.fingerprint,
+            },
+            &policy,
+            now,
+            Some(&spec.fingerprint),
+            0.0,
+        ) {
+            steps.push((key.clone(), step, Some(spec.fingerprint.clone())));
+        }
+        for (m, r) in models.iter_mut() {
+            if let Some(step) = r.apply(
                 &Event::NewSecret {
                     fingerprint: &spec.fingerprint,
                 },
@@ -127,69 +161,61 @@ pub(super) fn reconfigure(
                 Some(&spec.fingerprint),
                 0.0,
             ) {
-                steps.push((key.clone(), step, Some(spec.fingerprint.clone())));
-            }
-            for (m, r) in models.iter_mut() {
-                if let Some(step) = r.apply(
-                    &Event::NewSecret {
-                        fingerprint: &spec.fingerprint,
-                    },
-                    &policy,
-                    now,
-                    Some(&spec.fingerprint),
-                    0.0,
-                ) {
-                    steps.push((
-                        ScopeKey::CredentialModel(spec.id.clone(), m.clone()),
-                        step,
-                        Some(spec.fingerprint.clone()),
-                    ));
-                }
-            }
-        }
-        // A revoked secret that comes back stays out.
-        if let Some((old_id, reason)) = inner.denylist.get(&spec.fingerprint).cloned() {
-            if !matches!(rec.health, Health::Disabled { .. }) {
-                let from = std::mem::replace(
-                    &mut rec.health,
-                    Health::Disabled {
-                        class: Class::AuthPermanent,
-                        since: now,
-                        evidence: format!("this secret was {reason} as `{old_id}`"),
-                        fingerprint: Some(spec.fingerprint.to_string()),
-                        recheck_at: Some(now.plus(policy.auth_recheck_min)),
-                        by_operator: false,
-                    },
-                );
-                rec.since = now;
                 steps.push((
-                    key.clone(),
-                    Step {
-                        from: Some(from),
-                        why: "a revoked secret was configured again".into(),
-                        wants_probe: false,
-                    },
+                    ScopeKey::CredentialModel(spec.id.clone(), m.clone()),
+                    step,
                     Some(spec.fingerprint.clone()),
                 ));
             }
         }
-        inner
-            .by_id
-            .insert(spec.id.clone(), inner.creds.len() as u32);
-        let id_hash = id_hash(&spec.id);
-        inner.creds.push(CredSlot {
-            spec,
-            endpoint: ep,
-            bucket,
-            rec,
-            models,
-            inflight: 0,
-            headroom: None,
-            id_hash,
-            last_failure: None,
-            incident_disabled: false,
-        });
     }
+    // A revoked secret that comes back stays out.
+    if let Some((old_id, reason)) = inner.denylist.get(&spec.fingerprint).cloned() {
+        if !matches!(rec.health, Health::Disabled { .. }) {
+            let from = std::mem::replace(
+                &mut rec.health,
+                Health::Disabled {
+                    class: Class::AuthPermanent,
+                    since: now,
+                    evidence: format!("this secret was {reason} as `{old_id}`"),
+                    fingerprint: Some(spec.fingerprint.to_string()),
+                    recheck_at: Some(now.plus(policy.auth_recheck_min)),
+                    by_operator: false,
+                },
+            );
+            rec.since = now;
+            steps.push((
+                key.clone(),
+                Step {
+                    from: Some(from),
+                    why: "a revoked secret was configured again".into(),
+                    wants_probe: false,
+                },
+                Some(spec.fingerprint.clone()),
+            ));
+        }
+    }
+    inner
+        .by_id
+        .insert(spec.id.clone(), inner.creds.len() as u32);
+    let id_hash = id_hash(&spec.id);
+    inner.creds.push(CredSlot {
+        spec,
+        endpoint: ep,
+        bucket,
+        rec,
+        models,
+        inflight: 0,
+        headroom: None,
+        id_hash,
+        last_failure: None,
+        incident_disabled: false,
+    });
+}
+
+/// Endpoint, provider-model and bucket records come back by id; what stayed detached
+/// longer than the retention period is forgotten.
+fn reattach_shared(inner: &mut Inner, now: Timestamp) {
     // Endpoint, provider-model and bucket records come back by id.
     for i in 0..inner.endpoints.len() {
         let id = inner.endpoints[i].id.clone();
@@ -219,5 +245,4 @@ pub(super) fn reconfigure(
     inner
         .detached
         .retain(|_, (_, removed)| removed.is_none_or(|at| now.since(at) < retention));
-    finish_steps(inner, steps, now, Actor::Config)
 }

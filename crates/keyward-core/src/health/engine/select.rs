@@ -260,38 +260,7 @@ impl HealthEngine {
                 }
             }
             // Nothing is usable: every candidate's state and evidence, for the caller.
-            for ((ti, target), ts) in route.targets.iter().enumerate().zip(&slots.targets) {
-                let Some(ep) = ts.endpoint else {
-                    continue;
-                };
-                for &(_, c) in &ts.creds {
-                    if usable(&inner, c, ep, &target.model, req, now)
-                        .is_err_and(|b| matches!(b, Block::NotServed))
-                    {
-                        continue;
-                    }
-                    if let Some(state) =
-                        candidate_state(&inner, c, ep, &route.targets[ti].model, now)
-                    {
-                        if !unavailable
-                            .candidates
-                            .iter()
-                            .any(|s| s.credential == state.credential && s.scope == state.scope)
-                        {
-                            unavailable.candidates.push(state);
-                        }
-                    }
-                }
-                if let Some(e) = inner.endpoints.get(ep as usize) {
-                    if let Some(a) = inner.incidents.get(&e.id).and_then(|i| i.active.as_ref()) {
-                        if !unavailable.incidents.iter().any(|i| i.endpoint == e.id) {
-                            unavailable
-                                .incidents
-                                .push(incident_info(&e.id, a, &inner.policy));
-                        }
-                    }
-                }
-            }
+            explain_unavailable(&inner, route, &slots, req, now, &mut unavailable);
             return Selection::Unavailable(unavailable);
         }
         Selection::Candidates(out)
@@ -636,4 +605,47 @@ pub(super) fn id_hash(id: &str) -> u64 {
     let mut h = DefaultHasher::new();
     id.hash(&mut h);
     h.finish()
+}
+
+/// Every candidate of `route` (resolved to `slots`) with the state that keeps it out and
+/// its evidence, and the incidents of their endpoints: what the caller is told when
+/// nothing is usable.
+fn explain_unavailable(
+    inner: &Inner,
+    route: &RouteSpec,
+    slots: &spec::RouteSlots,
+    req: &RequestSpec,
+    now: Timestamp,
+    unavailable: &mut Unavailable,
+) {
+    for (target, ts) in route.targets.iter().zip(&slots.targets) {
+        let Some(ep) = ts.endpoint else {
+            continue;
+        };
+        for &(_, c) in &ts.creds {
+            if usable(inner, c, ep, &target.model, req, now)
+                .is_err_and(|b| matches!(b, Block::NotServed))
+            {
+                continue;
+            }
+            if let Some(state) = candidate_state(inner, c, ep, &target.model, now) {
+                if !unavailable
+                    .candidates
+                    .iter()
+                    .any(|s| s.credential == state.credential && s.scope == state.scope)
+                {
+                    unavailable.candidates.push(state);
+                }
+            }
+        }
+        if let Some(e) = inner.endpoints.get(ep as usize) {
+            if let Some(a) = inner.incidents.get(&e.id).and_then(|i| i.active.as_ref()) {
+                if !unavailable.incidents.iter().any(|i| i.endpoint == e.id) {
+                    unavailable
+                        .incidents
+                        .push(incident_info(&e.id, a, &inner.policy));
+                }
+            }
+        }
+    }
 }
