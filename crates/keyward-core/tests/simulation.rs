@@ -216,8 +216,8 @@ struct Endpoint {
     id: Arc<str>,
     provider: Provider,
     models: Vec<Arc<str>>,
-    /// Provider-wide auth outages: (start, end) in ms; `end` is `None` while it lasts.
-    outages: Vec<(u64, Option<u64>)>,
+    /// Provider-wide auth outages, in order.
+    outages: Vec<Outage>,
     overload_until: u64,
     /// The last time anything about this endpoint was wrong in the world.
     last_bad: u64,
@@ -225,8 +225,17 @@ struct Endpoint {
 
 impl Endpoint {
     fn in_outage(&self) -> bool {
-        self.outages.last().is_some_and(|(_, e)| e.is_none())
+        self.outages.last().is_some_and(|o| o.end.is_none())
     }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Outage {
+    start: u64,
+    end: Option<u64>,
+    /// The fewest keys the endpoint had in rotation-capable states (configured, not
+    /// disabled) while it lasted.
+    min_keys: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -630,7 +639,8 @@ impl Sim {
     }
 
     fn violate(&mut self, inv: char, msg: String) {
-        if self.trace {
+        // The trace shows each invariant's first violation (later steps often repeat it).
+        if self.trace && !self.violations.0.contains_key(&inv) {
             println!(
                 "[{:>7.3}s] VIOLATION ({inv}) {msg}",
                 self.now as f64 / 1000.0
@@ -1176,15 +1186,20 @@ impl Sim {
             }
             WorldEv::OutageStart(e) => {
                 if !self.endpoints[e].in_outage() {
-                    self.endpoints[e].outages.push((now, None));
+                    let keys = self.usable_keys(e, &self.engine.snapshot(), now);
+                    self.endpoints[e].outages.push(Outage {
+                        start: now,
+                        end: None,
+                        min_keys: keys,
+                    });
                 }
                 self.endpoints[e].last_bad = now;
             }
             WorldEv::OutageEnd(e) => {
                 let ep = &mut self.endpoints[e];
                 if let Some(last) = ep.outages.last_mut() {
-                    if last.1.is_none() {
-                        last.1 = Some(now);
+                    if last.end.is_none() {
+                        last.end = Some(now);
                         ep.last_bad = now;
                         let index = ep.outages.len() - 1;
                         let bound = self.policy.incident_cooldown.as_millis() as u64 + SLACK_MS;
@@ -1267,11 +1282,10 @@ impl Sim {
 
     /// (c), second half: traffic is back on the endpoint after outage `outage` healed.
     fn resume_check(&mut self, e: usize, outage: usize) {
-        let (start, end) = self.endpoints[e].outages[outage];
-        let Some(end) = end else { return };
-        if end - start >= INCIDENT_MAX_MS
-            || self.keys_of(e) < self.policy.incident_credentials as usize
-        {
+        let o = self.endpoints[e].outages[outage];
+        let (start, min_keys) = (o.start, o.min_keys);
+        let Some(end) = o.end else { return };
+        if end - start >= INCIDENT_MAX_MS || min_keys < self.policy.incident_credentials as usize {
             return;
         }
         // Only if the world would serve some key of it now, and nothing else went wrong.
@@ -1322,10 +1336,23 @@ impl Sim {
         );
     }
 
-    fn keys_of(&self, e: usize) -> usize {
+    /// Keys of endpoint `e` configured and not disabled before `from` (those an outage
+    /// starting at `from` can show on).
+    fn usable_keys(
+        &self,
+        e: usize,
+        snapshot: &[(ScopeKey, Health, Timestamp)],
+        from: u64,
+    ) -> usize {
         self.creds
             .iter()
             .filter(|c| c.configured && c.endpoint == e)
+            .filter(|c| {
+                !snapshot.iter().any(|(k, h, _)| {
+                    matches!(k, ScopeKey::Credential(id) if *id == c.id)
+                        && matches!(h, Health::Disabled { since, .. } if since.0 < T0 + from)
+                })
+            })
             .count()
     }
 
@@ -1367,6 +1394,19 @@ impl Sim {
     fn check(&mut self) {
         let snapshot = self.engine.snapshot();
         let now = self.ts();
+        for e in 0..self.endpoints.len() {
+            if let Some(start) = self.endpoints[e]
+                .outages
+                .last()
+                .filter(|o| o.end.is_none())
+                .map(|o| o.start)
+            {
+                let keys = self.usable_keys(e, &snapshot, start);
+                if let Some(o) = self.endpoints[e].outages.last_mut() {
+                    o.min_keys = o.min_keys.min(keys);
+                }
+            }
+        }
         // (h): in-flight counts match the attempts held.
         for c in 0..self.creds.len() {
             if !self.creds[c].configured {
@@ -1432,15 +1472,22 @@ impl Sim {
                     return;
                 }
                 let ep = &self.endpoints[e];
-                let big = self.keys_of(e) >= self.policy.incident_credentials as usize;
                 // The outage that explains it: the last one that started before the disable.
                 let outage = ep
                     .outages
                     .iter()
                     .rev()
-                    .find(|(s, _)| *s <= since_ms)
+                    .find(|o| o.start <= since_ms)
                     .copied();
-                if let Some((start, end)) = outage {
+                if let Some(Outage {
+                    start,
+                    end,
+                    min_keys,
+                }) = outage
+                {
+                    // An endpoint with fewer keys than an incident needs cannot tell an
+                    // outage from revocations: (c) and (g) do not apply to it.
+                    let big = min_keys >= self.policy.incident_credentials as usize;
                     let lasted = end.unwrap_or(self.now) - start;
                     match end {
                         None if lasted < INCIDENT_MAX_MS && big => self.violate(
