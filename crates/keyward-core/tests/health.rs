@@ -9,9 +9,9 @@ use keyward_core::classify::{
     classify, Attempt, Class, CredentialKind, Phase, Provider, TransportError,
 };
 use keyward_core::health::{
-    Ack, CredentialSpec, Headroom, Health, HealthEngine, ManualClock, Policy, ProbeKind,
-    ProbeOutcome, RequestSpec, RouteSpec, ScopeKey, Selection, TargetSpec, Timestamp, Transition,
-    TransitionSink,
+    Ack, CredentialSpec, Headroom, Health, HealthEngine, IncidentEvent, ManualClock, Policy,
+    ProbeKind, ProbeOutcome, RequestSpec, RouteSpec, ScopeKey, Selection, TargetSpec, Timestamp,
+    Transition, TransitionSink,
 };
 
 #[derive(Debug, Default)]
@@ -576,7 +576,7 @@ fn a_confirmed_revocation_is_never_put_back_in_rotation_by_a_later_incident() {
     w.fail("k1", &f);
     w.fail("k2", &f);
     w.fail("k3", &f);
-    assert!(w.engine.incident_active(Provider::Anthropic));
+    assert!(w.engine.incident_active("anthropic"));
     assert!(
         matches!(w.state(&key("k0")), Health::Disabled { .. }),
         "{:?}",
@@ -593,18 +593,10 @@ fn after_an_incident_ends_a_revocation_is_a_revocation_again() {
     for k in ["k0", "k1", "k2"] {
         w.fail(k, &f);
     }
-    assert!(w.engine.incident_active(Provider::Anthropic));
-    // The endpoint's trial succeeds: the incident is over.
-    w.clock.advance(Duration::from_secs(31));
-    let Selection::Candidates(c) = w.engine.select(&w.route, &RequestSpec::default()) else {
-        panic!()
-    };
-    let trial = w
-        .engine
-        .admit(&w.route, &c[0], &RequestSpec::default())
-        .unwrap();
-    w.engine.record_success(trial, None);
-    assert!(!w.engine.incident_active(Provider::Anthropic));
+    assert!(w.engine.incident_active("anthropic"));
+    // A sibling answers: the provider's auth works, the incident is over.
+    assert!(w.succeed("k3", None));
+    assert!(!w.engine.incident_active("anthropic"));
     // Within the same minute a key is revoked: suspected at once, not read as the incident.
     w.fail("k4", &f);
     assert!(
@@ -612,51 +604,336 @@ fn after_an_incident_ends_a_revocation_is_a_revocation_again() {
         "{:?}",
         w.state(&key("k4"))
     );
+    assert!(!w.engine.incident_active("anthropic"));
+    // The incident's suspects get their confirmation probes like any revocation.
+    w.clock.advance(Duration::from_secs(15));
+    let probed: Vec<String> = w
+        .engine
+        .due_probes()
+        .iter()
+        .map(|p| p.credential.to_string())
+        .collect();
+    assert_eq!(probed, ["k0", "k1", "k2", "k4"]);
 }
 
 #[test]
-fn a_provider_wide_auth_incident_disables_nothing() {
-    let w = anthropic(5);
+fn a_provider_wide_auth_incident_disables_nothing_and_ends_on_a_probe_that_answers() {
+    let w = anthropic(3);
     let f = failure(Provider::Anthropic, 401, REVOKED);
     w.fail("k0", &f);
     w.fail("k1", &f);
-    assert!(matches!(w.state(&key("k0")), Health::Suspect { .. }));
-    w.fail("k2", &f); // third distinct key within the window: an incident
-    assert!(w.engine.incident_active(Provider::Anthropic));
-    for k in ["k0", "k1", "k2", "k3", "k4"] {
-        assert_eq!(
-            w.state(&key(k)),
-            Health::Healthy,
-            "{k} must not be suspected in an incident"
+    assert!(!w.engine.incident_active("anthropic"));
+    w.fail("k2", &f); // every key, none answering since: an incident
+    assert!(w.engine.incident_active("anthropic"));
+    for k in ["k0", "k1", "k2"] {
+        assert!(
+            matches!(w.state(&key(k)), Health::Suspect { .. }),
+            "{k}: {:?}",
+            w.state(&key(k))
         );
     }
-    assert!(matches!(
-        w.state(&ScopeKey::Endpoint("anthropic".into())),
-        Health::Cooling { .. }
-    ));
-    // No confirmation probes of auth during the incident; nothing can be disabled.
+    // The caller is told it is an incident, retryable at the incident's next probe.
+    let Selection::Unavailable(u) = w.engine.select(&w.route, &RequestSpec::default()) else {
+        panic!("every key is out")
+    };
+    assert_eq!(u.candidates.len(), 3);
+    assert!(u.candidates.iter().all(|c| c.incident && !c.permanent));
+    assert!(u.retryable());
+    assert_eq!(u.incidents.len(), 1);
+    assert_eq!(u.retry_at(), Some(u.incidents[0].next_probe));
+    // No confirmation probes while it lasts, until the incident's own probe is due.
+    w.clock.advance(Duration::from_secs(15));
     assert!(w.engine.due_probes().is_empty());
-    w.clock.advance(Duration::from_secs(31));
-    assert!(!w.engine.incident_active(Provider::Anthropic));
+    w.clock.advance(Duration::from_secs(15));
+    let probes = w.engine.due_probes();
+    assert_eq!(probes.len(), 1, "{probes:?}");
+    assert!(probes[0].incident);
+    // Still rejected: inconclusive during an incident, nothing disabled.
+    w.engine.record_probe(
+        &probes[0],
+        ProbeOutcome::Confirmed {
+            evidence: "401".into(),
+        },
+    );
+    assert!(w.engine.incident_active("anthropic"));
+    w.clock.advance(Duration::from_secs(30));
+    let probes = w.engine.due_probes();
+    assert_eq!(probes.len(), 1);
+    assert_ne!(
+        &*probes[0].credential, "k0",
+        "the incident probe takes turns"
+    );
+    // The provider healed: the probe answers, the incident ends, every suspect is probed
+    // at once and comes back.
+    w.engine.record_probe(&probes[0], ProbeOutcome::Refuted);
+    assert!(!w.engine.incident_active("anthropic"));
+    let probes = w.engine.due_probes();
+    assert_eq!(probes.len(), 2, "{probes:?}");
+    for p in probes {
+        w.engine.record_probe(&p, ProbeOutcome::Refuted);
+    }
     assert!(w
         .engine
         .snapshot()
         .iter()
-        .all(|(_, h, _)| !matches!(h, Health::Disabled { .. })));
-    // The endpoint's one trial after the cooldown learns that the incident is over.
-    let Selection::Candidates(c) = w.engine.select(&w.route, &RequestSpec::default()) else {
+        .all(|(_, h, _)| *h == Health::Healthy));
+    let events = w.engine.take_incident_events();
+    assert!(
+        matches!(
+            events.as_slice(),
+            [IncidentEvent::Started(_), IncidentEvent::Ended { .. }]
+        ),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn revocations_among_answering_siblings_are_revocations_not_an_incident() {
+    // Six keys, three revoked within seconds while the other three answer.
+    let w = anthropic(6);
+    let f = failure(
+        Provider::Anthropic,
+        403,
+        r#"{"type":"error","error":{"type":"permission_error","message":"This API key has been revoked"}}"#,
+    );
+    let g = failure(Provider::Anthropic, 401, REVOKED);
+    assert!(w.succeed("k1", None));
+    w.clock.advance(Duration::from_secs(1));
+    w.fail("k0", &f);
+    w.fail("k2", &g);
+    w.clock.advance(Duration::from_secs(1));
+    assert!(w.succeed("k3", None));
+    w.fail("k4", &f);
+    assert!(!w.engine.incident_active("anthropic"));
+    assert_eq!(
+        {
+            let mut c = w.candidates();
+            c.sort();
+            c
+        },
+        ["k1", "k3", "k5"]
+    );
+    w.clock.advance(Duration::from_secs(15));
+    let probes = w.engine.due_probes();
+    assert_eq!(probes.len(), 3);
+    for p in probes {
+        w.engine.record_probe(
+            &p,
+            ProbeOutcome::Confirmed {
+                evidence: "401".into(),
+            },
+        );
+    }
+    for k in ["k0", "k2", "k4"] {
+        assert!(matches!(w.state(&key(k)), Health::Disabled { .. }), "{k}");
+    }
+    for k in ["k1", "k3", "k5"] {
+        assert_eq!(w.state(&key(k)), Health::Healthy, "{k}");
+    }
+}
+
+#[test]
+fn three_revocations_before_any_sibling_answers_end_at_the_first_answer() {
+    // The worst interleaving: the three dead keys fail before any healthy sibling has
+    // answered. It reads as an incident for that moment; the first answer ends it, and the
+    // three are then confirmed as revocations.
+    let w = anthropic(6);
+    let f = failure(Provider::Anthropic, 401, REVOKED);
+    for k in ["k0", "k1", "k2"] {
+        w.fail(k, &f);
+    }
+    assert!(w.engine.incident_active("anthropic"));
+    assert!(w.succeed("k3", None));
+    assert!(!w.engine.incident_active("anthropic"));
+    w.clock.advance(Duration::from_secs(15));
+    let probes = w.engine.due_probes();
+    assert_eq!(probes.len(), 3);
+    assert!(probes.iter().all(|p| !p.incident));
+}
+
+#[test]
+fn separate_endpoints_never_share_an_incident() {
+    let mut creds: Vec<CredentialSpec> = (0..3)
+        .map(|i| {
+            cred(
+                &format!("a{i}"),
+                Provider::Anthropic,
+                "anthropic-eu",
+                None,
+                0,
+            )
+        })
+        .collect();
+    creds.extend((0..3).map(|i| {
+        cred(
+            &format!("b{i}"),
+            Provider::Anthropic,
+            "anthropic-us",
+            None,
+            0,
+        )
+    }));
+    let clock = ManualClock::at(T0);
+    let engine = HealthEngine::new(
+        Policy::default(),
+        Arc::new(clock.clone()),
+        Arc::new(Recorder::default()),
+        7,
+    );
+    let route = |ep: &str, ids: &[&str]| {
+        RouteSpec::new(vec![TargetSpec {
+            endpoint: ep.into(),
+            model: "m".into(),
+            credentials: ids.iter().map(|&i| i.into()).collect(),
+        }])
+    };
+    let eu = route("anthropic-eu", &["a0", "a1", "a2"]);
+    let us = route("anthropic-us", &["b0", "b1", "b2"]);
+    engine.configure(creds);
+    let f = failure(Provider::Anthropic, 401, REVOKED);
+    let fail = |r: &RouteSpec, id: &str| {
+        let Selection::Candidates(c) = engine.select(r, &RequestSpec::default()) else {
+            panic!()
+        };
+        for c in c {
+            if let Some(a) = engine.admit(r, &c, &RequestSpec::default()) {
+                if &*a.credential() == id {
+                    engine.record_failure(a, &f);
+                    return;
+                }
+            }
+        }
+        panic!("{id} not selectable");
+    };
+    fail(&eu, "a0");
+    fail(&us, "b0");
+    fail(&us, "b1");
+    assert!(!engine.incident_active("anthropic-eu"));
+    assert!(!engine.incident_active("anthropic-us"));
+    fail(&eu, "a1");
+    assert!(!engine.incident_active("anthropic-eu"));
+    fail(&us, "b2");
+    assert!(engine.incident_active("anthropic-us"));
+    assert!(!engine.incident_active("anthropic-eu"));
+}
+
+#[test]
+fn every_key_rejected_past_incident_max_is_disabled_and_rechecked_soon() {
+    let w = anthropic(3);
+    let f = failure(Provider::Anthropic, 401, REVOKED);
+    for k in ["k0", "k1", "k2"] {
+        w.fail(k, &f);
+    }
+    assert!(w.engine.incident_active("anthropic"));
+    let policy = Policy::default();
+    let mut elapsed = Duration::ZERO;
+    while elapsed < policy.incident_max {
+        w.clock.advance(Duration::from_secs(10));
+        elapsed += Duration::from_secs(10);
+        for p in w.engine.due_probes() {
+            assert!(p.incident, "only the incident's own probe runs: {p:?}");
+            w.engine.record_probe(
+                &p,
+                ProbeOutcome::Confirmed {
+                    evidence: "401".into(),
+                },
+            );
+        }
+        for k in ["k0", "k1", "k2"] {
+            let disabled = matches!(w.state(&key(k)), Health::Disabled { .. });
+            assert_eq!(
+                disabled,
+                elapsed >= policy.incident_max,
+                "{k} at {elapsed:?}"
+            );
+        }
+    }
+    assert!(!w.engine.incident_active("anthropic"));
+    let Health::Disabled {
+        evidence,
+        recheck_at,
+        ..
+    } = w.state(&key("k0"))
+    else {
         panic!()
     };
-    let trial = w
-        .engine
-        .admit(&w.route, &c[0], &RequestSpec::default())
-        .unwrap();
-    assert!(trial.trial);
-    w.engine.record_success(trial, None);
-    assert_eq!(
-        w.state(&ScopeKey::Endpoint("anthropic".into())),
-        Health::Healthy
+    assert!(
+        evidence.contains("every key of endpoint `anthropic`"),
+        "{evidence}"
     );
+    assert_eq!(
+        recheck_at,
+        Some(w.engine.now().plus(policy.incident_recheck))
+    );
+    // Not retryable now: the caller is told to replace the keys.
+    let Selection::Unavailable(u) = w.engine.select(&w.route, &RequestSpec::default()) else {
+        panic!()
+    };
+    assert!(!u.retryable());
+    assert!(u.candidates.iter().all(|c| c.state == "disabled"));
+    assert!(matches!(
+        w.engine.take_incident_events().last(),
+        Some(IncidentEvent::Expired { disabled, .. }) if disabled.len() == 3
+    ));
+    // An outage that outlasted the bound heals at the faster re-check; no denylist entry
+    // keeps the secret out.
+    w.clock.advance(policy.incident_recheck);
+    let probes = w.engine.due_probes();
+    assert_eq!(probes.len(), 3);
+    for p in &probes {
+        assert!(p.recheck);
+        w.engine.record_probe(p, ProbeOutcome::Refuted);
+    }
+    assert_eq!(w.candidates().len(), 3);
+}
+
+#[test]
+fn an_unservable_request_names_every_candidate_and_retries_only_a_transient_cause() {
+    let w = anthropic(2);
+    let revoked = failure(Provider::Anthropic, 401, REVOKED);
+    w.fail("k0", &revoked);
+    w.fail("k1", &revoked);
+    let Selection::Unavailable(u) = w.engine.select(&w.route, &RequestSpec::default()) else {
+        panic!()
+    };
+    // Two high-confidence revocations awaiting their probes: nothing to retry.
+    assert_eq!(u.candidates.len(), 2);
+    for c in &u.candidates {
+        assert_eq!(c.state, "suspect");
+        assert_eq!(c.class, Some(Class::AuthPermanent));
+        assert!(c.permanent, "{c:?}");
+        assert!(c.evidence.contains("authentication_error"), "{c:?}");
+        assert_eq!(
+            c.next_check,
+            Some(w.engine.now().plus(Policy::default().auth_confirm_delay))
+        );
+    }
+    assert!(!u.retryable());
+    assert_eq!(u.retry_at(), None);
+
+    // A rate limit is transient: retryable at its reset.
+    let w = anthropic(2);
+    w.fail("k0", &revoked);
+    let mut rate = failure(Provider::Anthropic, 429, RATE);
+    rate.retry_after = Some(Duration::from_secs(7));
+    w.fail("k1", &rate);
+    let Selection::Unavailable(u) = w.engine.select(&w.route, &RequestSpec::default()) else {
+        panic!()
+    };
+    assert!(u.retryable());
+    assert_eq!(
+        u.retry_at(),
+        Some(w.engine.now().plus(Duration::from_secs(7)))
+    );
+
+    // A bare 401 is low confidence: its probe may refute it, so retryable.
+    let w = anthropic(1);
+    w.fail("k0", &failure(Provider::Anthropic, 401, "Unauthorized"));
+    let Selection::Unavailable(u) = w.engine.select(&w.route, &RequestSpec::default()) else {
+        panic!()
+    };
+    assert!(!u.candidates[0].permanent);
+    assert!(u.retryable());
 }
 
 #[test]

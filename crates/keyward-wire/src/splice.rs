@@ -34,6 +34,12 @@ pub struct TopLevel {
     /// `"stream": true`. Any other value, or a repeated key, is not a stream request
     /// (the provider will reject such a body itself).
     pub stream: bool,
+    /// A stable hash of the conversation's beginning — its system prompt (`system`,
+    /// `instructions`, `systemInstruction`) and the first turn of `messages`, `contents`
+    /// or `input` — or of an explicit `prompt_cache_key`: the same for every turn of one
+    /// conversation, for session affinity (prompt caches live per account). `None` when
+    /// the body has none of these.
+    pub conversation: Option<u64>,
 }
 
 /// Reads `body`'s top-level `model` and `stream`; checks the whole body is one JSON object.
@@ -46,6 +52,9 @@ pub fn top_level(body: &[u8]) -> Result<TopLevel, SpliceError> {
     p.i += 1;
     let mut top = TopLevel::default();
     let mut streams = 0;
+    let mut prefix = std::hash::DefaultHasher::new();
+    let mut cache_key: Option<u64> = None;
+    let mut conversation = false;
     p.ws();
     if p.peek() == Some(b'}') {
         return Ok(top);
@@ -72,18 +81,56 @@ pub fn top_level(body: &[u8]) -> Result<TopLevel, SpliceError> {
             }
             let r = p.string()?;
             top.model = Some(r.start - 1..r.end + 1);
+        } else if !is_stream
+            && p.peek() == Some(b'[')
+            && (key_is(key, b"messages") || key_is(key, b"contents") || key_is(key, b"input"))
+        {
+            // The first turn identifies the conversation; later turns are appended.
+            p.i += 1;
+            p.ws();
+            if p.peek() != Some(b']') {
+                let start = p.i;
+                p.value()?;
+                std::hash::Hasher::write(&mut prefix, &body[start..p.i]);
+                conversation = true;
+                loop {
+                    p.ws();
+                    match p.peek() {
+                        Some(b',') => {
+                            p.i += 1;
+                            p.value()?;
+                        }
+                        Some(b']') => break,
+                        _ => return Err(SpliceError::Malformed(p.i)),
+                    }
+                }
+            }
+            p.i += 1;
         } else {
             let start = p.i;
             p.value()?;
             if is_stream {
                 streams += 1;
                 top.stream = streams == 1 && &body[start..p.i] == b"true";
+            } else if key_is(key, b"system")
+                || key_is(key, b"instructions")
+                || key_is(key, b"systemInstruction")
+            {
+                std::hash::Hasher::write(&mut prefix, &body[start..p.i]);
+            } else if key_is(key, b"prompt_cache_key") {
+                let mut h = std::hash::DefaultHasher::new();
+                std::hash::Hasher::write(&mut h, &body[start..p.i]);
+                cache_key = Some(std::hash::Hasher::finish(&h));
             }
         }
         p.ws();
         match p.peek() {
             Some(b',') => p.i += 1,
-            Some(b'}') => return Ok(top),
+            Some(b'}') => {
+                top.conversation =
+                    cache_key.or_else(|| conversation.then(|| std::hash::Hasher::finish(&prefix)));
+                return Ok(top);
+            }
             _ => return Err(SpliceError::Malformed(p.i)),
         }
     }
@@ -228,6 +275,34 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_conversation_hashes_the_same_on_every_turn_and_differs_from_another() {
+        let turn1 =
+            br#"{"model":"m","system":"be brief","messages":[{"role":"user","content":"hi"}]}"#;
+        let turn2 = br#"{"model":"m","system":"be brief","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"},{"role":"user","content":"more"}],"stream":true}"#;
+        let other =
+            br#"{"model":"m","system":"be brief","messages":[{"role":"user","content":"bye"}]}"#;
+        let other_system =
+            br#"{"model":"m","system":"be long","messages":[{"role":"user","content":"hi"}]}"#;
+        let c = |b: &[u8]| top_level(b).unwrap().conversation;
+        assert!(c(turn1).is_some());
+        assert_eq!(c(turn1), c(turn2));
+        assert_ne!(c(turn1), c(other));
+        assert_ne!(c(turn1), c(other_system));
+        assert!(top_level(turn2).unwrap().stream);
+        // Gemini and Responses shapes; an explicit cache key wins.
+        let gemini = br#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}],"systemInstruction":{"parts":[{"text":"x"}]}}"#;
+        assert!(c(gemini).is_some());
+        let keyed1 =
+            br#"{"model":"m","prompt_cache_key":"s-1","input":[{"role":"user","content":"a"}]}"#;
+        let keyed2 =
+            br#"{"model":"m","prompt_cache_key":"s-1","input":[{"role":"user","content":"b"}]}"#;
+        assert_eq!(c(keyed1), c(keyed2));
+        assert_eq!(c(br#"{"model":"m","input":"just text"}"#), None);
+        // Malformed arrays are still refused.
+        assert!(top_level(br#"{"model":"m","messages":[{"a":1} {"b":2}]}"#).is_err());
+    }
 
     #[test]
     fn only_the_model_bytes_change() {

@@ -24,7 +24,7 @@ use super::clock::{Clock, Timestamp};
 use super::policy::Policy;
 use super::scope::ScopeKey;
 use super::state::{Actor, Event, Health, ProbeOutcome, Record, Step};
-use crate::classify::{Class, Failure, Provider, Scope};
+use crate::classify::{Class, Confidence, Failure, Provider, Scope};
 
 /// A credential as the engine knows it: names and metadata, never the secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,6 +205,86 @@ pub struct Unavailable {
     pub waiting: usize,
     /// Candidates considered.
     pub total: usize,
+    /// Every candidate considered, with the state that keeps it out and its evidence.
+    pub candidates: Vec<CandidateState>,
+    /// Provider-wide auth incidents on the endpoints of these candidates.
+    pub incidents: Vec<IncidentInfo>,
+}
+
+impl Unavailable {
+    /// Whether waiting can help: some candidate is out for a transient cause (a cooldown,
+    /// a low-confidence suspicion, an auth incident). `false` when every candidate stands
+    /// rejected by a permanent verdict (disabled, or suspect after a high-confidence
+    /// revocation, credit or model-access failure): only an operator or a new secret helps,
+    /// and a caller retrying would only wait for the same answer.
+    pub fn retryable(&self) -> bool {
+        self.candidates.iter().any(|c| !c.permanent)
+    }
+
+    /// When a retry may find a candidate: the earliest next check of a candidate out for a
+    /// transient cause (`None` when none is, see [`Unavailable::retryable`]).
+    pub fn retry_at(&self) -> Option<Timestamp> {
+        self.candidates
+            .iter()
+            .filter(|c| !c.permanent)
+            .filter_map(|c| c.next_check)
+            .min()
+    }
+}
+
+/// One candidate that cannot take traffic now, and why (for the caller's error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CandidateState {
+    pub credential: Arc<str>,
+    /// The scope that keeps it out (`credential/k1`, `provider_model/anthropic/claude-x`).
+    pub scope: String,
+    /// `cooling`, `suspect`, `probing` or `disabled`.
+    pub state: &'static str,
+    pub class: Option<Class>,
+    /// Since when the scope is in this state.
+    pub since: Timestamp,
+    /// The evidence of the failure that put it there (status, error type, phrase).
+    pub evidence: String,
+    /// When it is next checked: the end of a cooldown, the confirmation probe, the
+    /// incident's next probe, a disable's background re-check.
+    pub next_check: Option<Timestamp>,
+    /// Rejected by a permanent verdict (disabled, or suspect after a high-confidence
+    /// revocation / credit / model-access failure, outside any incident).
+    pub permanent: bool,
+    /// Its endpoint is in a provider-wide auth incident that covers it.
+    pub incident: bool,
+}
+
+/// A provider-wide auth incident on one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentInfo {
+    pub endpoint: Arc<str>,
+    pub since: Timestamp,
+    /// The credentials rejected at once.
+    pub credentials: Vec<Arc<str>>,
+    /// When one of them is probed next (a success ends the incident).
+    pub next_probe: Timestamp,
+    /// When its credentials are disabled if every probe is still rejected.
+    pub disables_at: Timestamp,
+}
+
+/// An incident started, ended or expired: for the gateway's logs and metrics
+/// ([`HealthEngine::take_incident_events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IncidentEvent {
+    Started(IncidentInfo),
+    /// A success on the endpoint (traffic or a probe) showed its auth working.
+    Ended {
+        endpoint: Arc<str>,
+        since: Timestamp,
+        why: String,
+    },
+    /// It outlasted `incident_max`: its credentials were disabled.
+    Expired {
+        endpoint: Arc<str>,
+        since: Timestamp,
+        disabled: Vec<Arc<str>>,
+    },
 }
 
 /// A candidate selection left out, and why (for the request's decision lines).
@@ -249,6 +329,9 @@ pub struct ProbeRequest {
     pub kind: ProbeKind,
     /// A background re-check of a disable rather than a confirmation.
     pub recheck: bool,
+    /// The probe of a provider-wide auth incident: every sibling is failing too, so no
+    /// control call can tell anything (a success ends the incident).
+    pub incident: bool,
 }
 
 /// A recorded state change.
@@ -332,14 +415,26 @@ struct CredSlot {
     models: Vec<(Arc<str>, Record)>,
     inflight: u32,
     headroom: Option<Headroom>,
+    /// A hash of the id, for session affinity.
+    id_hash: u64,
+    /// The class and confidence of its last failure (in memory: after a restart a
+    /// restored suspicion counts as low confidence).
+    last_failure: Option<(Class, Confidence)>,
+    /// Its disable came from an incident that outlasted `incident_max` (re-checked on the
+    /// faster `incident_recheck` curve, never added to the denylist).
+    incident_disabled: bool,
 }
 
 #[derive(Debug)]
 struct EndpointSlot {
     id: Arc<str>,
-    provider: Provider,
     rec: Record,
     models: Vec<(Arc<str>, Record)>,
+    /// When a credential of this endpoint last answered (traffic or probe).
+    last_success: Option<Timestamp>,
+    /// Auth failures are recorded in its incident entry since its last success (which
+    /// clears them: failures before an answer cannot be a provider-wide incident).
+    auth_failures: bool,
 }
 
 #[derive(Debug)]
@@ -348,11 +443,21 @@ struct BucketSlot {
     rec: Record,
 }
 
+/// Auth failures on one endpoint, and the incident they make when they are one.
 #[derive(Debug, Default)]
 struct Incident {
-    /// Recent auth failures: (when, credential slot).
-    recent: VecDeque<(Timestamp, u32)>,
-    active_until: Option<Timestamp>,
+    /// Recent auth failures: (when, credential id).
+    recent: VecDeque<(Timestamp, Arc<str>)>,
+    active: Option<ActiveIncident>,
+}
+
+#[derive(Debug)]
+struct ActiveIncident {
+    since: Timestamp,
+    credentials: Vec<Arc<str>>,
+    next_probe: Timestamp,
+    /// Round robin over `credentials` for the incident probe.
+    turn: usize,
 }
 
 #[derive(Debug)]
@@ -369,14 +474,16 @@ struct Inner {
     detached: HashMap<ScopeKey, (Record, Option<Timestamp>)>,
     /// Fingerprints of confirmed-revoked secrets: if one comes back, it stays out.
     denylist: HashMap<Arc<str>, (Arc<str>, String)>,
-    /// Some provider has had an incident since its last success (the success path checks
-    /// this one flag before touching the incidents).
+    /// Some endpoint is in an incident (the success path checks this one flag before
+    /// touching the incidents).
     incident_marked: bool,
     /// Bumped by every `configure`: slot indices handed out before belong to an older one.
     generation: u64,
     /// The last fingerprint configured for each credential id.
     fingerprints: HashMap<Arc<str>, Arc<str>>,
-    incidents: HashMap<&'static str, Incident>,
+    /// Auth failures and incidents by endpoint id.
+    incidents: HashMap<Arc<str>, Incident>,
+    incident_events: Vec<IncidentEvent>,
     seq: u64,
     rng: u64,
     rotate: u64,
@@ -478,7 +585,8 @@ impl Drop for AttemptScope {
 pub struct FailureAdvice {
     /// The policy allows trying the same credential again (after a wait or refresh).
     pub retry_same: bool,
-    /// The failure was counted against a provider-wide auth incident (nothing disabled).
+    /// The endpoint is in a provider-wide auth incident (nothing is disabled while it
+    /// lasts).
     pub incident: bool,
 }
 
@@ -518,6 +626,7 @@ impl HealthEngine {
                     generation: 0,
                     fingerprints: HashMap::new(),
                     incidents: HashMap::new(),
+                    incident_events: Vec::new(),
                     seq: 0,
                     rng: seed | 1,
                     rotate: 0,
@@ -633,13 +742,6 @@ impl HealthEngine {
             };
             let endpoint_ok = endpoint_admits(&inner, ep, &target.model, now);
             let mut eligible: Vec<(u32, u32, u64)> = Vec::with_capacity(ts.creds.len());
-            let affinity = req.session.and_then(|s| {
-                ts.creds
-                    .iter()
-                    .map(|&(_, c)| c)
-                    .filter(|&c| usable(&inner, c, ep, &target.model, req, now).is_ok())
-                    .max_by_key(|&c| rendezvous(s, &inner.creds[c as usize].spec.id))
-            });
             // Ties rotate: a per-request offset into the target's list (one division per
             // target, not one per candidate).
             let len = target.credentials.len().max(1) as u64;
@@ -661,7 +763,8 @@ impl HealthEngine {
                             }) if remaining * 10 < limit => 1,
                             _ => 0,
                         };
-                        let aff: u64 = if affinity == Some(c) { 0 } else { 1 };
+                        // The session's credential is chosen below, among the eligible.
+                        let aff: u64 = 1;
                         let prio = (i64::from(i32::MAX) - i64::from(slot.spec.priority)) as u64;
                         let spread = match u64::from(pos) + offset {
                             s if s >= len => s - len,
@@ -711,6 +814,17 @@ impl HealthEngine {
                     },
                 }
             }
+            // Session affinity: of the usable credentials, the one the session's key ranks
+            // highest (rendezvous hashing: stable while it stays usable, and the same on
+            // every replica of a fleet) goes first.
+            if let Some(session) = req.session {
+                if let Some(best) = eligible
+                    .iter_mut()
+                    .max_by_key(|(c, _, _)| rendezvous(session, inner.creds[*c as usize].id_hash))
+                {
+                    best.2 &= !(1u64 << 62);
+                }
+            }
             // Requests almost always succeed on their first candidate and never try more
             // than `max_attempts`: order the best few exactly, leave the rest unsorted.
             const ORDERED: usize = 16;
@@ -736,6 +850,39 @@ impl HealthEngine {
                     usable_given(&inner, c, ep, model, req, now, false, true)
                 {
                     unavailable.disabled.push(info);
+                }
+            }
+            // Nothing is usable: every candidate's state and evidence, for the caller.
+            for ((ti, target), ts) in route.targets.iter().enumerate().zip(&slots.targets) {
+                let Some(ep) = ts.endpoint else {
+                    continue;
+                };
+                for &(_, c) in &ts.creds {
+                    if usable(&inner, c, ep, &target.model, req, now)
+                        .is_err_and(|b| matches!(b, Block::NotServed))
+                    {
+                        continue;
+                    }
+                    if let Some(state) =
+                        candidate_state(&inner, c, ep, &route.targets[ti].model, now)
+                    {
+                        if !unavailable
+                            .candidates
+                            .iter()
+                            .any(|s| s.credential == state.credential && s.scope == state.scope)
+                        {
+                            unavailable.candidates.push(state);
+                        }
+                    }
+                }
+                if let Some(e) = inner.endpoints.get(ep as usize) {
+                    if let Some(a) = inner.incidents.get(&e.id).and_then(|i| i.active.as_ref()) {
+                        if !unavailable.incidents.iter().any(|i| i.endpoint == e.id) {
+                            unavailable
+                                .incidents
+                                .push(incident_info(&e.id, a, &inner.policy));
+                        }
+                    }
                 }
             }
             return Selection::Unavailable(unavailable);
@@ -846,19 +993,16 @@ impl HealthEngine {
             }
             return advice;
         }
+        if let Some(c) = inner.creds.get_mut(cred as usize) {
+            c.last_failure = Some((failure.class, failure.confidence));
+        }
+        // An auth failure always takes the credential out of rotation (suspect, until its
+        // probe); whether it is part of a provider-wide incident decides only what the
+        // probe may conclude and what the caller is told.
         let auth = matches!(failure.class, Class::AuthPermanent | Class::AuthTransient)
             && matches!(scope, Scope::Credential);
         if auth {
-            let (incident, mut incident_transitions) = note_auth_failure(&mut inner, cred, now);
-            pending.append(&mut incident_transitions);
-            if incident {
-                advice.incident = true;
-                drop(inner);
-                for t in pending {
-                    drop(self.shared.sink.enqueue(t));
-                }
-                return advice;
-            }
+            advice.incident = note_auth_failure(&mut inner, cred, now);
         }
         let roll = next_roll(&mut inner);
         let event = Event::Failure {
@@ -917,20 +1061,12 @@ impl HealthEngine {
                 c.headroom = headroom;
             }
         }
-        // A success on a provider ends its incident: its auth works again, and the
-        // failures of the incident no longer count towards the next one (a key revoked
-        // afterwards is a revocation, not more of the incident).
-        if inner.incident_marked {
-            let provider = inner
-                .creds
-                .get(cred as usize)
-                .map(|c| c.spec.provider.as_str());
-            if let Some(inc) = provider.and_then(|p| inner.incidents.get_mut(p)) {
-                inc.active_until = None;
-                inc.recent.clear();
-            }
-            inner.incident_marked = inner.incidents.values().any(|i| i.active_until.is_some());
-        }
+        // A success on an endpoint refutes an incident there: its auth works, and auth
+        // failures before it no longer count towards one (a key revoked afterwards is a
+        // revocation, not more of the incident).
+        note_endpoint_success(&mut inner, endpoint, now, || {
+            format!("`{}` answered a request", attempt.id)
+        });
         let mut steps = Vec::new();
         for (key, rec, fp) in scopes_of(&mut inner, cred, endpoint, &attempt.model) {
             if rec.health == Health::Healthy && rec.strikes == 0 && rec.refresh_strikes == 0 {
@@ -952,26 +1088,24 @@ impl HealthEngine {
     }
 
     /// Probes that are due, each now holding its scope's lease. Confirmation probes of
-    /// suspect scopes, lapsed leases, and background re-checks of disables. Auth probes of
-    /// a provider in an incident wait for the incident to end.
+    /// suspect scopes, lapsed leases, and background re-checks of disables. During an
+    /// endpoint's auth incident its auth probes wait, except the incident's own probe
+    /// (one of its credentials every `incident_cooldown`); an incident older than
+    /// `incident_max` is ended here by disabling its credentials.
     pub fn due_probes(&self) -> Vec<ProbeRequest> {
         let now = self.shared.clock.now();
         let mut inner = self.shared.lock();
         let policy = inner.policy.clone();
         let mut out = Vec::new();
         let mut steps = Vec::new();
+        let incident_steps = incident_round(&mut inner, now, &mut out);
         let n = inner.creds.len();
         for c in 0..n {
-            let provider = inner.creds[c].spec.provider.as_str();
-            let in_incident = inner
-                .incidents
-                .get(provider)
-                .and_then(|i| i.active_until)
-                .is_some_and(|u| u > now);
+            let ep_id = inner.creds[c].endpoint;
+            let in_incident = endpoint_in_incident(&inner, ep_id);
             let slot = &mut inner.creds[c];
             let id = slot.spec.id.clone();
             let fp = slot.spec.fingerprint.clone();
-            let ep_id = slot.endpoint;
             let mut records: Vec<(ScopeKey, Option<Arc<str>>, &mut Record)> = Vec::new();
             records.push((ScopeKey::Credential(id.clone()), None, &mut slot.rec));
             for (m, r) in slot.models.iter_mut() {
@@ -1018,10 +1152,12 @@ impl HealthEngine {
                     class,
                     kind,
                     recheck,
+                    incident: false,
                 });
             }
         }
-        let pending = finish_steps(&mut inner, steps, now, Actor::Probe);
+        let mut pending = finish_steps(&mut inner, incident_steps, now, Actor::Incident);
+        pending.extend(finish_steps(&mut inner, steps, now, Actor::Probe));
         drop(inner);
         for t in pending {
             drop(self.shared.sink.enqueue(t));
@@ -1039,25 +1175,28 @@ impl HealthEngine {
         let Some(&c) = inner.by_id.get(&probe.credential) else {
             return Ack::done();
         };
-        let provider = inner.creds[c as usize].spec.provider.as_str();
-        let in_incident = inner
-            .incidents
-            .get(provider)
-            .and_then(|i| i.active_until)
-            .is_some_and(|u| u > now);
+        let ep = inner.creds[c as usize].endpoint;
+        // A probe that answered is a success on its endpoint: it ends an incident there.
+        if outcome == ProbeOutcome::Refuted {
+            note_endpoint_success(&mut inner, ep, now, || {
+                format!("a probe of `{}` succeeded", probe.credential)
+            });
+        }
+        let in_incident = endpoint_in_incident(&inner, ep);
         let outcome = match outcome {
             ProbeOutcome::Confirmed { .. }
                 if in_incident
                     && matches!(probe.class, Class::AuthPermanent | Class::AuthTransient) =>
             {
                 ProbeOutcome::Inconclusive {
-                    why: "provider-wide auth incident in progress".into(),
+                    why: "provider-wide auth incident on this endpoint in progress".into(),
                 }
             }
             o => o,
         };
         let fp = inner.creds[c as usize].spec.fingerprint.clone();
         let slot = &mut inner.creds[c as usize];
+        let incident_disable = slot.incident_disabled;
         let rec = match &probe.scope {
             ScopeKey::Credential(_) => Some(&mut slot.rec),
             ScopeKey::CredentialModel(_, m) => slot
@@ -1070,17 +1209,42 @@ impl HealthEngine {
         let Some(rec) = rec else {
             return Ack::done();
         };
+        let recheck_of_incident_disable = incident_disable
+            && matches!(probe.scope, ScopeKey::Credential(_))
+            && matches!(rec.health, Health::Disabled { .. });
         let Some(step) = rec.apply(&Event::Probe(outcome), &policy, now, Some(&fp), 0.0) else {
             return Ack::done();
         };
+        // An incident's disable is re-checked on its own, faster curve.
+        if recheck_of_incident_disable {
+            if let Health::Disabled {
+                recheck_at: Some(at),
+                by_operator: false,
+                ..
+            } = &mut rec.health
+            {
+                let faster = policy
+                    .incident_recheck
+                    .saturating_mul(1u32 << rec.rechecks.min(16))
+                    .min(policy.auth_recheck_max);
+                *at = now.plus(faster);
+            }
+        }
         let to = rec.health.clone();
+        let slot = &mut inner.creds[c as usize];
+        if matches!(probe.scope, ScopeKey::Credential(_)) {
+            slot.incident_disabled =
+                recheck_of_incident_disable && matches!(to, Health::Disabled { .. });
+        }
+        let incident_disabled = slot.incident_disabled;
         if let (
             Health::Disabled {
                 class: Class::AuthPermanent,
                 ..
             },
             ScopeKey::Credential(id),
-        ) = (&to, &probe.scope)
+            false,
+        ) = (&to, &probe.scope, incident_disabled)
         {
             inner.denylist.insert(
                 fp.clone(),
@@ -1259,15 +1423,31 @@ impl HealthEngine {
             .map(|(_, h, _)| h)
     }
 
-    /// Whether a provider-wide auth incident is active for `provider`.
-    pub fn incident_active(&self, provider: Provider) -> bool {
-        let now = self.shared.clock.now();
+    /// Whether a provider-wide auth incident is active on `endpoint`.
+    pub fn incident_active(&self, endpoint: &str) -> bool {
         self.shared
             .lock()
             .incidents
-            .get(provider.as_str())
-            .and_then(|i| i.active_until)
-            .is_some_and(|u| u > now)
+            .get(endpoint)
+            .is_some_and(|i| i.active.is_some())
+    }
+
+    /// The active provider-wide auth incidents, for status views.
+    pub fn incidents(&self) -> Vec<IncidentInfo> {
+        let inner = self.shared.lock();
+        let policy = &inner.policy;
+        let mut out: Vec<IncidentInfo> = inner
+            .incidents
+            .iter()
+            .filter_map(|(ep, i)| Some(incident_info(ep, i.active.as_ref()?, policy)))
+            .collect();
+        out.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
+        out
+    }
+
+    /// Incidents started, ended or expired since the last call (for logs and metrics).
+    pub fn take_incident_events(&self) -> Vec<IncidentEvent> {
+        std::mem::take(&mut self.shared.lock().incident_events)
     }
 
     /// An auth rejection that is not (yet) a verdict on the credential — an OAuth access
@@ -1280,12 +1460,7 @@ impl HealthEngine {
         let Some(&c) = inner.by_id.get(credential) else {
             return false;
         };
-        let (incident, pending) = note_auth_failure(&mut inner, c, now);
-        drop(inner);
-        for t in pending {
-            drop(self.shared.sink.enqueue(t));
-        }
-        incident
+        note_auth_failure(&mut inner, c, now)
     }
 
     /// When a credential last answered a request successfully (since this process
@@ -1458,6 +1633,130 @@ fn usable_given(
         Some(at) => Err(Block::Waiting(at)),
         None => Ok(()),
     }
+}
+
+/// Why candidate `c` at endpoint `ep` cannot take traffic for `model`: the state of the
+/// scope that keeps it out longest (a disable over any wait), with its evidence, its next
+/// check, and whether the verdict is permanent. `None` if it could take traffic.
+fn candidate_state(
+    inner: &Inner,
+    c: u32,
+    ep: u32,
+    model: &str,
+    now: Timestamp,
+) -> Option<CandidateState> {
+    let slot = inner.creds.get(c as usize)?;
+    let endpoint = inner.endpoints.get(ep as usize)?;
+    let incident = endpoint_in_incident(inner, ep);
+    let id = &slot.spec.id;
+    let records: [(Option<&Record>, String); 5] = [
+        (Some(&slot.rec), format!("credential/{id}")),
+        (
+            slot.models
+                .iter()
+                .find(|(m, _)| &**m == model)
+                .map(|(_, r)| r),
+            format!("credential_model/{id}/{model}"),
+        ),
+        (
+            slot.bucket
+                .and_then(|b| inner.buckets.get(b as usize))
+                .map(|b| &b.rec),
+            format!(
+                "quota_bucket/{}",
+                slot.spec.bucket.as_deref().unwrap_or("?")
+            ),
+        ),
+        (Some(&endpoint.rec), format!("endpoint/{}", endpoint.id)),
+        (
+            endpoint
+                .models
+                .iter()
+                .find(|(m, _)| &**m == model)
+                .map(|(_, r)| r),
+            format!("provider_model/{}/{model}", endpoint.id),
+        ),
+    ];
+    let mut worst: Option<CandidateState> = None;
+    for (rec, scope) in records {
+        let Some(rec) = rec else { continue };
+        if rec.admits(now) {
+            continue;
+        }
+        let credential_scope = scope.starts_with("credential");
+        let (since, evidence, next_check, permanent, in_incident) = match &rec.health {
+            Health::Healthy => continue,
+            Health::Cooling { until, .. } => (rec.since, String::new(), Some(*until), false, false),
+            Health::Suspect {
+                class,
+                since,
+                evidence,
+                probe_at,
+            }
+            | Health::Probing {
+                class,
+                since,
+                evidence,
+                lease_until: probe_at,
+                ..
+            } => {
+                let auth = matches!(class, Class::AuthPermanent | Class::AuthTransient);
+                let in_incident = incident && auth && credential_scope;
+                let confident = credential_scope
+                    && slot.last_failure == Some((*class, Confidence::High))
+                    && matches!(
+                        class,
+                        Class::AuthPermanent | Class::Billing | Class::ModelNotFound
+                    );
+                let next = if in_incident {
+                    inner
+                        .incidents
+                        .get(&endpoint.id)
+                        .and_then(|i| i.active.as_ref())
+                        .map_or(*probe_at, |a| a.next_probe)
+                } else {
+                    *probe_at
+                };
+                (
+                    *since,
+                    evidence.clone(),
+                    Some(next),
+                    confident && !in_incident,
+                    in_incident,
+                )
+            }
+            Health::Disabled {
+                since,
+                evidence,
+                recheck_at,
+                ..
+            } => (*since, evidence.clone(), *recheck_at, true, false),
+        };
+        let state = CandidateState {
+            credential: id.clone(),
+            scope,
+            state: rec.health.name(),
+            class: rec.health.class(),
+            since,
+            evidence,
+            next_check,
+            permanent,
+            incident: in_incident,
+        };
+        // A disable outranks any wait; among waits, the one that ends last.
+        let replace = match &worst {
+            None => true,
+            Some(w) => match (w.state == "disabled", state.state == "disabled") {
+                (false, true) => true,
+                (true, _) => false,
+                (false, false) => state.next_check > w.next_check,
+            },
+        };
+        if replace {
+            worst = Some(state);
+        }
+    }
+    worst
 }
 
 type ScopeRef<'a> = (ScopeKey, &'a mut Record, Option<Arc<str>>);
@@ -1686,17 +1985,30 @@ fn current_health(inner: &Inner, key: &ScopeKey) -> Option<Health> {
     }
 }
 
-/// Notes an auth failure of credential `c`. Returns whether the provider is (now) in an
-/// incident, with the transitions that starting one made: suspects of this provider from
-/// within the window go back to healthy, and its endpoints cool briefly.
-fn note_auth_failure(inner: &mut Inner, c: u32, now: Timestamp) -> (bool, Vec<Transition>) {
-    let policy = inner.policy.clone();
-    let provider = inner.creds[c as usize].spec.provider.as_str();
+/// Notes an auth failure of credential `c` on its endpoint. Returns whether the endpoint
+/// is (now) in a provider-wide auth incident: `incident_credentials` distinct credentials
+/// of the endpoint failed auth within `incident_window`, and none of the endpoint's
+/// credentials answered since the first of those failures. A sibling that answers is proof
+/// that the provider's auth works: its failing siblings are revocations, each confirmed
+/// by its own probe, however many fail at once.
+fn note_auth_failure(inner: &mut Inner, c: u32, now: Timestamp) -> bool {
+    let Some(slot) = inner.creds.get(c as usize) else {
+        return false;
+    };
+    let id = slot.spec.id.clone();
+    let Some(endpoint) = inner.endpoints.get(slot.endpoint as usize) else {
+        return false;
+    };
+    let ep_id = endpoint.id.clone();
+    inner.endpoints[slot.endpoint as usize].auth_failures = true;
+    let policy = &inner.policy;
     let window_start = Timestamp(
         now.0
             .saturating_sub(u64::try_from(policy.incident_window.as_millis()).unwrap_or(u64::MAX)),
     );
-    let incident = inner.incidents.entry(provider).or_default();
+    let threshold = policy.incident_credentials.max(1) as usize;
+    let (cooldown, max) = (policy.incident_cooldown, policy.incident_max);
+    let incident = inner.incidents.entry(ep_id.clone()).or_default();
     while incident
         .recent
         .front()
@@ -1704,112 +2016,251 @@ fn note_auth_failure(inner: &mut Inner, c: u32, now: Timestamp) -> (bool, Vec<Tr
     {
         incident.recent.pop_front();
     }
-    incident.recent.push_back((now, c));
+    incident.recent.push_back((now, id.clone()));
     if incident.recent.len() > 1024 {
         incident.recent.pop_front();
     }
-    let mut distinct: Vec<u32> = incident.recent.iter().map(|(_, c)| *c).collect();
+    if let Some(active) = &mut incident.active {
+        if !active.credentials.contains(&id) {
+            active.credentials.push(id);
+        }
+        return true;
+    }
+    let mut distinct: Vec<Arc<str>> = incident.recent.iter().map(|(_, c)| c.clone()).collect();
     distinct.sort_unstable();
     distinct.dedup();
-    let was_active = incident.active_until.is_some_and(|u| u > now);
-    if !was_active && (distinct.len() as u32) < policy.incident_credentials {
-        return (false, Vec::new());
+    if distinct.len() < threshold {
+        return false;
     }
-    incident.active_until = Some(now.plus(policy.incident_cooldown));
+    let active = ActiveIncident {
+        since: now,
+        credentials: distinct,
+        next_probe: now.plus(cooldown),
+        turn: 0,
+    };
+    let info = IncidentInfo {
+        endpoint: ep_id,
+        since: now,
+        credentials: active.credentials.clone(),
+        next_probe: active.next_probe,
+        disables_at: now.plus(max),
+    };
+    incident.active = Some(active);
     inner.incident_marked = true;
+    inner.incident_events.push(IncidentEvent::Started(info));
+    true
+}
+
+/// A credential of endpoint `ep` answered (traffic or a probe): auth works there, so an
+/// incident on it ends.
+fn note_endpoint_success(inner: &mut Inner, ep: u32, now: Timestamp, why: impl FnOnce() -> String) {
+    let Some(e) = inner.endpoints.get_mut(ep as usize) else {
+        return;
+    };
+    e.last_success = Some(now);
+    if !e.auth_failures {
+        return;
+    }
+    e.auth_failures = false;
+    let ep_id = e.id.clone();
+    let Some(incident) = inner.incidents.get_mut(&ep_id) else {
+        return;
+    };
+    incident.recent.clear();
+    if let Some(active) = incident.active.take() {
+        inner.incident_events.push(IncidentEvent::Ended {
+            endpoint: ep_id,
+            since: active.since,
+            why: why(),
+        });
+    }
+    inner.incident_marked = inner.incidents.values().any(|i| i.active.is_some());
+}
+
+/// Whether endpoint slot `ep` is in an auth incident.
+fn endpoint_in_incident(inner: &Inner, ep: u32) -> bool {
+    inner.incident_marked
+        && inner
+            .endpoints
+            .get(ep as usize)
+            .and_then(|e| inner.incidents.get(&e.id))
+            .is_some_and(|i| i.active.is_some())
+}
+
+fn incident_info(endpoint: &Arc<str>, a: &ActiveIncident, policy: &Policy) -> IncidentInfo {
+    IncidentInfo {
+        endpoint: endpoint.clone(),
+        since: a.since,
+        credentials: a.credentials.clone(),
+        next_probe: a.next_probe,
+        disables_at: a.since.plus(policy.incident_max),
+    }
+}
+
+/// One round of every active incident: an incident past `incident_max` disables the
+/// auth suspects of its endpoint (every key was rejected all along: revoked at once);
+/// otherwise, when its next probe is due, one of its suspects is leased and probed (the
+/// request goes to `out`). Returns the steps taken.
+fn incident_round(
+    inner: &mut Inner,
+    now: Timestamp,
+    out: &mut Vec<ProbeRequest>,
+) -> Vec<(ScopeKey, Step, Option<Arc<str>>)> {
     let mut steps = Vec::new();
-    let cool_until = now.plus(policy.incident_cooldown);
-    // Credentials of this provider made suspect within the window were not revoked —
-    // except those whose secret a probe already confirmed revoked (on the denylist: they
-    // are being re-verified, and stay out until a probe says otherwise).
-    let denied: std::collections::HashSet<Arc<str>> = inner.denylist.keys().cloned().collect();
-    for slot in inner
-        .creds
-        .iter_mut()
-        .filter(|s| s.spec.provider.as_str() == provider)
-        .filter(|s| !denied.contains(&s.spec.fingerprint))
-    {
-        let revert = match &slot.rec.health {
-            Health::Suspect { class, since, .. }
-            | Health::Probing {
-                class,
-                since,
-                trial: false,
-                ..
-            }
-            | Health::Disabled {
-                class,
-                since,
-                by_operator: false,
-                ..
-            } => {
-                matches!(class, Class::AuthPermanent | Class::AuthTransient)
-                    && *since >= window_start
-            }
-            _ => false,
-        };
-        if revert {
-            // An unconfirmed suspect goes back to rotation. A disable confirmed within the
-            // window may have been confirmed by the incident itself, but it may as well
-            // be a real revocation (rotations revoke keys): it is re-verified after the
-            // incident, never put back in rotation unverified.
-            let (to, why) = match &slot.rec.health {
-                Health::Disabled { class, evidence, .. } => (
-                    crate::health::state::suspect(*class, now, evidence, &policy),
-                    "provider-wide auth incident: the disable is re-verified by a probe once it is over",
-                ),
-                _ => (Health::Healthy, "provider-wide auth incident: not a revocation"),
-            };
-            let from = std::mem::replace(&mut slot.rec.health, to);
-            slot.rec.since = now;
-            slot.rec.refresh_strikes = 0;
-            steps.push((
-                ScopeKey::Credential(slot.spec.id.clone()),
-                Step {
-                    from: Some(from),
-                    why: why.into(),
-                    wants_probe: false,
-                },
-                Some(slot.spec.fingerprint.clone()),
-            ));
-        }
+    if !inner.incident_marked {
+        return steps;
     }
-    // Cool the provider's endpoints; their one trial after the cooldown tells when the
-    // incident ends.
-    let eps: Vec<u32> = inner
-        .endpoints
+    let policy = inner.policy.clone();
+    let active: Vec<Arc<str>> = inner
+        .incidents
         .iter()
-        .enumerate()
-        .filter(|(_, e)| e.provider.as_str() == provider)
-        .map(|(i, _)| i as u32)
+        .filter(|(_, i)| i.active.is_some())
+        .map(|(ep, _)| ep.clone())
         .collect();
-    for e in eps {
-        let slot = &mut inner.endpoints[e as usize];
-        let next = Health::Cooling {
-            until: cool_until,
-            class: Class::AuthPermanent,
+    for ep_id in active {
+        let Some(&ep) = inner.by_endpoint.get(&ep_id) else {
+            // Its endpoint left the configuration.
+            if let Some(i) = inner.incidents.get_mut(&ep_id) {
+                i.active = None;
+            }
+            continue;
         };
-        let later = match slot.rec.health {
-            Health::Cooling { until, .. } => until < cool_until,
-            Health::Healthy | Health::Probing { trial: true, .. } => true,
-            _ => false,
+        let Some(incident) = inner.incidents.get_mut(&ep_id) else {
+            continue;
         };
-        if later {
-            let from = std::mem::replace(&mut slot.rec.health, next);
-            slot.rec.since = now;
-            steps.push((
-                ScopeKey::Endpoint(slot.id.clone()),
-                Step {
-                    from: Some(from),
-                    why: "provider-wide auth incident: cooling the provider briefly".into(),
-                    wants_probe: false,
-                },
-                None,
-            ));
+        let Some(active) = incident.active.as_mut() else {
+            continue;
+        };
+        let is_auth_suspect = |h: &Health| {
+            matches!(h, Health::Suspect { class, .. } | Health::Probing { class, trial: false, .. }
+                if matches!(class, Class::AuthPermanent | Class::AuthTransient))
+        };
+        if now.since(active.since) >= policy.incident_max {
+            let since = active.since;
+            incident.active = None;
+            incident.recent.clear();
+            let lasted =
+                humantime::format_duration(Duration::from_secs(now.since(since).as_secs()));
+            let mut disabled = Vec::new();
+            let of_endpoint = inner.creds.iter().filter(|s| s.endpoint == ep).count();
+            for slot in inner.creds.iter_mut().filter(|s| s.endpoint == ep) {
+                if !is_auth_suspect(&slot.rec.health) {
+                    continue;
+                }
+                let (class, evidence) = match &slot.rec.health {
+                    Health::Suspect {
+                        class, evidence, ..
+                    }
+                    | Health::Probing {
+                        class, evidence, ..
+                    } => (*class, evidence.clone()),
+                    _ => continue,
+                };
+                let class = if class == Class::AuthTransient {
+                    Class::AuthPermanent
+                } else {
+                    class
+                };
+                let from = std::mem::replace(
+                    &mut slot.rec.health,
+                    Health::Disabled {
+                        class,
+                        since: now,
+                        evidence: format!(
+                            "{evidence}; every key of endpoint `{ep_id}` ({of_endpoint}) was rejected for {lasted}: revoked at once, or a provider auth outage — replace the keys if they were revoked; otherwise they come back at their re-check"
+                        ),
+                        fingerprint: Some(slot.spec.fingerprint.to_string()),
+                        recheck_at: Some(now.plus(policy.incident_recheck)),
+                        by_operator: false,
+                    },
+                );
+                slot.rec.since = now;
+                slot.rec.rechecks = 0;
+                slot.rec.recheck_lease = None;
+                slot.incident_disabled = true;
+                disabled.push(slot.spec.id.clone());
+                steps.push((
+                    ScopeKey::Credential(slot.spec.id.clone()),
+                    Step {
+                        from: Some(from),
+                        why: format!(
+                            "auth incident on `{ep_id}` outlasted {}: every key rejected, disabled",
+                            humantime::format_duration(policy.incident_max)
+                        ),
+                        wants_probe: false,
+                    },
+                    Some(slot.spec.fingerprint.clone()),
+                ));
+            }
+            inner.incident_events.push(IncidentEvent::Expired {
+                endpoint: ep_id.clone(),
+                since,
+                disabled,
+            });
+            continue;
         }
+        if now < active.next_probe {
+            continue;
+        }
+        active.next_probe = now.plus(policy.incident_cooldown);
+        let candidates = active.credentials.clone();
+        let turn = active.turn;
+        active.turn = active.turn.wrapping_add(1);
+        // The next of its credentials that is still a suspect (not already probing).
+        let n = candidates.len();
+        let pick = (0..n)
+            .map(|k| &candidates[(turn + k) % n])
+            .filter_map(|id| inner.by_id.get(id).copied())
+            .find(|&c| {
+                inner.creds[c as usize].endpoint == ep
+                    && matches!(&inner.creds[c as usize].rec.health, Health::Suspect { class, .. }
+                        if matches!(class, Class::AuthPermanent | Class::AuthTransient))
+            });
+        let Some(c) = pick else {
+            continue;
+        };
+        let slot = &mut inner.creds[c as usize];
+        let Health::Suspect {
+            class,
+            since,
+            evidence,
+            ..
+        } = slot.rec.health.clone()
+        else {
+            continue;
+        };
+        let from = std::mem::replace(
+            &mut slot.rec.health,
+            Health::Probing {
+                class,
+                since,
+                evidence,
+                lease_until: now.plus(policy.probe_lease),
+                trial: false,
+            },
+        );
+        steps.push((
+            ScopeKey::Credential(slot.spec.id.clone()),
+            Step {
+                from: Some(from),
+                why: format!("auth incident on `{ep_id}`: probing one of its keys"),
+                wants_probe: false,
+            },
+            Some(slot.spec.fingerprint.clone()),
+        ));
+        out.push(ProbeRequest {
+            scope: ScopeKey::Credential(slot.spec.id.clone()),
+            credential: slot.spec.id.clone(),
+            endpoint: ep_id.clone(),
+            model: None,
+            class,
+            kind: ProbeKind::KeyValidity,
+            recheck: false,
+            incident: true,
+        });
     }
-    let pending = finish_steps(inner, steps, now, Actor::Incident);
-    (true, pending)
+    inner.incident_marked = inner.incidents.values().any(|i| i.active.is_some());
+    steps
 }
 
 /// Rebuilds the slots for `creds`, carrying health over by id and fingerprint.
@@ -1831,7 +2282,11 @@ fn reconfigure(inner: &mut Inner, creds: Vec<CredentialSpec>, now: Timestamp) ->
             .fingerprints
             .insert(slot.spec.id.clone(), slot.spec.fingerprint.clone());
     }
+    let mut last_successes: HashMap<Arc<str>, Timestamp> = HashMap::new();
     for e in inner.endpoints.drain(..) {
+        if let Some(t) = e.last_success {
+            last_successes.insert(e.id.clone(), t);
+        }
         inner
             .detached
             .insert(ScopeKey::Endpoint(e.id.clone()), (e.rec, Some(now)));
@@ -1858,9 +2313,10 @@ fn reconfigure(inner: &mut Inner, creds: Vec<CredentialSpec>, now: Timestamp) ->
             .or_insert_with(|| {
                 inner.endpoints.push(EndpointSlot {
                     id: spec.endpoint.clone(),
-                    provider: spec.provider,
                     rec: Record::default(),
                     models: Vec::new(),
+                    last_success: last_successes.get(&spec.endpoint).copied(),
+                    auth_failures: true,
                 });
                 (inner.endpoints.len() - 1) as u32
             });
@@ -1960,6 +2416,7 @@ fn reconfigure(inner: &mut Inner, creds: Vec<CredentialSpec>, now: Timestamp) ->
         inner
             .by_id
             .insert(spec.id.clone(), inner.creds.len() as u32);
+        let id_hash = id_hash(&spec.id);
         inner.creds.push(CredSlot {
             spec,
             endpoint: ep,
@@ -1968,6 +2425,9 @@ fn reconfigure(inner: &mut Inner, creds: Vec<CredentialSpec>, now: Timestamp) ->
             models,
             inflight: 0,
             headroom: None,
+            id_hash,
+            last_failure: None,
+            incident_disabled: false,
         });
     }
     // Endpoint, provider-model and bucket records come back by id.
@@ -2021,9 +2481,17 @@ fn next_roll(inner: &mut Inner) -> f64 {
     (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn rendezvous(session: u64, id: &str) -> u64 {
+/// The rank of a credential (by its id's hash) for a session: SplitMix64's finaliser over
+/// both, a few multiplications per candidate.
+fn rendezvous(session: u64, id_hash: u64) -> u64 {
+    let mut z = session ^ id_hash.rotate_left(29);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn id_hash(id: &str) -> u64 {
     let mut h = DefaultHasher::new();
-    session.hash(&mut h);
     id.hash(&mut h);
     h.finish()
 }

@@ -15,9 +15,9 @@ pub mod state;
 
 pub use clock::{Clock, ManualClock, Timestamp};
 pub use engine::{
-    Ack, AttemptScope, Candidate, CredentialSpec, DisabledInfo, Headroom, HealthEngine, ProbeKind,
-    ProbeRequest, RequestSpec, RouteSpec, Selection, SinkError, Skipped, TargetSpec, Transition,
-    TransitionSink, Unavailable,
+    Ack, AttemptScope, Candidate, CandidateState, CredentialSpec, DisabledInfo, Headroom,
+    HealthEngine, IncidentEvent, IncidentInfo, ProbeKind, ProbeRequest, RequestSpec, RouteSpec,
+    Selection, SinkError, Skipped, TargetSpec, Transition, TransitionSink, Unavailable,
 };
 pub use policy::{Backoff, ClassPolicy, Effect, Policy};
 pub use scope::ScopeKey;

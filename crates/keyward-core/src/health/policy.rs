@@ -118,15 +118,25 @@ pub struct Policy {
     pub auth_confirm_delay: Duration,
     /// `auth_transient` strikes without a success before the credential is probed.
     pub refresh_strikes_before_probe: u32,
-    /// Provider incident: this many distinct credentials of one provider failing auth
-    /// within `incident_window` is an incident, not a set of revocations…
+    /// Provider-wide auth incident on one endpoint: this many distinct credentials of the
+    /// endpoint failing auth within `incident_window`, with no credential of the endpoint
+    /// succeeding since the first of those failures, is an incident, not a set of
+    /// revocations (healthy siblings that answer refute it)…
     pub incident_credentials: u32,
     #[serde(with = "humantime_serde_ms")]
     pub incident_window: Duration,
-    /// …during which the provider's endpoints cool for this long (re-armed by each new
-    /// auth failure), and one credential is probed to learn when it ends.
+    /// …during which nothing is disabled, and one of its credentials is probed this often
+    /// to learn when it ends (a success anywhere on the endpoint ends it)…
     #[serde(with = "humantime_serde_ms")]
     pub incident_cooldown: Duration,
+    /// …for at most this long: an incident whose every probe is still rejected after it
+    /// is every key of the endpoint revoked at once, and its credentials are disabled…
+    #[serde(with = "humantime_serde_ms")]
+    pub incident_max: Duration,
+    /// …and re-checked this soon (doubling up to `auth_recheck_max`), so that a provider
+    /// outage that outlasted `incident_max` heals by itself.
+    #[serde(with = "humantime_serde_ms")]
+    pub incident_recheck: Duration,
 }
 
 const fn cool(threshold: u32, base_ms: u64, max_ms: u64, retry_same: bool) -> ClassPolicy {
@@ -189,6 +199,8 @@ impl Default for Policy {
             incident_credentials: 3,
             incident_window: Duration::from_secs(60),
             incident_cooldown: Duration::from_secs(30),
+            incident_max: Duration::from_secs(120),
+            incident_recheck: Duration::from_secs(300),
         }
     }
 }

@@ -287,6 +287,25 @@ fn print_live_status(v: &Value, json: bool) -> Result<ExitCode, CliError> {
         )
         .map_err(CliError::Write)?;
     }
+    for i in v["incidents"].as_array().unwrap_or(&empty) {
+        let names: Vec<&str> = i["credentials"]
+            .as_array()
+            .unwrap_or(&empty)
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        writeln!(
+            out,
+            "AUTH INCIDENT on endpoint {} since {}: {} rejected at once ({}); nothing disabled; next probe {}; disabled at {} if still rejected",
+            i["endpoint"].as_str().unwrap_or("?"),
+            i["since"].as_str().unwrap_or("-"),
+            names.len(),
+            names.join(", "),
+            i["next_probe"].as_str().unwrap_or("-"),
+            i["disables_at"].as_str().unwrap_or("-"),
+        )
+        .map_err(CliError::Write)?;
+    }
     writeln!(
         out,
         "{} credential(s), {} usable",

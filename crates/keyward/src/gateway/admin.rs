@@ -219,7 +219,18 @@ async fn list(Authorised(gw): Authorised) -> Response<Body> {
             v
         })
         .collect();
-    let mut body = json!({"credentials": creds, "other_scopes": others});
+    let incidents: Vec<Value> = gw
+        .engine
+        .incidents()
+        .into_iter()
+        .map(|i| {
+            json!({"endpoint": &*i.endpoint, "since": i.since.rfc3339(),
+                "credentials": i.credentials.iter().map(|c| &**c).collect::<Vec<_>>(),
+                "next_probe": i.next_probe.rfc3339(), "disables_at": i.disables_at.rfc3339(),
+                "detail": "provider-wide auth incident: these credentials were rejected at once and none of the endpoint's answered since; nothing is disabled while it lasts"})
+        })
+        .collect();
+    let mut body = json!({"credentials": creds, "other_scopes": others, "incidents": incidents});
     if let Some(fleet) = &gw.fleet {
         body["fleet"] = json!(fleet.status());
     }

@@ -51,6 +51,19 @@ pub struct RouteLabel {
     pub route: Arc<str>,
 }
 
+/// An endpoint's auth incidents: `started`, `ended` (its auth answered again) or
+/// `expired` (outlasted `incident_max`: its keys were disabled).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointOutcome {
+    pub endpoint: Arc<str>,
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    pub endpoint: Arc<str>,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabel {
     /// `applied` or `rejected`.
@@ -92,6 +105,9 @@ pub struct Metrics {
     pub fleet_pending: Gauge,
     /// Fleet mode: times this replica put state back into a Redis that had lost it.
     pub fleet_reseeds: Gauge,
+    /// 1 while an endpoint is in a provider-wide auth incident.
+    pub auth_incident_active: Family<EndpointLabel, Gauge>,
+    pub auth_incidents: Family<EndpointOutcome, Counter>,
 }
 
 const STATES: [&str; 5] = ["healthy", "cooling", "suspect", "probing", "disabled"];
@@ -192,6 +208,18 @@ impl Metrics {
             "Config reloads by result",
             reloads.clone(),
         );
+        let auth_incident_active = Family::<EndpointLabel, Gauge>::default();
+        registry.register(
+            "auth_incident_active",
+            "1 while an endpoint is in a provider-wide auth incident (every key rejected at once; nothing disabled)",
+            auth_incident_active.clone(),
+        );
+        let auth_incidents = Family::<EndpointOutcome, Counter>::default();
+        registry.register(
+            "auth_incidents",
+            "Provider-wide auth incidents by endpoint and how they ended",
+            auth_incidents.clone(),
+        );
         Metrics {
             registry,
             credential_state,
@@ -209,6 +237,8 @@ impl Metrics {
             fleet_connected,
             fleet_pending,
             fleet_reseeds,
+            auth_incident_active,
+            auth_incidents,
         }
     }
 

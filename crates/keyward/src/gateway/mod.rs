@@ -82,6 +82,9 @@ pub struct Prepared {
     /// which names the model in the URL.
     pub model_at: Option<std::ops::Range<usize>>,
     pub stream: bool,
+    /// The conversation's hash (its system prompt and first turn), for session affinity
+    /// when the caller sends no session header.
+    pub conversation: Option<u64>,
 }
 
 impl Gateway {
@@ -487,10 +490,15 @@ async fn handle(
     };
     // One pass over the body finds the model (to route, and to rewrite per target) and
     // the stream flag.
-    let (model, model_at, stream) = match (path_model, inbound) {
+    let (model, model_at, stream, conversation) = match (path_model, inbound) {
         // Gemini names the model in the path (the body has none) and streams by method.
-        (Some(m), Inbound::Gemini(call)) => (m, None, call.stream),
-        (Some(m), _) => (m, None, false),
+        (Some(m), Inbound::Gemini(call)) => (
+            m,
+            None,
+            call.stream,
+            splice::top_level(&body).ok().and_then(|t| t.conversation),
+        ),
+        (Some(m), _) => (m, None, false, None),
         (None, _) => {
             let top = match splice::top_level(&body) {
                 Ok(top) => top,
@@ -501,7 +509,7 @@ async fn handle(
                     .response(api);
             };
             match splice::decode_model(&body, at.clone()) {
-                Ok(m) => (m, Some(at), top.stream),
+                Ok(m) => (m, Some(at), top.stream, top.conversation),
                 Err(e) => return CallerError::bad_request(format!("keyward: {e}")).response(api),
             }
         }
@@ -540,6 +548,7 @@ async fn handle(
             body,
             model_at,
             stream,
+            conversation,
         },
         parts.headers,
         detail,
@@ -550,10 +559,20 @@ async fn handle(
     span.in_scope(|| {
         let header =
             |name: axum::http::HeaderName| r.headers().get(name).and_then(|v| v.to_str().ok());
+        // An answer the gateway built itself carries its cost as an extension.
+        let built = r.extensions().get::<proxy::AttemptInfo>();
+        let attempts = built.map_or_else(
+            || header(proxy::X_KEYWARD_ATTEMPTS).unwrap_or("0").to_owned(),
+            |b| b.attempts.to_string(),
+        );
+        let credential = built
+            .and_then(|b| b.credential.as_deref())
+            .or_else(|| header(proxy::X_KEYWARD_CREDENTIAL))
+            .unwrap_or("-");
         tracing::info!(
             status = r.status().as_u16(),
-            attempts = header(proxy::X_KEYWARD_ATTEMPTS).unwrap_or("0"),
-            credential = header(proxy::X_KEYWARD_CREDENTIAL).unwrap_or("-"),
+            attempts = %attempts,
+            credential = %credential,
             timing = header(proxy::SERVER_TIMING).unwrap_or("-"),
             stream,
             "request answered"
@@ -600,7 +619,11 @@ fn count_request(gw: &Gateway, route: &Arc<str>, key: &Arc<str>, r: &Response<Bo
         .inc();
     let header = |name: axum::http::HeaderName| r.headers().get(name).and_then(|v| v.to_str().ok());
     let label = m.route(route);
-    if let Some(n) = header(proxy::X_KEYWARD_ATTEMPTS).and_then(|v| v.parse::<f64>().ok()) {
+    let attempts = match r.extensions().get::<proxy::AttemptInfo>() {
+        Some(b) => Some(f64::from(b.attempts)),
+        None => header(proxy::X_KEYWARD_ATTEMPTS).and_then(|v| v.parse::<f64>().ok()),
+    };
+    if let Some(n) = attempts {
         m.attempts_per_request.get_or_create(&label).observe(n);
         if n > 1.0 && r.status().is_success() {
             m.failovers.get_or_create(&label).inc();

@@ -26,6 +26,7 @@ pub async fn run(live: Arc<Live>) {
     loop {
         tick.tick().await;
         let gw = live.current();
+        report_incidents(&gw);
         for probe in gw.engine.due_probes() {
             let gw = gw.clone();
             tokio::spawn(async move {
@@ -73,6 +74,50 @@ pub async fn run(live: Arc<Live>) {
     }
 }
 
+/// Logs (WARN) and counts the auth incidents that started, ended or expired since the last
+/// round, and keeps the per-endpoint gauge current.
+fn report_incidents(gw: &Gateway) {
+    use super::metrics::{EndpointLabel, EndpointOutcome};
+    use keyward_core::health::IncidentEvent;
+    for event in gw.engine.take_incident_events() {
+        let (endpoint, outcome, active) = match &event {
+            IncidentEvent::Started(i) => {
+                let names: Vec<&str> = i.credentials.iter().map(|c| &**c).collect();
+                warn!(endpoint = %i.endpoint, credentials = %names.join(","), since = %i.since.rfc3339(), disables_at = %i.disables_at.rfc3339(), "provider-wide auth incident: {} credentials of endpoint `{}` rejected at once and none answering; nothing is disabled while it lasts; one of them is probed every incident_cooldown", i.credentials.len(), i.endpoint);
+                (i.endpoint.clone(), "started", 1)
+            }
+            IncidentEvent::Ended {
+                endpoint,
+                since,
+                why,
+            } => {
+                warn!(endpoint = %endpoint, since = %since.rfc3339(), "provider-wide auth incident over: {why}; its suspects are now probed one by one");
+                (endpoint.clone(), "ended", 0)
+            }
+            IncidentEvent::Expired {
+                endpoint,
+                since,
+                disabled,
+            } => {
+                let names: Vec<&str> = disabled.iter().map(|c| &**c).collect();
+                warn!(endpoint = %endpoint, since = %since.rfc3339(), disabled = %names.join(","), "auth incident outlasted incident_max with every key still rejected: treated as revoked at once and disabled (re-checked every incident_recheck); replace the keys if they were revoked");
+                (endpoint.clone(), "expired", 0)
+            }
+        };
+        gw.metrics
+            .auth_incidents
+            .get_or_create(&EndpointOutcome {
+                endpoint: endpoint.clone(),
+                outcome,
+            })
+            .inc();
+        gw.metrics
+            .auth_incident_active
+            .get_or_create(&EndpointLabel { endpoint })
+            .set(active);
+    }
+}
+
 /// What one cheap authenticated call with a credential showed.
 #[derive(Debug)]
 pub enum Check {
@@ -93,7 +138,8 @@ pub enum Check {
 pub async fn probe_once(gw: &Gateway, probe: &ProbeRequest) -> ProbeOutcome {
     let outcome = probe_alone(gw, probe).await;
     let auth = matches!(probe.class, Class::AuthPermanent | Class::AuthTransient);
-    if !(auth && matches!(outcome, ProbeOutcome::Confirmed { .. })) {
+    // An incident's probe has no control: every sibling is failing too.
+    if probe.incident || !(auth && matches!(outcome, ProbeOutcome::Confirmed { .. })) {
         return outcome;
     }
     let Some(sibling) = control_credential(gw, &probe.credential) else {

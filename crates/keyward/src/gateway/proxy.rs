@@ -51,7 +51,8 @@ fn recovery_wait(
     u: &keyward_core::health::Unavailable,
     deadline: keyward_core::health::Timestamp,
 ) -> Option<Duration> {
-    let at = u.earliest_recovery?;
+    // Only a transient cause is worth waiting for (a revocation's probe is not).
+    let at = u.retry_at()?;
     let wait = at.since(gw.engine.now());
     (wait <= MAX_WAIT_FOR_RECOVERY && at < deadline).then(|| wait + Duration::from_millis(5))
 }
@@ -100,7 +101,11 @@ async fn serve_inner(
         .lock()
         .map(|mut b| b.on_request(gw.engine.now()))
         .ok();
-    let req_spec = RequestSpec::default();
+    // Session affinity: the caller's session header, else the conversation's hash.
+    let req_spec = RequestSpec {
+        session: session_header(&caller).or(prep.conversation),
+        bucket: None,
+    };
     let mut last: Option<Tried> = None;
     // The first failure: the real cause, kept for the caller even when fallbacks fail
     // for reasons of their own.
@@ -129,13 +134,17 @@ async fn serve_inner(
                     tokio::time::sleep(wait).await;
                     continue 'route;
                 }
-                return unavailable(
-                    &gw,
-                    api,
-                    &route.name,
-                    &u,
-                    first.as_ref().or(last.as_ref()),
-                    detail,
+                return with_attempts(
+                    unavailable(
+                        &gw,
+                        api,
+                        &route.name,
+                        &u,
+                        first.as_ref().or(last.as_ref()),
+                        detail,
+                    ),
+                    budget.attempts(),
+                    last.as_ref(),
                 );
             }
         };
@@ -521,27 +530,69 @@ async fn serve_inner(
                     tokio::time::sleep(wait).await;
                     continue 'route;
                 }
-                return unavailable(
-                    &gw,
-                    api,
-                    &route.name,
-                    &u,
-                    first.as_ref().or(last.as_ref()),
-                    detail,
+                return with_attempts(
+                    unavailable(
+                        &gw,
+                        api,
+                        &route.name,
+                        &u,
+                        first.as_ref().or(last.as_ref()),
+                        detail,
+                    ),
+                    budget.attempts(),
+                    last.as_ref(),
                 );
             }
             _ => break,
         }
     }
-    exhausted(
-        api,
-        &route.name,
-        first.as_ref(),
+    with_attempts(
+        exhausted(
+            api,
+            &route.name,
+            first.as_ref(),
+            last.as_ref(),
+            detail,
+            &gw,
+            &req_spec,
+        ),
+        budget.attempts(),
         last.as_ref(),
-        detail,
-        &gw,
-        &req_spec,
     )
+}
+
+/// What an answer the gateway built itself cost upstream, for the access log and the
+/// attempts metric (a response extension: never sent to the caller).
+#[derive(Debug, Clone)]
+pub struct AttemptInfo {
+    pub attempts: u32,
+    /// The credential of the last failed attempt.
+    pub credential: Option<Arc<str>>,
+}
+
+fn with_attempts(mut r: Response<Body>, attempts: u32, last: Option<&Tried>) -> Response<Body> {
+    r.extensions_mut().insert(AttemptInfo {
+        attempts,
+        credential: last.map(|t| t.credential.clone()),
+    });
+    r
+}
+
+/// Headers agents send to name their session (prompt-cache affinity).
+const SESSION_HEADERS: [&str; 4] = [
+    "x-session-id",
+    "session_id",
+    "x-keyward-session",
+    "x-claude-code-session-id",
+];
+
+/// A stable hash of the caller's session header, if it sent one.
+fn session_header(caller: &HeaderMap) -> Option<u64> {
+    use std::hash::Hasher as _;
+    let v = SESSION_HEADERS.iter().find_map(|h| caller.get(*h))?;
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(v.as_bytes());
+    Some(h.finish())
 }
 
 /// Keeps the first failure (the real cause) and the latest.
@@ -1254,7 +1305,11 @@ fn stream_response(pump: Pump) -> Response<Body> {
     r
 }
 
-/// Nothing usable: fast, actionable, in the caller's format; never 401/403.
+/// Nothing usable: fast, actionable, in the caller's format; never 401/403. The message
+/// names every candidate with its state, evidence and next check (at the full detail
+/// level); the retry signals follow the cause (docs/health.md, "What the caller is told"):
+/// retryable with an honest `retry-after` only when some candidate is out for a transient
+/// cause, otherwise `x-should-retry: false` and no `retry-after`.
 fn unavailable(
     gw: &Gateway,
     api: Api,
@@ -1264,67 +1319,119 @@ fn unavailable(
     detail: Detail,
 ) -> Response<Body> {
     let now = gw.engine.now();
-    if let Some(at) = u.earliest_recovery {
-        let secs = at.since(now).as_secs().max(1);
-        let message = match detail {
-            Detail::Minimal => {
-                format!("keyward: the upstream is temporarily unavailable; retry in {secs}s")
-            }
-            Detail::Full => {
-                let why = last
-                    .map(|t| {
-                        format!(
-                            " Last failure: `{}` {} — {}",
-                            t.credential, t.failure.class, t.failure.explanation
-                        )
-                    })
-                    .unwrap_or_default();
-                format!(
-                    "keyward: every upstream credential for model `{route}` is cooling or awaiting a check ({} of {} candidates); the earliest recovers at {} (in {secs}s).{why}",
-                    u.waiting, u.total, at.rfc3339()
-                )
-            }
-        };
-        let mut e = CallerError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded_error",
-            "upstream_unavailable",
-            message,
-        );
-        e.retry_after = Some(secs);
-        e.should_retry = Some(true);
-        return e.response(api);
-    }
-    let message = match detail {
-        Detail::Minimal => "keyward: the upstream credentials for this model are exhausted; do not retry until an operator acts".to_owned(),
-        Detail::Full => {
-            let reasons: Vec<String> = u
-                .disabled
-                .iter()
-                .map(|d| {
-                    // An OAuth grant's evidence carries its own remedy (log in again).
-                    if d.evidence.contains("keyward credentials import") {
-                        format!("`{}` {} since {} ({})", d.credential, d.class, d.since.rfc3339(), d.evidence)
-                    } else {
-                        format!("`{}` {} since {} ({}); replace it in keyward.toml or reset it with `keyward reset {}`", d.credential, d.class, d.since.rfc3339(), d.evidence, d.credential)
-                    }
-                })
-                .collect();
-            format!(
-                "keyward: the upstream credentials for model `{route}` are exhausted: 0 of {} usable. {}",
-                u.total.max(u.disabled.len()),
-                reasons.join("; ")
-            )
+    let retry_in = u.retry_at().map(|at| at.since(now).as_secs().max(1));
+    let message = match (detail, retry_in) {
+        (Detail::Minimal, Some(secs)) => {
+            format!("keyward: the upstream is temporarily unavailable; retry in {secs}s")
         }
+        (Detail::Minimal, None) => "keyward: the upstream credentials for this model are exhausted; do not retry until an operator acts".to_owned(),
+        (Detail::Full, _) => unavailable_message(route, u, last, retry_in),
     };
-    let mut e = CallerError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "api_error",
-        "upstream_credentials_exhausted",
-        message,
-    );
-    e.should_retry = Some(false);
+    let mut e = match retry_in {
+        Some(secs) => {
+            let mut e = CallerError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded_error",
+                "upstream_unavailable",
+                message,
+            );
+            e.retry_after = Some(secs);
+            e
+        }
+        None => CallerError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            "upstream_credentials_exhausted",
+            message,
+        ),
+    };
+    e.should_retry = Some(retry_in.is_some());
     e.response(api)
+}
+
+/// The full-detail text of [`unavailable`]: the incidents first (they explain the rest),
+/// then every candidate, then what to do.
+fn unavailable_message(
+    route: &str,
+    u: &Unavailable,
+    last: Option<&Tried>,
+    retry_in: Option<u64>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut m = format!(
+        "keyward: no upstream credential can serve model `{route}` now (0 of {} usable).",
+        u.candidates.len().max(u.total)
+    );
+    for i in &u.incidents {
+        let names: Vec<String> = i.credentials.iter().map(|c| format!("`{c}`")).collect();
+        let _ = write!(
+            m,
+            " Auth incident on endpoint `{}` since {}: {} credentials rejected at once ({}); nothing disabled; the next check is at {}. If these keys were revoked, replace them in keyward.toml; if every check is still rejected at {}, they are disabled.",
+            i.endpoint,
+            i.since.rfc3339(),
+            i.credentials.len(),
+            names.join(", "),
+            i.next_probe.rfc3339(),
+            i.disables_at.rfc3339(),
+        );
+    }
+    for c in &u.candidates {
+        let class = c.class.map_or("-", |c| c.as_str());
+        let _ = write!(m, " `{}` {} ({class}", c.credential, c.state);
+        if !c.scope.starts_with("credential/") {
+            let _ = write!(m, " on {}", c.scope);
+        }
+        let _ = write!(m, ") since {}", c.since.rfc3339());
+        if !c.evidence.is_empty() {
+            let _ = write!(m, ": {}", c.evidence);
+        }
+        if let Some(t) = last.filter(|t| t.credential == c.credential) {
+            let _ = write!(m, " — {}", t.failure.explanation);
+        }
+        match (c.state, c.next_check) {
+            ("disabled", Some(at)) => {
+                let _ = write!(m, "; re-checked at {}", at.rfc3339());
+            }
+            ("suspect" | "probing", Some(at)) if !c.incident => {
+                let _ = write!(m, "; its confirmation probe runs at {}", at.rfc3339());
+            }
+            ("cooling", Some(at)) => {
+                let _ = write!(m, "; back at {}", at.rfc3339());
+            }
+            _ => {}
+        }
+        m.push('.');
+    }
+    if u.candidates.is_empty() {
+        if let Some(t) = last {
+            let _ = write!(
+                m,
+                " Last failure: `{}` {} — {}",
+                t.credential, t.failure.class, t.failure.explanation
+            );
+        }
+    }
+    match retry_in {
+        Some(secs) => {
+            let _ = write!(m, " Retry in {secs}s.");
+        }
+        None if u
+            .candidates
+            .iter()
+            .any(|c| c.evidence.contains("keyward credentials import")) =>
+        {
+            m.push_str(" Log in again where the evidence says so; retrying will not help.");
+        }
+        None => {
+            let ids: Vec<&str> = u.candidates.iter().map(|c| &*c.credential).collect();
+            let _ = write!(
+                m,
+                " Replace the rejected secrets in keyward.toml (or `keyward reset {}` once the provider accepts them again); retrying will not help.",
+                ids.first().copied().unwrap_or("ID")
+            );
+        }
+    }
+    m
 }
 
 /// Attempts ran out (cap, deadline or retry budget) with the last failure in hand.
