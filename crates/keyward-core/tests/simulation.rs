@@ -1071,7 +1071,13 @@ impl Sim {
                     probe.credential,
                     probe.kind,
                     probe.class,
-                    if probe.recheck { ", re-check" } else { "" }
+                    if probe.recheck {
+                        ", re-check"
+                    } else if probe.incident {
+                        ", incident"
+                    } else {
+                        ""
+                    }
                 )
             });
             if self.creds[c].revoked_at.is_some()
@@ -1122,7 +1128,8 @@ impl Sim {
     /// sibling of the same endpoint and kind passes the same check.
     fn control(&mut self, probe: &ProbeRequest, c: usize, outcome: ProbeOutcome) -> ProbeOutcome {
         let auth = matches!(probe.class, Class::AuthPermanent | Class::AuthTransient);
-        if !(auth && matches!(outcome, ProbeOutcome::Confirmed { .. })) {
+        // An incident's probe has no control: every sibling is failing too.
+        if probe.incident || !(auth && matches!(outcome, ProbeOutcome::Confirmed { .. })) {
             return outcome;
         }
         let snapshot = self.engine.snapshot();
@@ -1356,35 +1363,92 @@ impl Sim {
             .count()
     }
 
-    /// (e): the caller's "unavailable" accounts for every candidate of the route.
+    /// (e): the caller's "unavailable" names every candidate of the route with the state
+    /// that keeps it out, and says "do not retry" only when every candidate stands
+    /// rejected by a permanent verdict outside any incident. (r): a "do not retry" while
+    /// some candidate is valid in the world (its key neither revoked nor out of credit,
+    /// its endpoint's auth working) tells the caller to give up on a key that comes back
+    /// by itself.
     fn check_unavailable(&mut self, route: usize, u: &Unavailable) {
-        let expected: usize = self.specs[route]
+        let mut expected: Vec<Arc<str>> = self.specs[route]
             .targets
             .iter()
-            .map(|t| t.credentials.len())
-            .sum();
-        if u.total != expected || u.disabled.len() + u.waiting != u.total {
+            .flat_map(|t| t.credentials.iter().cloned())
+            .collect();
+        let mut named: Vec<Arc<str>> = u.candidates.iter().map(|c| c.credential.clone()).collect();
+        // A credential kept out by one scope is named once, whatever targets share it.
+        expected.sort();
+        expected.dedup();
+        named.sort();
+        named.dedup();
+        if expected != named {
             self.violate(
                 'e',
                 format!(
-                    "unavailable on route {route} accounts for {} disabled + {} waiting of {} considered; the route has {expected} candidates",
-                    u.disabled.len(),
-                    u.waiting,
+                    "unavailable on route {route} names {named:?} ({} considered); the route's candidates are {expected:?}",
                     u.total
                 ),
             );
         }
-        for d in &u.disabled {
-            let named = self.specs[route]
-                .targets
-                .iter()
-                .any(|t| t.credentials.contains(&d.credential));
-            if !named {
+        for c in &u.candidates {
+            let engine = c.scope.strip_prefix("credential/").map(|id| {
+                self.engine
+                    .health(&ScopeKey::Credential(id.into()))
+                    .unwrap_or_default()
+            });
+            let wrong = c.state == "healthy"
+                || engine.as_ref().is_some_and(|h| h.name() != c.state)
+                || (c.permanent && c.incident);
+            if wrong {
                 self.violate(
                     'e',
                     format!(
-                        "unavailable on route {route} names `{}`, not one of its candidates",
-                        d.credential
+                        "unavailable on route {route} says `{}` is {} ({}, permanent {}, incident {}); the engine has it {}",
+                        c.credential,
+                        c.state,
+                        c.scope,
+                        c.permanent,
+                        c.incident,
+                        engine.map_or("-", |h| h.name())
+                    ),
+                );
+            }
+        }
+        if !u.retryable() {
+            if u.candidates.iter().any(|c| c.incident || !c.permanent) || !u.incidents.is_empty() {
+                self.violate(
+                    'e',
+                    format!(
+                        "unavailable on route {route} says do not retry although a candidate is transient or an incident covers it ({} incidents)",
+                        u.incidents.len()
+                    ),
+                );
+            }
+            let valid: Vec<String> = u
+                .candidates
+                .iter()
+                .filter_map(|c| {
+                    let k = &self.creds[self.cred_index(&c.credential)?];
+                    let ok = k.revoked_at.is_none()
+                        && !k.no_credit
+                        && !self.endpoints[k.endpoint].in_outage();
+                    ok.then(|| {
+                        format!(
+                            "`{}` ({} {}: {})",
+                            c.credential,
+                            c.state,
+                            c.class.map_or("-".into(), |c| c.to_string()),
+                            c.evidence
+                        )
+                    })
+                })
+                .collect();
+            if !valid.is_empty() {
+                self.violate(
+                    'r',
+                    format!(
+                        "unavailable on route {route} says do not retry while {} valid in the world",
+                        valid.join(", ")
                     ),
                 );
             }
@@ -1695,7 +1759,8 @@ fn push_cred(creds: &mut Vec<Cred>, e: usize, oauth: bool, now: u64) {
 
 /// The gateway's `recovery_wait`.
 fn recovery_wait(u: &Unavailable, now: Timestamp, deadline: Timestamp) -> Option<Duration> {
-    let at = u.earliest_recovery?;
+    // Only a transient cause is worth waiting for (a revocation's probe is not).
+    let at = u.retry_at()?;
     let wait = at.since(now);
     (wait <= MAX_WAIT_FOR_RECOVERY && at < deadline).then(|| wait + Duration::from_millis(5))
 }
