@@ -49,7 +49,8 @@
 //! - `KEYWARD_SIM_SEEDS=<count>` runs a longer campaign (`KEYWARD_SIM_FIRST=<n>` moves
 //!   its start);
 //! - `KEYWARD_SIM_SEED=<n>` replays one seed alone, with a step-by-step trace on
-//!   `KEYWARD_SIM_TRACE=1`.
+//!   `KEYWARD_SIM_TRACE=1`;
+//! - `KEYWARD_SIM_LIST=1` prints every failing seed's violations (not the first few).
 //!
 //! A failing seed prints itself, the first violation of each invariant, and the one-line
 //! replay command. Checks listed in `KNOWN_FAILING` are still run and reported, but do
@@ -72,7 +73,7 @@ use keyward_core::health::{
 
 /// Seeds in the default `cargo test` run (sized to about a minute in the test profile on
 /// a 2-core machine; see the module doc).
-const DEFAULT_SEEDS: u64 = 1500;
+const DEFAULT_SEEDS: u64 = 2000;
 
 /// Invariants that fail on the engine this file was last run against (main a258a81,
 /// "Health engine: auth incidents per endpoint…"): still checked and reported, not
@@ -1897,6 +1898,8 @@ fn env_u64(name: &str) -> Option<u64> {
 fn simulation() {
     let trace = std::env::var("KEYWARD_SIM_TRACE").is_ok_and(|v| v == "1");
     let strict = std::env::var("KEYWARD_SIM_STRICT").is_ok_and(|v| v == "1");
+    // `KEYWARD_SIM_LIST=1`: every failing seed's violations, not the first few.
+    let list = std::env::var("KEYWARD_SIM_LIST").is_ok_and(|v| v == "1");
     // `KEYWARD_SIM_ENFORCE=cfg`: these known-failing checks fail the run too.
     let enforce: Vec<char> = std::env::var("KEYWARD_SIM_ENFORCE")
         .map(|v| v.chars().collect())
@@ -1927,7 +1930,7 @@ fn simulation() {
         let mut block = false;
         for (inv, msg) in &o.violations.0 {
             let seeds = failing.entry(*inv).or_default();
-            if seeds.len() < 8 {
+            if seeds.len() < 8 || list {
                 let _ = writeln!(report, "seed {} ({inv}): {msg}", o.seed);
             }
             seeds.push(o.seed);
