@@ -754,7 +754,7 @@ impl Sim {
             self.creds[c].spurious_pending = false;
         }
         if why.is_some() {
-            self.creds[c].last_bad = now;
+            self.creds[c].last_bad = self.creds[c].last_bad.max(now);
         }
         why
     }
@@ -1227,7 +1227,7 @@ impl Sim {
             WorldEv::Revoke(c) => {
                 if self.creds[c].revoked_at.is_none() && !self.creds[c].oauth {
                     self.creds[c].revoked_at = Some(now);
-                    self.creds[c].last_bad = now;
+                    self.creds[c].last_bad = self.creds[c].last_bad.max(now);
                 }
             }
             WorldEv::OutageStart(e) => {
@@ -1239,14 +1239,14 @@ impl Sim {
                         min_keys: keys,
                     });
                 }
-                self.endpoints[e].last_bad = now;
+                self.endpoints[e].last_bad = self.endpoints[e].last_bad.max(now);
             }
             WorldEv::OutageEnd(e) => {
                 let ep = &mut self.endpoints[e];
                 if let Some(last) = ep.outages.last_mut() {
                     if last.end.is_none() {
                         last.end = Some(now);
-                        ep.last_bad = now;
+                        ep.last_bad = ep.last_bad.max(now);
                         let index = ep.outages.len() - 1;
                         let bound = self.design.incident_cooldown.as_millis() as u64 + SLACK_MS;
                         self.at(
@@ -1262,35 +1262,37 @@ impl Sim {
             WorldEv::Overload { endpoint, for_ms } => {
                 let ep = &mut self.endpoints[endpoint];
                 ep.overload_until = ep.overload_until.max(now + for_ms);
-                ep.last_bad = ep.overload_until;
+                ep.last_bad = ep.last_bad.max(ep.overload_until);
             }
             WorldEv::RateLimit { cred, for_ms } => {
                 let c = &mut self.creds[cred];
                 c.rate_until = c.rate_until.max(now + for_ms);
-                c.last_bad = c.rate_until;
+                c.last_bad = c.last_bad.max(c.rate_until);
             }
             WorldEv::CreditOut(c) => {
                 self.creds[c].no_credit = true;
                 self.creds[c].credit_out_at = Some(now);
-                self.creds[c].last_bad = now;
+                self.creds[c].last_bad = self.creds[c].last_bad.max(now);
             }
             // A billing disable is re-probed every `billing_recheck` (by design): until then
             // the key does not count as one that could serve (a).
             WorldEv::TopUp(c) => {
                 self.creds[c].no_credit = false;
-                self.creds[c].last_bad = now + self.design.billing_recheck.as_millis() as u64;
+                self.creds[c].last_bad = self.creds[c]
+                    .last_bad
+                    .max(now + self.design.billing_recheck.as_millis() as u64);
             }
             WorldEv::Spurious(c) => {
                 if self.creds[c].revoked_at.is_none() {
                     self.creds[c].spurious_pending = true;
                     self.creds[c].spurious_at = Some(now);
-                    self.creds[c].last_bad = now;
+                    self.creds[c].last_bad = self.creds[c].last_bad.max(now);
                 }
             }
             WorldEv::TokenExpiry(c) => {
                 if self.creds[c].oauth {
                     self.creds[c].token_expired = true;
-                    self.creds[c].last_bad = now;
+                    self.creds[c].last_bad = self.creds[c].last_bad.max(now);
                 }
             }
             WorldEv::Rotate {
