@@ -30,8 +30,9 @@
 //!   recorded (only those in flight then), and its probes stay bounded (at most one per
 //!   `probe_retry`, plus one);
 //! - (c) an auth outage of every key of an endpoint (with at least `incident_credentials`
-//!   keys) disables nothing while it lasts less than `incident_max`, and traffic resumes
-//!   within `incident_cooldown` (+ probe delay) after it heals;
+//!   keys that take traffic: routed, not disabled before it began) disables nothing while
+//!   it lasts less than `incident_max`, and traffic resumes within `incident_cooldown`
+//!   (+ probe delay) after it heals;
 //! - (d) a single spurious 401 disables nothing;
 //! - (e) every caller-facing "unavailable" names every candidate of the route;
 //! - (f) replaying the persisted transitions, in order, into a fresh engine (`restore`)
@@ -1386,8 +1387,8 @@ impl Sim {
         );
     }
 
-    /// Keys of endpoint `e` configured and not disabled before `from` (those an outage
-    /// starting at `from` can show on).
+    /// Keys of endpoint `e` configured, routed (an unrouted key takes no traffic to fail)
+    /// and not disabled before `from`: those an outage starting at `from` can show on.
     fn usable_keys(
         &self,
         e: usize,
@@ -1396,7 +1397,13 @@ impl Sim {
     ) -> usize {
         self.creds
             .iter()
-            .filter(|c| c.configured && c.endpoint == e)
+            .enumerate()
+            .filter(|(i, c)| {
+                c.configured
+                    && c.endpoint == e
+                    && self.routes.iter().flatten().any(|t| t.creds.contains(i))
+            })
+            .map(|(_, c)| c)
             .filter(|c| {
                 !snapshot.iter().any(|(k, h, _)| {
                     matches!(k, ScopeKey::Credential(id) if *id == c.id)
@@ -1615,6 +1622,9 @@ impl Sim {
                     // outage from revocations: (c) and (g) do not apply to it.
                     let big = min_keys >= self.design.incident_credentials as usize;
                     let lasted = end.unwrap_or(self.now) - start;
+                    // The way back is counted from the end of the endpoint's latest outage
+                    // (a later one may hold a re-check up); none while one lasts.
+                    let healed = ep.outages.last().and_then(|o| o.end);
                     match end {
                         None if lasted < INCIDENT_MAX_MS && big => self.violate(
                             'c',
@@ -1637,15 +1647,16 @@ impl Sim {
                                 INCIDENT_MAX_MS / 1000
                             ),
                         ),
-                        Some(end) if big && self.now > end + INCIDENT_RECHECK_MS + SLACK_MS => {
+                        Some(_) if big && healed.is_some_and(|h| self.now > h + INCIDENT_RECHECK_MS + SLACK_MS) => {
                             self.violate(
                                 'g',
                                 format!(
-                                    "`{id}` (valid) still disabled {}s after the {}s auth outage of {} healed (incident_recheck {}s)",
-                                    (self.now - end) / 1000,
-                                    (end - start) / 1000,
+                                    "`{id}` (valid) disabled since {:.1}s, still {}s after the auth outage of {} healed (incident_recheck {}s; the outage that disabled it lasted {}s)",
+                                    since_ms as f64 / 1000.0,
+                                    (self.now - healed.unwrap_or(self.now)) / 1000,
                                     ep.id,
-                                    INCIDENT_RECHECK_MS / 1000
+                                    INCIDENT_RECHECK_MS / 1000,
+                                    lasted / 1000
                                 ),
                             );
                         }
