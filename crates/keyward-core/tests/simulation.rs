@@ -83,10 +83,12 @@ const DEFAULT_SEEDS: u64 = 2000;
 /// once its cause is fixed:
 /// - (c), (g), (a): an incident reaches `incident_max` at the instant its next probe is
 ///   due (120 s = 4 × 30 s) and disables every suspect without that probe, so an outage
-///   that healed in the last cooldown is taken for revocations; round-robin incident
-///   probes can spend the whole incident on keys that are really revoked; a key added
-///   during an outage, with no healthy sibling for the control call, is confirmed and
-///   disabled on the hourly curve;
+///   that healed in the last cooldown is taken for revocations (seeds 53, 58, 56);
+///   round-robin incident probes spend their turns on suspects that are really revoked,
+///   so the valid ones wait past `incident_cooldown` after the heal, or past
+///   `incident_max` (206, 264, 753); an inconclusive incident probe waits a whole
+///   cooldown (1299); a suspect confirmed during an outage with no healthy sibling of its
+///   kind for the control call is disabled on the hourly curve (204, 795, 113);
 /// - (f): the store adds every auth_permanent disable to its denylist (keyward-store
 ///   `sqlite.rs`/`fleet.rs`), the engine not an incident's: after a restart a key an
 ///   incident disabled — and its re-check restored — is disabled again;
