@@ -36,7 +36,7 @@ if ! need nginx || ! need wrk || ! need h2load || ! need valgrind || ! need redi
 fi
 ulimit -n 65536 2>/dev/null || ulimit -n 8192
 
-cargo build --release -q -p keyward -p keyward-bench
+cargo build --release -q -p keyward -p keyward-bench --features keyward/sim
 KW=$ROOT/target/release/keyward
 BARE=$ROOT/target/release/bare-proxy
 

@@ -6,6 +6,11 @@ Each scenario prints one JSON line and exits 0 when the SDK behaved as expected:
   anthropic_ok / openai_ok               success, non-stream and streaming
   anthropic_exhausted / openai_exhausted the SDK raises its usual error, without retrying
   anthropic_transient / openai_transient the SDK retries after retry-after and succeeds
+  anthropic_revoked / openai_revoked     every key of the route revoked: the SDK raises after
+                                         exactly one attempt (its retries on by default),
+                                         the message naming every credential in KEYWARD_EXPECT
+
+KEYWARD_MODEL overrides the model (route) a scenario calls ("claude" / "gpt").
 """
 import json
 import os
@@ -19,6 +24,10 @@ except ImportError:
 
 URL = os.environ["KEYWARD_URL"]
 KEY = os.environ["KEYWARD_KEY"]
+
+
+def model(kind):
+    return os.environ.get("KEYWARD_MODEL", "claude" if kind == "anthropic" else "gpt")
 
 
 def counting_client():
@@ -99,12 +108,35 @@ def transient(kind):
     http, seen = counting_client()
     t = time.time()
     if kind == "anthropic":
-        r = anthropic_client(http, max_retries=3).messages.create(model="claude", max_tokens=16, messages=[{"role": "user", "content": "hi"}])
+        r = anthropic_client(http, max_retries=3).messages.create(model=model(kind), max_tokens=16, messages=[{"role": "user", "content": "hi"}])
         ok = r.stop_reason == "end_turn"
     else:
-        r = openai_client(http, max_retries=3).chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}])
+        r = openai_client(http, max_retries=3).chat.completions.create(model=model(kind), messages=[{"role": "user", "content": "hi"}])
         ok = r.choices[0].finish_reason == "stop"
     done(ok and seen["requests"] >= 2, attempts=seen["requests"], seconds=round(time.time() - t, 2))
+
+
+def revoked(kind):
+    """Every key revoked: one attempt with the SDK's default retries, a 503 naming them all."""
+    expect = [c for c in os.environ.get("KEYWARD_EXPECT", "").split(",") if c]
+    http, seen = counting_client()
+    client = anthropic_client(http) if kind == "anthropic" else openai_client(http)
+    t = time.time()  # the call alone, not the SDK's import
+    try:
+        if kind == "anthropic":
+            client.messages.create(model=model(kind), max_tokens=16, messages=[{"role": "user", "content": "hi"}])
+        else:
+            client.chat.completions.create(model=model(kind), messages=[{"role": "user", "content": "hi"}])
+        done(False, error="no exception", attempts=seen["requests"])
+    except Exception as e:  # the SDK's own exception type is checked below
+        sdk = __import__(kind)
+        status = getattr(e, "status_code", None)
+        message = str(e)
+        missing = [c for c in expect if c not in message]
+        ok = isinstance(e, sdk.APIStatusError) and status == 503 and seen["requests"] == 1 and bool(expect) and not missing
+        response = getattr(e, "response", None)
+        timing = response.headers.get("server-timing") if response is not None else None
+        done(ok, exception=type(e).__name__, status=status, attempts=seen["requests"], seconds=round(time.time() - t, 2), gateway=timing, missing=missing, message=message[:600])
 
 
 SCENARIOS = {
@@ -114,6 +146,8 @@ SCENARIOS = {
     "openai_exhausted": lambda: exhausted("openai"),
     "anthropic_transient": lambda: transient("anthropic"),
     "openai_transient": lambda: transient("openai"),
+    "anthropic_revoked": lambda: revoked("anthropic"),
+    "openai_revoked": lambda: revoked("openai"),
 }
 
 if __name__ == "__main__":

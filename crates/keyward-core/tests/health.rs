@@ -1070,12 +1070,56 @@ fn selection_prefers_session_then_headroom_then_priority_then_fewest_in_flight()
     // A session sticks to one credential while it is healthy.
     let req = RequestSpec {
         session: Some(42),
+        sticky: true,
         bucket: None,
     };
     let first = order(&w, &req)[0].clone();
     for _ in 0..5 {
         assert_eq!(order(&w, &req)[0], first);
     }
+    // A session's first request goes by the usual order and is remembered; its later
+    // requests prefer the credential that served it while it is usable.
+    let w = world(vec![
+        cred("a", Provider::OpenAi, "openai", None, 0),
+        cred("b", Provider::OpenAi, "openai", None, 0),
+        cred("c", Provider::OpenAi, "openai", None, 0),
+    ]);
+    let first_turn = RequestSpec {
+        session: Some(7),
+        sticky: false,
+        bucket: None,
+    };
+    let Selection::Candidates(c) = w.engine.select(&w.route, &first_turn) else {
+        panic!()
+    };
+    let a = w.engine.admit(&w.route, &c[0], &first_turn).unwrap();
+    let served = a.credential().to_string();
+    w.engine.record_success(a, None);
+    let later = RequestSpec {
+        sticky: true,
+        ..first_turn.clone()
+    };
+    for _ in 0..5 {
+        assert_eq!(order(&w, &later)[0], served);
+        // One-off requests of the same session key still rotate.
+        let _ = order(&w, &first_turn);
+    }
+    // Its credential cools: the session moves on, and sticks to where it moved.
+    let mut rate = failure(
+        Provider::OpenAi,
+        429,
+        r#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#,
+    );
+    rate.retry_after = Some(Duration::from_secs(30));
+    assert!(w.fail(&served, &rate));
+    let Selection::Candidates(c) = w.engine.select(&w.route, &later) else {
+        panic!()
+    };
+    let a = w.engine.admit(&w.route, &c[0], &later).unwrap();
+    let moved = a.credential().to_string();
+    assert_ne!(moved, served);
+    w.engine.record_success(a, None);
+    assert_eq!(order(&w, &later)[0], moved);
 }
 
 #[test]
@@ -1085,8 +1129,8 @@ fn requests_bound_to_an_account_stay_in_its_bucket() {
         cred("b1", Provider::OpenAi, "openai", Some("org-b"), 0),
     ]);
     let req = RequestSpec {
-        session: None,
         bucket: Some("org-b".into()),
+        ..RequestSpec::default()
     };
     let Selection::Candidates(c) = w.engine.select(&w.route, &req) else {
         panic!()

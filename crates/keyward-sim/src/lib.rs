@@ -47,6 +47,17 @@ pub enum Behaviour {
     Ok,
     /// The key was revoked: 401 on every request, probes included.
     Revoked,
+    /// The key is rejected with this status and error (the Anthropic body's `error.type`
+    /// and `error.message`; OpenAI's `error.type`, `error.message` and `code`) on every
+    /// request, probes included: a revocation as a given provider words it (Anthropic 403
+    /// `permission_error` "API key has been revoked", say).
+    Rejected {
+        status: u16,
+        error_type: String,
+        message: String,
+        #[serde(default)]
+        code: Option<String>,
+    },
     /// An expired OAuth access token: 401 "token has expired".
     ExpiredToken,
     /// No credit left (Anthropic 400 credit balance; OpenAI 429 insufficient_quota).
@@ -676,6 +687,8 @@ fn early_error(shape: Shape, b: &Behaviour, incident: bool) -> Option<Response<B
     };
     Some(match (shape, b) {
         (Shape::Anthropic, Behaviour::Revoked) => anthropic_error(401, "authentication_error", "invalid x-api-key", &[]),
+        (Shape::Anthropic, Behaviour::Rejected { status, error_type, message, .. }) => anthropic_error(*status, error_type, message, &[]),
+        (Shape::OpenAi, Behaviour::Rejected { status, error_type, message, code }) => openai_error(*status, error_type, code.as_deref(), message, &[]),
         (Shape::OpenAi, Behaviour::Revoked) => {
             openai_error(401, "invalid_request_error", Some("invalid_api_key"), "Incorrect API key provided: sk-***. You can find your API key at https://platform.openai.com/account/api-keys.", &[])
         }
@@ -1236,7 +1249,10 @@ async fn anthropic_count_tokens(State(sim): State<Sim>, headers: HeaderMap) -> R
     match early_error(Shape::Anthropic, &behaviour, incident) {
         // Credit and model problems do not show on count_tokens: it is free.
         Some(r)
-            if matches!(behaviour, Behaviour::Revoked | Behaviour::ExpiredToken) || incident =>
+            if matches!(
+                behaviour,
+                Behaviour::Revoked | Behaviour::ExpiredToken | Behaviour::Rejected { .. }
+            ) || incident =>
         {
             r
         }
@@ -1254,7 +1270,10 @@ async fn models(State(sim): State<Sim>, headers: HeaderMap) -> Response<Body> {
     };
     match early_error(shape, &behaviour, incident) {
         Some(r)
-            if matches!(behaviour, Behaviour::Revoked | Behaviour::ExpiredToken) || incident =>
+            if matches!(
+                behaviour,
+                Behaviour::Revoked | Behaviour::ExpiredToken | Behaviour::Rejected { .. }
+            ) || incident =>
         {
             r
         }

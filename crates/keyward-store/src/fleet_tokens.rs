@@ -17,7 +17,24 @@ use std::time::Duration;
 
 use keyward_core::health::Timestamp;
 
-use crate::tokens::{grant_fingerprint, Committed, OAuthTokens, Sealer, TokenError, TokenInfo};
+use crate::tokens::{
+    grant_fingerprint, Committed, OAuthTokens, Sealer, SharedTokens, TokenError, TokenInfo,
+    TokenStore,
+};
+
+impl TokenStore {
+    /// The tokens of a fleet, in Redis under `prefix` (connected on first use: a Redis
+    /// that is down at start is not an error here).
+    pub fn open_redis(
+        url: &str,
+        prefix: &str,
+        ca_pem: Option<&[u8]>,
+        sealer: Sealer,
+    ) -> Result<TokenStore, TokenError> {
+        let redis = RedisTokens::new(url, prefix, ca_pem)?;
+        Ok(TokenStore::shared(Box::new(redis), prefix, sealer))
+    }
+}
 
 /// Commit of a refresh. KEYS: token hash, index set. ARGV: credential, read version,
 /// grant, access, refresh, expires ("" unknown), now.
@@ -148,12 +165,10 @@ impl RedisTokens {
             }),
         })
     }
+}
 
-    pub(crate) fn load(
-        &self,
-        sealer: &Sealer,
-        credential: &str,
-    ) -> Result<Option<OAuthTokens>, TokenError> {
+impl SharedTokens for RedisTokens {
+    fn load(&self, sealer: &Sealer, credential: &str) -> Result<Option<OAuthTokens>, TokenError> {
         let key = self.key(credential);
         let row: std::collections::HashMap<String, Vec<u8>> =
             self.with(|c| redis::cmd("HGETALL").arg(&key).query(c))?;
@@ -175,12 +190,11 @@ impl RedisTokens {
         }))
     }
 
-    pub(crate) fn import(
+    fn import(
         &self,
         sealer: &Sealer,
         credential: &str,
-        access_token: &str,
-        refresh_token: &str,
+        (access_token, refresh_token): (&str, &str),
         expires_at: Option<Timestamp>,
         now: Timestamp,
     ) -> Result<OAuthTokens, TokenError> {
@@ -209,7 +223,7 @@ impl RedisTokens {
         })
     }
 
-    pub(crate) fn commit_refresh(
+    fn commit_refresh(
         &self,
         sealer: &Sealer,
         credential: &str,
@@ -249,7 +263,7 @@ impl RedisTokens {
         }
     }
 
-    pub(crate) fn remove(&self, credential: &str) -> Result<bool, TokenError> {
+    fn remove(&self, credential: &str) -> Result<bool, TokenError> {
         let (key, index) = (self.key(credential), self.index());
         let (n, _): (i64, i64) = self.with(|c| {
             redis::pipe()
@@ -264,7 +278,7 @@ impl RedisTokens {
         Ok(n > 0)
     }
 
-    pub(crate) fn list(&self) -> Result<Vec<TokenInfo>, TokenError> {
+    fn list(&self) -> Result<Vec<TokenInfo>, TokenError> {
         let index = self.index();
         let mut ids: Vec<String> = self.with(|c| redis::cmd("SMEMBERS").arg(&index).query(c))?;
         ids.sort();

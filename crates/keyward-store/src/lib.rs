@@ -9,9 +9,13 @@
 //!   blocks on disk. Each [`keyward_core::health::Transition`] is acknowledged once
 //!   committed; a batch holding a disable (or an operator action) is committed with
 //!   `synchronous=FULL`, so it is on disk before anyone acts on it.
-//! - WAL mode: the CLI reads the file ([`StoreReader`]) while the gateway writes.
-//! - A lock file (`<state>.lock`, held with an OS file lock) keeps a second gateway off the
-//!   same state; the database and lock are created with mode 0600.
+//! - WAL mode: the CLI reads the file ([`StoreReader`], read-only, never checkpointing)
+//!   while the gateway writes.
+//! - One writer process: [`StateFile::lock`] takes `<state>.lock` (an OS file lock) for the
+//!   writer's life, so a second gateway, or a CLI command that would write, is refused;
+//!   the database is only ever opened through SQLite (see `state_file` for why), and
+//!   created with mode 0600. A file that is empty or not Keyward's is refused unless the
+//!   operator asks to move it aside ([`Init::MoveAside`], `keyward serve --init-state`).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -27,11 +31,13 @@
 mod fleet;
 mod fleet_tokens;
 mod sqlite;
+mod state_file;
 mod tokens;
 
 pub use fleet::{redact_url, FleetConfig, FleetError, FleetStatus, Lease, RedisStore};
 
 pub use sqlite::{Loaded, SqliteStore, StoreError, StoreReader, TransitionRow};
+pub use state_file::{Init, StateFile};
 pub use tokens::{
     grant_fingerprint, Committed, OAuthTokens, Sealer, TokenError, TokenInfo, TokenStore,
 };

@@ -1,24 +1,42 @@
 //! The SQLite implementation of the state store.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use keyward_core::health::{
     Ack, Health, ScopeKey, SinkError, Timestamp, Transition, TransitionSink,
 };
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::state_file::{open_read_only, Held, Init, StateFile};
 
 /// Errors of the state store. Each says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Another process (a second gateway) holds the state file's lock. Stop the other
-    /// gateway, or give this one its own `state` path. Label: `locked`.
-    #[error("state file {path} is in use by another keyward process (lock {lock} is held); stop it or use a different state path")]
-    Locked { path: PathBuf, lock: PathBuf },
+    /// Another process (a running gateway, or a CLI command writing) holds the state
+    /// file's lock. Stop that process, or make the change through the running gateway's
+    /// admin API; a second gateway needs its own `state` path. Label: `locked`.
+    #[error("state file {path} is in use by another Keyward process{} holding {lock}: stop that process, or make the change through the running gateway's admin API (`keyward reset`, `disable` and `credentials import/remove` use it when the config has an [admin] table); a second gateway needs its own `state` path", held_by(*.pid))]
+    Locked {
+        path: PathBuf,
+        lock: PathBuf,
+        /// The holder's process id, as it wrote it in the lock file.
+        pid: Option<u32>,
+    },
+    /// The state file exists but is empty (0 bytes): whatever it held (disables, the
+    /// revoked-key denylist, OAuth tokens) is gone, or it was never written. Restore it
+    /// from a backup, or start once with `keyward serve --init-state` to move it aside and
+    /// begin with an empty state. Label: `empty`.
+    #[error("state file {path} is empty (0 bytes): its disables, revoked-key denylist and OAuth tokens are gone; restore it from a backup, or run `keyward serve --init-state` once to move it aside and start with an empty state")]
+    Empty { path: PathBuf },
+    /// The file at the state path is not a Keyward state file (not SQLite, or SQLite of
+    /// another program). Check the `state` path in the config, or start once with
+    /// `keyward serve --init-state` to move it aside. Label: `foreign`.
+    #[error("{path} is not a Keyward state file ({what}): check the `state` path in keyward.toml, or run `keyward serve --init-state` once to move it aside (to {path}.unrecognised) and start with an empty state")]
+    NotKeyward { path: PathBuf, what: String },
     /// The state file or its folder could not be created or opened. Check the path and
     /// permissions. Label: `io`.
     #[error(
@@ -55,9 +73,14 @@ pub enum StoreError {
     Stopped,
 }
 
-const SCHEMA_VERSION: i64 = 1;
+/// The holder's pid for [`StoreError::Locked`]'s message.
+fn held_by(pid: Option<u32>) -> String {
+    pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+}
 
-const SCHEMA: &str = "
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS health (
     scope       TEXT PRIMARY KEY,
     state       TEXT NOT NULL,
@@ -136,7 +159,7 @@ pub struct SqliteStore {
     tx: Sender<Cmd>,
     writer: Option<JoinHandle<()>>,
     path: PathBuf,
-    _lock: File,
+    _held: Arc<Held>,
 }
 
 impl std::fmt::Debug for Cmd {
@@ -150,54 +173,10 @@ impl std::fmt::Debug for Cmd {
 
 impl SqliteStore {
     /// Opens (creating if needed) the state file at `path`, takes its lock, and loads what
-    /// it holds.
+    /// it holds. A file that is not a Keyward state file is refused (see
+    /// [`StateFile::lock`] to choose otherwise).
     pub fn open(path: &Path) -> Result<(SqliteStore, Loaded), StoreError> {
-        let io = |source| StoreError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
-        let lock_path = lock_path(path);
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(io)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StoreError::Locked {
-                    path: path.to_owned(),
-                    lock: lock_path,
-                })
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
-        }
-        let conn = open_database(path)?;
-        let sql = |source| StoreError::Sqlite {
-            path: path.to_owned(),
-            source,
-        };
-        let loaded = load(&conn).map_err(sql)?;
-        let (tx, rx) = mpsc::channel();
-        let writer_path = path.to_owned();
-        let writer = std::thread::Builder::new()
-            .name("keyward-state-writer".into())
-            .spawn(move || writer_loop(conn, rx, writer_path))
-            .map_err(io)?;
-        Ok((
-            SqliteStore {
-                tx,
-                writer: Some(writer),
-                path: path.to_owned(),
-                _lock: lock,
-            },
-            loaded,
-        ))
+        StateFile::lock(path, Init::Refuse)?.store()
     }
 
     /// The state file's path.
@@ -206,48 +185,34 @@ impl SqliteStore {
     }
 }
 
-/// Opens (creating with mode 0600 if needed) the database at `path` in WAL mode, with the
-/// current schema. The caller decides about the lock.
-pub(crate) fn open_database(path: &Path) -> Result<Connection, StoreError> {
-    let io = |source| StoreError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(io)?;
-    }
-    // Create the database with owner-only permissions before SQLite touches it.
-    OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
-    let sql = |source| StoreError::Sqlite {
-        path: path.to_owned(),
-        source,
-    };
-    let conn = Connection::open(path).map_err(sql)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(sql)?;
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(sql)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(sql)?;
-    if version > SCHEMA_VERSION {
-        return Err(StoreError::TooNew {
+impl StateFile {
+    /// The health store of this state file, with what it holds. It keeps the lock.
+    pub fn store(&self) -> Result<(SqliteStore, Loaded), StoreError> {
+        let path = self.path();
+        let conn = self.connect()?;
+        let loaded = load(&conn).map_err(|source| StoreError::Sqlite {
             path: path.to_owned(),
-            found: version,
-            supported: SCHEMA_VERSION,
-        });
+            source,
+        })?;
+        let (tx, rx) = mpsc::channel();
+        let writer_path = path.to_owned();
+        let writer = std::thread::Builder::new()
+            .name("keyward-state-writer".into())
+            .spawn(move || writer_loop(conn, rx, writer_path))
+            .map_err(|source| StoreError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok((
+            SqliteStore {
+                tx,
+                writer: Some(writer),
+                path: path.to_owned(),
+                _held: self.held(),
+            },
+            loaded,
+        ))
     }
-    conn.execute_batch(SCHEMA).map_err(sql)?;
-    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-        .map_err(sql)?;
-    Ok(conn)
 }
 
 impl SqliteStore {
@@ -287,15 +252,6 @@ impl Drop for SqliteStore {
             let _ = w.join();
         }
     }
-}
-
-fn lock_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".lock");
-    path.with_file_name(name)
 }
 
 fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
@@ -473,23 +429,11 @@ pub struct StoreReader {
 }
 
 impl StoreReader {
-    /// Opens `path` read-only.
+    /// Opens `path` read-only: it takes no lock, and closing it never checkpoints or
+    /// deletes the `-wal` of a running gateway. A missing, empty or foreign file is
+    /// refused.
     pub fn open(path: &Path) -> Result<StoreReader, StoreError> {
-        let sql = |source| StoreError::Sqlite {
-            path: path.to_owned(),
-            source,
-        };
-        if !path.exists() {
-            return Err(StoreError::Missing {
-                path: path.to_owned(),
-            });
-        }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sql)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
+        let conn = open_read_only(path)?;
         Ok(StoreReader {
             conn,
             path: path.to_owned(),

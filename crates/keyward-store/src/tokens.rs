@@ -5,8 +5,9 @@
 //! write bumps. The gateway keeps its own connection for these rows (apart from the
 //! transition writer), because a refresh must be on disk *before* the new access token is
 //! used: [`TokenStore::commit_refresh`] commits with `synchronous=FULL` and returns only
-//! then. `keyward credentials import` writes through the same type, even while a gateway
-//! runs (SQLite's own locking orders the writers).
+//! then. Only the process holding the state file's lock writes here ([`StateFile::tokens`]):
+//! while a gateway runs, `keyward credentials import` goes through its admin API, and
+//! `keyward credentials list` reads through [`TokenStore::open_read_only`].
 //!
 //! Encryption: with a [`Sealer`] holding a 256-bit key, both tokens are sealed with
 //! ChaCha20-Poly1305 (ring), a random nonce per value, the credential id as associated data
@@ -16,14 +17,14 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use keyward_core::health::Timestamp;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::sqlite::open_database;
+use crate::state_file::{open_read_only, Held, Init, StateFile};
 use crate::StoreError;
 
 /// Marks a plain-text value.
@@ -208,15 +209,43 @@ pub struct TokenInfo {
     pub updated: Timestamp,
 }
 
+/// Tokens shared by the replicas of a fleet (the Redis backend in `fleet_tokens`
+/// implements it): the same contract as the state file's rows — an import bumps the
+/// version; a refresh commits against the version it read and is never dropped. The
+/// token store names no fleet implementation, only this.
+pub(crate) trait SharedTokens: Send + Sync + fmt::Debug {
+    fn load(&self, sealer: &Sealer, credential: &str) -> Result<Option<OAuthTokens>, TokenError>;
+    fn import(
+        &self,
+        sealer: &Sealer,
+        credential: &str,
+        tokens: (&str, &str),
+        expires_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Result<OAuthTokens, TokenError>;
+    fn commit_refresh(
+        &self,
+        sealer: &Sealer,
+        credential: &str,
+        read_version: i64,
+        fresh: &OAuthTokens,
+        now: Timestamp,
+    ) -> Result<Committed, TokenError>;
+    fn remove(&self, credential: &str) -> Result<bool, TokenError>;
+    fn list(&self) -> Result<Vec<TokenInfo>, TokenError>;
+}
+
 /// The tokens table of one state file.
 #[derive(Debug)]
 pub struct TokenStore {
     /// SQLite's connection (single node); `None` in fleet mode.
     conn: Option<Mutex<Connection>>,
     /// Fleet mode: the tokens live in Redis, shared by every replica.
-    redis: Option<crate::fleet_tokens::RedisTokens>,
+    redis: Option<Box<dyn SharedTokens>>,
     path: PathBuf,
     sealer: Sealer,
+    /// The state file's lock, for a writable SQLite token store.
+    _held: Option<Arc<Held>>,
 }
 
 /// The grant fingerprint of a refresh token as imported: 12 hex characters of its SHA-256.
@@ -239,16 +268,29 @@ fn ts(v: i64) -> Timestamp {
 }
 
 impl TokenStore {
-    /// Opens the tokens of the state file at `path` (created with mode 0600 if missing).
-    /// Safe beside a running gateway.
+    /// Opens the tokens of the state file at `path` (created with mode 0600 if missing)
+    /// for writing: takes the state file's lock, so it is refused
+    /// ([`StoreError::Locked`]) while a gateway runs on the file.
     pub fn open(path: &Path, sealer: Sealer) -> Result<TokenStore, TokenError> {
-        let conn = open_database(path)?;
+        Ok(StateFile::lock(path, Init::Refuse)?.tokens(sealer)?)
+    }
+
+    /// Opens the tokens of the state file at `path` read-only (no lock; safe beside a
+    /// running gateway: it never writes, checkpoints or deletes its `-wal`). Writes fail.
+    pub fn open_read_only(path: &Path, sealer: Sealer) -> Result<TokenStore, TokenError> {
         Ok(TokenStore {
-            conn: Some(Mutex::new(conn)),
+            conn: Some(Mutex::new(open_read_only(path)?)),
             redis: None,
             path: path.to_owned(),
             sealer,
+            _held: None,
         })
+    }
+
+    /// Whether this store may write (a read-only view of a state file another process
+    /// holds may not: a refresh could not be stored, so it must not be made).
+    pub fn writable(&self) -> bool {
+        self.redis.is_some() || self._held.is_some()
     }
 
     fn sql(&self, source: rusqlite::Error) -> TokenError {
@@ -265,20 +307,15 @@ impl TokenStore {
             .ok_or(TokenError::Store(StoreError::Stopped))
     }
 
-    /// The tokens of a fleet, in Redis under `prefix` (connected on first use: a Redis
-    /// that is down at start is not an error here).
-    pub fn open_redis(
-        url: &str,
-        prefix: &str,
-        ca_pem: Option<&[u8]>,
-        sealer: Sealer,
-    ) -> Result<TokenStore, TokenError> {
-        Ok(TokenStore {
+    /// The tokens of a fleet, kept by `shared` (named `name` in errors).
+    pub(crate) fn shared(shared: Box<dyn SharedTokens>, name: &str, sealer: Sealer) -> TokenStore {
+        TokenStore {
             conn: None,
-            redis: Some(crate::fleet_tokens::RedisTokens::new(url, prefix, ca_pem)?),
-            path: PathBuf::from(prefix),
+            redis: Some(shared),
+            path: PathBuf::from(name),
             sealer,
-        })
+            _held: None,
+        }
     }
 
     /// The stored tokens of `credential`.
@@ -386,8 +423,7 @@ impl TokenStore {
             return r.import(
                 &self.sealer,
                 credential,
-                access_token,
-                refresh_token,
+                (access_token, refresh_token),
                 expires_at,
                 now,
             );
@@ -481,6 +517,19 @@ impl TokenStore {
             })
             .map_err(|e| self.sql(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
+    }
+}
+
+impl StateFile {
+    /// The OAuth tokens of this state file, writable. They keep the lock.
+    pub fn tokens(&self, sealer: Sealer) -> Result<TokenStore, StoreError> {
+        Ok(TokenStore {
+            conn: Some(Mutex::new(self.connect()?)),
+            redis: None,
+            path: self.path().to_owned(),
+            sealer,
+            _held: Some(self.held()),
+        })
     }
 }
 
@@ -594,6 +643,7 @@ mod tests {
         assert!(!text.contains("secret-value"), "tokens stored in the clear");
         let plain = TokenStore::open(&path, Sealer::plain()).unwrap();
         assert!(matches!(plain.load("c"), Err(TokenError::KeyNeeded { .. })));
+        drop(plain);
         let other =
             TokenStore::open(&path, Sealer::from_hex(&KEY.replace("1f", "ff")).unwrap()).unwrap();
         assert!(matches!(other.load("c"), Err(TokenError::WrongKey { .. })));

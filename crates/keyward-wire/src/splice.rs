@@ -40,6 +40,9 @@ pub struct TopLevel {
     /// conversation, for session affinity (prompt caches live per account). `None` when
     /// the body has none of these.
     pub conversation: Option<u64>,
+    /// The conversation is past its first turn (`messages`/`contents`/`input` holds more
+    /// than one), or names its cache key: its credential so far should serve it again.
+    pub continued: bool,
 }
 
 /// Reads `body`'s top-level `model` and `stream`; checks the whole body is one JSON object.
@@ -99,6 +102,7 @@ pub fn top_level(body: &[u8]) -> Result<TopLevel, SpliceError> {
                         Some(b',') => {
                             p.i += 1;
                             p.value()?;
+                            top.continued = true;
                         }
                         Some(b']') => break,
                         _ => return Err(SpliceError::Malformed(p.i)),
@@ -121,6 +125,7 @@ pub fn top_level(body: &[u8]) -> Result<TopLevel, SpliceError> {
                 let mut h = std::hash::DefaultHasher::new();
                 std::hash::Hasher::write(&mut h, &body[start..p.i]);
                 cache_key = Some(std::hash::Hasher::finish(&h));
+                top.continued = true;
             }
         }
         p.ws();
@@ -291,6 +296,8 @@ mod tests {
         assert_ne!(c(turn1), c(other));
         assert_ne!(c(turn1), c(other_system));
         assert!(top_level(turn2).unwrap().stream);
+        assert!(!top_level(turn1).unwrap().continued);
+        assert!(top_level(turn2).unwrap().continued);
         // Gemini and Responses shapes; an explicit cache key wins.
         let gemini = br#"{"contents":[{"role":"user","parts":[{"text":"hi"}]}],"systemInstruction":{"parts":[{"text":"x"}]}}"#;
         assert!(c(gemini).is_some());

@@ -4,6 +4,7 @@
 //! wire them. `main.rs` parses arguments and calls into here.
 
 pub mod config;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod gateway;
 
@@ -41,10 +42,30 @@ pub async fn serve_reloadable(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let tokens = token_store(&cfg)?;
-    let (engine, fleet) = match &cfg.fleet {
+    serve_reloadable_with(cfg, source, listener, shutdown, keyward_store::Init::Refuse).await
+}
+
+/// [`serve_reloadable`], saying what to do with a state file that is empty or not
+/// Keyward's (`keyward serve --init-state`: [`keyward_store::Init::MoveAside`]).
+///
+/// Single node: the state file is locked for the gateway's whole life (a second gateway
+/// or a writing CLI command is refused) and opened once, through SQLite only; the health
+/// store and the OAuth tokens share the lock.
+pub async fn serve_reloadable_with(
+    cfg: config::Config,
+    source: Option<std::path::PathBuf>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    init: keyward_store::Init,
+) -> Result<(), ServeError> {
+    let (tokens, engine, fleet) = match &cfg.fleet {
         None => {
-            let (store, loaded) = keyward_store::SqliteStore::open(&cfg.state)?;
+            let state = keyward_store::StateFile::lock(&cfg.state, init)?;
+            if let Some(aside) = state.moved_aside() {
+                tracing::warn!(state = %cfg.state.display(), moved_to = %aside.display(), "the state file was not a Keyward state file: moved aside (--init-state); starting with an empty state");
+            }
+            let tokens = std::sync::Arc::new(state.tokens(sealer(&cfg)?)?);
+            let (store, loaded) = state.store()?;
             let engine = keyward_core::health::HealthEngine::new(
                 cfg.policy.clone(),
                 std::sync::Arc::new(SystemClock),
@@ -52,9 +73,10 @@ pub async fn serve_reloadable(
                 seed(),
             );
             engine.restore(loaded.records, loaded.denylist);
-            (engine, None)
+            (tokens, engine, None)
         }
         Some(f) => {
+            let tokens = token_store(&cfg)?;
             let replica = f.replica.clone().unwrap_or_else(default_replica);
             let (store, loaded) = keyward_store::RedisStore::connect(keyward_store::FleetConfig {
                 url: f.url.expose().to_owned(),
@@ -73,7 +95,7 @@ pub async fn serve_reloadable(
             engine.restore(loaded.records, loaded.denylist);
             store.attach(engine.clone());
             tracing::info!(replica = %replica, redis = %f.display_url(), prefix = %f.prefix, "fleet mode: state shared through Redis");
-            (engine, Some(store))
+            (tokens, engine, Some(store))
         }
     };
     let metrics = std::sync::Arc::new(gateway::metrics::Metrics::new());
@@ -89,14 +111,35 @@ pub async fn serve_reloadable(
         .map_err(ServeError::Io)
 }
 
-/// The OAuth tokens of `cfg`'s state file (or its fleet's Redis), sealed with its `state_key` if it has one.
+/// The sealer of `cfg`'s OAuth tokens: its `state_key`, or plain text.
+fn sealer(cfg: &config::Config) -> Result<keyward_store::Sealer, keyward_store::TokenError> {
+    Ok(match &cfg.state_key {
+        Some(k) => keyward_store::Sealer::from_hex(k.expose())?,
+        None => keyward_store::Sealer::plain(),
+    })
+}
+
+/// The OAuth tokens of `cfg`'s state file, read-only: no lock, safe beside a running
+/// gateway (it never writes, checkpoints or deletes the `-wal`). In fleet mode, the
+/// fleet's Redis, as [`token_store`].
+pub fn token_store_read_only(
+    cfg: &config::Config,
+) -> Result<std::sync::Arc<keyward_store::TokenStore>, keyward_store::TokenError> {
+    if cfg.fleet.is_some() {
+        return token_store(cfg);
+    }
+    Ok(std::sync::Arc::new(
+        keyward_store::TokenStore::open_read_only(&cfg.state, sealer(cfg)?)?,
+    ))
+}
+
+/// The OAuth tokens of `cfg`'s state file (or its fleet's Redis), sealed with its
+/// `state_key` if it has one, for writing: a state file is locked, so this is refused
+/// ([`keyward_store::StoreError::Locked`]) while a gateway runs on it.
 pub fn token_store(
     cfg: &config::Config,
 ) -> Result<std::sync::Arc<keyward_store::TokenStore>, keyward_store::TokenError> {
-    let sealer = match &cfg.state_key {
-        Some(k) => keyward_store::Sealer::from_hex(k.expose())?,
-        None => keyward_store::Sealer::plain(),
-    };
+    let sealer = sealer(cfg)?;
     Ok(std::sync::Arc::new(match &cfg.fleet {
         Some(f) => keyward_store::TokenStore::open_redis(
             f.url.expose(),

@@ -84,9 +84,18 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, CliError> {
             1,
         );
         // OAuth credentials are checked with their stored tokens (a refresh, if one is
-        // due, is committed to the state file like the gateway's own).
+        // due, is committed to the state file like the gateway's own). While a gateway
+        // holds the state file they are read-only: its tokens are used, never refreshed
+        // from here (the provider would rotate the gateway's refresh token).
         let store = if cfg.credentials.iter().any(|c| c.oauth.is_some()) {
-            Some(keyward::token_store(&cfg).map_err(|e| CliError::Usage(e.to_string()))?)
+            Some(match keyward::token_store(&cfg) {
+                Ok(s) => s,
+                Err(keyward_store::TokenError::Store(keyward_store::StoreError::Locked {
+                    ..
+                })) => keyward::token_store_read_only(&cfg)
+                    .map_err(|e| CliError::Usage(e.to_string()))?,
+                Err(e) => return Err(CliError::Usage(e.to_string())),
+            })
         } else {
             None
         };

@@ -3,8 +3,15 @@
 //! Tokens never go in the config file and are never printed: `import` reads them from a
 //! file or stdin (the JSON a login tool wrote, or a plain token response), stores them
 //! (sealed when the config has a `state_key`), and prints only the grant's fingerprint and
-//! expiry. A running gateway is told to reload through its admin API, so the new grant is
-//! used at once; otherwise it is read at the next start.
+//! expiry.
+//!
+//! A running gateway holds the state file's lock, and is the only process that may write
+//! it: `import` and `remove` go through its admin API (`PUT`/`DELETE
+//! /admin/credentials/ID/oauth`), which stores the grant and reloads so it is used at once.
+//! When no gateway answers they write the file themselves, under its lock — refused, with
+//! what to do, if a gateway holds it anyway. `list` reads the file read-only (no lock,
+//! never a checkpoint), which is safe beside a running gateway. In fleet mode the tokens
+//! live in Redis, shared by every replica, and are written there directly.
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -16,6 +23,7 @@ use keyward::config::Config;
 use keyward_core::health::{Clock, Timestamp};
 use serde_json::Value;
 
+use crate::cli::state::{refused_beside_gateway, Admin, Called};
 use crate::error::CliError;
 
 #[derive(Debug, Subcommand)]
@@ -112,21 +120,108 @@ pub fn run(cmd: CredentialsCommand) -> Result<ExitCode, CliError> {
     match cmd {
         CredentialsCommand::Import { id, file, config } => import(&id, &file, &config),
         CredentialsCommand::List { config } => list(&config),
-        CredentialsCommand::Remove { id, config } => {
-            let cfg = load_config(&config)?;
-            let store = keyward::token_store(&cfg).map_err(|e| CliError::Usage(e.to_string()))?;
-            let removed = store
-                .remove(&id)
-                .map_err(|e| CliError::Usage(e.to_string()))?;
-            let mut out = io::stdout().lock();
-            if removed {
-                writeln!(out, "removed the OAuth tokens of {id}").map_err(CliError::Write)?;
-                tell_gateway(&cfg, &mut out)?;
-            } else {
-                writeln!(out, "{id} had no stored OAuth tokens").map_err(CliError::Write)?;
+        CredentialsCommand::Remove { id, config } => remove(&id, &config),
+    }
+}
+
+/// The running gateway's admin API, for a single-node config that has one.
+fn admin(cfg: &Config) -> Option<Admin> {
+    if cfg.fleet.is_some() {
+        return None;
+    }
+    Admin::from(cfg, None)
+}
+
+/// The token store for writing; a state file held by a gateway is refused with what to do.
+fn writable_store(
+    cfg: &Config,
+    admin: Option<&Admin>,
+) -> Result<std::sync::Arc<keyward_store::TokenStore>, CliError> {
+    keyward::token_store(cfg).map_err(|e| match e {
+        keyward_store::TokenError::Store(store) => refused_beside_gateway(store, admin),
+        other => CliError::Usage(other.to_string()),
+    })
+}
+
+fn remove(id: &str, config: &std::path::Path) -> Result<ExitCode, CliError> {
+    let cfg = load_config(config)?;
+    let admin = admin(&cfg);
+    let mut out = io::stdout().lock();
+    if let Some(a) = &admin {
+        match a.call(
+            reqwest::Method::DELETE,
+            &format!("/admin/credentials/{id}/oauth"),
+            None,
+        ) {
+            Called::Ok(v) => {
+                if v["removed"].as_bool() == Some(true) {
+                    writeln!(
+                        out,
+                        "removed the OAuth tokens of {id} through the running gateway at {}",
+                        a.base
+                    )
+                    .map_err(CliError::Write)?;
+                    reloaded_line(&v, &a.base, &mut out)?;
+                } else {
+                    writeln!(out, "{id} had no stored OAuth tokens").map_err(CliError::Write)?;
+                }
+                return Ok(ExitCode::SUCCESS);
             }
-            Ok(ExitCode::SUCCESS)
+            Called::Refused(code, m) => {
+                return Err(CliError::Usage(format!(
+                    "the gateway at {} refused ({code}): {m}",
+                    a.base
+                )))
+            }
+            Called::Unreachable => {}
         }
+    }
+    let store = writable_store(&cfg, admin.as_ref())?;
+    let removed = store
+        .remove(id)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    if removed {
+        writeln!(out, "removed the OAuth tokens of {id}").map_err(CliError::Write)?;
+        tell_gateway(&cfg, &mut out)?;
+    } else {
+        writeln!(out, "{id} had no stored OAuth tokens").map_err(CliError::Write)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Says whether the gateway reloaded after a token change made through it.
+fn reloaded_line(v: &Value, base: &str, out: &mut impl Write) -> Result<(), CliError> {
+    let line = if v["reloaded"].as_bool() == Some(true) {
+        format!("the gateway at {base} reloaded and uses them now")
+    } else {
+        format!(
+            "the gateway at {base} stored them but could not reload ({}); run `kill -HUP` on it or restart it",
+            v["reload_error"].as_str().unwrap_or("unknown error")
+        )
+    };
+    writeln!(out, "{line}").map_err(CliError::Write)
+}
+
+fn expiry_text(expires_at: Option<Timestamp>, now: Timestamp) -> String {
+    match expires_at {
+        Some(e) if e > now => format!(
+            "the access token expires {} (in {})",
+            e.rfc3339(),
+            human(Duration::from_millis(e.0 - now.0))
+        ),
+        Some(e) => format!(
+            "the access token expired {}; the gateway refreshes it first",
+            e.rfc3339()
+        ),
+        None => "no expiry given; the gateway refreshes when the provider says".into(),
+    }
+}
+
+fn encryption_text(cfg: &Config) -> &'static str {
+    if cfg.state_key.is_some() {
+        "encrypted"
+    } else {
+        "not encrypted: set state_key to encrypt tokens at rest"
     }
 }
 
@@ -164,33 +259,53 @@ fn import(id: &str, file: &str, config: &std::path::Path) -> Result<ExitCode, Cl
     let now = keyward::SystemClock.now();
     let t = parse_tokens(&text, now)?;
     drop(text);
-    let store = keyward::token_store(&cfg).map_err(|e| CliError::Usage(e.to_string()))?;
+    let admin = admin(&cfg);
+    let mut out = io::stdout().lock();
+    if let Some(a) = &admin {
+        let body = serde_json::json!({
+            "access_token": t.access,
+            "refresh_token": t.refresh,
+            "expires_at_ms": t.expires_at.map(|e| e.0),
+        });
+        match a.call(
+            reqwest::Method::PUT,
+            &format!("/admin/credentials/{id}/oauth"),
+            Some(body),
+        ) {
+            Called::Ok(v) => {
+                writeln!(
+                    out,
+                    "imported OAuth tokens for {id}: grant {}, {}; stored in {} ({}) by the running gateway at {}",
+                    v["grant"].as_str().unwrap_or("?"),
+                    expiry_text(t.expires_at, now),
+                    cfg.state_label(),
+                    encryption_text(&cfg),
+                    a.base
+                )
+                .map_err(CliError::Write)?;
+                reloaded_line(&v, &a.base, &mut out)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            Called::Refused(code, m) => {
+                return Err(CliError::Usage(format!(
+                    "the gateway at {} refused the import ({code}): {m}",
+                    a.base
+                )))
+            }
+            Called::Unreachable => {}
+        }
+    }
+    let store = writable_store(&cfg, admin.as_ref())?;
     let row = store
         .import(id, &t.access, &t.refresh, t.expires_at, now)
         .map_err(|e| CliError::Usage(e.to_string()))?;
-    let mut out = io::stdout().lock();
-    let expiry = match row.expires_at {
-        Some(e) if e > now => format!(
-            "the access token expires {} (in {})",
-            e.rfc3339(),
-            human(Duration::from_millis(e.0 - now.0))
-        ),
-        Some(e) => format!(
-            "the access token expired {}; the gateway refreshes it first",
-            e.rfc3339()
-        ),
-        None => "no expiry given; the gateway refreshes when the provider says".into(),
-    };
     writeln!(
         out,
-        "imported OAuth tokens for {id}: grant {}, {expiry}; stored in {} ({})",
+        "imported OAuth tokens for {id}: grant {}, {}; stored in {} ({})",
         row.grant_fingerprint,
+        expiry_text(row.expires_at, now),
         cfg.state_label(),
-        if cfg.state_key.is_some() {
-            "encrypted"
-        } else {
-            "not encrypted: set state_key to encrypt tokens at rest"
-        }
+        encryption_text(&cfg)
     )
     .map_err(CliError::Write)?;
     tell_gateway(&cfg, &mut out)?;
@@ -206,8 +321,18 @@ fn human(d: Duration) -> String {
     }
 }
 
-/// Asks a running gateway to reload (it then reads the new tokens); says what happened.
+/// After writing the tokens directly: a single node's gateway is not running (this
+/// process held the lock), so it reads them at start; a fleet's replicas are asked to
+/// reload. Says what happened.
 fn tell_gateway(cfg: &Config, out: &mut impl Write) -> Result<(), CliError> {
+    if cfg.fleet.is_none() {
+        return writeln!(
+            out,
+            "no gateway is running on {}; it reads the tokens when it starts",
+            cfg.state_label()
+        )
+        .map_err(CliError::Write);
+    }
     let Some(admin) = &cfg.admin else {
         writeln!(
             out,
@@ -246,7 +371,20 @@ fn tell_gateway(cfg: &Config, out: &mut impl Write) -> Result<(), CliError> {
 
 fn list(config: &std::path::Path) -> Result<ExitCode, CliError> {
     let cfg = load_config(config)?;
-    let store = keyward::token_store(&cfg).map_err(|e| CliError::Usage(e.to_string()))?;
+    // Read-only: safe beside a running gateway (no lock, never a checkpoint).
+    let store = match keyward::token_store_read_only(&cfg) {
+        Ok(s) => s,
+        Err(keyward_store::TokenError::Store(keyward_store::StoreError::Missing { .. })) => {
+            writeln!(
+                io::stdout().lock(),
+                "no OAuth tokens stored: there is no state file at {} yet",
+                cfg.state_label()
+            )
+            .map_err(CliError::Write)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => return Err(CliError::Usage(e.to_string())),
+    };
     let rows = store.list().map_err(|e| CliError::Usage(e.to_string()))?;
     let now = keyward::SystemClock.now();
     let mut out = io::stdout().lock();

@@ -18,6 +18,11 @@ pub struct ServeArgs {
     /// Listen here instead of the config's `listen` (port 0 picks a free port).
     #[arg(long)]
     listen: Option<SocketAddr>,
+    /// If the state file is empty (0 bytes) or not a Keyward state file, move it aside to
+    /// `<state>.unrecognised` and start with an empty state, instead of refusing to start.
+    /// A missing state file is always created; a Keyward one is never touched.
+    #[arg(long)]
+    init_state: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -29,21 +34,7 @@ pub enum ConfigCommand {
     },
 }
 
-#[derive(Debug, Args)]
-pub struct SimArgs {
-    /// Where the simulated provider listens.
-    #[arg(long, default_value = "127.0.0.1:9090")]
-    listen: SocketAddr,
-}
-
-#[derive(Debug, Args)]
-pub struct DemoArgs {
-    /// How many requests to send.
-    #[arg(long, default_value_t = 12)]
-    requests: usize,
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -96,9 +87,17 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
             #[cfg(not(unix))]
             let _ = ctrl_c.await;
         };
-        keyward::serve_reloadable(cfg, Some(args.config.clone()), listener, shutdown)
+        let init = if args.init_state {
+            keyward_store::Init::MoveAside
+        } else {
+            keyward_store::Init::Refuse
+        };
+        keyward::serve_reloadable_with(cfg, Some(args.config.clone()), listener, shutdown, init)
             .await
-            .map_err(|e| CliError::Usage(e.to_string()))
+            .map_err(|e| match e {
+                keyward::ServeError::State(s) => CliError::State(s),
+                other => CliError::Usage(other.to_string()),
+            })
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -129,35 +128,4 @@ pub fn config(cmd: ConfigCommand) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-pub fn sim(args: SimArgs) -> Result<ExitCode, CliError> {
-    let rt = runtime()?;
-    rt.block_on(async move {
-        let sim = keyward_sim::Sim::new();
-        let server = sim.serve(args.listen).await.map_err(CliError::Write)?;
-        {
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "keyward-sim listening on {} (POST /_sim/keys/KEY {{\"kind\":\"revoked\"}}, GET /_sim/counts)", server.url()).map_err(CliError::Write)?;
-            out.flush().map_err(CliError::Write)?;
-        }
-        let _ = tokio::signal::ctrl_c().await;
-        drop(server);
-        Ok::<(), CliError>(())
-    })?;
-    Ok(ExitCode::SUCCESS)
-}
-
-pub fn demo(args: DemoArgs) -> Result<ExitCode, CliError> {
-    let rt = runtime()?;
-    let report = rt
-        .block_on(keyward::demo::run(args.requests.max(6)))
-        .map_err(|e| CliError::Usage(format!("demo failed: {e}")))?;
-    let mut out = std::io::stdout().lock();
-    write!(out, "{}", report.text).map_err(CliError::Write)?;
-    Ok(if report.failures == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }

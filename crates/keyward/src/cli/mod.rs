@@ -4,6 +4,8 @@ mod check;
 mod classify;
 mod credentials;
 mod gateway;
+#[cfg(feature = "sim")]
+mod simulated;
 mod state;
 
 use std::process::ExitCode;
@@ -47,10 +49,12 @@ enum Command {
     #[command(subcommand)]
     Config(gateway::ConfigCommand),
     /// Run the simulated provider (for trying Keyward without real keys).
-    Sim(gateway::SimArgs),
+    #[cfg(feature = "sim")]
+    Sim(simulated::SimArgs),
     /// Run the gateway against its simulated provider, revoke a key mid-traffic, and show
     /// what happened.
-    Demo(gateway::DemoArgs),
+    #[cfg(feature = "sim")]
+    Demo(simulated::DemoArgs),
 }
 
 /// Runs the parsed command.
@@ -65,7 +69,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Check(args) => check::run(args),
         Command::Config(cmd) => gateway::config(cmd),
         Command::Credentials(cmd) => credentials::run(cmd),
-        Command::Sim(args) => gateway::sim(args),
-        Command::Demo(args) => gateway::demo(args),
+        #[cfg(feature = "sim")]
+        Command::Sim(args) => simulated::sim(args),
+        #[cfg(feature = "sim")]
+        Command::Demo(args) => simulated::demo(args),
     }
 }

@@ -3,8 +3,9 @@
 //! Each talks to the running gateway's admin API (address and token from the config's
 //! `listen` and `[admin]`), which knows everything live: in-flight counts, last success,
 //! OAuth grants. When no gateway answers they fall back to the state file: `status` and
-//! `history` read it (safe beside a writer), `reset` and `disable` apply the transition
-//! through the same health engine and write it there, for the next start.
+//! `history` read it read-only (safe beside a running gateway: no lock, never a
+//! checkpoint), `reset` and `disable` take the state file's lock and apply the transition
+//! through the same health engine, for the next start — refused while a gateway holds it.
 
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
@@ -78,13 +79,13 @@ pub struct DisableArgs {
 }
 
 /// The admin API of a configured gateway.
-struct Admin {
-    base: String,
+pub(super) struct Admin {
+    pub(super) base: String,
     token: String,
 }
 
 /// What an admin call got.
-enum Called {
+pub(super) enum Called {
     Ok(Value),
     /// The gateway answered with an error (its message).
     Refused(u16, String),
@@ -93,7 +94,7 @@ enum Called {
 }
 
 impl Admin {
-    fn from(cfg: &Config, url: Option<&str>) -> Option<Admin> {
+    pub(super) fn from(cfg: &Config, url: Option<&str>) -> Option<Admin> {
         let admin = cfg.admin.as_ref()?;
         let base = match url {
             Some(u) => u.trim_end_matches('/').to_owned(),
@@ -111,7 +112,7 @@ impl Admin {
         })
     }
 
-    fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Called {
+    pub(super) fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Called {
         let url = format!("{}{path}", self.base);
         let token = self.token.clone();
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -613,12 +614,8 @@ pub fn operate(
         return operate_fleet(cfg, &fleet, credential, disable, verb);
     }
     // No gateway: apply the transition to the state file through the engine itself.
-    let (store, loaded) = keyward_store::SqliteStore::open(&cfg.state).map_err(|e| match e {
-        keyward_store::StoreError::Locked { .. } => CliError::Usage(format!(
-            "a gateway holds {} but its admin API did not answer: add an [admin] table to the config (or pass --admin-url) and retry",
-            cfg.state.display()
-        )),
-        other => CliError::State(other),
+    let (store, loaded) = keyward_store::SqliteStore::open(&cfg.state).map_err(|e| {
+        refused_beside_gateway(e, Admin::from(&cfg, target.admin_url.as_deref()).as_ref())
     })?;
     let engine = keyward_core::health::HealthEngine::new(
         cfg.policy.clone(),
@@ -645,6 +642,27 @@ pub fn operate(
     )
     .map_err(CliError::Write)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A write to the state file refused because a gateway holds it: the store's message
+/// (the file, the holder's pid, what to do) and why the gateway could not be asked
+/// instead. Other errors pass through.
+pub(super) fn refused_beside_gateway(
+    e: keyward_store::StoreError,
+    admin: Option<&Admin>,
+) -> CliError {
+    if !matches!(e, keyward_store::StoreError::Locked { .. }) {
+        return CliError::State(e);
+    }
+    CliError::Usage(match admin {
+        Some(a) => format!(
+            "{e}. No gateway answered at {} (the config's `listen`, or --admin-url): check that address, or stop the gateway and retry",
+            a.base
+        ),
+        None => format!(
+            "{e}. This config has no [admin] table, so the gateway cannot be asked: add one (and restart the gateway), or stop the gateway and retry"
+        ),
+    })
 }
 
 /// Connects to the fleet's Redis as a short-lived member named `keyward-cli`.

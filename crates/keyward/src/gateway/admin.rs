@@ -1,6 +1,9 @@
 //! The admin API, under `/admin` on the gateway's listener: every credential's health and
-//! why, one credential's transition history, reset, disable, reload, and the config's
-//! status. JSON in and out.
+//! why, one credential's transition history, reset, disable, reload, OAuth token import
+//! and removal, and the config's status. JSON in and out.
+//!
+//! OAuth tokens are imported here while a gateway runs (`keyward credentials import` calls
+//! it): the gateway holds the state file's lock, so no other process may write the file.
 //!
 //! Access needs the `[admin]` table in the config: a bearer token (`Authorization: Bearer
 //! …`, compared in constant time) and, unless `allow_remote = true`, a loopback peer.
@@ -13,7 +16,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Response, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use bytes::Bytes;
 use keyward_core::health::{Health, ScopeKey};
@@ -31,6 +34,10 @@ pub fn routes() -> Router<Arc<Live>> {
         .route("/admin/credentials/{id}/reset", post(reset))
         .route("/admin/credentials/{id}/disable", post(disable))
         .route("/admin/credentials/{id}/probe", post(probe_now))
+        .route(
+            "/admin/credentials/{id}/oauth",
+            put(import_tokens).delete(remove_tokens),
+        )
         .route("/admin/reload", post(reload))
         .route("/admin/config", get(config_status))
         .route("/metrics", get(metrics))
@@ -365,6 +372,152 @@ async fn disable(
     }
     tracing::info!(credential = %id, "operator disabled the credential");
     reply(StatusCode::OK, &describe(&gw, &id).unwrap_or(Value::Null))
+}
+
+/// The body of an OAuth import: the tokens (never echoed or logged).
+#[derive(Deserialize)]
+struct ImportBody {
+    access_token: String,
+    refresh_token: String,
+    /// When the access token expires, in milliseconds since the epoch.
+    expires_at_ms: Option<u64>,
+}
+
+/// The token store of an OAuth credential of the running config, or the refusal.
+fn oauth_store(
+    gw: &Gateway,
+    id: &str,
+) -> Result<Arc<keyward_store::TokenStore>, Box<Response<Body>>> {
+    let Some(c) = gw.credential(id) else {
+        return Err(Box::new(unknown(id)));
+    };
+    if c.oauth.is_none() {
+        return Err(Box::new(error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("credential {id:?} is not a refreshing OAuth credential: give it kind = \"oauth\" and an [credentials.oauth] table (token_url, client_id)"),
+        )));
+    }
+    gw.oauth.tokens().cloned().ok_or_else(|| {
+        Box::new(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this gateway has no token store (it runs without a state file)",
+        ))
+    })
+}
+
+/// Reloads after a token change (the credential's grant fingerprint, hence its health
+/// scope, follows the stored grant); the JSON to add to the answer.
+async fn reload_after_tokens(live: &Arc<Live>) -> Value {
+    let l = live.clone();
+    match tokio::task::spawn_blocking(move || l.reload()).await {
+        Ok(Ok(generation)) => json!({"reloaded": true, "generation": generation}),
+        Ok(Err(e)) => json!({"reloaded": false, "reload_error": e.to_string()}),
+        Err(e) => json!({"reloaded": false, "reload_error": e.to_string()}),
+    }
+}
+
+/// Stores a credential's OAuth grant, as imported by an operator (durable before the
+/// answer), and reloads so that it is used at once.
+async fn import_tokens(
+    Authorised(gw): Authorised,
+    State(live): State<Arc<Live>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response<Body> {
+    let store = match oauth_store(&gw, &id) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let Ok(b) = serde_json::from_slice::<ImportBody>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "send {\"access_token\": …, \"refresh_token\": …, \"expires_at_ms\": optional}",
+        );
+    };
+    if b.access_token.is_empty() || b.refresh_token.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "access_token and refresh_token must not be empty",
+        );
+    }
+    let now = gw.engine.now();
+    let key = id.clone();
+    let stored = tokio::task::spawn_blocking(move || {
+        store.import(
+            &key,
+            &b.access_token,
+            &b.refresh_token,
+            b.expires_at_ms.map(keyward_core::health::Timestamp),
+            now,
+        )
+    })
+    .await;
+    let row = match stored {
+        Ok(Ok(row)) => row,
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("not stored: {e}"),
+            )
+        }
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("not stored: {e}"),
+            )
+        }
+    };
+    gw.oauth.forget(&id);
+    tracing::info!(credential = %id, grant = %row.grant_fingerprint, version = row.version, "operator imported an OAuth grant");
+    let mut v = json!({
+        "id": id,
+        "grant": row.grant_fingerprint,
+        "version": row.version,
+        "expires_at": row.expires_at.map(|e| e.rfc3339()),
+        "encrypted": gw.cfg.state_key.is_some(),
+        "stored_in": gw.cfg.state_label(),
+    });
+    if let (Value::Object(m), Value::Object(r)) = (&mut v, reload_after_tokens(&live).await) {
+        m.extend(r);
+    }
+    reply(StatusCode::OK, &v)
+}
+
+/// Forgets a credential's stored OAuth tokens and reloads.
+async fn remove_tokens(
+    Authorised(gw): Authorised,
+    State(live): State<Arc<Live>>,
+    Path(id): Path<String>,
+) -> Response<Body> {
+    let store = match oauth_store(&gw, &id) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let key = id.clone();
+    let removed = match tokio::task::spawn_blocking(move || store.remove(&key)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("not removed: {e}"),
+            )
+        }
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("not removed: {e}"),
+            )
+        }
+    };
+    gw.oauth.forget(&id);
+    tracing::info!(credential = %id, removed, "operator removed OAuth tokens");
+    let mut v = json!({"id": id, "removed": removed});
+    if removed {
+        if let (Value::Object(m), Value::Object(r)) = (&mut v, reload_after_tokens(&live).await) {
+            m.extend(r);
+        }
+    }
+    reply(StatusCode::OK, &v)
 }
 
 #[derive(Debug, Deserialize, Default)]

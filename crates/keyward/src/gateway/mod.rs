@@ -83,8 +83,9 @@ pub struct Prepared {
     pub model_at: Option<std::ops::Range<usize>>,
     pub stream: bool,
     /// The conversation's hash (its system prompt and first turn), for session affinity
-    /// when the caller sends no session header.
+    /// when the caller sends no session header, and whether it is past its first turn.
     pub conversation: Option<u64>,
+    pub continued: bool,
 }
 
 impl Gateway {
@@ -496,7 +497,9 @@ async fn handle(
             m,
             None,
             call.stream,
-            splice::top_level(&body).ok().and_then(|t| t.conversation),
+            splice::top_level(&body)
+                .ok()
+                .map(|t| (t.conversation, t.continued)),
         ),
         (Some(m), _) => (m, None, false, None),
         (None, _) => {
@@ -509,7 +512,12 @@ async fn handle(
                     .response(api);
             };
             match splice::decode_model(&body, at.clone()) {
-                Ok(m) => (m, Some(at), top.stream, top.conversation),
+                Ok(m) => (
+                    m,
+                    Some(at),
+                    top.stream,
+                    Some((top.conversation, top.continued)),
+                ),
                 Err(e) => return CallerError::bad_request(format!("keyward: {e}")).response(api),
             }
         }
@@ -548,7 +556,8 @@ async fn handle(
             body,
             model_at,
             stream,
-            conversation,
+            conversation: conversation.and_then(|(c, _)| c),
+            continued: conversation.is_some_and(|(_, c)| c),
         },
         parts.headers,
         detail,

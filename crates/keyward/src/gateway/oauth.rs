@@ -219,6 +219,11 @@ impl OAuth {
         Some(row.grant_fingerprint)
     }
 
+    /// The token store (the state file's, or the fleet's Redis), if refreshing is on.
+    pub fn tokens(&self) -> Option<&Arc<TokenStore>> {
+        self.store.as_ref()
+    }
+
     /// Forgets what is cached for `id` (after an import: the next use reads the store).
     pub fn forget(&self, id: &str) {
         let mut slots = self
@@ -359,6 +364,13 @@ impl OAuth {
                     why,
                 });
             }
+        }
+        if self.store.as_ref().is_some_and(|s| !s.writable()) {
+            // A read-only view (`keyward check` beside a running gateway): a refresh here
+            // could rotate the gateway's refresh token and not be stored.
+            return Err(AccessError::Store(
+                "a running gateway holds the state file, so this process does not refresh its OAuth tokens (the provider would rotate the gateway's refresh token); stop the gateway, or ask it: POST /admin/credentials/ID/probe".into(),
+            ));
         }
         let lease = match self.fleet.get() {
             None => None,

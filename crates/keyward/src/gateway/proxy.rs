@@ -101,9 +101,12 @@ async fn serve_inner(
         .lock()
         .map(|mut b| b.on_request(gw.engine.now()))
         .ok();
-    // Session affinity: the caller's session header, else the conversation's hash.
+    // Session affinity: the caller's session header, else the conversation's hash; a
+    // header or a conversation past its first turn prefers its credential so far.
+    let header_session = session_header(&caller);
     let req_spec = RequestSpec {
-        session: session_header(&caller).or(prep.conversation),
+        session: header_session.or(prep.conversation),
+        sticky: header_session.is_some() || prep.continued,
         bucket: None,
     };
     let mut last: Option<Tried> = None;
@@ -1358,10 +1361,17 @@ fn unavailable_message(
     retry_in: Option<u64>,
 ) -> String {
     use std::fmt::Write as _;
-    let mut m = format!(
-        "keyward: no upstream credential can serve model `{route}` now (0 of {} usable).",
-        u.candidates.len().max(u.total)
-    );
+    let n = u.candidates.len().max(u.total);
+    let mut m = match retry_in {
+        Some(_) => {
+            format!(
+                "keyward: no upstream credential can serve model `{route}` now (0 of {n} usable)."
+            )
+        }
+        None => format!(
+            "keyward: the upstream credentials for model `{route}` are exhausted (0 of {n} usable)."
+        ),
+    };
     for i in &u.incidents {
         let names: Vec<String> = i.credentials.iter().map(|c| format!("`{c}`")).collect();
         let _ = write!(
@@ -1400,6 +1410,15 @@ fn unavailable_message(
             }
             _ => {}
         }
+        // The remedy, per credential: an OAuth grant's evidence carries its own (log in
+        // again); a rejected key is replaced or, once fixed at the provider, reset.
+        if c.permanent && !c.evidence.contains("keyward credentials import") {
+            let _ = write!(
+                m,
+                "; replace it in keyward.toml or reset it with `keyward reset {}`",
+                c.credential
+            );
+        }
         m.push('.');
     }
     if u.candidates.is_empty() {
@@ -1415,21 +1434,7 @@ fn unavailable_message(
         Some(secs) => {
             let _ = write!(m, " Retry in {secs}s.");
         }
-        None if u
-            .candidates
-            .iter()
-            .any(|c| c.evidence.contains("keyward credentials import")) =>
-        {
-            m.push_str(" Log in again where the evidence says so; retrying will not help.");
-        }
-        None => {
-            let ids: Vec<&str> = u.candidates.iter().map(|c| &*c.credential).collect();
-            let _ = write!(
-                m,
-                " Replace the rejected secrets in keyward.toml (or `keyward reset {}` once the provider accepts them again); retrying will not help.",
-                ids.first().copied().unwrap_or("ID")
-            );
-        }
+        None => m.push_str(" Retrying will not help until an operator acts."),
     }
     m
 }

@@ -7,14 +7,13 @@
 //! within the cap; the transition log is one unbroken chain per scope (nothing lost, even
 //! across a SIGKILL); no healthy key was disabled; the revoked key was not used again.
 
-mod common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use keyward_sim::{Behaviour, Sim, TokenEndpoint};
 use serde_json::{json, Value};
 
@@ -115,10 +114,13 @@ impl Traffic {
                         };
                         let stream = (n / 2 + w).is_multiple_of(2);
                         let base = url.lock().unwrap().clone();
+                        // Each request its own conversation (as many callers' would be):
+                        // session affinity spreads them over the keys.
+                        let content = format!("hi from worker {w}, conversation {n}");
                         let (path, body) = if api == "messages" {
-                            ("/v1/messages", json!({"model": "claude", "max_tokens": 16, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
+                            ("/v1/messages", json!({"model": "claude", "max_tokens": 16, "stream": stream, "messages": [{"role": "user", "content": content}]}))
                         } else {
-                            ("/v1/chat/completions", json!({"model": "gpt", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
+                            ("/v1/chat/completions", json!({"model": "gpt", "stream": stream, "messages": [{"role": "user", "content": content}]}))
                         };
                         let sent = client
                             .post(format!("{base}{path}"))

@@ -17,6 +17,9 @@ pub struct Cred<'a>(pub &'a str, pub &'a str, pub &'a str, pub &'a str);
 pub struct Harness {
     pub sim: Sim,
     pub _server: SimServer,
+    /// A second server of the same sim (same keys and counts, another base URL), for
+    /// endpoints declared with a suffix starting `@2` (see [`start_policy`]).
+    pub _server2: Option<SimServer>,
     pub gateway: Child,
     pub url: String,
     pub dir: PathBuf,
@@ -77,6 +80,58 @@ pub async fn start_prepared(
     detail: &str,
     prepare: impl FnOnce(&Sim, &std::path::Path, &[(String, String)]),
 ) -> Harness {
+    start_inner(
+        name,
+        endpoints,
+        creds,
+        routes,
+        DEFAULT_POLICY,
+        extra,
+        detail,
+        prepare,
+    )
+    .await
+}
+
+/// The `[policy]` lines every [`start`] gateway gets: short confirmation and incident delays.
+pub const DEFAULT_POLICY: &str = "auth_confirm_delay = \"200ms\"\nincident_cooldown = \"1s\"\n";
+
+/// [`start`] with the `[policy]` table's lines given (instead of [`DEFAULT_POLICY`]). An
+/// endpoint whose suffix starts with `@2` is served by a second server of the same sim, so
+/// two endpoints of one provider kind have distinct base URLs (`@2` is dropped from the
+/// suffix).
+pub async fn start_policy(
+    name: &str,
+    endpoints: &[(&str, &str, &str)],
+    creds: &[Cred<'_>],
+    routes: &str,
+    policy: &str,
+    extra: &str,
+) -> Harness {
+    start_inner(
+        name,
+        endpoints,
+        creds,
+        routes,
+        policy,
+        extra,
+        "full",
+        |_, _, _| {},
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn start_inner(
+    name: &str,
+    endpoints: &[(&str, &str, &str)],
+    creds: &[Cred<'_>],
+    routes: &str,
+    policy: &str,
+    extra: &str,
+    detail: &str,
+    prepare: impl FnOnce(&Sim, &std::path::Path, &[(String, String)]),
+) -> Harness {
     let sim = Sim::new();
     sim.set_stream_length(4);
     let server = sim
@@ -88,10 +143,23 @@ pub async fn start_prepared(
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let mut toml = format!("listen = \"127.0.0.1:0\"\nstate = \"state.db\"\n\n[[gateway_keys]]\nname = \"tests\"\nkey = \"env:KW_GATEWAY\"\ndetail = \"{detail}\"\n\n");
+    let server2 = if endpoints.iter().any(|e| e.2.starts_with("@2")) {
+        Some(
+            sim.clone()
+                .serve("127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap(),
+        )
+    } else {
+        None
+    };
     for (id, provider, suffix) in endpoints {
+        let (base, suffix) = match (suffix.strip_prefix("@2"), &server2) {
+            (Some(rest), Some(s2)) => (s2.url(), rest),
+            _ => (server.url(), *suffix),
+        };
         toml.push_str(&format!(
-            "[endpoints.{id}]\nprovider = \"{provider}\"\nbase_url = \"{}{suffix}\"\n",
-            server.url()
+            "[endpoints.{id}]\nprovider = \"{provider}\"\nbase_url = \"{base}{suffix}\"\n"
         ));
         if *provider == "azure-openai" {
             toml.push_str("api_version = \"2024-10-21\"\n");
@@ -116,7 +184,8 @@ pub async fn start_prepared(
         env.push((var, (*secret).to_owned()));
     }
     toml.push_str(routes);
-    toml.push_str("\n[policy]\nauth_confirm_delay = \"200ms\"\nincident_cooldown = \"1s\"\n");
+    toml.push_str("\n[policy]\n");
+    toml.push_str(policy);
     toml.push_str(extra);
     let cfg = dir.join("keyward.toml");
     std::fs::write(&cfg, toml).unwrap();
@@ -132,6 +201,7 @@ pub async fn start_prepared(
     Harness {
         sim,
         _server: server,
+        _server2: server2,
         gateway,
         url,
         dir,
@@ -251,6 +321,17 @@ impl Harness {
         self.post("/v1/messages", json!({"model": model, "max_tokens": 16, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})).await
     }
 
+    /// [`Harness::messages`] with this first user turn: a conversation of its own (the
+    /// gateway keeps one conversation on one credential while it is usable).
+    pub async fn messages_about(&self, model: &str, stream: bool, text: &str) -> Reply {
+        self.post("/v1/messages", json!({"model": model, "max_tokens": 16, "stream": stream, "messages": [{"role": "user", "content": text}]})).await
+    }
+
+    /// [`Harness::chat`] with this first user turn: a conversation of its own.
+    pub async fn chat_about(&self, model: &str, stream: bool, text: &str) -> Reply {
+        self.post("/v1/chat/completions", json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": text}]})).await
+    }
+
     pub async fn chat(&self, model: &str, stream: bool) -> Reply {
         self.post("/v1/chat/completions", json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})).await
     }
@@ -293,7 +374,14 @@ impl Harness {
     pub async fn eventually(&self, what: &str, mut f: impl FnMut() -> bool) {
         let until = Instant::now() + Duration::from_secs(10);
         while !f() {
-            assert!(Instant::now() < until, "timed out waiting for {what}");
+            if Instant::now() >= until {
+                let tail = {
+                    let logs = self.logs.lock().unwrap();
+                    let tail: Vec<&str> = logs.lines().rev().take(60).collect();
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                };
+                panic!("timed out waiting for {what}; the gateway's last log lines:\n{tail}");
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -8,11 +8,10 @@
 //! long it took (with margins for a loaded 2-core machine). The scorecard is
 //! `docs/scenarios.md`.
 
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 use keyward_sim::{Attempt, Behaviour};
 
 const P: &str = "sk-proj-scenario-primary-0001";

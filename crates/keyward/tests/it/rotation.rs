@@ -4,12 +4,11 @@
 //! by `SIGHUP`), an invalid config rejected while serving continues, and the rotation
 //! drill under steady traffic.
 
-mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::*;
+use crate::support::*;
 use keyward_sim::Behaviour;
 
 const OLD: &str = "sk-ant-rotation-old-0001";

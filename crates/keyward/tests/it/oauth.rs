@@ -4,11 +4,10 @@
 //! `keyward credentials import`, refreshed against the sim's token endpoint (which rotates
 //! refresh tokens and revokes a grant whose consumed refresh token is reused).
 
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{route, start_prepared, Cred, Harness, ANTHROPIC};
+use crate::support::{route, start_prepared, Cred, Harness, ANTHROPIC};
 use keyward_sim::{Sim, TokenEndpoint};
 use serde_json::json;
 
@@ -37,7 +36,7 @@ fn import(
         json!({"claudeAiOauth": {"accessToken": t.access_token, "refreshToken": t.refresh_token, "expiresAt": expires_at_ms}}).to_string(),
     )
     .unwrap();
-    let (ok, text) = common::keyward_cli(
+    let (ok, text) = crate::support::keyward_cli(
         cfg,
         env,
         &["credentials", "import", id, file.to_str().unwrap()],
@@ -75,11 +74,11 @@ async fn assert_no_token_leaked(h: &Harness, grant: &str) {
     let mut seen = h.logs();
     seen.push_str(&h.status().to_string());
     seen.push_str(
-        &h.get_text("/admin/credentials", Some(common::ADMIN_TOKEN))
+        &h.get_text("/admin/credentials", Some(crate::support::ADMIN_TOKEN))
             .await
             .1,
     );
-    seen.push_str(&h.get_text("/metrics", Some(common::ADMIN_TOKEN)).await.1);
+    seen.push_str(&h.get_text("/metrics", Some(crate::support::ADMIN_TOKEN)).await.1);
     assert!(
         !seen.contains(&format!("sim-at-{grant}-")) && !seen.contains(&format!("sim-rt-{grant}-")),
         "a token leaked"
@@ -140,7 +139,7 @@ async fn a_token_is_refreshed_ahead_of_its_expiry_and_no_request_sees_it_expire(
         h.logs().contains("OAuth token refreshed and stored")
     })
     .await;
-    let metrics = h.get_text("/metrics", Some(common::ADMIN_TOKEN)).await.1;
+    let metrics = h.get_text("/metrics", Some(crate::support::ADMIN_TOKEN)).await.1;
     assert!(
         metrics.contains("keyward_oauth_refreshes_total{credential=\"claude-max\",outcome=\"ok\"}"),
         "{metrics}"
@@ -191,7 +190,7 @@ async fn a_rotated_refresh_token_survives_sigkill_right_after_it_is_stored() {
         tokio::spawn(async move {
             client
                 .post(url)
-                .header("x-api-key", common::GATEWAY_KEY)
+                .header("x-api-key", crate::support::GATEWAY_KEY)
                 .header("content-type", "application/json")
                 .body(json!({"model": "claude", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}).to_string())
                 .send()

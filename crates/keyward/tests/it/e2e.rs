@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 use keyward_sim::Behaviour;
 use serde_json::{json, Value};
 
-mod common;
 
-use common::*;
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_revoked_from_the_start_is_invisible_then_probed_once_then_disabled() {
@@ -773,12 +772,25 @@ async fn the_official_sdks_retry_a_transient_exhaustion_and_succeed() {
             retry_after: Some(12),
         },
     );
-    let sim = h.sim.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        sim.set("sk-ant-sdk-rl-01", Behaviour::Ok);
-        sim.set("sk-proj-sdk-rl-02", Behaviour::Ok);
-    });
+    // Each key heals once the sim has rate-limited it once: a condition, not a timer. (A
+    // 3 s timer raced the SDK's start: importing `anthropic` alone takes 0.8–3.6 s on a busy
+    // machine, so its first request could arrive after the heal and succeed at once —
+    // "1 attempt, not ok".)
+    for key in ["sk-ant-sdk-rl-01", "sk-proj-sdk-rl-02"] {
+        let sim = h.sim.clone();
+        tokio::spawn(async move {
+            let until = Instant::now() + Duration::from_secs(60);
+            while !sim
+                .attempts(key)
+                .iter()
+                .any(|a| a.outcome == "rate_limited")
+                && Instant::now() < until
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            sim.set(key, Behaviour::Ok);
+        });
+    }
     let (a, o) = tokio::join!(sdk(&h, "anthropic_transient"), sdk(&h, "openai_transient"));
     for v in [&a, &o] {
         assert!(v["attempts"].as_u64().unwrap() >= 2, "{v}");
@@ -786,6 +798,23 @@ async fn the_official_sdks_retry_a_transient_exhaustion_and_succeed() {
         assert!(
             (10.0..40.0).contains(&secs),
             "retried after the retry-after: {v}"
+        );
+    }
+    for key in ["sk-ant-sdk-rl-01", "sk-proj-sdk-rl-02"] {
+        let outcomes: Vec<_> = h
+            .sim
+            .attempts(key)
+            .into_iter()
+            .filter(|a| !a.probe)
+            .map(|a| a.outcome)
+            .collect();
+        assert_eq!(
+            (
+                outcomes.first().map(String::as_str),
+                outcomes.last().map(String::as_str)
+            ),
+            (Some("rate_limited"), Some("ok")),
+            "{key}: rate-limited first, then served: {outcomes:?}"
         );
     }
 }
@@ -1370,4 +1399,82 @@ async fn liveness_and_readiness_answer() {
             .unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
+}
+
+/// Session affinity: a conversation past its first turn, or a caller's session header,
+/// stays on the credential that served it while that credential is usable; identical
+/// one-off requests still spread over the keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_stays_on_its_credential_and_one_off_requests_spread() {
+    let h = start(
+        "affinity",
+        ANTHROPIC,
+        &[
+            Cred("k1", "sk-ant-e2e-aff-0001", "anthropic", ""),
+            Cred("k2", "sk-ant-e2e-aff-0002", "anthropic", ""),
+            Cred("k3", "sk-ant-e2e-aff-0003", "anthropic", ""),
+        ],
+        &route("claude", "anthropic", "claude-x", &["k1", "k2", "k3"]),
+        "",
+    )
+    .await;
+    let turn = |n: usize| {
+        let mut messages = vec![json!({"role": "user", "content": "plan my trip"})];
+        for i in 1..n {
+            messages.push(json!({"role": "assistant", "content": format!("step {i}")}));
+            messages.push(json!({"role": "user", "content": format!("and then {i}?")}));
+        }
+        json!({"model": "claude", "max_tokens": 16, "system": "you are a travel agent", "messages": messages})
+    };
+    // The first turn goes where rotation sends it; every later turn follows it there.
+    let first = h.post("/v1/messages", turn(1)).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let home = first.header("x-keyward-credential");
+    for n in 2..8 {
+        let r = h.post("/v1/messages", turn(n)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-keyward-credential"), home, "turn {n}");
+    }
+    // Its credential is revoked: the conversation moves once, and stays where it moved.
+    let secret = format!("sk-ant-e2e-aff-000{}", &home[1..]);
+    h.sim.set(&secret, Behaviour::Revoked);
+    let moved = h.post("/v1/messages", turn(8)).await;
+    assert_eq!(moved.status, 200, "{}", moved.body);
+    let new_home = moved.header("x-keyward-credential");
+    assert_ne!(new_home, home);
+    for n in 9..12 {
+        let r = h.post("/v1/messages", turn(n)).await;
+        assert_eq!(r.header("x-keyward-credential"), new_home, "turn {n}");
+    }
+    // A session header pins without a conversation.
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..4 {
+        let r = h
+            .client
+            .post(format!("{}/v1/messages", h.url))
+            .header("x-api-key", GATEWAY_KEY)
+            .header("anthropic-version", "2023-06-01")
+            .header("x-session-id", "agent-session-42")
+            .header("content-type", "application/json")
+            .body(json!({"model": "claude", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        seen.insert(
+            r.headers()["x-keyward-credential"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    // Identical one-off requests (no session, first turn only) rotate over the usable keys.
+    let mut spread = std::collections::HashSet::new();
+    for _ in 0..6 {
+        let r = h.messages("claude", false).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        spread.insert(r.header("x-keyward-credential"));
+    }
+    assert_eq!(spread.len(), 2, "{spread:?}");
 }

@@ -12,14 +12,13 @@
 //! - Redis killed during traffic: callers see no error from it, replicas report the
 //!   degradation and reconcile when it returns, with no transition lost.
 
-mod common;
 
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{spawn_gateway, start_prepared, Cred, Harness, ADMIN_TOKEN, ANTHROPIC, GATEWAY_KEY};
+use crate::support::{spawn_gateway, start_prepared, Cred, Harness, ADMIN_TOKEN, ANTHROPIC, GATEWAY_KEY};
 use keyward_sim::redis_server::RedisServer;
 use keyward_sim::Behaviour;
 use serde_json::{json, Value};
@@ -73,7 +72,7 @@ async fn fleet(
         creds,
         &format!(
             "{}\n[admin]\ntoken = \"env:KW_ADMIN\"\n",
-            common::route("claude", "anthropic", "claude-x", &ids)
+            crate::support::route("claude", "anthropic", "claude-x", &ids)
         ),
         "",
         "full",
@@ -344,7 +343,7 @@ async fn a_revoked_key_costs_the_fleet_its_in_flight_requests_and_one_probe() {
     // every running replica applies it at once, and the operator's action wins.
     let cli = |args: &[&str]| {
         let args = [args, &["--admin-url", "http://127.0.0.1:9"]].concat();
-        let (ok, text) = common::keyward_cli(&f.h.config, &f.h.env, &args);
+        let (ok, text) = crate::support::keyward_cli(&f.h.config, &f.h.env, &args);
         f.h.check_no_secret(&text);
         assert!(ok, "{args:?}: {text}");
         text
@@ -421,7 +420,7 @@ fn import(sim: &keyward_sim::Sim, cfg: &std::path::Path, env: &[(String, String)
         json!({"access_token": t.access_token, "refresh_token": t.refresh_token, "expires_in": 3600}).to_string(),
     )
     .unwrap();
-    let (ok, text) = common::keyward_cli(
+    let (ok, text) = crate::support::keyward_cli(
         cfg,
         env,
         &[
