@@ -845,8 +845,11 @@ impl Sim {
         let deadline = self.ts().plus(REQUEST_DEADLINE);
         self.requests.push(Request {
             route,
+            // Half the sessions are under way (a session header or a later turn): they
+            // stick to the credential that last served them.
             spec: RequestSpec {
                 session,
+                sticky: session.is_some_and(|s| s % 2 == 0),
                 bucket: None,
             },
             cands: None,
