@@ -826,6 +826,8 @@ fn every_key_rejected_past_incident_max_is_disabled_and_rechecked_soon() {
     }
     assert!(w.engine.incident_active("anthropic"));
     let policy = Policy::default();
+    // At the bound every key gets its own probe (a sweep); each one still rejected is
+    // disabled.
     let mut elapsed = Duration::ZERO;
     while elapsed < policy.incident_max {
         w.clock.advance(Duration::from_secs(10));

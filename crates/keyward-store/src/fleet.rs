@@ -918,19 +918,15 @@ fn deny_change(t: &Transition, to: &Health) -> (&'static str, String, String) {
     let (ScopeKey::Credential(id), Some(fp)) = (&t.scope, &t.fingerprint) else {
         return ("", String::new(), String::new());
     };
-    match to {
-        Health::Disabled {
-            class: keyward_core::classify::Class::AuthPermanent,
-            by_operator: false,
-            evidence,
-            ..
-        } => (
+    // As the engine decided (`Transition::deny`).
+    match (t.deny, to) {
+        (Some(true), Health::Disabled { evidence, .. }) => (
             "add",
             fp.to_string(),
             serde_json::json!({"credential": &**id, "reason": format!("revoked ({evidence})")})
                 .to_string(),
         ),
-        Health::Healthy if t.actor == Actor::Operator => ("del", fp.to_string(), String::new()),
+        (Some(false), _) => ("del", fp.to_string(), String::new()),
         _ => ("", String::new(), String::new()),
     }
 }
@@ -1170,6 +1166,7 @@ mod tests {
             actor,
             fingerprint: Some("fp".into()),
             durable: false,
+            deny: None,
         }
     }
 

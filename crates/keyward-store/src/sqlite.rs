@@ -369,20 +369,17 @@ fn write_one(tx: &rusqlite::Transaction<'_>, t: &Transition) -> rusqlite::Result
         ],
     )?;
     // The denylist remembers revoked secrets even after their credential is removed.
+    // It changes as the engine decided (`Transition::deny`), so a restart restores the
+    // engine's own list.
     if let (ScopeKey::Credential(id), Some(fp)) = (&t.scope, &t.fingerprint) {
-        match &t.to {
-            Health::Disabled {
-                class: keyward_core::classify::Class::AuthPermanent,
-                by_operator: false,
-                evidence,
-                ..
-            } => {
+        match (t.deny, &t.to) {
+            (Some(true), Health::Disabled { evidence, .. }) => {
                 tx.execute(
                     "INSERT OR REPLACE INTO denylist (fingerprint, credential, reason, since_ms) VALUES (?1, ?2, ?3, ?4)",
                     params![&**fp, &**id, format!("revoked ({evidence})"), at],
                 )?;
             }
-            Health::Healthy if t.actor == keyward_core::health::Actor::Operator => {
+            (Some(false), _) => {
                 tx.execute(
                     "DELETE FROM denylist WHERE fingerprint = ?1",
                     params![&**fp],

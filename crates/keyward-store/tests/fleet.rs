@@ -95,6 +95,7 @@ fn transition(seq: u64, from: Health, to: Health) -> Transition {
         actor: Actor::Traffic,
         fingerprint: Some("fp-k".into()),
         durable: false,
+        deny: None,
     }
 }
 

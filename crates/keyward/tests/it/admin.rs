@@ -3,7 +3,6 @@
 //! The admin API end to end: access control, the credential view, history, reset,
 //! disable, reload and config status; never a secret.
 
-
 use crate::support::*;
 use keyward_sim::Behaviour;
 use serde_json::{json, Value};

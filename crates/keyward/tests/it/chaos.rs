@@ -7,7 +7,6 @@
 //! within the cap; the transition log is one unbroken chain per scope (nothing lost, even
 //! across a SIGKILL); no healthy key was disabled; the revoked key was not used again.
 
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use keyward_sim::Behaviour;
 use serde_json::{json, Value};
 
-
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,13 +12,14 @@
 //! - Redis killed during traffic: callers see no error from it, replicas report the
 //!   degradation and reconcile when it returns, with no transition lost.
 
-
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{spawn_gateway, start_prepared, Cred, Harness, ADMIN_TOKEN, ANTHROPIC, GATEWAY_KEY};
+use crate::support::{
+    spawn_gateway, start_prepared, Cred, Harness, ADMIN_TOKEN, ANTHROPIC, GATEWAY_KEY,
+};
 use keyward_sim::redis_server::RedisServer;
 use keyward_sim::Behaviour;
 use serde_json::{json, Value};

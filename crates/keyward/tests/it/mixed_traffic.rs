@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use keyward_sim::{Attempt, Behaviour};
 use serde_json::Value;
 
-
 use crate::support::*;
 
 /// Concurrent callers in the mixed-traffic test.

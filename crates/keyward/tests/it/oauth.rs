@@ -4,7 +4,6 @@
 //! `keyward credentials import`, refreshed against the sim's token endpoint (which rotates
 //! refresh tokens and revokes a grant whose consumed refresh token is reused).
 
-
 use std::time::{Duration, Instant};
 
 use crate::support::{route, start_prepared, Cred, Harness, ANTHROPIC};
@@ -78,7 +77,11 @@ async fn assert_no_token_leaked(h: &Harness, grant: &str) {
             .await
             .1,
     );
-    seen.push_str(&h.get_text("/metrics", Some(crate::support::ADMIN_TOKEN)).await.1);
+    seen.push_str(
+        &h.get_text("/metrics", Some(crate::support::ADMIN_TOKEN))
+            .await
+            .1,
+    );
     assert!(
         !seen.contains(&format!("sim-at-{grant}-")) && !seen.contains(&format!("sim-rt-{grant}-")),
         "a token leaked"
@@ -139,7 +142,10 @@ async fn a_token_is_refreshed_ahead_of_its_expiry_and_no_request_sees_it_expire(
         h.logs().contains("OAuth token refreshed and stored")
     })
     .await;
-    let metrics = h.get_text("/metrics", Some(crate::support::ADMIN_TOKEN)).await.1;
+    let metrics = h
+        .get_text("/metrics", Some(crate::support::ADMIN_TOKEN))
+        .await
+        .1;
     assert!(
         metrics.contains("keyward_oauth_refreshes_total{credential=\"claude-max\",outcome=\"ok\"}"),
         "{metrics}"

@@ -4,7 +4,6 @@
 //! by `SIGHUP`), an invalid config rejected while serving continues, and the rotation
 //! drill under steady traffic.
 
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 

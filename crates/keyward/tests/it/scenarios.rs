@@ -8,7 +8,6 @@
 //! long it took (with margins for a loaded 2-core machine). The scorecard is
 //! `docs/scenarios.md`.
 
-
 use std::time::{Duration, Instant};
 
 use crate::support::*;

@@ -131,6 +131,10 @@ pub(super) fn note_auth_failure(inner: &mut Inner, c: u32, now: Timestamp) -> bo
         credentials: distinct,
         next_probe: now.plus(cooldown),
         turn: 0,
+        probe_out: None,
+        expiring: false,
+        swept: Vec::new(),
+        disabled: Vec::new(),
     };
     let info = IncidentInfo {
         endpoint: ep_id,
@@ -229,17 +233,29 @@ pub(super) fn incident_round(
             }
             continue;
         };
-        let Some(since) = inner
+        let max = inner.policy.incident_max;
+        let Some(active) = inner
             .incidents
-            .get(&ep_id)
-            .and_then(|i| i.active.as_ref())
-            .map(|a| a.since)
+            .get_mut(&ep_id)
+            .and_then(|i| i.active.as_mut())
         else {
             continue;
         };
-        if now.since(since) >= inner.policy.incident_max {
-            steps.extend(expire(inner, &ep_id, ep, now));
-        } else if let Some((step, probe)) = incident_probe(inner, &ep_id, ep, now) {
+        if active.probe_out.is_some_and(|(_, until)| until > now) {
+            // Its probe is out: its answer decides.
+            continue;
+        }
+        if now.since(active.since) >= max {
+            // Past the bound, every suspect gets its own probe: each one still rejected
+            // is disabled as revoked at once, and any answer ends the incident (the
+            // others then get their usual confirmation).
+            active.expiring = true;
+        }
+        if active.expiring {
+            steps.extend(sweep(inner, &ep_id, ep, now, out));
+            continue;
+        }
+        if let Some((step, probe)) = incident_probe(inner, &ep_id, ep, now) {
             steps.push(step);
             out.push(probe);
         }
@@ -253,76 +269,173 @@ fn is_auth_suspect(h: &Health) -> bool {
         if matches!(class, Class::AuthPermanent | Class::AuthTransient))
 }
 
-/// The incident on `ep_id` outlasted `incident_max`: every auth suspect of the endpoint is
-/// disabled with its evidence and the "every key was rejected" remedy, on the faster
-/// `incident_recheck` curve.
-fn expire(inner: &mut Inner, ep_id: &Arc<str>, ep: u32, now: Timestamp) -> Steps {
+/// The incident on `ep_id` outlasted `incident_max`: every auth suspect of the endpoint
+/// not yet probed since is leased and probed (the requests go to `out`); a suspect whose
+/// sweep probe was inconclusive is probed again when its own retry is due. When none is
+/// left, the incident is over.
+fn sweep(
+    inner: &mut Inner,
+    ep_id: &Arc<str>,
+    ep: u32,
+    now: Timestamp,
+    out: &mut Vec<ProbeRequest>,
+) -> Steps {
     let mut steps = Vec::new();
-    let Some(incident) = inner.incidents.get_mut(ep_id) else {
+    let Inner {
+        incidents,
+        creds,
+        policy,
+        incident_events,
+        ..
+    } = inner;
+    let Some(incident) = incidents.get_mut(ep_id) else {
         return steps;
     };
-    let Some(active) = incident.active.take() else {
+    let Some(active) = incident.active.as_mut() else {
         return steps;
     };
-    incident.recent.clear();
-    let policy = &inner.policy;
-    let lasted = humantime::format_duration(Duration::from_secs(now.since(active.since).as_secs()));
-    let max = humantime::format_duration(policy.incident_max);
-    let recheck_at = now.plus(policy.incident_recheck);
-    let of_endpoint = inner.creds.iter().filter(|s| s.endpoint == ep).count();
-    let mut disabled = Vec::new();
-    for slot in inner.creds.iter_mut().filter(|s| s.endpoint == ep) {
-        let (class, evidence) = match &slot.rec.health {
-            h if !is_auth_suspect(h) => continue,
-            Health::Suspect {
-                class, evidence, ..
-            }
-            | Health::Probing {
-                class, evidence, ..
-            } => (*class, evidence.clone()),
-            _ => continue,
+    let mut unresolved = false;
+    for slot in creds.iter_mut().filter(|s| s.endpoint == ep) {
+        if !is_auth_suspect(&slot.rec.health) {
+            continue;
+        }
+        unresolved = true;
+        let Health::Suspect {
+            class,
+            since,
+            evidence,
+            probe_at,
+        } = slot.rec.health.clone()
+        else {
+            continue; // its probe is out
         };
-        let class = if class == Class::AuthTransient {
-            Class::AuthPermanent
-        } else {
-            class
-        };
+        let first = !active.swept.contains(&slot.spec.id);
+        if !first && probe_at > now {
+            continue;
+        }
+        if first {
+            active.swept.push(slot.spec.id.clone());
+        }
         let from = std::mem::replace(
             &mut slot.rec.health,
-            Health::Disabled {
+            Health::Probing {
                 class,
-                since: now,
-                evidence: format!(
-                    "{evidence}; every key of endpoint `{ep_id}` ({of_endpoint}) was rejected for {lasted}: revoked at once, or a provider auth outage — replace the keys if they were revoked; otherwise they come back at their re-check"
-                ),
-                fingerprint: Some(slot.spec.fingerprint.to_string()),
-                recheck_at: Some(recheck_at),
-                by_operator: false,
+                since,
+                evidence,
+                lease_until: now.plus(policy.probe_lease),
+                trial: false,
             },
         );
-        slot.rec.since = now;
-        slot.rec.rechecks = 0;
-        slot.rec.recheck_lease = None;
-        slot.incident_disabled = true;
-        disabled.push(slot.spec.id.clone());
         steps.push((
             ScopeKey::Credential(slot.spec.id.clone()),
             Step {
                 from: Some(from),
                 why: format!(
-                    "auth incident on `{ep_id}` outlasted {max}: every key rejected, disabled"
+                    "auth incident on `{ep_id}` outlasted {}: probing each of its keys",
+                    humantime::format_duration(policy.incident_max)
                 ),
                 wants_probe: false,
             },
             Some(slot.spec.fingerprint.clone()),
         ));
+        out.push(ProbeRequest {
+            scope: ScopeKey::Credential(slot.spec.id.clone()),
+            credential: slot.spec.id.clone(),
+            endpoint: ep_id.clone(),
+            model: None,
+            class,
+            kind: ProbeKind::KeyValidity,
+            recheck: false,
+            incident: true,
+        });
     }
-    inner.incident_events.push(IncidentEvent::Expired {
-        endpoint: ep_id.clone(),
-        since: active.since,
-        disabled,
-    });
+    if !unresolved {
+        if let Some(active) = incident.active.take() {
+            incident.recent.clear();
+            incident_events.push(IncidentEvent::Expired {
+                endpoint: ep_id.clone(),
+                since: active.since,
+                disabled: active.disabled,
+            });
+        }
+    }
     steps
+}
+
+/// After a sweep probe's answer: when no auth suspect of endpoint slot `ep` is left, the
+/// expired incident is over.
+pub(super) fn finish_sweep(inner: &mut Inner, ep: u32) {
+    let unresolved = inner
+        .creds
+        .iter()
+        .any(|s| s.endpoint == ep && is_auth_suspect(&s.rec.health));
+    let Some(e) = inner.endpoints.get(ep as usize) else {
+        return;
+    };
+    let Some(incident) = inner.incidents.get_mut(&e.id) else {
+        return;
+    };
+    if unresolved || !incident.active.as_ref().is_some_and(|a| a.expiring) {
+        return;
+    }
+    if let Some(active) = incident.active.take() {
+        incident.recent.clear();
+        inner.incident_events.push(IncidentEvent::Expired {
+            endpoint: e.id.clone(),
+            since: active.since,
+            disabled: active.disabled,
+        });
+    }
+    inner.incident_marked = inner.incidents.values().any(|i| i.active.is_some());
+}
+
+/// Whether endpoint slot `ep` is in an incident past `incident_max` (its sweep).
+pub(super) fn incident_expiring(inner: &Inner, ep: u32) -> bool {
+    inner
+        .endpoints
+        .get(ep as usize)
+        .and_then(|e| inner.incidents.get(&e.id))
+        .and_then(|i| i.active.as_ref())
+        .is_some_and(|a| a.expiring)
+}
+
+/// A sweep probe confirmed credential slot `c` still rejected past `incident_max`: its
+/// disable is an incident's (the faster `incident_recheck` curve, no denylist), with the
+/// "every key was rejected" remedy.
+pub(super) fn disable_swept(inner: &mut Inner, c: u32, now: Timestamp) {
+    let Inner {
+        incidents,
+        creds,
+        endpoints,
+        policy,
+        ..
+    } = inner;
+    let Some(slot) = creds.get_mut(c as usize) else {
+        return;
+    };
+    let Some(e) = endpoints.get(slot.endpoint as usize) else {
+        return;
+    };
+    let Some(active) = incidents.get_mut(&e.id).and_then(|i| i.active.as_mut()) else {
+        return;
+    };
+    let of_endpoint = active.credentials.len();
+    let lasted = humantime::format_duration(Duration::from_secs(now.since(active.since).as_secs()));
+    if let Health::Disabled {
+        evidence,
+        recheck_at,
+        ..
+    } = &mut slot.rec.health
+    {
+        evidence.push_str(&format!(
+            "; every key of endpoint `{}` ({of_endpoint} rejected at once) was still rejected after {lasted}: revoked at once, or a provider auth outage — replace the keys if they were revoked; otherwise they come back at their re-check",
+            e.id
+        ));
+        *recheck_at = Some(now.plus(policy.incident_recheck));
+        slot.rec.rechecks = 0;
+        slot.incident_disabled = true;
+        active.disabled.push(slot.spec.id.clone());
+    }
 }
 
 /// When the incident on `ep_id` is due for its probe: the next of its credentials that is
@@ -339,10 +452,12 @@ fn incident_probe(
         return None;
     }
     active.next_probe = now.plus(cooldown);
+    active.probe_out = Some((now, now.plus(lease)));
     let candidates = active.credentials.clone();
     let turn = active.turn;
     active.turn = active.turn.wrapping_add(1);
     let n = candidates.len();
+    // Its suspects take turns.
     let c = (0..n)
         .map(|k| &candidates[(turn + k) % n])
         .filter_map(|id| inner.by_id.get(id).copied())
@@ -391,4 +506,34 @@ fn incident_probe(
         incident: true,
     };
     Some((step, probe))
+}
+
+/// An incident probe's answer: it is back (no longer out); a rejection is the incident's
+/// latest evidence; an inconclusive one (a 5xx, a timeout) is retried soon, not after a
+/// whole cooldown. (A success ends the incident through [`note_endpoint_success`].)
+pub(super) fn note_incident_probe(
+    inner: &mut Inner,
+    ep: u32,
+    outcome: &ProbeOutcome,
+    now: Timestamp,
+) {
+    let retry = inner.policy.probe_retry.min(inner.policy.incident_cooldown);
+    let Some(e) = inner.endpoints.get(ep as usize) else {
+        return;
+    };
+    let Some(active) = inner
+        .incidents
+        .get_mut(&e.id)
+        .and_then(|i| i.active.as_mut())
+    else {
+        return;
+    };
+    active.probe_out = None;
+    match outcome {
+        ProbeOutcome::Confirmed { .. } => {}
+        ProbeOutcome::Inconclusive { .. } => {
+            active.next_probe = active.next_probe.min(now.plus(retry));
+        }
+        ProbeOutcome::Refuted => {}
+    }
 }

@@ -146,6 +146,13 @@ struct ActiveIncident {
     next_probe: Timestamp,
     /// Round robin over `credentials` for the incident probe.
     turn: usize,
+    /// An incident probe sent at `.0` is out until `.1` (its lease).
+    probe_out: Option<(Timestamp, Timestamp)>,
+    /// Past `incident_max`: every suspect gets its own probe (`swept`), and each one still
+    /// rejected is disabled (`disabled`).
+    expiring: bool,
+    swept: Vec<Arc<str>>,
+    disabled: Vec<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -390,7 +397,14 @@ impl HealthEngine {
             }
             inner.denylist.remove(&fp);
         }
-        let pending = finish_steps(&mut inner, steps, now, actor);
+        let mut pending = finish_steps(&mut inner, steps, now, actor);
+        if matches!(event, Event::Reset) {
+            for t in &mut pending {
+                if matches!(t.scope, ScopeKey::Credential(_)) {
+                    t.deny = Some(false);
+                }
+            }
+        }
         drop(inner);
         let mut last = Ack::done();
         for t in pending {

@@ -123,6 +123,9 @@ impl HealthEngine {
             return Ack::done();
         };
         let ep = inner.creds[c as usize].endpoint;
+        if probe.incident {
+            note_incident_probe(&mut inner, ep, &outcome, now);
+        }
         // A probe that answered is a success on its endpoint: it ends an incident there.
         if outcome == ProbeOutcome::Refuted {
             note_endpoint_success(&mut inner, ep, now, || {
@@ -130,9 +133,12 @@ impl HealthEngine {
             });
         }
         let in_incident = endpoint_in_incident(&inner, ep);
+        // Past `incident_max` the incident's sweep probes decide, key by key.
+        let swept = probe.incident && incident_expiring(&inner, ep);
         let outcome = match outcome {
             ProbeOutcome::Confirmed { .. }
                 if in_incident
+                    && !swept
                     && matches!(probe.class, Class::AuthPermanent | Class::AuthTransient) =>
             {
                 ProbeOutcome::Inconclusive {
@@ -177,33 +183,53 @@ impl HealthEngine {
                 *at = now.plus(faster);
             }
         }
-        let to = rec.health.clone();
+        let disabled_now = matches!(rec.health, Health::Disabled { .. });
         let slot = &mut inner.creds[c as usize];
         if matches!(probe.scope, ScopeKey::Credential(_)) {
-            slot.incident_disabled =
-                recheck_of_incident_disable && matches!(to, Health::Disabled { .. });
+            slot.incident_disabled = recheck_of_incident_disable && disabled_now;
+            if swept && disabled_now {
+                disable_swept(&mut inner, c, now);
+            }
+            if swept {
+                finish_sweep(&mut inner, ep);
+            }
         }
+        let to = inner.creds[c as usize].rec.health.clone();
+        let slot = &mut inner.creds[c as usize];
         let incident_disabled = slot.incident_disabled;
-        if let (
-            Health::Disabled {
-                class: Class::AuthPermanent,
-                ..
-            },
-            ScopeKey::Credential(id),
-            false,
-        ) = (&to, &probe.scope, incident_disabled)
-        {
-            inner.denylist.insert(
-                fp.clone(),
-                (id.clone(), "revoked (confirmed by probe)".into()),
-            );
+        // A confirmed revocation's secret is remembered (it stays out if it comes back);
+        // a re-check that finds it working forgets it.
+        let mut deny = None;
+        if let ScopeKey::Credential(id) = &probe.scope {
+            match (&to, incident_disabled) {
+                (
+                    Health::Disabled {
+                        class: Class::AuthPermanent,
+                        ..
+                    },
+                    false,
+                ) => {
+                    inner.denylist.insert(
+                        fp.clone(),
+                        (id.clone(), "revoked (confirmed by probe)".into()),
+                    );
+                    deny = Some(true);
+                }
+                (Health::Healthy, _) if inner.denylist.remove(&fp).is_some() => {
+                    deny = Some(false);
+                }
+                _ => {}
+            }
         }
-        let pending = finish_steps(
+        let mut pending = finish_steps(
             &mut inner,
             vec![(probe.scope.clone(), step, Some(fp))],
             now,
             Actor::Probe,
         );
+        for t in &mut pending {
+            t.deny = deny;
+        }
         drop(inner);
         let mut last = Ack::done();
         for t in pending {

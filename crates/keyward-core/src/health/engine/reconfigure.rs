@@ -25,21 +25,49 @@ pub(super) fn reconfigure(
     creds: Vec<CredentialSpec>,
     now: Timestamp,
 ) -> Vec<Transition> {
-    let last_successes = detach_all(inner, now);
+    let carried = detach_all(inner, now);
     let mut steps = Vec::new();
     for spec in creds {
-        attach(inner, spec, &last_successes, now, &mut steps);
+        attach(inner, spec, &carried, now, &mut steps);
     }
     reattach_shared(inner, now);
     finish_steps(inner, steps, now, Actor::Config)
 }
 
+/// What a reload carries over besides the records: each endpoint's last success, and each
+/// credential's in-flight attempts (they finish on the new slot) and, for the same secret,
+/// what its last failures taught.
+#[derive(Default)]
+struct Carried {
+    last_successes: HashMap<Arc<str>, Timestamp>,
+    creds: HashMap<Arc<str>, CredCarry>,
+}
+
+struct CredCarry {
+    fingerprint: Arc<str>,
+    inflight: u32,
+    headroom: Option<Headroom>,
+    last_failure: Option<(Class, Confidence)>,
+    incident_disabled: bool,
+}
+
 /// Moves every slot's records to the detached map (by scope key) and forgets the slots;
-/// returns each endpoint's last success.
-fn detach_all(inner: &mut Inner, now: Timestamp) -> HashMap<Arc<str>, Timestamp> {
+/// returns what else carries over.
+fn detach_all(inner: &mut Inner, now: Timestamp) -> Carried {
     inner.generation = inner.generation.wrapping_add(1);
+    let mut carried = Carried::default();
     // Detach everything the old slots held.
     for slot in inner.creds.drain(..) {
+        carried.creds.insert(
+            slot.spec.id.clone(),
+            CredCarry {
+                fingerprint: slot.spec.fingerprint.clone(),
+                inflight: slot.inflight,
+                headroom: slot.headroom,
+                last_failure: slot.last_failure,
+                incident_disabled: slot.incident_disabled,
+            },
+        );
         inner.detached.insert(
             ScopeKey::Credential(slot.spec.id.clone()),
             (slot.rec, Some(now)),
@@ -54,10 +82,9 @@ fn detach_all(inner: &mut Inner, now: Timestamp) -> HashMap<Arc<str>, Timestamp>
             .fingerprints
             .insert(slot.spec.id.clone(), slot.spec.fingerprint.clone());
     }
-    let mut last_successes: HashMap<Arc<str>, Timestamp> = HashMap::new();
     for e in inner.endpoints.drain(..) {
         if let Some(t) = e.last_success {
-            last_successes.insert(e.id.clone(), t);
+            carried.last_successes.insert(e.id.clone(), t);
         }
         inner
             .detached
@@ -76,7 +103,7 @@ fn detach_all(inner: &mut Inner, now: Timestamp) -> HashMap<Arc<str>, Timestamp>
     inner.by_id.clear();
     inner.by_endpoint.clear();
     inner.by_bucket.clear();
-    last_successes
+    carried
 }
 
 /// Configures one credential: its endpoint and bucket slots (created on first use), its
@@ -85,7 +112,7 @@ fn detach_all(inner: &mut Inner, now: Timestamp) -> HashMap<Arc<str>, Timestamp>
 fn attach(
     inner: &mut Inner,
     spec: CredentialSpec,
-    last_successes: &HashMap<Arc<str>, Timestamp>,
+    carried: &Carried,
     now: Timestamp,
     steps: &mut Vec<(ScopeKey, Step, Option<Arc<str>>)>,
 ) {
@@ -98,7 +125,7 @@ fn attach(
                 id: spec.endpoint.clone(),
                 rec: Record::default(),
                 models: Vec::new(),
-                last_success: last_successes.get(&spec.endpoint).copied(),
+                last_success: carried.last_successes.get(&spec.endpoint).copied(),
                 auth_failures: true,
             });
             (inner.endpoints.len() - 1) as u32
@@ -199,7 +226,7 @@ fn attach(
         .by_id
         .insert(spec.id.clone(), inner.creds.len() as u32);
     let id_hash = id_hash(&spec.id);
-    inner.creds.push(CredSlot {
+    let mut slot = CredSlot {
         spec,
         endpoint: ep,
         bucket,
@@ -210,7 +237,16 @@ fn attach(
         id_hash,
         last_failure: None,
         incident_disabled: false,
-    });
+    };
+    if let Some(c) = carried.creds.get(&slot.spec.id) {
+        slot.inflight = c.inflight;
+        if c.fingerprint == slot.spec.fingerprint {
+            slot.headroom = c.headroom;
+            slot.last_failure = c.last_failure;
+            slot.incident_disabled = c.incident_disabled;
+        }
+    }
+    inner.creds.push(slot);
 }
 
 /// Endpoint, provider-model and bucket records come back by id; what stayed detached

@@ -311,6 +311,7 @@ pub(super) fn finish_steps(
             actor,
             fingerprint,
             durable,
+            deny: None,
         });
     }
     out

@@ -19,6 +19,11 @@ pub struct Transition {
     pub fingerprint: Option<Arc<str>>,
     /// Must be on disk before anyone acts on it (disables, operator actions).
     pub durable: bool,
+    /// The revoked-secret denylist changes with this transition: `Some(true)` adds the
+    /// fingerprint (a revocation a probe confirmed), `Some(false)` removes it (an operator's
+    /// reset, a re-check that found the secret working). Stores follow it, so what they
+    /// restore is what the engine decided.
+    pub deny: Option<bool>,
 }
 
 /// Failure to persist a transition. The store names the cause and what to do.
