@@ -126,6 +126,9 @@ pub fn config(cmd: ConfigCommand) -> Result<ExitCode, CliError> {
                 cfg.state_label()
             )
             .map_err(CliError::Write)?;
+            for w in &cfg.warnings {
+                writeln!(out, "  warning: {w}").map_err(CliError::Write)?;
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
