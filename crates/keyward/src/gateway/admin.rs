@@ -108,7 +108,7 @@ fn authorise(
     let presented = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(super::bearer)
         .unwrap_or("");
     if !constant_time_eq(admin.token.expose().as_bytes(), presented.trim().as_bytes()) {
         return Err(Box::new(error(

@@ -23,6 +23,7 @@ pub mod native;
 pub mod oauth;
 pub mod prober;
 pub mod proxy;
+pub mod refusals;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -477,8 +478,12 @@ async fn handle(
 ) -> Response<Body> {
     let api = inbound.api();
     let (parts, body) = req.into_parts();
-    let Some((key_name, detail)) = authenticate(&gw.cfg, &parts.headers, q.key.as_deref()) else {
-        return CallerError::unauthenticated().response(api);
+    let (key_name, detail) = match authenticate(&gw.cfg, &parts.headers, q.key.as_deref()) {
+        Ok(k) => k,
+        Err(why) => {
+            refused(&gw, why, &parts, q.key.as_deref(), inbound.name());
+            return CallerError::unauthenticated().response(api);
+        }
     };
     let limit = gw.cfg.limits.max_body_bytes;
     let body = match axum::body::to_bytes(body, limit).await {
@@ -507,6 +512,9 @@ async fn handle(
         }
     };
     let Some(route) = gw.route(&model) else {
+        gw.metrics
+            .refusals
+            .unrouted(&gw.metrics, inbound.name(), &key_name, &model);
         let names: Vec<&str> = gw.cfg.routes.keys().map(String::as_str).collect();
         return CallerError::unknown_model(&model, &names).response(api);
     };
@@ -615,27 +623,63 @@ fn count_request(gw: &Gateway, route: &Arc<str>, key: &Arc<str>, r: &Response<Bo
     }
 }
 
-/// The caller's gateway key, wherever its SDK puts it; compared in constant time.
-pub fn authenticate(
-    cfg: &Config,
-    headers: &HeaderMap,
-    query_key: Option<&str>,
-) -> Option<(Arc<str>, Detail)> {
-    let presented = headers
+/// The gateway key a caller presented, wherever its SDK puts it.
+pub fn presented_key<'a>(headers: &'a HeaderMap, query_key: Option<&'a str>) -> Option<&'a str> {
+    headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .or_else(|| {
             headers
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
+                .and_then(bearer)
         })
         .or_else(|| headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()))
-        .or(query_key)?;
+        .or(query_key)
+}
+
+/// The token of an `Authorization: Bearer …` value. HTTP auth schemes are
+/// case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` are accepted too.
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
+}
+
+/// The caller's gateway key, wherever its SDK puts it; compared in constant time.
+pub fn authenticate(
+    cfg: &Config,
+    headers: &HeaderMap,
+    query_key: Option<&str>,
+) -> Result<(Arc<str>, Detail), refusals::AuthFailure> {
+    let presented = presented_key(headers, query_key).ok_or(refusals::AuthFailure::Missing)?;
     cfg.gateway_keys
         .iter()
         .find(|k| constant_time_eq(k.key.expose().as_bytes(), presented.trim().as_bytes()))
         .map(|k| (k.name.clone(), k.detail))
+        .ok_or(refusals::AuthFailure::Invalid)
+}
+
+/// Counts and logs (throttled) a refused gateway key; the key itself is never logged.
+fn refused(
+    gw: &Gateway,
+    why: refusals::AuthFailure,
+    parts: &axum::http::request::Parts,
+    query_key: Option<&str>,
+    api: &'static str,
+) {
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    gw.metrics.refusals.auth_failed(
+        &gw.metrics,
+        why,
+        presented_key(&parts.headers, query_key),
+        peer,
+        api,
+    );
 }
 
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -648,9 +692,11 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 async fn models(
     Snapshot(gw): Snapshot,
     Query(q): Query<KeyQuery>,
-    headers: HeaderMap,
+    req: Request<Body>,
 ) -> Response<Body> {
-    if authenticate(&gw.cfg, &headers, q.key.as_deref()).is_none() {
+    let (parts, _) = req.into_parts();
+    if let Err(why) = authenticate(&gw.cfg, &parts.headers, q.key.as_deref()) {
+        refused(&gw, why, &parts, q.key.as_deref(), "models");
         return CallerError::unauthenticated().response(Api::ChatCompletions);
     }
     let data: Vec<_> = gw
@@ -701,6 +747,15 @@ pub fn null_sink() -> Arc<dyn TransitionSink> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for v in ["Bearer kw-1", "bearer kw-1", "BEARER kw-1", "Bearer  kw-1"] {
+            assert_eq!(bearer(v), Some("kw-1"), "{v}");
+        }
+        assert_eq!(bearer("Basic kw-1"), None);
+        assert_eq!(bearer("Bearerkw-1"), None);
+    }
 
     #[tokio::test]
     async fn a_panic_in_one_request_is_a_500_for_that_request_only() {
