@@ -63,16 +63,33 @@ fn init_logs() {
 pub fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let cfg = load(&args.config)?;
     init_logs();
+    for w in &cfg.warnings {
+        tracing::warn!(config = %args.config.display(), warning = %w, "risky config");
+    }
     let rt = runtime()?;
     rt.block_on(async move {
+        // Bind first (a port in use is reported as such), then open the state, and only
+        // then say where the gateway listens: what is printed is what serves.
         let addr = args.listen.unwrap_or(cfg.listen);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(CliError::Write)?;
+        let fail = |e: keyward::ServeError| CliError::Usage(e.to_string());
+        let listener = keyward::bind(addr).await.map_err(fail)?;
+        let admin = keyward::bind_admin(&cfg).await.map_err(fail)?;
         let bound = listener.local_addr().map_err(CliError::Write)?;
+        let admin_bound = admin
+            .as_ref()
+            .map(tokio::net::TcpListener::local_addr)
+            .transpose()
+            .map_err(CliError::Write)?;
+        let live = keyward::open(cfg, Some(args.config.clone()))
+            .await
+            .map_err(fail)?;
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "keyward listening on http://{bound}").map_err(CliError::Write)?;
+            if let Some(a) = admin_bound {
+                writeln!(out, "keyward admin API and /metrics on http://{a}")
+                    .map_err(CliError::Write)?;
+            }
             out.flush().map_err(CliError::Write)?;
         }
         let shutdown = async {
@@ -96,9 +113,9 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
             #[cfg(not(unix))]
             let _ = ctrl_c.await;
         };
-        keyward::serve_reloadable(cfg, Some(args.config.clone()), listener, shutdown)
+        keyward::run(live, listener, admin, shutdown)
             .await
-            .map_err(|e| CliError::Usage(e.to_string()))
+            .map_err(fail)
     })?;
     Ok(ExitCode::SUCCESS)
 }

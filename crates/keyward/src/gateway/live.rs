@@ -170,6 +170,7 @@ impl Live {
             old.oauth.clone(),
         )?;
         gw.fleet = old.fleet.clone();
+        gw.body_budget = old.body_budget.clone();
         match self.current.write() {
             Ok(mut g) => *g = Arc::new(gw),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(gw),

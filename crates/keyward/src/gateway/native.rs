@@ -67,13 +67,28 @@ impl CallerError {
         )
     }
 
+    /// Too many request bodies are held at once (`limits.max_buffered_body_bytes`):
+    /// retryable, soon.
+    pub fn busy() -> Self {
+        let mut e = CallerError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded_error",
+            "server_busy",
+            "keyward: the gateway is reading too many large request bodies at once (limits.max_buffered_body_bytes); retry in a moment",
+        );
+        e.retry_after = Some(1);
+        e.should_retry = Some(true);
+        e
+    }
+
     pub fn unknown_model(model: &str, routes: &[&str]) -> Self {
         CallerError::new(
             StatusCode::NOT_FOUND,
             "not_found_error",
             "model_not_found",
             format!(
-                "keyward: no route for model {model:?}; configured routes: {}",
+                "keyward: no route for model `{}`; configured routes: {}",
+                model.chars().take(200).collect::<String>(),
                 routes.join(", ")
             ),
         )
