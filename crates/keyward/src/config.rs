@@ -646,7 +646,7 @@ impl Config {
                     format!("the admin token is also gateway key {:?}: every caller with that key would be an admin; give the admin API a token of its own", k.name),
                 );
             }
-            if a.listen.is_some_and(|l| l == listen) {
+            if a.listen.is_some_and(|l| l == listen && l.port() != 0) {
                 problem(
                     "admin.listen".into(),
                     "the admin listener must differ from `listen`; pick another port (e.g. 127.0.0.1:9091)".into(),
@@ -1776,14 +1776,18 @@ targets = [{ endpoint = "openai", model = "gpt-x", credentials = ["codex"] }]
             ("\n[server]\nmax_connections = 0\n", "server.max_connections", "refuses every connection"),
             ("\n[admin]\ntoken = \"env:SHORT\"\n", "admin.token", "shorter than 16 characters"),
             ("\n[admin]\ntoken = \"env:GW_KEY\"\n", "admin.token", "also gateway key \"agents\""),
-            ("\n[admin]\ntoken = \"env:ADMIN\"\nlisten = \"127.0.0.1:0\"\n", "admin.listen", "must differ"),
+            (
+                "\n[admin]\ntoken = \"env:ADMIN\"\nlisten = \"127.0.0.1:8080\"\n",
+                "admin.listen",
+                "must differ",
+            ),
             (
                 "\n[[credentials]]\nid = \"team-1-again\"\nendpoint = \"anthropic\"\nsecret = \"env:K1_AGAIN\"\n",
                 "credentials[1].secret",
                 "the same secret as \"team-1\"",
             ),
         ] {
-            let text = format!("{GOOD}{more}");
+            let text = format!("{}{more}", GOOD.replace("127.0.0.1:0", "127.0.0.1:8080"));
             let p = problems_with(&text);
             assert!(
                 p.iter().any(|p| p.starts_with(path) && p.contains(words)),

@@ -86,11 +86,11 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "keyward listening on http://{bound}").map_err(CliError::Write)?;
-            if let Some(a) = admin_bound {
-                writeln!(out, "keyward admin API and /metrics on http://{a}")
-                    .map_err(CliError::Write)?;
-            }
             out.flush().map_err(CliError::Write)?;
+        }
+        // Logged, not printed: scripts read the first line of stdout for the address.
+        if let Some(a) = admin_bound {
+            tracing::info!(admin_listen = %a, "admin API and /metrics listening on their own address (not on the proxy listener)");
         }
         let shutdown = async {
             let ctrl_c = tokio::signal::ctrl_c();

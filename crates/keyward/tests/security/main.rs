@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods)]
 //! The security suite (issue: hardening): every probe of the independent review replayed
 //! against the real binary — secrets on every surface, truncated and hostile upstream
 //! bodies, slow and idle connection floods with bounded counts, the state file under
@@ -6,3 +8,5 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+
+mod server_limits;
