@@ -591,3 +591,51 @@ async fn the_admin_listener_serves_admin_and_metrics_and_the_proxy_listener_does
     // Callers are still served on the proxy listener.
     assert_eq!(h.messages("claude", false).await.status, 200);
 }
+
+#[test]
+fn a_port_in_use_is_reported_as_such_before_anything_is_printed() {
+    let dir = std::env::temp_dir().join(format!("keyward-portinuse-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let cfg = dir.join("keyward.toml");
+    std::fs::write(
+        &cfg,
+        format!("listen = \"127.0.0.1:{port}\"\nstate = \"state.db\"\n\n[[gateway_keys]]\nname = \"agents\"\nkey = \"env:KW_GATEWAY\"\n"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("KW_GATEWAY", GATEWAY_KEY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            panic!("keyward serve kept running on a port in use");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!status.success());
+    assert!(!stdout.contains("listening"), "{stdout}");
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port}")) && stderr.contains("in use"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("cannot write output"), "{stderr}");
+    // Nothing was opened either: the state file is created only after the bind.
+    assert!(!dir.join("state.db").exists());
+    drop(taken);
+    let _ = std::fs::remove_dir_all(&dir);
+}
