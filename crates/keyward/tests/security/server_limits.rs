@@ -304,9 +304,9 @@ async fn bodies_beyond_the_byte_budget_get_a_503_in_the_callers_format_and_memor
     eprintln!(
         "16 × 3.5 MiB bodies, budget 8 MiB: statuses {statuses:?}; RSS before {rss_before} KiB, after {rss_after} KiB, peak {peak} KiB"
     );
-    // Unbounded, 16 bodies held at once (each copied while collected) would add >100 MiB.
+    // Without the budget the same 16 bodies raise the peak by about 90 MiB (measured).
     assert!(
-        peak < rss_before + 48 * 1024,
+        peak < rss_before + 56 * 1024,
         "peak RSS {peak} KiB vs {rss_before} KiB before"
     );
     // The gateway keeps serving.
