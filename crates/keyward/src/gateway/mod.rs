@@ -9,7 +9,7 @@
 //!    caller's format if absent;
 //! 3. the body's bytes are reserved in the gateway-wide [`body_budget`] (503 when it stays
 //!    full for `limits.body_wait`), then it is read once, bounded (`limits.max_body_bytes`,
-//!    413 beyond), and the model
+//!    413 beyond; 408 if it has not arrived within `timeouts.request`), and the model
 //!    and `stream` flag are read without re-encoding it (400 if it is not valid JSON);
 //! 4. the model's route is resolved (404 listing the routes if unknown); refused keys
 //!    and unrouted models are counted and logged by [`refusals`];
@@ -633,9 +633,13 @@ async fn handle(
         );
         return CallerError::busy().response(api);
     };
-    let body = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(_) => return CallerError::too_large(limit).response(api),
+    // A body that trickles in would hold its reservation: it must arrive within the
+    // request deadline.
+    let deadline = gw.cfg.timeouts.request;
+    let body = match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return CallerError::too_large(limit).response(api),
+        Err(_) => return CallerError::body_too_slow(deadline).response(api),
     };
     // One pass over the body finds the model (to route, and to rewrite per target) and
     // the stream flag.

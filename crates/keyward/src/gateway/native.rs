@@ -81,6 +81,20 @@ impl CallerError {
         e
     }
 
+    /// The request body did not arrive within `timeouts.request` (a stalled or
+    /// trickling upload, which would otherwise hold its share of the body budget).
+    pub fn body_too_slow(deadline: std::time::Duration) -> Self {
+        CallerError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            "request_timeout",
+            format!(
+                "keyward: the request body did not arrive within {} s; send it whole, without pauses",
+                deadline.as_secs()
+            ),
+        )
+    }
+
     pub fn unknown_model(model: &str, routes: &[&str]) -> Self {
         CallerError::new(
             StatusCode::NOT_FOUND,
@@ -169,6 +183,7 @@ fn google_status(s: StatusCode) -> &'static str {
         400 | 413 => "INVALID_ARGUMENT",
         401 => "UNAUTHENTICATED",
         404 => "NOT_FOUND",
+        408 => "DEADLINE_EXCEEDED",
         429 => "RESOURCE_EXHAUSTED",
         503 => "UNAVAILABLE",
         504 => "DEADLINE_EXCEEDED",

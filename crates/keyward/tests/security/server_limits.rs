@@ -639,3 +639,45 @@ fn a_port_in_use_is_reported_as_such_before_anything_is_printed() {
     drop(taken);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upload_times_out_and_gives_its_budget_back() {
+    const MIB: usize = 1 << 20;
+    let h = harness(
+        "stalledupload",
+        "\n[timeouts]\nrequest = \"2s\"\n[limits]\nmax_body_bytes = 4194304\nmax_buffered_body_bytes = 4194304\nbody_wait = \"5s\"\n",
+    )
+    .await;
+    let target = addr(&h);
+    // One stalled upload holds the whole budget, until the request deadline.
+    let t0 = Instant::now();
+    let mut holder = stalled_upload(
+        &target,
+        "/v1beta/models/claude:generateContent",
+        4 * MIB,
+        10,
+    )
+    .await;
+    let (status, _, body) = read_response(&mut holder, Duration::from_secs(15)).await;
+    let after = t0.elapsed();
+    assert_eq!(status, 408, "{body}");
+    assert!(
+        after >= Duration::from_millis(1500) && after < Duration::from_secs(10),
+        "{after:?}"
+    );
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["error"]["status"], "DEADLINE_EXCEEDED",
+        "Gemini shape: {v}"
+    );
+    // Its reservation is back: a request needing the whole budget is served at once.
+    let r = h
+        .post_raw(
+            "/v1/messages",
+            json!({"model": "claude", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}], "pad": " ".repeat(3 * MIB)}).to_string(),
+            Some(GATEWAY_KEY),
+        )
+        .await;
+    assert_ne!(r.status, 503, "{}", r.body);
+    assert_ne!(r.status, 408, "{}", r.body);
+}
