@@ -92,6 +92,7 @@ const DEFAULT_SEEDS: u64 = 2000;
 ///   high-confidence revocation verdict counts as permanent, so a one-key route answers
 ///   `x-should-retry: false` even when that 401 was an outage's and its probe will
 ///   refute it seconds later. The check stays to measure how often that happens.
+///
 /// Fixed since the first run: (f) the stores now follow the engine's denylist decision
 /// (`Transition::deny`); (h) a reload carries in-flight counts over; (c) an incident
 /// past `incident_max` probes every suspect once instead of disabling on the bound.

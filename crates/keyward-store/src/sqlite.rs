@@ -39,9 +39,7 @@ pub enum StoreError {
     NotKeyward { path: PathBuf, what: String },
     /// The state file or its folder could not be created or opened. Check the path and
     /// permissions. Label: `io`.
-    #[error(
-        "cannot open state file {path}: {source} (check that the folder exists and is writable)"
-    )]
+    #[error("cannot open state file {path}: {source} ({})", io_advice(source))]
     Io {
         path: PathBuf,
         #[source]
@@ -49,7 +47,7 @@ pub enum StoreError {
     },
     /// SQLite refused an operation (a corrupt or foreign file, a full disk). Label:
     /// `sqlite`.
-    #[error("state file {path}: {source} (if the file is corrupt, move it aside; keyward starts with empty state)")]
+    #[error("state file {path}: {source} ({})", sqlite_advice(source))]
     Sqlite {
         path: PathBuf,
         #[source]
@@ -76,6 +74,33 @@ pub enum StoreError {
 /// The holder's pid for [`StoreError::Locked`]'s message.
 fn held_by(pid: Option<u32>) -> String {
     pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+}
+
+/// What to do about an I/O error on the state file.
+fn io_advice(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull => "the disk holding it is full: free space there",
+        _ => "check that the folder exists and is writable",
+    }
+}
+
+/// What to do about a SQLite error: a full disk is not a corrupt file.
+fn sqlite_advice(e: &rusqlite::Error) -> &'static str {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => {
+            "the disk holding it is full: free space there; the file itself is fine"
+        }
+        Some(rusqlite::ErrorCode::SystemIoFailure) => {
+            "the disk failed a read or write: check that it is not full or failing"
+        }
+        Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::PermissionDenied) => {
+            "keyward cannot write it: check the file's and the folder's permissions"
+        }
+        Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+            "it is corrupt or not a keyward state file: move it aside; keyward starts with empty state"
+        }
+        _ => "if the file is corrupt, move it aside; keyward starts with empty state",
+    }
 }
 
 pub(crate) const SCHEMA_VERSION: i64 = 1;
@@ -515,5 +540,33 @@ impl StoreReader {
             })
             .map_err(sql)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(sql)
+    }
+}
+
+#[cfg(test)]
+mod advice_tests {
+    use super::*;
+
+    fn sqlite(code: std::os::raw::c_int) -> String {
+        StoreError::Sqlite {
+            path: PathBuf::from("/var/lib/keyward/state.db"),
+            source: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None),
+        }
+        .to_string()
+    }
+
+    #[test]
+    fn a_full_disk_is_reported_as_a_full_disk_not_a_corrupt_file() {
+        let full = sqlite(rusqlite::ffi::SQLITE_FULL);
+        assert!(full.contains("disk holding it is full"), "{full}");
+        assert!(!full.contains("move it aside"), "{full}");
+        let corrupt = sqlite(rusqlite::ffi::SQLITE_CORRUPT);
+        assert!(corrupt.contains("move it aside"), "{corrupt}");
+        let io = StoreError::Io {
+            path: PathBuf::from("/var/lib/keyward/state.db"),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        }
+        .to_string();
+        assert!(io.contains("full: free space"), "{io}");
     }
 }

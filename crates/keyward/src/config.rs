@@ -82,6 +82,8 @@ struct RawConfig {
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
     policy: Option<Policy>,
     #[serde(default)]
     admin: Option<RawAdmin>,
@@ -113,6 +115,19 @@ struct RawAdmin {
     token: String,
     #[serde(default)]
     allow_remote: bool,
+    /// A listener of its own for the admin API and `/metrics`.
+    #[serde(default)]
+    listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    header_read_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_connections: Option<usize>,
+    reverse_proxy: Option<bool>,
+    trust_loopback: Option<bool>,
 }
 
 fn default_listen() -> String {
@@ -225,6 +240,8 @@ struct RawLimits {
     max_body_bytes: Option<usize>,
     max_event_bytes: Option<usize>,
     max_attempts: Option<u32>,
+    max_buffered_body_bytes: Option<usize>,
+    body_wait: Option<String>,
 }
 
 /// A secret, held only in memory. `Debug` and `Display` never show it.
@@ -377,6 +394,11 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub max_event_bytes: usize,
     pub max_attempts: u32,
+    /// Request bodies held in memory at once, across all requests (a body reserves its
+    /// `content-length`, or `max_body_bytes` when it has none, before it is read).
+    pub max_buffered_body_bytes: usize,
+    /// How long a request waits for room in that budget before it is answered 503.
+    pub body_wait: Duration,
 }
 
 impl Default for Limits {
@@ -385,6 +407,39 @@ impl Default for Limits {
             max_body_bytes: 32 << 20,
             max_event_bytes: 16 << 20,
             max_attempts: 6,
+            max_buffered_body_bytes: 256 << 20,
+            body_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The caller-facing listener's connection limits and whom it trusts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Server {
+    /// A connection must send a request's whole head within this (slowloris); hyper also
+    /// runs it while a kept-alive connection waits for its next request.
+    pub header_read_timeout: Duration,
+    /// A connection with no request for this long is closed (HTTP/1 and HTTP/2).
+    pub idle_timeout: Duration,
+    /// Open caller connections at most; further ones are closed as soon as accepted.
+    pub max_connections: usize,
+    /// A reverse proxy on this host forwards callers to the proxy listener: loopback
+    /// peers are then anyone.
+    pub reverse_proxy: bool,
+    /// Whether a loopback peer of the proxy listener counts as local (for `/metrics`
+    /// without an `[admin]` table, and for the admin API without `allow_remote`). Off by
+    /// default when a reverse proxy is declared or the admin API has its own listener.
+    pub trust_loopback: bool,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+            max_connections: 4096,
+            reverse_proxy: false,
+            trust_loopback: true,
         }
     }
 }
@@ -400,6 +455,8 @@ pub struct Config {
     pub routes: BTreeMap<String, Route>,
     pub timeouts: Timeouts,
     pub limits: Limits,
+    /// The caller-facing listener's limits.
+    pub server: Server,
     pub policy: Policy,
     /// The admin API (`/admin/...`); absent when the config has no `[admin]` table.
     pub admin: Option<Admin>,
@@ -410,6 +467,9 @@ pub struct Config {
     /// Fleet mode: the state is shared through Redis (`state = "redis://…"`); `state`
     /// then holds no file.
     pub fleet: Option<Fleet>,
+    /// What is accepted but risky (a remote admin API on a public address, …): printed by
+    /// `keyward config check` and logged by `serve` at start and on reload.
+    pub warnings: Vec<ConfigProblem>,
 }
 
 /// Fleet mode: several replicas share health, the transition log, the denylist and
@@ -460,6 +520,9 @@ impl Fleet {
 pub struct Admin {
     pub token: Secret,
     pub allow_remote: bool,
+    /// The admin API's and `/metrics`' own listener; they are then not served on the
+    /// proxy listener. Applies at start.
+    pub listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -549,12 +612,47 @@ impl Config {
                 });
             }
         }
+        let admin_listen = raw.admin.as_ref().and_then(|a| {
+            a.listen
+                .as_deref()
+                .and_then(|l| match l.parse::<SocketAddr>() {
+                    Ok(addr) => Some(addr),
+                    Err(_) => {
+                        problem(
+                            "admin.listen".into(),
+                            format!("{l:?} is not an address like 127.0.0.1:9091"),
+                        );
+                        None
+                    }
+                })
+        });
         let admin = raw.admin.as_ref().and_then(|a| {
             resolve("admin.token", &a.token, &mut problem).map(|token| Admin {
                 token,
                 allow_remote: a.allow_remote,
+                listen: admin_listen,
             })
         });
+        if let Some(a) = &admin {
+            if a.token.expose().chars().count() < MIN_ADMIN_TOKEN_CHARS {
+                problem(
+                    "admin.token".into(),
+                    format!("the admin token is shorter than {MIN_ADMIN_TOKEN_CHARS} characters and can be guessed; generate one with `openssl rand -hex 32`"),
+                );
+            }
+            if let Some(k) = gateway_keys.iter().find(|k| k.key == a.token) {
+                problem(
+                    "admin.token".into(),
+                    format!("the admin token is also gateway key {:?}: every caller with that key would be an admin; give the admin API a token of its own", k.name),
+                );
+            }
+            if a.listen.is_some_and(|l| l == listen && l.port() != 0) {
+                problem(
+                    "admin.listen".into(),
+                    "the admin listener must differ from `listen`; pick another port (e.g. 127.0.0.1:9091)".into(),
+                );
+            }
+        }
         if raw.gateway_keys.is_empty() {
             problem(
                 "gateway_keys".into(),
@@ -683,6 +781,26 @@ impl Config {
                 });
             }
         }
+        for (j, c) in credentials.iter().enumerate() {
+            let Some(secret) = &c.secret else { continue };
+            if let Some(first) = credentials[..j]
+                .iter()
+                .find(|o| o.secret.as_ref() == Some(secret))
+            {
+                let i = raw
+                    .credentials
+                    .iter()
+                    .position(|rc| rc.id == *c.id)
+                    .unwrap_or(j);
+                problem(
+                    format!("credentials[{i}].secret"),
+                    format!(
+                        "credential {:?} holds the same secret as {:?}: one key under two ids doubles its share of the traffic and splits its health; keep one id per key",
+                        c.id, first.id
+                    ),
+                );
+            }
+        }
         let mut timeouts = Timeouts::default();
         let t = &raw.timeouts;
         for (name, value, slot) in [
@@ -694,6 +812,7 @@ impl Config {
         ] {
             if let Some(v) = value {
                 match humantime_duration(v) {
+                    Some(d) if d.is_zero() => problem(format!("timeouts.{name}"), zero_timeout()),
                     Some(d) => *slot = d,
                     None => problem(
                         format!("timeouts.{name}"),
@@ -819,19 +938,8 @@ impl Config {
                 },
             );
         }
-        let defaults = Limits::default();
-        let limits = Limits {
-            max_body_bytes: raw.limits.max_body_bytes.unwrap_or(defaults.max_body_bytes),
-            max_event_bytes: raw
-                .limits
-                .max_event_bytes
-                .unwrap_or(defaults.max_event_bytes),
-            max_attempts: raw
-                .limits
-                .max_attempts
-                .unwrap_or(defaults.max_attempts)
-                .clamp(1, 50),
-        };
+        let limits = limits(&raw.limits, &mut problem);
+        let server = server(&raw, admin.as_ref(), &mut problem);
         let (state, fleet) = fleet_state(&raw, base, &resolve, &mut problem);
         let removed_credential_retention = match raw.removed_credential_retention.as_deref() {
             None => Duration::from_secs(7 * 86_400),
@@ -858,7 +966,10 @@ impl Config {
         if !p.is_empty() {
             return Err(p);
         }
+        let warnings = warnings(listen, &server, admin.as_ref());
         Ok(Config {
+            warnings,
+            server,
             listen,
             state,
             gateway_keys,
@@ -874,6 +985,166 @@ impl Config {
             fleet,
         })
     }
+}
+
+/// The shortest admin token accepted: shorter ones can be guessed online.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+
+fn zero_timeout() -> String {
+    "a zero timeout fails every request at once (or, for a server limit, disables nothing and closes everything); give a duration like \"10s\", or leave it out for the default".into()
+}
+
+/// `[limits]`, refusing zeros (a zero body limit refuses every request; zero attempts
+/// never call upstream) and a body budget smaller than one body.
+fn limits(raw: &RawLimits, problem: &mut dyn FnMut(String, String)) -> Limits {
+    let d = Limits::default();
+    let mut nonzero = |name: &str, v: Option<usize>, default: usize, what: &str| match v {
+        Some(0) => {
+            problem(
+                format!("limits.{name}"),
+                format!("0 {what}; raise it, or leave it out for the default ({default})"),
+            );
+            default
+        }
+        Some(v) => v,
+        None => default,
+    };
+    let max_body_bytes = nonzero(
+        "max_body_bytes",
+        raw.max_body_bytes,
+        d.max_body_bytes,
+        "refuses every request body",
+    );
+    let max_event_bytes = nonzero(
+        "max_event_bytes",
+        raw.max_event_bytes,
+        d.max_event_bytes,
+        "fails every stream",
+    );
+    let max_attempts = nonzero(
+        "max_attempts",
+        raw.max_attempts.map(|a| a as usize),
+        d.max_attempts as usize,
+        "attempts never call upstream",
+    );
+    let max_buffered_body_bytes = nonzero(
+        "max_buffered_body_bytes",
+        raw.max_buffered_body_bytes,
+        d.max_buffered_body_bytes.max(max_body_bytes),
+        "refuses every request body",
+    );
+    if max_buffered_body_bytes < max_body_bytes {
+        problem(
+            "limits.max_buffered_body_bytes".into(),
+            format!("{max_buffered_body_bytes} is smaller than limits.max_body_bytes ({max_body_bytes}): the largest allowed body could never be read; raise it"),
+        );
+    }
+    let body_wait = match raw.body_wait.as_deref() {
+        None => d.body_wait,
+        Some(v) => match humantime_duration(v) {
+            Some(w) => w,
+            None => {
+                problem(
+                    "limits.body_wait".into(),
+                    format!("{v:?} is not a duration like \"2s\" (0s answers 503 at once when the budget is full)"),
+                );
+                d.body_wait
+            }
+        },
+    };
+    Limits {
+        max_body_bytes,
+        max_event_bytes,
+        max_attempts: u32::try_from(max_attempts).unwrap_or(u32::MAX).min(50),
+        max_buffered_body_bytes,
+        body_wait,
+    }
+}
+
+/// `[server]`: the caller-facing listener's limits and loopback trust.
+fn server(
+    raw: &RawConfig,
+    admin: Option<&Admin>,
+    problem: &mut dyn FnMut(String, String),
+) -> Server {
+    let d = Server::default();
+    let r = &raw.server;
+    let mut duration = |name: &str, v: &Option<String>, default: Duration| match v.as_deref() {
+        None => default,
+        Some(v) => match humantime_duration(v) {
+            Some(t) if t.is_zero() => {
+                problem(format!("server.{name}"), zero_timeout());
+                default
+            }
+            Some(t) => t,
+            None => {
+                problem(
+                    format!("server.{name}"),
+                    format!("{v:?} is not a duration like \"10s\""),
+                );
+                default
+            }
+        },
+    };
+    let header_read_timeout = duration(
+        "header_read_timeout",
+        &r.header_read_timeout,
+        d.header_read_timeout,
+    );
+    let idle_timeout = duration("idle_timeout", &r.idle_timeout, d.idle_timeout);
+    let max_connections = match r.max_connections {
+        Some(0) => {
+            problem(
+                "server.max_connections".into(),
+                format!(
+                    "0 refuses every connection; raise it, or leave it out for the default ({})",
+                    d.max_connections
+                ),
+            );
+            d.max_connections
+        }
+        Some(n) => n,
+        None => d.max_connections,
+    };
+    let reverse_proxy = r.reverse_proxy.unwrap_or(false);
+    let admin_elsewhere = admin.is_some_and(|a| a.listen.is_some());
+    let trust_loopback = r
+        .trust_loopback
+        .unwrap_or(!(reverse_proxy || admin_elsewhere));
+    Server {
+        header_read_timeout,
+        idle_timeout,
+        max_connections,
+        reverse_proxy,
+        trust_loopback,
+    }
+}
+
+/// What is accepted but risky.
+fn warnings(listen: SocketAddr, server: &Server, admin: Option<&Admin>) -> Vec<ConfigProblem> {
+    let mut w = Vec::new();
+    if let Some(a) = admin {
+        let admin_at = a.listen.unwrap_or(listen);
+        if a.allow_remote && !admin_at.ip().is_loopback() {
+            w.push(ConfigProblem {
+                path: if a.listen.is_some() { "admin.listen" } else { "listen" }.into(),
+                message: format!("the admin API and /metrics answer any host that reaches {admin_at} (admin.allow_remote = true on a non-loopback address): only the token protects them; prefer [admin] listen = \"127.0.0.1:9091\" or a private interface"),
+            });
+        }
+        if a.listen.is_none() && server.reverse_proxy && server.trust_loopback {
+            w.push(ConfigProblem {
+                path: "server.trust_loopback".into(),
+                message: "a reverse proxy is declared yet loopback peers are trusted: every caller it forwards looks local; remove trust_loopback or give the admin API its own listener".into(),
+            });
+        }
+    }
+    if admin.is_none() && server.reverse_proxy && server.trust_loopback {
+        w.push(ConfigProblem {
+            path: "server.trust_loopback".into(),
+            message: "a reverse proxy is declared yet loopback peers are trusted: /metrics answers every caller it forwards; remove trust_loopback or add an [admin] table with a token".into(),
+        });
+    }
+    w
 }
 
 fn is_redis_url(s: &str) -> bool {
@@ -1090,6 +1361,7 @@ fn override_timeouts(
     ] {
         if let Some(v) = value {
             match humantime_duration(v) {
+                Some(d) if d.is_zero() => problem(format!("{path}.{field}"), zero_timeout()),
                 Some(d) => *slot = d,
                 None => problem(
                     format!("{path}.{field}"),
@@ -1470,5 +1742,115 @@ targets = [{ endpoint = "openai", model = "gpt-x", credentials = ["codex"] }]
         assert_eq!(a.fingerprint().len(), 12);
         assert_ne!(a.fingerprint(), b.fingerprint());
         assert!(a.fingerprint().bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    fn env_more(v: &str) -> Option<String> {
+        match v {
+            "ADMIN" => Some("adm-0123456789abcdef".into()),
+            "SHORT" => Some("hunter2".into()),
+            "K1_AGAIN" => Some("sk-ant-secret-1".into()),
+            _ => env(v),
+        }
+    }
+
+    fn problems_with(text: &str) -> Vec<String> {
+        Config::parse(text, Path::new("/etc/keyward"), &env_more)
+            .err()
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn dangerous_settings_are_refused_with_what_to_do() {
+        for (more, path, words) in [
+            ("\n[limits]\nmax_body_bytes = 0\n", "limits.max_body_bytes", "refuses every request body"),
+            ("\n[limits]\nmax_attempts = 0\n", "limits.max_attempts", "never call upstream"),
+            ("\n[limits]\nmax_event_bytes = 0\n", "limits.max_event_bytes", "raise it"),
+            ("\n[limits]\nmax_buffered_body_bytes = 1024\n", "limits.max_buffered_body_bytes", "smaller than limits.max_body_bytes"),
+            ("\n[timeouts]\nrequest = \"0s\"\n", "timeouts.request", "zero timeout"),
+            ("\n[timeouts]\nconnect = \"0ms\"\n", "timeouts.connect", "zero timeout"),
+            ("\n[server]\nheader_read_timeout = \"0s\"\n", "server.header_read_timeout", "zero timeout"),
+            ("\n[server]\nidle_timeout = \"0s\"\n", "server.idle_timeout", "zero timeout"),
+            ("\n[server]\nmax_connections = 0\n", "server.max_connections", "refuses every connection"),
+            ("\n[admin]\ntoken = \"env:SHORT\"\n", "admin.token", "shorter than 16 characters"),
+            ("\n[admin]\ntoken = \"env:GW_KEY\"\n", "admin.token", "also gateway key \"agents\""),
+            (
+                "\n[admin]\ntoken = \"env:ADMIN\"\nlisten = \"127.0.0.1:8080\"\n",
+                "admin.listen",
+                "must differ",
+            ),
+            (
+                "\n[[credentials]]\nid = \"team-1-again\"\nendpoint = \"anthropic\"\nsecret = \"env:K1_AGAIN\"\n",
+                "credentials[1].secret",
+                "the same secret as \"team-1\"",
+            ),
+        ] {
+            let text = format!("{}{more}", GOOD.replace("127.0.0.1:0", "127.0.0.1:8080"));
+            let p = problems_with(&text);
+            assert!(
+                p.iter().any(|p| p.starts_with(path) && p.contains(words)),
+                "{more}: {p:?}"
+            );
+            for shown in &p {
+                for secret in ["gw-secret", "hunter2", "sk-ant-secret-1"] {
+                    assert!(!shown.contains(secret), "a secret in {shown}");
+                }
+            }
+        }
+        // A route's zero override too.
+        let text = GOOD.replace(
+            "first_token_timeout = \"20s\"",
+            "first_token_timeout = \"0s\"",
+        );
+        let p = problems_with(&text);
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("routes.claude.first_token_timeout")
+                    && p.contains("zero timeout")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn risky_settings_load_with_a_warning_and_loopback_trust_follows_the_listeners() {
+        let remote = format!(
+            "{}\n[admin]\ntoken = \"env:ADMIN\"\nallow_remote = true\n",
+            GOOD.replace("127.0.0.1:0", "0.0.0.0:8080")
+        );
+        let c = Config::parse(&remote, Path::new("/etc/keyward"), &env_more).unwrap();
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.path == "listen" && w.message.contains("only the token protects them")),
+            "{:?}",
+            c.warnings
+        );
+        assert!(c.server.trust_loopback);
+        // The defaults warn about nothing.
+        let c = Config::parse(GOOD, Path::new("/etc/keyward"), &env_more).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(c.server, Server::default());
+        assert_eq!(c.limits, Limits::default());
+        // An admin listener of its own, or a declared reverse proxy: no loopback trust on
+        // the proxy listener.
+        let own = format!("{GOOD}\n[admin]\ntoken = \"env:ADMIN\"\nlisten = \"127.0.0.1:9091\"\n");
+        let c = Config::parse(&own, Path::new("/etc/keyward"), &env_more).unwrap();
+        assert_eq!(
+            c.admin.as_ref().and_then(|a| a.listen),
+            Some("127.0.0.1:9091".parse().unwrap())
+        );
+        assert!(!c.server.trust_loopback);
+        let proxied = format!("{GOOD}\n[server]\nreverse_proxy = true\n");
+        let c = Config::parse(&proxied, Path::new("/etc/keyward"), &env_more).unwrap();
+        assert!(!c.server.trust_loopback);
+        let forced = format!("{GOOD}\n[server]\nreverse_proxy = true\ntrust_loopback = true\n");
+        let c = Config::parse(&forced, Path::new("/etc/keyward"), &env_more).unwrap();
+        assert!(
+            c.warnings.iter().any(|w| w.path == "server.trust_loopback"),
+            "{:?}",
+            c.warnings
+        );
     }
 }

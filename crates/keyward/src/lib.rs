@@ -35,29 +35,59 @@ pub async fn serve(
 }
 
 /// [`serve`], reloading the configuration from `source` on `SIGHUP` and when the file
-/// changes (see [`gateway::live`]).
+/// changes (see [`gateway::live`]). Binds the admin listener when the config has one.
 pub async fn serve_reloadable(
     cfg: config::Config,
     source: Option<std::path::PathBuf>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    serve_reloadable_with(cfg, source, listener, shutdown, keyward_store::Init::Refuse).await
+    let admin = bind_admin(&cfg).await?;
+    let live = open(cfg, source, keyward_store::Init::Refuse).await?;
+    run(live, listener, admin, shutdown).await
 }
 
-/// [`serve_reloadable`], saying what to do with a state file that is empty or not
-/// Keyward's (`keyward serve --init-state`: [`keyward_store::Init::MoveAside`]).
+/// Serves an opened gateway on its listeners until `shutdown` resolves.
+pub async fn run(
+    live: std::sync::Arc<gateway::Live>,
+    listener: tokio::net::TcpListener,
+    admin: Option<tokio::net::TcpListener>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    gateway::run_listeners(live, listener, admin, shutdown, gateway::DRAIN_LIMIT)
+        .await
+        .map_err(ServeError::Io)
+}
+
+/// Binds `addr`, saying what to do when it cannot.
+pub async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, ServeError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// The admin API's own listener, when the config has `[admin] listen`.
+pub async fn bind_admin(
+    cfg: &config::Config,
+) -> Result<Option<tokio::net::TcpListener>, ServeError> {
+    match cfg.admin.as_ref().and_then(|a| a.listen) {
+        Some(addr) => bind(addr).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Opens the state (file or fleet) and builds the gateway for `cfg`; `init` says what to
+/// do with a state file that is empty or not Keyward's (`keyward serve --init-state`:
+/// [`keyward_store::Init::MoveAside`]).
 ///
 /// Single node: the state file is locked for the gateway's whole life (a second gateway
 /// or a writing CLI command is refused) and opened once, through SQLite only; the health
 /// store and the OAuth tokens share the lock.
-pub async fn serve_reloadable_with(
+pub async fn open(
     cfg: config::Config,
     source: Option<std::path::PathBuf>,
-    listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     init: keyward_store::Init,
-) -> Result<(), ServeError> {
+) -> Result<std::sync::Arc<gateway::Live>, ServeError> {
     let (tokens, engine, fleet) = match &cfg.fleet {
         None => {
             let state = keyward_store::StateFile::lock(&cfg.state, init)?;
@@ -106,9 +136,7 @@ pub async fn serve_reloadable_with(
         gw.oauth.set_fleet(f.clone());
     }
     gw.fleet = fleet;
-    gateway::run(gateway::Live::new(gw, source), listener, shutdown)
-        .await
-        .map_err(ServeError::Io)
+    Ok(gateway::Live::new(gw, source))
 }
 
 /// The sealer of `cfg`'s OAuth tokens: its `state_key`, or plain text.
@@ -198,7 +226,24 @@ pub enum ServeError {
     /// The HTTP client could not be built (TLS roots). Label: `client`.
     #[error("cannot build the upstream HTTP client: {0}")]
     Client(#[source] gateway::upstream::ClientError),
+    /// An address to listen on could not be bound. Label: `bind`.
+    #[error("cannot listen on {addr}: {source}; {}", bind_advice(source))]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     /// Serving failed (the listener broke). Label: `io`.
     #[error("serving failed: {0}")]
     Io(#[source] std::io::Error),
+}
+
+/// What to do when an address cannot be bound.
+fn bind_advice(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => "the address is in use (another keyward, or another server): stop it, or choose another port with `listen` in the config or --listen",
+        std::io::ErrorKind::PermissionDenied => "ports below 1024 need privileges: choose a port above 1024",
+        std::io::ErrorKind::AddrNotAvailable => "no interface of this host has that address: use 127.0.0.1, 0.0.0.0 or one of this host's addresses",
+        _ => "check the address in `listen` (or --listen)",
+    }
 }

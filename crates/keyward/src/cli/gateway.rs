@@ -54,17 +54,42 @@ fn init_logs() {
 pub fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let cfg = load(&args.config)?;
     init_logs();
+    for w in &cfg.warnings {
+        tracing::warn!(config = %args.config.display(), warning = %w, "risky config");
+    }
     let rt = runtime()?;
     rt.block_on(async move {
+        // Bind first (a port in use is reported as such), then open the state, and only
+        // then say where the gateway listens: what is printed is what serves.
         let addr = args.listen.unwrap_or(cfg.listen);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(CliError::Write)?;
+        let fail = |e: keyward::ServeError| match e {
+            keyward::ServeError::State(s) => CliError::State(s),
+            other => CliError::Usage(other.to_string()),
+        };
+        let listener = keyward::bind(addr).await.map_err(fail)?;
+        let admin = keyward::bind_admin(&cfg).await.map_err(fail)?;
         let bound = listener.local_addr().map_err(CliError::Write)?;
+        let admin_bound = admin
+            .as_ref()
+            .map(tokio::net::TcpListener::local_addr)
+            .transpose()
+            .map_err(CliError::Write)?;
+        let init = if args.init_state {
+            keyward_store::Init::MoveAside
+        } else {
+            keyward_store::Init::Refuse
+        };
+        let live = keyward::open(cfg, Some(args.config.clone()), init)
+            .await
+            .map_err(fail)?;
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "keyward listening on http://{bound}").map_err(CliError::Write)?;
             out.flush().map_err(CliError::Write)?;
+        }
+        // Logged, not printed: scripts read the first line of stdout for the address.
+        if let Some(a) = admin_bound {
+            tracing::info!(admin_listen = %a, "admin API and /metrics listening on their own address (not on the proxy listener)");
         }
         let shutdown = async {
             let ctrl_c = tokio::signal::ctrl_c();
@@ -87,17 +112,9 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
             #[cfg(not(unix))]
             let _ = ctrl_c.await;
         };
-        let init = if args.init_state {
-            keyward_store::Init::MoveAside
-        } else {
-            keyward_store::Init::Refuse
-        };
-        keyward::serve_reloadable_with(cfg, Some(args.config.clone()), listener, shutdown, init)
+        keyward::run(live, listener, admin, shutdown)
             .await
-            .map_err(|e| match e {
-                keyward::ServeError::State(s) => CliError::State(s),
-                other => CliError::Usage(other.to_string()),
-            })
+            .map_err(fail)
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -125,6 +142,9 @@ pub fn config(cmd: ConfigCommand) -> Result<ExitCode, CliError> {
                 cfg.state_label()
             )
             .map_err(CliError::Write)?;
+            for w in &cfg.warnings {
+                writeln!(out, "  warning: {w}").map_err(CliError::Write)?;
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

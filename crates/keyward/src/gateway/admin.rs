@@ -1,14 +1,20 @@
-//! The admin API, under `/admin` on the gateway's listener: every credential's health and
-//! why, one credential's transition history, reset, disable, reload, OAuth token import
-//! and removal, and the config's status. JSON in and out.
+//! The admin API, under `/admin` on the gateway's listener (or on its own, with `[admin]
+//! listen`): every credential's health and why, one credential's transition history,
+//! reset, disable, reload, OAuth token import and removal, and the config's status. JSON
+//! in and out.
 //!
 //! OAuth tokens are imported here while a gateway runs (`keyward credentials import` calls
 //! it): the gateway holds the state file's lock, so no other process may write the file.
 //!
 //! Access needs the `[admin]` table in the config: a bearer token (`Authorization: Bearer
-//! …`, compared in constant time) and, unless `allow_remote = true`, a loopback peer.
+//! …`, compared in constant time) and, unless `allow_remote = true`, a local peer.
 //! Without the table every `/admin` path answers 404, so the API does not exist. Secrets
 //! never appear: credentials are shown by id and fingerprint.
+//!
+//! "Local" is explicit ([`peer_is_local`]): a loopback peer of the admin listener is
+//! local; one of the proxy listener only while `server.trust_loopback` holds, which is off
+//! by default when a reverse proxy is declared (every caller it forwards arrives from
+//! loopback) or when the admin API has a listener of its own.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,17 +54,19 @@ pub fn routes() -> Router<Arc<Live>> {
 async fn metrics(
     State(live): State<Arc<Live>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    surface: Option<axum::Extension<super::Surface>>,
     headers: HeaderMap,
 ) -> Response<Body> {
     let gw = live.current();
+    let surface = surface.map_or(super::Surface::COMBINED, |s| s.0);
     if gw.cfg.admin.is_some() {
-        if let Err(r) = authorise(&live, peer, &headers) {
+        if let Err(r) = authorise(&live, peer, surface, &headers) {
             return *r;
         }
-    } else if !peer.ip().is_loopback() {
+    } else if !peer_is_local(peer, surface, &gw.cfg) {
         return error(
             StatusCode::FORBIDDEN,
-            "metrics answer loopback peers only without an [admin] table; add one with a token to scrape remotely",
+            "metrics answer local peers only without an [admin] table (loopback, and not through a declared reverse proxy: server.trust_loopback); add an [admin] table with a token to scrape remotely",
         );
     }
     if let Some(fleet) = &gw.fleet {
@@ -93,10 +101,25 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
     reply(status, &json!({"error": {"message": message}}))
 }
 
+/// Whether `peer` counts as on this host: a loopback peer of the admin listener, or of
+/// the proxy listener while `server.trust_loopback` holds.
+pub fn peer_is_local(
+    peer: SocketAddr,
+    surface: super::Surface,
+    cfg: &crate::config::Config,
+) -> bool {
+    peer.ip().is_loopback()
+        && match surface {
+            super::Surface::Admin => true,
+            super::Surface::Proxy { .. } => cfg.server.trust_loopback,
+        }
+}
+
 /// The snapshot, if the caller may use the admin API; otherwise the refusal.
 fn authorise(
     live: &Live,
     peer: SocketAddr,
+    surface: super::Surface,
     headers: &HeaderMap,
 ) -> Result<Arc<Gateway>, Box<Response<Body>>> {
     let gw = live.current();
@@ -106,16 +129,16 @@ fn authorise(
             "the admin API is off: add an [admin] table with a token to the config",
         )));
     };
-    if !admin.allow_remote && !peer.ip().is_loopback() {
+    if !admin.allow_remote && !peer_is_local(peer, surface, &gw.cfg) {
         return Err(Box::new(error(
             StatusCode::FORBIDDEN,
-            "the admin API answers loopback peers only; set admin.allow_remote = true to change that",
+            "the admin API answers local peers only (loopback, and not through a declared reverse proxy); use the admin listener ([admin] listen) or set admin.allow_remote = true",
         )));
     }
     let presented = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(super::bearer)
         .unwrap_or("");
     if !constant_time_eq(admin.token.expose().as_bytes(), presented.trim().as_bytes()) {
         return Err(Box::new(error(
@@ -143,7 +166,12 @@ impl axum::extract::FromRequestParts<Arc<Live>> for Authorised {
                 "the admin API needs the peer address; serve the router with connect info",
             ));
         };
-        authorise(live, peer, &parts.headers)
+        let surface = parts
+            .extensions
+            .get::<super::Surface>()
+            .copied()
+            .unwrap_or(super::Surface::COMBINED);
+        authorise(live, peer, surface, &parts.headers)
             .map(Authorised)
             .map_err(|r| *r)
     }

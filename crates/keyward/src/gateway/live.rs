@@ -153,6 +153,16 @@ impl Live {
         {
             warn!("the fleet state (Redis URL or prefix) changed in the config; it applies at the next restart");
         }
+        if cfg.server != old.cfg.server
+            || cfg.limits.max_buffered_body_bytes != old.cfg.limits.max_buffered_body_bytes
+            || cfg.admin.as_ref().and_then(|a| a.listen)
+                != old.cfg.admin.as_ref().and_then(|a| a.listen)
+        {
+            warn!("[server] limits, limits.max_buffered_body_bytes or admin.listen changed in the config; they apply at the next restart");
+        }
+        for w in &cfg.warnings {
+            warn!(config = %path.display(), warning = %w, "risky config");
+        }
         let mut gw = Gateway::build(
             cfg,
             old.engine.clone(),
@@ -160,6 +170,7 @@ impl Live {
             old.oauth.clone(),
         )?;
         gw.fleet = old.fleet.clone();
+        gw.body_budget = old.body_budget.clone();
         match self.current.write() {
             Ok(mut g) => *g = Arc::new(gw),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(gw),

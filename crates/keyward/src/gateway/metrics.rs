@@ -70,6 +70,18 @@ pub struct ReloadLabel {
     pub result: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthFailureLabel {
+    /// `missing` (no key presented) or `invalid` (a key that is no gateway key).
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabel {
+    /// The inbound API: `messages`, `chat`, `responses`, `gemini`.
+    pub api: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency() -> Histogram {
@@ -108,6 +120,19 @@ pub struct Metrics {
     /// 1 while an endpoint is in a provider-wide auth incident.
     pub auth_incident_active: Family<EndpointLabel, Gauge>,
     pub auth_incidents: Family<EndpointOutcome, Counter>,
+    /// Requests refused for a missing or wrong gateway key (brute force shows here).
+    pub caller_auth_failures: Family<AuthFailureLabel, Counter>,
+    /// Authenticated requests for a model no route serves.
+    pub unrouted_requests: Family<ApiLabel, Counter>,
+    /// Caller connections closed at accept because `server.max_connections` were open.
+    pub connections_refused: Counter,
+    /// Caller connections open now.
+    pub connections_open: Gauge,
+    /// Requests answered 503 because `limits.max_buffered_body_bytes` stayed full for
+    /// `limits.body_wait`.
+    pub body_budget_rejections: Counter,
+    /// The WARN-line throttles of refused callers (see [`super::refusals`]).
+    pub refusals: super::refusals::Refusals,
 }
 
 const STATES: [&str; 5] = ["healthy", "cooling", "suspect", "probing", "disabled"];
@@ -220,7 +245,43 @@ impl Metrics {
             "Provider-wide auth incidents by endpoint and how they ended",
             auth_incidents.clone(),
         );
+        let caller_auth_failures = Family::<AuthFailureLabel, Counter>::default();
+        let unrouted_requests = Family::<ApiLabel, Counter>::default();
+        let connections_refused = Counter::default();
+        let connections_open = Gauge::default();
+        let body_budget_rejections = Counter::default();
+        registry.register(
+            "caller_auth_failures",
+            "Requests refused for a missing or invalid gateway key, by reason (missing, invalid)",
+            caller_auth_failures.clone(),
+        );
+        registry.register(
+            "unrouted_requests",
+            "Authenticated requests for a model no route serves, by inbound API",
+            unrouted_requests.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Caller connections closed at accept because server.max_connections were open",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "Caller connections open now",
+            connections_open.clone(),
+        );
+        registry.register(
+            "body_budget_rejections",
+            "Requests answered 503 because limits.max_buffered_body_bytes stayed full for limits.body_wait",
+            body_budget_rejections.clone(),
+        );
         Metrics {
+            refusals: super::refusals::Refusals::default(),
+            caller_auth_failures,
+            unrouted_requests,
+            connections_refused,
+            connections_open,
+            body_budget_rejections,
             registry,
             credential_state,
             attempts,

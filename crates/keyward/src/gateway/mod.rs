@@ -1,28 +1,38 @@
 //! The HTTP gateway.
 //!
 //! Request path, top to bottom (keep this list true):
+//! 0. [`listener::serve`] accepts the connection under `[server]`'s limits (connection
+//!    cap, header-read and idle timeouts) and tags each request with its peer address;
 //! 1. `route` picks the inbound API by path (`/v1/messages`, `/v1/chat/completions`);
 //! 2. [`authenticate`] finds the caller's gateway key wherever its SDK puts it
 //!    (`x-api-key`, `Authorization: Bearer`, `x-goog-api-key`, `?key=`) → 401 in the
 //!    caller's format if absent;
-//! 3. the body is read once, bounded (`limits.max_body_bytes`, 413 beyond), and the model
+//! 3. the body's bytes are reserved in the gateway-wide [`body_budget`] (503 when it stays
+//!    full for `limits.body_wait`), then it is read once, bounded (`limits.max_body_bytes`,
+//!    413 beyond; 408 if it has not arrived within `timeouts.request`), and the model
 //!    and `stream` flag are read without re-encoding it (400 if it is not valid JSON);
-//! 4. the model's route is resolved (404 listing the routes if unknown);
+//! 4. the model's route is resolved (404 listing the routes if unknown); refused keys
+//!    and unrouted models are counted and logged by [`refusals`];
 //! 5. [`proxy::serve`] runs the failover loop: candidates from the health engine, each
 //!    attempt admitted, sent with only its `model` spliced, classified, recorded; streams
 //!    are held until their first content event, then pumped to the terminal event;
 //! 6. every response carries `x-keyward-credential`, `x-keyward-target`,
 //!    `x-keyward-attempts` and `server-timing` (gateway time excluding upstream time).
 //!
-//! A panic inside one request becomes a 500 for that request only.
+//! Paths no route matches answer 404 (405 for a wrong method) in the caller's format,
+//! naming the endpoints served. A panic inside one request becomes a 500 for that request
+//! only.
 
 pub mod admin;
+pub mod body_budget;
+pub mod listener;
 pub mod live;
 pub mod metrics;
 pub mod native;
 pub mod oauth;
 pub mod prober;
 pub mod proxy;
+pub mod refusals;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -62,6 +72,9 @@ pub struct Gateway {
     pub fleet: Option<keyward_store::RedisStore>,
     pub engine: HealthEngine,
     pub client: upstream::Client,
+    /// Request-body bytes held at once (`limits.max_buffered_body_bytes`); a reload
+    /// hands the running one on.
+    pub body_budget: Arc<body_budget::BodyBudget>,
     creds: HashMap<Arc<str>, Arc<Credential>>,
     routes: HashMap<String, Arc<Route>>,
     specs: HashMap<String, Arc<RouteSpec>>,
@@ -183,6 +196,9 @@ impl Gateway {
             })
             .collect();
         Ok(Gateway {
+            body_budget: Arc::new(body_budget::BodyBudget::new(
+                cfg.limits.max_buffered_body_bytes,
+            )),
             metrics,
             oauth,
             fleet: None,
@@ -279,20 +295,93 @@ impl axum::extract::FromRequestParts<Arc<Live>> for Snapshot {
     }
 }
 
-/// The router.
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// The callers' APIs, and the admin API and `/metrics` too unless they have a
+    /// listener of their own (`admin = false`).
+    Proxy { admin: bool },
+    /// The admin listener (`[admin] listen`): the admin API, `/metrics` and `/healthz`.
+    Admin,
+}
+
+impl Surface {
+    /// One listener for everything (no `[admin] listen`).
+    pub const COMBINED: Surface = Surface::Proxy { admin: true };
+}
+
+/// What the proxy listener serves, for 404/405 answers.
+const CALLER_ENDPOINTS: &str = "POST /v1/messages, POST /v1/messages/count_tokens, POST /v1/chat/completions, POST /v1/responses, POST /v1/embeddings, POST /v1beta/models/{model}:generateContent, POST /v1beta/models/{model}:streamGenerateContent, GET /v1/models, GET /healthz, GET /readyz";
+const ADMIN_ENDPOINTS: &str = "GET /admin/credentials, GET /admin/credentials/{id}, GET /admin/credentials/{id}/history, POST /admin/credentials/{id}/reset, POST /admin/credentials/{id}/disable, POST /admin/credentials/{id}/probe, POST /admin/reload, GET /admin/config, GET /metrics, GET /healthz";
+
+/// The router of a single listener serving everything.
 pub fn router(live: Arc<Live>) -> Router {
-    Router::new()
-        .route("/v1/messages", post(messages))
-        .route("/v1/messages/count_tokens", post(count_tokens))
-        .route("/v1/chat/completions", post(chat))
-        .route("/v1/responses", post(responses))
-        .route("/v1/embeddings", post(embeddings))
-        .route("/v1beta/models/{model_action}", post(gemini))
-        .route("/v1/models", get(models))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .merge(admin::routes())
+    router_for(live, Surface::COMBINED)
+}
+
+/// The router of one listener.
+pub fn router_for(live: Arc<Live>, surface: Surface) -> Router {
+    let callers = || {
+        Router::new()
+            .route("/v1/messages", post(messages))
+            .route("/v1/messages/count_tokens", post(count_tokens))
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/responses", post(responses))
+            .route("/v1/embeddings", post(embeddings))
+            .route("/v1beta/models/{model_action}", post(gemini))
+            .route("/v1/models", get(models))
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(ready))
+    };
+    let routes = match surface {
+        Surface::Proxy { admin: true } => callers().merge(admin::routes()),
+        Surface::Proxy { admin: false } => callers(),
+        Surface::Admin => admin::routes().route("/healthz", get(|| async { "ok" })),
+    };
+    routes
+        .fallback(move |req: Request<Body>| async move { unmatched(&req, surface, false) })
+        .method_not_allowed_fallback(move |req: Request<Body>| async move {
+            unmatched(&req, surface, true)
+        })
+        .layer(axum::Extension(surface))
         .with_state(live)
+}
+
+/// A 404 (or 405) in the caller's format, naming the path and what is served here.
+fn unmatched(req: &Request<Body>, surface: Surface, wrong_method: bool) -> Response<Body> {
+    let path: String = req.uri().path().chars().take(200).collect();
+    let api = if path.starts_with("/v1beta") {
+        Api::Gemini
+    } else if path.starts_with("/v1/messages") {
+        Api::Messages
+    } else {
+        Api::ChatCompletions
+    };
+    let mut served = match surface {
+        Surface::Admin => ADMIN_ENDPOINTS.to_owned(),
+        Surface::Proxy { admin: true } => format!("{CALLER_ENDPOINTS}, {ADMIN_ENDPOINTS}"),
+        Surface::Proxy { admin: false } => CALLER_ENDPOINTS.to_owned(),
+    };
+    if surface == (Surface::Proxy { admin: false })
+        && (path.starts_with("/admin") || path == "/metrics")
+    {
+        served.push_str("; the admin API and /metrics are on the admin listener ([admin] listen)");
+    }
+    let (status, what) = if wrong_method {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {} is not served at", req.method()),
+        )
+    } else {
+        (StatusCode::NOT_FOUND, "no endpoint at".to_owned())
+    };
+    CallerError::new(
+        status,
+        "not_found_error",
+        "not_found",
+        format!("keyward: {what} `{path}`; this listener serves {served}"),
+    )
+    .response(api)
 }
 
 /// How long in-flight requests and streams may drain after a shutdown signal.
@@ -315,32 +404,67 @@ pub async fn run_with_drain(
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: std::time::Duration,
 ) -> std::io::Result<()> {
+    run_listeners(gw, listener, None, shutdown, drain).await
+}
+
+/// The admin listener's connection cap (operators and a scraper, not callers).
+const ADMIN_MAX_CONNECTIONS: usize = 256;
+
+/// Serves the callers' APIs on `proxy` and, when `admin` is given, the admin API and
+/// `/metrics` there instead of on `proxy`; until `shutdown` resolves, then drains both
+/// for at most `drain`.
+pub async fn run_listeners(
+    gw: Arc<Live>,
+    proxy: tokio::net::TcpListener,
+    admin: Option<tokio::net::TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: std::time::Duration,
+) -> std::io::Result<()> {
     let prober = tokio::spawn(prober::run(gw.clone()));
     let refresher = tokio::spawn(refresh_ahead(gw.clone()));
     let watcher = tokio::spawn(gw.clone().watch());
-    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
-    // Streams are many small writes: without TCP_NODELAY each event after the first waits
-    // for the caller's delayed ACK (up to 40 ms on Linux).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY on a caller connection");
-        }
-    });
-    let app = router(gw).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let now = gw.current();
+    let limits = listener::ConnLimits::from_config(&now.cfg.server);
+    let metrics = now.metrics.clone();
+    drop(now);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let signal = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let forward = tokio::spawn(async move {
         shutdown.await;
-        let _ = signalled_tx.send(());
+        let _ = stop_tx.send(true);
     });
-    let result = tokio::select! {
-        r = server => r,
-        _ = async {
-            let _ = signalled_rx.await;
-            tokio::time::sleep(drain).await;
-        } => {
-            tracing::warn!(drain_secs = drain.as_secs(), "drain limit reached: closing the remaining connections");
-            Ok(())
+    let surface = Surface::Proxy {
+        admin: admin.is_none(),
+    };
+    let proxy = listener::serve(
+        proxy,
+        router_for(gw.clone(), surface),
+        limits,
+        metrics.clone(),
+        signal(stop_rx.clone()),
+        drain,
+    );
+    let result = match admin {
+        None => proxy.await,
+        Some(admin) => {
+            let admin = listener::serve(
+                admin,
+                router_for(gw.clone(), Surface::Admin),
+                listener::ConnLimits {
+                    max_connections: limits.max_connections.min(ADMIN_MAX_CONNECTIONS),
+                    ..limits
+                },
+                metrics,
+                signal(stop_rx),
+                drain,
+            );
+            let (p, a) = tokio::join!(proxy, admin);
+            p.and(a)
         }
     };
+    forward.abort();
     prober.abort();
     refresher.abort();
     watcher.abort();
@@ -414,11 +538,18 @@ async fn gemini(
         .split_once(':')
         .unwrap_or((model_action.as_str(), ""));
     let call = match action {
-        "generateContent" => GeminiCall { stream: false, sse: false },
-        "streamGenerateContent" => GeminiCall { stream: true, sse: q.alt.as_deref() == Some("sse") },
+        "generateContent" => GeminiCall {
+            stream: false,
+            sse: false,
+        },
+        "streamGenerateContent" => GeminiCall {
+            stream: true,
+            sse: q.alt.as_deref() == Some("sse"),
+        },
         other => {
-            return CallerError::bad_request(format!("keyward: unsupported Gemini method {other:?}; use generateContent or streamGenerateContent"))
-                .response(Api::Gemini)
+            let other: String = other.chars().take(64).collect();
+            return CallerError::bad_request(format!("keyward: unsupported Gemini method `{other}`; use generateContent or streamGenerateContent"))
+                .response(Api::Gemini);
         }
     };
     let model = model.to_owned();
@@ -481,13 +612,38 @@ async fn handle(
 ) -> Response<Body> {
     let api = inbound.api();
     let (parts, body) = req.into_parts();
-    let Some((key_name, detail)) = authenticate(&gw.cfg, &parts.headers, q.key.as_deref()) else {
-        return CallerError::unauthenticated().response(api);
+    let (key_name, detail) = match authenticate(&gw.cfg, &parts.headers, q.key.as_deref()) {
+        Ok(k) => k,
+        Err(why) => {
+            refused(&gw, why, &parts, q.key.as_deref(), inbound.name());
+            return CallerError::unauthenticated().response(api);
+        }
     };
     let limit = gw.cfg.limits.max_body_bytes;
-    let body = match axum::body::to_bytes(body, limit).await {
-        Ok(b) => b,
-        Err(_) => return CallerError::too_large(limit).response(api),
+    let declared = body_budget::declared_length(&parts.headers);
+    if declared.is_some_and(|n| n > limit) {
+        return CallerError::too_large(limit).response(api);
+    }
+    // Held until the request is answered: the body stays in memory for replays.
+    let Some(_held) = gw
+        .body_budget
+        .reserve(declared.unwrap_or(limit), gw.cfg.limits.body_wait)
+        .await
+    else {
+        gw.metrics.body_budget_rejections.inc();
+        tracing::debug!(
+            budget_bytes = gw.cfg.limits.max_buffered_body_bytes,
+            "request body budget full: answered 503 (limits.max_buffered_body_bytes)"
+        );
+        return CallerError::busy().response(api);
+    };
+    // A body that trickles in would hold its reservation: it must arrive within the
+    // request deadline.
+    let deadline = gw.cfg.timeouts.request;
+    let body = match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return CallerError::too_large(limit).response(api),
+        Err(_) => return CallerError::body_too_slow(deadline).response(api),
     };
     // One pass over the body finds the model (to route, and to rewrite per target) and
     // the stream flag.
@@ -523,6 +679,9 @@ async fn handle(
         }
     };
     let Some(route) = gw.route(&model) else {
+        gw.metrics
+            .refusals
+            .unrouted(&gw.metrics, inbound.name(), &key_name, &model);
         let names: Vec<&str> = gw.cfg.routes.keys().map(String::as_str).collect();
         return CallerError::unknown_model(&model, &names).response(api);
     };
@@ -534,7 +693,8 @@ async fn handle(
     });
     if !servable {
         return CallerError::bad_request(format!(
-            "keyward: model {model:?} is routed to endpoints that do not speak this API ({inbound:?}); call it through its own API or route it to a compatible endpoint"
+            "keyward: model `{model}` is routed to endpoints that do not speak this API ({}); call it through its own API or route it to a compatible endpoint",
+            inbound.name()
         ))
         .response(api);
     }
@@ -647,27 +807,63 @@ fn count_request(gw: &Gateway, route: &Arc<str>, key: &Arc<str>, r: &Response<Bo
     }
 }
 
-/// The caller's gateway key, wherever its SDK puts it; compared in constant time.
-pub fn authenticate(
-    cfg: &Config,
-    headers: &HeaderMap,
-    query_key: Option<&str>,
-) -> Option<(Arc<str>, Detail)> {
-    let presented = headers
+/// The gateway key a caller presented, wherever its SDK puts it.
+pub fn presented_key<'a>(headers: &'a HeaderMap, query_key: Option<&'a str>) -> Option<&'a str> {
+    headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .or_else(|| {
             headers
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
+                .and_then(bearer)
         })
         .or_else(|| headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()))
-        .or(query_key)?;
+        .or(query_key)
+}
+
+/// The token of an `Authorization: Bearer …` value. HTTP auth schemes are
+/// case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` are accepted too.
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
+}
+
+/// The caller's gateway key, wherever its SDK puts it; compared in constant time.
+pub fn authenticate(
+    cfg: &Config,
+    headers: &HeaderMap,
+    query_key: Option<&str>,
+) -> Result<(Arc<str>, Detail), refusals::AuthFailure> {
+    let presented = presented_key(headers, query_key).ok_or(refusals::AuthFailure::Missing)?;
     cfg.gateway_keys
         .iter()
         .find(|k| constant_time_eq(k.key.expose().as_bytes(), presented.trim().as_bytes()))
         .map(|k| (k.name.clone(), k.detail))
+        .ok_or(refusals::AuthFailure::Invalid)
+}
+
+/// Counts and logs (throttled) a refused gateway key; the key itself is never logged.
+fn refused(
+    gw: &Gateway,
+    why: refusals::AuthFailure,
+    parts: &axum::http::request::Parts,
+    query_key: Option<&str>,
+    api: &'static str,
+) {
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    gw.metrics.refusals.auth_failed(
+        &gw.metrics,
+        why,
+        presented_key(&parts.headers, query_key),
+        peer,
+        api,
+    );
 }
 
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -680,9 +876,11 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 async fn models(
     Snapshot(gw): Snapshot,
     Query(q): Query<KeyQuery>,
-    headers: HeaderMap,
+    req: Request<Body>,
 ) -> Response<Body> {
-    if authenticate(&gw.cfg, &headers, q.key.as_deref()).is_none() {
+    let (parts, _) = req.into_parts();
+    if let Err(why) = authenticate(&gw.cfg, &parts.headers, q.key.as_deref()) {
+        refused(&gw, why, &parts, q.key.as_deref(), "models");
         return CallerError::unauthenticated().response(Api::ChatCompletions);
     }
     let data: Vec<_> = gw
@@ -733,6 +931,15 @@ pub fn null_sink() -> Arc<dyn TransitionSink> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for v in ["Bearer kw-1", "bearer kw-1", "BEARER kw-1", "Bearer  kw-1"] {
+            assert_eq!(bearer(v), Some("kw-1"), "{v}");
+        }
+        assert_eq!(bearer("Basic kw-1"), None);
+        assert_eq!(bearer("Bearerkw-1"), None);
+    }
 
     #[tokio::test]
     async fn a_panic_in_one_request_is_a_500_for_that_request_only() {

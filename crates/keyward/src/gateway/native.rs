@@ -67,13 +67,42 @@ impl CallerError {
         )
     }
 
+    /// Too many request bodies are held at once (`limits.max_buffered_body_bytes`):
+    /// retryable, soon.
+    pub fn busy() -> Self {
+        let mut e = CallerError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded_error",
+            "server_busy",
+            "keyward: the gateway is reading too many large request bodies at once (limits.max_buffered_body_bytes); retry in a moment",
+        );
+        e.retry_after = Some(1);
+        e.should_retry = Some(true);
+        e
+    }
+
+    /// The request body did not arrive within `timeouts.request` (a stalled or
+    /// trickling upload, which would otherwise hold its share of the body budget).
+    pub fn body_too_slow(deadline: std::time::Duration) -> Self {
+        CallerError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            "request_timeout",
+            format!(
+                "keyward: the request body did not arrive within {} s; send it whole, without pauses",
+                deadline.as_secs()
+            ),
+        )
+    }
+
     pub fn unknown_model(model: &str, routes: &[&str]) -> Self {
         CallerError::new(
             StatusCode::NOT_FOUND,
             "not_found_error",
             "model_not_found",
             format!(
-                "keyward: no route for model {model:?}; configured routes: {}",
+                "keyward: no route for model `{}`; configured routes: {}",
+                model.chars().take(200).collect::<String>(),
                 routes.join(", ")
             ),
         )
@@ -154,6 +183,7 @@ fn google_status(s: StatusCode) -> &'static str {
         400 | 413 => "INVALID_ARGUMENT",
         401 => "UNAUTHENTICATED",
         404 => "NOT_FOUND",
+        408 => "DEADLINE_EXCEEDED",
         429 => "RESOURCE_EXHAUSTED",
         503 => "UNAVAILABLE",
         504 => "DEADLINE_EXCEEDED",

@@ -50,6 +50,16 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Rule {
         Provider::GithubCopilot => copilot::classify(cx),
         Provider::OpenAiCompatible | Provider::Unknown => None,
     };
+    if cx.is_status(413) {
+        // A 413 is the request's fault whoever sends it: no provider documents a 413 that
+        // is about the key (Groq's "request too large … tokens per minute" is one request
+        // above the whole budget; Anthropic's `request_too_large` is the body's size).
+        // Phrases in a plain-text 413 ("length limit exceeded") must not make it a rate
+        // limit: one caller's oversized bodies would cool every key of a route.
+        return specific
+            .filter(|r| r.class == Class::BadRequest && r.scope == Scope::Request)
+            .unwrap_or_else(too_large);
+    }
     if let Some(r) = specific {
         return r;
     }
@@ -67,6 +77,17 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Rule {
         .or_else(|| generic::by_cues(cx))
         .or_else(|| structured_fallback(cx))
         .unwrap_or_else(|| generic::by_status(cx))
+}
+
+/// A 413: the request is larger than the upstream accepts. It touches no health.
+fn too_large() -> Rule {
+    Rule::high(
+        Class::BadRequest,
+        Scope::Request,
+        EvidenceKind::Status,
+        "413 Payload Too Large",
+    )
+    .what("the request is larger than the upstream accepts; retrying it elsewhere does not help")
 }
 
 /// A 200 whose body is a success shape but refused or broke: content filters
@@ -144,4 +165,46 @@ pub(crate) fn by_type(cx: &Cx<'_, '_>, class: Class, scope: Scope) -> Rule {
 /// `error.code` evidence with high confidence.
 pub(crate) fn by_code(cx: &Cx<'_, '_>, class: Class, scope: Scope) -> Rule {
     Rule::high(class, scope, EvidenceKind::ErrorCode, cx.code().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::classify::{classify, Attempt, Class, CredentialKind, Provider, Scope};
+
+    /// 413 bodies as they arrive: a server's plain text, a proxy's HTML page, each
+    /// provider family's own envelope (some carrying rate-limit words).
+    const BODIES: &[&str] = &[
+        "length limit exceeded",
+        "<html><head><title>413 Request Entity Too Large</title></head><body><center><h1>413 Request Entity Too Large</h1></center><hr><center>nginx</center></body></html>",
+        r#"{"type":"error","error":{"type":"request_too_large","message":"Request exceeds the maximum allowed number of bytes."}}"#,
+        r#"{"error":{"message":"Request too large for model `gpt-4o` on tokens per minute (TPM): Limit 30000, Requested 90000.","type":"tokens","code":"rate_limit_exceeded"}}"#,
+        r#"{"error":{"code":413,"message":"Request payload size exceeds the limit: 20971520 bytes.","status":"INVALID_ARGUMENT"}}"#,
+        r#"{"error":"request body too large, rate limit exceeded"}"#,
+        "",
+    ];
+
+    #[test]
+    fn a_413_is_the_requests_fault_for_every_provider() {
+        for provider in Provider::ALL {
+            for kind in [CredentialKind::ApiKey, CredentialKind::OAuth] {
+                for body in BODIES {
+                    let f = classify(
+                        &Attempt::response(provider, 413, body.as_bytes()).credential(kind),
+                    );
+                    assert_eq!(
+                        (f.class, f.scope),
+                        (Class::BadRequest, Scope::Request),
+                        "{provider:?} ({kind:?}) 413 {body:?}: {f:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_same_words_under_a_429_are_still_a_rate_limit() {
+        let body = br#"{"error":{"message":"Rate limit exceeded","type":"requests","code":"rate_limit_exceeded"}}"#;
+        let f = classify(&Attempt::response(Provider::OpenAi, 429, body));
+        assert_eq!(f.class, Class::RateLimit, "{f:?}");
+    }
 }

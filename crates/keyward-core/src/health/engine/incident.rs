@@ -204,7 +204,8 @@ pub(super) fn incident_info(
     }
 }
 
-type Steps = Vec<(ScopeKey, Step, Option<Arc<str>>)>;
+type StepOf = (ScopeKey, Step, Option<Arc<str>>);
+type Steps = Vec<StepOf>;
 
 /// One round of every active incident: an incident past `incident_max` disables the
 /// auth suspects of its endpoint (every key was rejected all along: revoked at once);
@@ -445,7 +446,7 @@ fn incident_probe(
     ep_id: &Arc<str>,
     ep: u32,
     now: Timestamp,
-) -> Option<((ScopeKey, Step, Option<Arc<str>>), ProbeRequest)> {
+) -> Option<(StepOf, ProbeRequest)> {
     let (cooldown, lease) = (inner.policy.incident_cooldown, inner.policy.probe_lease);
     let active = inner.incidents.get_mut(ep_id)?.active.as_mut()?;
     if now < active.next_probe {

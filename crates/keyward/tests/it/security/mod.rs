@@ -4,4 +4,5 @@
 //! concurrent CLI use and SIGKILL, dangerous configurations. One module per threat;
 //! `docs/security.md` lists each promise and the test that keeps it.
 
+mod server_limits;
 mod state_file;
