@@ -85,6 +85,11 @@ pub(crate) struct Signals<'a> {
     pub typed_envelope: bool,
     /// The examined text (for phrase search when nothing structured says enough).
     pub text: &'a str,
+    /// SSE events seen (comments not counted).
+    pub sse_events: usize,
+    /// SSE events that carried content (not pings, `message_start`, role-only chunks,
+    /// `response.created`/`in_progress`, empty data).
+    pub sse_content_events: usize,
 }
 
 impl<'a> Signals<'a> {
@@ -97,6 +102,15 @@ impl<'a> Signals<'a> {
             || self.aws_type.is_some()
             || self.reason.is_some()
             || self.message.is_some()
+    }
+
+    /// A stream that carried nothing but keep-alives (pings, comments, `message_start`,
+    /// role-only chunks): no content, no error, no finish reason.
+    pub fn silent_stream(&self) -> bool {
+        self.kind == BodyKind::Sse
+            && self.sse_content_events == 0
+            && !self.has_error()
+            && self.finish.is_none()
     }
 
     /// Reads `text` (already cut to [`MAX_EXAMINED`] bytes).
@@ -170,7 +184,35 @@ impl<'a> Signals<'a> {
             error_details,
             details,
             metadata,
+            stop_reason_camel,
+            delta,
+            message_stop,
+            guardrail_action,
+            internal_server_exception,
+            model_stream_error_exception,
+            throttling_exception,
+            validation_exception,
+            service_unavailable_exception,
+            model_timeout_exception,
         } = env;
+        // Bedrock ConverseStream exceptions arrive as `{"throttlingException":{"message":…}}`.
+        for (name, exc) in [
+            ("internalServerException", internal_server_exception),
+            ("modelStreamErrorException", model_stream_error_exception),
+            ("throttlingException", throttling_exception),
+            ("validationException", validation_exception),
+            ("serviceUnavailableException", service_unavailable_exception),
+            ("modelTimeoutException", model_timeout_exception),
+        ] {
+            if let Some(e) = exc {
+                if self.aws_type.is_none() {
+                    self.aws_type = Some(Cow::Borrowed(name));
+                    if let Some(m) = e.message.or(e.message_upper) {
+                        self.message.get_or_insert(m.0);
+                    }
+                }
+            }
+        }
         let top_type_error = ty.as_ref().and_then(|t| t.0.as_deref()) == Some("error");
         match error {
             Some(ErrorField::Obj(obj)) => {
@@ -253,7 +295,18 @@ impl<'a> Signals<'a> {
                     .and_then(|p| p.block_reason)
                     .and_then(|b| b.0)
             })
-            .or_else(|| stop_reason.and_then(|s| s.0));
+            .or_else(|| stop_reason.and_then(|s| s.0))
+            .or_else(|| stop_reason_camel.and_then(|s| s.0))
+            .or_else(|| delta.and_then(|d| d.stop_reason).and_then(|s| s.0))
+            .or_else(|| message_stop.and_then(|m| m.stop_reason).and_then(|s| s.0))
+            .or_else(|| {
+                // Bedrock InvokeModel with a guardrail: `"amazon-bedrock-guardrailAction":
+                // "INTERVENED"` beside the model's own body.
+                guardrail_action
+                    .and_then(|g| g.0)
+                    .filter(|g| g == "INTERVENED")
+                    .map(|_| Cow::Borrowed("guardrail_intervened"))
+            });
         if let Some(f) = finish {
             self.finish.get_or_insert(f);
         }
@@ -369,7 +422,7 @@ impl<'a> Signals<'a> {
                 "error_code" => {
                     self.detail_code.get_or_insert(Cow::Borrowed(value));
                 }
-                "finish_reason" | "finishReason" | "blockReason" => {
+                "finish_reason" | "finishReason" | "blockReason" | "stop_reason" | "stopReason" => {
                     self.finish.get_or_insert(Cow::Borrowed(value));
                 }
                 _ => {}
@@ -403,8 +456,13 @@ impl<'a> Signals<'a> {
             // Blank line or end of text: dispatch.
             if event_name.is_some() || data.is_some() {
                 seen += 1;
-                if self.sse_event(event_name, data) {
-                    return;
+                self.sse_events += 1;
+                // Keep-alives and preambles carry neither content nor an error.
+                if !keepalive_or_preamble(event_name, data) {
+                    self.sse_content_events += 1;
+                    if self.sse_event(event_name, data) {
+                        return;
+                    }
                 }
             }
             event_name = None;
@@ -428,7 +486,10 @@ impl<'a> Signals<'a> {
             || data.contains("filter")
             || data.contains("finishReason")
             || data.contains("incomplete")
-            || data.contains("refusal");
+            || data.contains("refusal")
+            || data.contains("stop_reason")
+            || data.contains("stopReason")
+            || data.contains("Exception\"");
         if !interesting || !data.starts_with(['{', '[']) {
             return false;
         }
@@ -446,6 +507,8 @@ impl<'a> Signals<'a> {
                 kind: BodyKind::Sse,
                 event: name.map(Cow::Borrowed),
                 text: self.text,
+                sse_events: self.sse_events,
+                sse_content_events: self.sse_content_events,
                 ..probe
             };
             if self.finish.is_none() {
@@ -458,6 +521,54 @@ impl<'a> Signals<'a> {
         }
         false
     }
+}
+
+/// Whether an SSE event is a keep-alive or a preamble rather than content: a ping, an
+/// empty data line, Anthropic `message_start`, Responses `response.created` /
+/// `response.in_progress`, or a Chat Completions chunk whose delta carries only the role.
+fn keepalive_or_preamble(name: Option<&str>, data: Option<&str>) -> bool {
+    if matches!(
+        name,
+        Some(
+            "ping"
+                | "keep-alive"
+                | "keepalive"
+                | "message_start"
+                | "response.created"
+                | "response.in_progress"
+        )
+    ) {
+        return true;
+    }
+    let Some(d) = data.map(str::trim) else {
+        return true;
+    };
+    if d.is_empty() || d == "{}" {
+        return true;
+    }
+    const PREAMBLE: [&str; 8] = [
+        "\"type\":\"ping\"",
+        "\"type\": \"ping\"",
+        "\"type\":\"message_start\"",
+        "\"type\": \"message_start\"",
+        "\"type\":\"response.created\"",
+        "\"type\": \"response.created\"",
+        "\"type\":\"response.in_progress\"",
+        "\"type\": \"response.in_progress\"",
+    ];
+    if PREAMBLE.iter().any(|p| d.contains(p)) {
+        return true;
+    }
+    // A role-only chat chunk: `"delta":{"role":"assistant"}` or with empty content.
+    d.contains("\"role\"")
+        && !d.contains("tool_calls")
+        && !d.contains("finish_reason\":\"")
+        && !d.contains("finish_reason\": \"")
+        && (d.contains("\"content\":\"\"")
+            || d.contains("\"content\": \"\"")
+            || d.contains("\"content\":null")
+            || d.contains("\"content\": null")
+            || !d.contains("\"content\""))
 }
 
 fn is_sse(t: &str) -> bool {
@@ -642,6 +753,52 @@ struct Envelope<'a> {
     details: Option<Details<'a>>,
     #[serde(borrow)]
     metadata: Option<Metadata<'a>>,
+    /// Bedrock Converse `stopReason` (`guardrail_intervened`, `content_filtered`).
+    #[serde(borrow, rename = "stopReason")]
+    stop_reason_camel: Option<Scalar<'a>>,
+    /// Anthropic `message_delta` events: `delta.stop_reason` (`refusal`).
+    #[serde(borrow)]
+    delta: Option<Delta<'a>>,
+    /// Bedrock ConverseStream `messageStop.stopReason`.
+    #[serde(borrow, rename = "messageStop")]
+    message_stop: Option<MessageStop<'a>>,
+    #[serde(borrow, rename = "amazon-bedrock-guardrailAction")]
+    guardrail_action: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "internalServerException")]
+    internal_server_exception: Option<AwsStreamError<'a>>,
+    #[serde(borrow, rename = "modelStreamErrorException")]
+    model_stream_error_exception: Option<AwsStreamError<'a>>,
+    #[serde(borrow, rename = "throttlingException")]
+    throttling_exception: Option<AwsStreamError<'a>>,
+    #[serde(borrow, rename = "validationException")]
+    validation_exception: Option<AwsStreamError<'a>>,
+    #[serde(borrow, rename = "serviceUnavailableException")]
+    service_unavailable_exception: Option<AwsStreamError<'a>>,
+    #[serde(borrow, rename = "modelTimeoutException")]
+    model_timeout_exception: Option<AwsStreamError<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Delta<'a> {
+    #[serde(borrow)]
+    stop_reason: Option<Scalar<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct MessageStop<'a> {
+    #[serde(borrow, rename = "stopReason")]
+    stop_reason: Option<Scalar<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AwsStreamError<'a> {
+    #[serde(borrow)]
+    message: Option<Text<'a>>,
+    #[serde(borrow, rename = "Message")]
+    message_upper: Option<Text<'a>>,
 }
 
 impl Envelope<'_> {
@@ -652,6 +809,12 @@ impl Envelope<'_> {
             || self.message.is_some()
             || self.message_upper.is_some()
             || self.aws_type.is_some()
+            || self.internal_server_exception.is_some()
+            || self.model_stream_error_exception.is_some()
+            || self.throttling_exception.is_some()
+            || self.validation_exception.is_some()
+            || self.service_unavailable_exception.is_some()
+            || self.model_timeout_exception.is_some()
     }
 }
 

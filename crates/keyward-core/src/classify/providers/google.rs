@@ -16,17 +16,20 @@ use super::super::generic;
 use super::super::{Class, Confidence, Cx, EvidenceKind, Provider, Rule, Scope};
 use super::anthropic;
 
+#[track_caller]
 fn reason_rule(cx: &Cx<'_, '_>, class: Class, scope: Scope) -> Rule {
     let reason = cx.sig.reason.as_deref().unwrap_or("");
     Rule::high(class, scope, EvidenceKind::GoogleReason, reason.to_owned())
 }
 
+#[track_caller]
 fn status_rule(cx: &Cx<'_, '_>, class: Class, scope: Scope) -> Rule {
     let st = cx.sig.gstatus.as_deref().unwrap_or("");
     Rule::high(class, scope, EvidenceKind::GoogleReason, st.to_owned())
 }
 
 /// A status-decided rule whose class a message phrase refined.
+#[track_caller]
 fn status_and_cue(cx: &Cx<'_, '_>, cue: Cue, class: Class, scope: Scope) -> Rule {
     let st = cx.sig.gstatus.as_deref().unwrap_or("");
     Rule::high(
@@ -119,6 +122,16 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
         if cx.sig.quota_zero || zero_limit(msg) {
             return Some(Rule::high(Class::Billing, Scope::CredentialModel, EvidenceKind::Field, "QuotaFailure limit 0")
                 .what("this model has no quota on the account's plan (free tier limit 0): enable billing or use another model"));
+        }
+        if cx.cue(Cue::Overloaded) && !cx.sig.quota_failure {
+            // "This model is currently experiencing high demand", "model is overloaded"
+            // under RESOURCE_EXHAUSTED: the model's capacity, not this project's quota.
+            return Some(status_and_cue(
+                cx,
+                Cue::Overloaded,
+                Class::Overloaded,
+                Scope::ProviderModel,
+            ));
         }
         if cx.sig.quota_failure {
             // A QuotaFailure names the quota that ran out: structure decides.
@@ -244,7 +257,9 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
             }
         }
         "UNIMPLEMENTED" => status_rule(cx, Class::BadRequest, Scope::Endpoint),
-        _ => return generic::by_cues(cx),
+        // No Google status: Gemini's and Vertex AI's OpenAI-compatible endpoints answer
+        // in OpenAI's envelope.
+        _ => return super::openai::family(cx).or_else(|| generic::by_cues(cx)),
     };
     Some(r)
 }
