@@ -287,8 +287,14 @@ impl<'a> Signals<'a> {
                 self.detail_code.get_or_insert(id);
             }
         }
-        let finish = choices
-            .and_then(|c| c.0)
+        // Bedrock InvokeModel with a guardrail: `"amazon-bedrock-guardrailAction":
+        // "INTERVENED"` beside the model's own body (whose stop_reason may be end_turn).
+        let guardrail = guardrail_action
+            .and_then(|g| g.0)
+            .filter(|g| g == "INTERVENED")
+            .map(|_| Cow::Borrowed("guardrail_intervened"));
+        let finish = guardrail
+            .or_else(|| choices.and_then(|c| c.0))
             .or_else(|| candidates.and_then(|c| c.0))
             .or_else(|| {
                 prompt_feedback
@@ -298,15 +304,7 @@ impl<'a> Signals<'a> {
             .or_else(|| stop_reason.and_then(|s| s.0))
             .or_else(|| stop_reason_camel.and_then(|s| s.0))
             .or_else(|| delta.and_then(|d| d.stop_reason).and_then(|s| s.0))
-            .or_else(|| message_stop.and_then(|m| m.stop_reason).and_then(|s| s.0))
-            .or_else(|| {
-                // Bedrock InvokeModel with a guardrail: `"amazon-bedrock-guardrailAction":
-                // "INTERVENED"` beside the model's own body.
-                guardrail_action
-                    .and_then(|g| g.0)
-                    .filter(|g| g == "INTERVENED")
-                    .map(|_| Cow::Borrowed("guardrail_intervened"))
-            });
+            .or_else(|| message_stop.and_then(|m| m.stop_reason).and_then(|s| s.0));
         if let Some(f) = finish {
             self.finish.get_or_insert(f);
         }

@@ -560,4 +560,40 @@ mod tests {
         assert_eq!(sniff_status("200 OK"), None);
         assert_eq!(sniff_status("4295 tokens"), None);
     }
+
+    #[test]
+    fn budget_overflow_needs_the_input_side_or_a_negative_budget() {
+        assert!(budget_overflow("max_tokens must be at least 1, got -7584."));
+        assert!(budget_overflow(
+            "`inputs` tokens + `max_new_tokens` must be <= 4096. Given: 3900 `inputs` tokens"
+        ));
+        assert!(budget_overflow(
+            "input length and `max_tokens` exceed context limit: 197626 + 8192 > 200000"
+        ));
+        // A cap on output alone is the request's own parameter, not overflow.
+        assert!(!budget_overflow(
+            "max_tokens: 64000 > 8192, which is the maximum allowed number of output tokens"
+        ));
+        assert!(!budget_overflow(
+            "max_tokens is too large: 50000. This model supports at most 16384 completion tokens"
+        ));
+        assert!(!budget_overflow("temperature must be at least 0, got -1"));
+        assert!(!budget_overflow("max-tokens-2024 is not a model"));
+    }
+
+    #[test]
+    fn ambiguous_auth_wording_is_recognised() {
+        use super::super::ambiguous_auth;
+        assert!(ambiguous_auth(
+            "The API key is missing, invalid, or expired."
+        ));
+        assert!(ambiguous_auth("invalid access token or token expired"));
+        assert!(!ambiguous_auth("invalid x-api-key"));
+        assert!(!ambiguous_auth(
+            "API key expired. Please renew the API key."
+        ));
+        assert!(!ambiguous_auth(
+            "Incorrect API key provided: sk-abc. You can find your API key at https://x."
+        ));
+    }
 }

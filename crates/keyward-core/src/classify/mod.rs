@@ -269,6 +269,10 @@ impl Cx<'_, '_> {
         if let Some(m) = self.sig.message.as_deref().or(self.sig.title) {
             return m;
         }
+        // A free-text top-level `error` (TGI, Ollama, xAI) is the message.
+        if let Some(e) = self.sig.error_str.as_deref().filter(|e| !is_code_like(e)) {
+            return e;
+        }
         if self.sig.kind == body::BodyKind::Text {
             let t = self.sig.text.trim();
             return t.get(..t.len().min(512)).unwrap_or(t);
