@@ -113,6 +113,17 @@ impl<'a> Signals<'a> {
             && self.finish.is_none()
     }
 
+    /// Whether the body carried an error code or type (a message alone may be a success
+    /// body's own `message` object, as in Cohere's chat responses).
+    pub fn has_error_code(&self) -> bool {
+        self.ty.is_some()
+            || self.code.is_some()
+            || self.gstatus.is_some()
+            || self.error_str.is_some()
+            || self.aws_type.is_some()
+            || self.reason.is_some()
+    }
+
     /// Reads `text` (already cut to [`MAX_EXAMINED`] bytes).
     pub fn read(text: &'a str) -> Signals<'a> {
         let trimmed = text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
@@ -185,6 +196,7 @@ impl<'a> Signals<'a> {
             details,
             metadata,
             stop_reason_camel,
+            finish_reason,
             delta,
             message_stop,
             guardrail_action,
@@ -303,6 +315,7 @@ impl<'a> Signals<'a> {
             })
             .or_else(|| stop_reason.and_then(|s| s.0))
             .or_else(|| stop_reason_camel.and_then(|s| s.0))
+            .or_else(|| finish_reason.and_then(|s| s.0))
             .or_else(|| delta.and_then(|d| d.stop_reason).and_then(|s| s.0))
             .or_else(|| message_stop.and_then(|m| m.stop_reason).and_then(|s| s.0));
         if let Some(f) = finish {
@@ -751,6 +764,9 @@ struct Envelope<'a> {
     details: Option<Details<'a>>,
     #[serde(borrow)]
     metadata: Option<Metadata<'a>>,
+    /// Cohere v2 chat: a top-level `finish_reason` (`ERROR_TOXIC`).
+    #[serde(borrow)]
+    finish_reason: Option<Scalar<'a>>,
     /// Bedrock Converse `stopReason` (`guardrail_intervened`, `content_filtered`).
     #[serde(borrow, rename = "stopReason")]
     stop_reason_camel: Option<Scalar<'a>>,

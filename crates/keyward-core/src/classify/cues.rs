@@ -95,6 +95,8 @@ const PHRASES: &[(&str, Cue)] = &[
     ("input length", Cue::ContextOverflow),
     ("exceeds model's maximum context", Cue::ContextOverflow),
     ("exceeds the context", Cue::ContextOverflow),
+    ("input tokens exceed", Cue::ContextOverflow),
+    ("too many input tokens", Cue::ContextOverflow),
     ("上下文", Cue::ContextOverflow),
     // --- output-token cap (a request error, not overflow)
     ("maximum tokens you requested", Cue::MaxTokensParam),

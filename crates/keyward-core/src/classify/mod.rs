@@ -410,7 +410,14 @@ fn demote_ambiguous_auth(cx: &Cx<'_, '_>, rule: Rule) -> Rule {
 /// Whether an auth message hedges between causes: two or more of missing / invalid /
 /// expired / revoked joined by "or" or a comma.
 pub(crate) fn ambiguous_auth(msg: &str) -> bool {
-    let words = ["missing", "invalid", "expired", "revoked", "not provided"];
+    let words = [
+        "missing",
+        "invalid",
+        "expired",
+        "revoked",
+        "not provided",
+        "wrong",
+    ];
     let n = words
         .iter()
         .filter(|w| body::find_ascii_ci(msg, w).is_some())

@@ -147,7 +147,12 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
         }
         let has_details =
             cx.sig.quota_failure || cx.sig.retry_delay.is_some() || !reason.is_empty();
-        if cx.provider == Provider::VertexAi && !has_details && !msg.contains("Quota exceeded for")
+        // Shared capacity (Vertex AI's Dynamic Shared Quota, also behind Gemini Code
+        // Assist): "Resource exhausted. Please try again later." with no quota named.
+        let names_quota = super::super::body::find_ascii_ci(msg, "quota").is_some();
+        if (cx.provider == Provider::VertexAi || !names_quota)
+            && !has_details
+            && !msg.contains("Quota exceeded for")
         {
             return Some(status_rule(cx, Class::Overloaded, Scope::ProviderModel)
                 .what("Vertex AI's shared capacity for this model is exhausted (not this project's quota)"));

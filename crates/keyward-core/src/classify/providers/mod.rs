@@ -134,7 +134,7 @@ fn foreign_envelope(cx: &Cx<'_, '_>) -> Option<Rule> {
 /// (`finish_reason: content_filter`, Gemini `SAFETY`/`PROHIBITED_CONTENT`/`blockReason`,
 /// Anthropic `stop_reason: refusal`, Responses `incomplete_details.reason`).
 fn success_shaped(cx: &Cx<'_, '_>) -> Option<Rule> {
-    if cx.sig.has_error() {
+    if cx.sig.has_error_code() {
         return None;
     }
     let f = cx.sig.finish.as_deref()?;
@@ -151,6 +151,9 @@ fn success_shaped(cx: &Cx<'_, '_>) -> Option<Rule> {
             | "OTHER"
             | "guardrail_intervened"
             | "content_filtered"
+            | "IMAGE_PROHIBITED_CONTENT"
+            | "IMAGE_RECITATION"
+            | "ERROR_TOXIC"
     );
     if filtered {
         return Some(
