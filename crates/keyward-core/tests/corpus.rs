@@ -247,7 +247,10 @@ fn openclaw_vectors_conformance() {
 
 /// The classes whose verdict may lead to a disable (after a confirming probe).
 fn permanent(c: Class) -> bool {
-    matches!(c, Class::AuthPermanent | Class::Billing | Class::ModelNotFound)
+    matches!(
+        c,
+        Class::AuthPermanent | Class::Billing | Class::ModelNotFound
+    )
 }
 
 /// Calibration (how often each confidence level was right) over both catalogues, and the
@@ -288,7 +291,11 @@ fn calibration_and_confusion() {
             .unwrap_or("unknown");
         let body = row["message"].as_str().unwrap_or_default();
         let status = row["status"].as_u64().and_then(|s| u16::try_from(s).ok());
-        scored.push(("openclaw", expected, run(provider, &Value::Null, body, status)));
+        scored.push((
+            "openclaw",
+            expected,
+            run(provider, &Value::Null, body, status),
+        ));
     }
 
     eprintln!("\n| corpus | confidence | verdicts | right | share right |");
@@ -329,7 +336,10 @@ fn calibration_and_confusion() {
         .filter(|(_, e, _)| !e.iter().any(|c| permanent(*c)))
         .map(|(c, e, f)| format!("{c}: expected {e:?}, got {} ({})", f.class, f.explanation))
         .collect();
-    let exact = eligible.iter().filter(|(_, e, f)| e.contains(&f.class)).count();
+    let exact = eligible
+        .iter()
+        .filter(|(_, e, f)| e.contains(&f.class))
+        .count();
     eprintln!(
         "\nhigh-confidence permanent verdicts (auth_permanent, billing, model_not_found): {}; exact class right: {exact}; a transient or request failure called permanent: {}",
         eligible.len(),
@@ -356,25 +366,36 @@ fn calibration_and_confusion() {
         Class::ModelNotFound => "model",
         Class::ContentFilter => "filt",
     };
-    eprintln!("\nprovider-errors-dev confusion matrix (rows: expected, columns: verdict)\n");
     let header: Vec<&str> = Class::ALL.iter().map(|c| short(*c)).collect();
-    eprintln!("| expected \\ got | {} |", header.join(" | "));
-    eprintln!("|---|{}", "---|".repeat(Class::ALL.len()));
-    for exp in Class::ALL {
-        let cells: Vec<String> = Class::ALL
-            .iter()
-            .map(|got| {
-                let n = scored
-                    .iter()
-                    .filter(|(c, e, f)| *c == "dev" && e[0] == exp && f.class == *got)
-                    .count();
-                if n == 0 {
-                    "·".to_owned()
-                } else {
-                    n.to_string()
-                }
-            })
-            .collect();
-        eprintln!("| {} | {} |", exp.as_str(), cells.join(" | "));
+    for (corpus, title) in [
+        ("dev", "provider-errors-dev"),
+        (
+            "openclaw",
+            "openclaw-vectors (rows: OpenClaw's label, its first allowed class; a verdict in the allowed set counts on the diagonal)",
+        ),
+    ] {
+        eprintln!("\n{title} confusion matrix (rows: expected, columns: verdict)\n");
+        eprintln!("| expected \\ got | {} |", header.join(" | "));
+        eprintln!("|---|{}", "---|".repeat(Class::ALL.len()));
+        for exp in Class::ALL {
+            let cells: Vec<String> = Class::ALL
+                .iter()
+                .map(|got| {
+                    let n = scored
+                        .iter()
+                        .filter(|(c, e, f)| {
+                            let shown = if e.contains(&f.class) { e[0] } else { f.class };
+                            *c == corpus && e[0] == exp && shown == *got
+                        })
+                        .count();
+                    if n == 0 {
+                        "·".to_owned()
+                    } else {
+                        n.to_string()
+                    }
+                })
+                .collect();
+            eprintln!("| {} | {} |", exp.as_str(), cells.join(" | "));
+        }
     }
 }
