@@ -557,6 +557,10 @@ fn keepalive_or_preamble(name: Option<&str>, data: Option<&str>) -> bool {
     if d.is_empty() || d == "{}" {
         return true;
     }
+    // Anything that mentions an error is read, whatever else it carries.
+    if d.contains("\"error\"") {
+        return false;
+    }
     const PREAMBLE: [&str; 8] = [
         "\"type\":\"ping\"",
         "\"type\": \"ping\"",
@@ -1349,5 +1353,65 @@ mod find_tests {
         assert_eq!(find_ascii_ci("modeL", "model"), Some(0));
         assert_eq!(find_ascii_ci("mode", "model"), None);
         assert_eq!(find_ascii_ci("héllo model", "model"), Some(7));
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::{keepalive_or_preamble, BodyKind, Signals};
+
+    #[test]
+    fn keep_alives_and_preambles_are_not_content() {
+        assert!(keepalive_or_preamble(
+            Some("ping"),
+            Some("{\"type\": \"ping\"}")
+        ));
+        assert!(keepalive_or_preamble(
+            Some("message_start"),
+            Some("{\"type\":\"message_start\",\"message\":{\"content\":[]}}")
+        ));
+        assert!(keepalive_or_preamble(
+            None,
+            Some("{\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}")
+        ));
+        assert!(!keepalive_or_preamble(
+            None,
+            Some("{\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"Hi\"}}]}")
+        ));
+        // An error chunk that also carries a role-only delta (OpenRouter mid-stream errors)
+        // is read, not skipped.
+        assert!(!keepalive_or_preamble(
+            None,
+            Some("{\"error\":{\"code\":\"server_error\",\"message\":\"Provider disconnected\"},\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":\"error\"}]}")
+        ));
+    }
+
+    #[test]
+    fn a_stream_of_pings_is_silent_and_one_with_content_is_not() {
+        let silent = Signals::read(": keep-alive\n\nevent: ping\ndata: {\"type\": \"ping\"}\n\n");
+        assert_eq!(silent.kind, BodyKind::Sse);
+        assert!(silent.silent_stream());
+        let spoke = Signals::read(
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\nevent: ping\ndata: {\"type\": \"ping\"}\n\n",
+        );
+        assert!(!spoke.silent_stream());
+        assert_eq!(spoke.sse_content_events, 1);
+    }
+
+    #[test]
+    fn stop_reasons_are_read_wherever_providers_put_them() {
+        let delta = Signals::read(
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"refusal\"}}\n\n",
+        );
+        assert_eq!(delta.finish.as_deref(), Some("refusal"));
+        let converse = Signals::read("{\"stopReason\":\"guardrail_intervened\",\"output\":{}}");
+        assert_eq!(converse.finish.as_deref(), Some("guardrail_intervened"));
+        let invoke = Signals::read(
+            "{\"stop_reason\":\"end_turn\",\"amazon-bedrock-guardrailAction\":\"INTERVENED\"}",
+        );
+        assert_eq!(invoke.finish.as_deref(), Some("guardrail_intervened"));
+        let exc = Signals::read("{\"throttlingException\":{\"message\":\"Too many requests\"}}");
+        assert_eq!(exc.aws_type.as_deref(), Some("throttlingException"));
+        assert_eq!(exc.message.as_deref(), Some("Too many requests"));
     }
 }
