@@ -197,6 +197,7 @@ impl<'a> Signals<'a> {
             metadata,
             stop_reason_camel,
             finish_reason,
+            incomplete_details,
             delta,
             message_stop,
             guardrail_action,
@@ -280,10 +281,17 @@ impl<'a> Signals<'a> {
                 Ok(n) => {
                     self.num_code.get_or_insert(n);
                 }
-                Err(_) => {
+                // A canonical code (`RESOURCE_EXHAUSTED`), not a Responses object's own
+                // lifecycle status (`incomplete`, `failed`).
+                Err(_) if !st.bytes().any(|b| b.is_ascii_lowercase()) => {
                     self.gstatus.get_or_insert(st);
                 }
+                Err(_) => {}
             }
+        }
+        // A Responses API object: `incomplete_details.reason` (`content_filter`).
+        if let Some(r) = incomplete_details.and_then(|d| d.reason).and_then(|r| r.0) {
+            self.finish.get_or_insert(r);
         }
         if let Some(a) = aws_type.and_then(|a| a.0) {
             self.aws_type = Some(a);
@@ -768,6 +776,9 @@ struct Envelope<'a> {
     details: Option<Details<'a>>,
     #[serde(borrow)]
     metadata: Option<Metadata<'a>>,
+    /// A Responses API object's `incomplete_details` (non-streaming).
+    #[serde(borrow)]
+    incomplete_details: Option<IncompleteDetails<'a>>,
     /// Cohere v2 chat: a top-level `finish_reason` (`ERROR_TOXIC`).
     #[serde(borrow)]
     finish_reason: Option<Scalar<'a>>,
