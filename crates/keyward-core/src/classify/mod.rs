@@ -140,6 +140,8 @@ pub(crate) struct Rule {
     pub site: &'static Location<'static>,
     /// Why a high-confidence rule was demoted, when it was.
     pub demoted: Option<&'static str>,
+    /// A more specific remedy than the class's default.
+    pub remedy: Option<&'static str>,
 }
 
 impl Rule {
@@ -159,6 +161,7 @@ impl Rule {
             what: None,
             site: Location::caller(),
             demoted: None,
+            remedy: None,
         }
     }
 
@@ -177,6 +180,11 @@ impl Rule {
 
     pub fn what(mut self, what: &'static str) -> Rule {
         self.what = Some(what);
+        self
+    }
+
+    pub fn remedy(mut self, remedy: &'static str) -> Rule {
+        self.remedy = Some(remedy);
         self
     }
 }
@@ -687,7 +695,8 @@ fn explain(
         s,
         "; {} confidence). {}",
         rule.confidence.as_str(),
-        remedy(rule.class, rule.scope)
+        rule.remedy
+            .unwrap_or_else(|| remedy(rule.class, rule.scope))
     );
     s
 }

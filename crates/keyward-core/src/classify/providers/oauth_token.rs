@@ -14,6 +14,8 @@ use super::super::cues::Cue;
 use super::super::generic;
 use super::super::{Class, Confidence, Cx, EvidenceKind, Rule, Scope};
 
+const TRANSIENT_REFRESH: &str = "Nothing to fix on the credential: the refresh is retried with backoff and the grant is never disabled for this; if it persists, check the provider's status page.";
+
 const LOG_IN_AGAIN: &str =
     "the refresh token was rejected (expired, revoked, or already used by another holder)";
 
@@ -41,7 +43,8 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Rule {
             EvidenceKind::Status,
             format!("{st} from token endpoint"),
         )
-        .what(what);
+        .what(what)
+        .remedy(TRANSIENT_REFRESH);
     }
     match code {
         "invalid_grant"
@@ -73,7 +76,8 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Rule {
         }
         "temporarily_unavailable" | "server_error" | "slow_down" => {
             return oauth(Class::AuthTransient, Scope::Credential)
-                .what("the token endpoint is unavailable or throttling; the grant is kept and the refresh retried later");
+                .what("the token endpoint is unavailable or throttling; the grant is kept and the refresh retried later")
+                .remedy(TRANSIENT_REFRESH);
         }
         "invalid_request" => {
             if cx.cue(Cue::RefreshDead) || cx.cue(Cue::ExpiredToken) {
