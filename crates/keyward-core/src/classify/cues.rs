@@ -231,6 +231,8 @@ const PHRASES: &[(&str, Cue)] = &[
     ("access_token_expired", Cue::ExpiredToken),
     ("included in the request is expired", Cue::ExpiredToken),
     ("signature expired", Cue::ExpiredToken),
+    // AWS clock skew: "Signature not yet current" is fixed by signing again, not a new key.
+    ("signature not yet current", Cue::ExpiredToken),
     ("session expired", Cue::ExpiredToken),
     ("session has expired", Cue::ExpiredToken),
     ("invalid api key", Cue::InvalidKey),

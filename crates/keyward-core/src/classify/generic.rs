@@ -237,7 +237,7 @@ pub(crate) fn by_cues(cx: &Cx<'_, '_>) -> Option<Rule> {
         }
     }
     let model_named_missing = cx.msg().has(Cue::NotFound) && names_model(cx.message());
-    if (cx.cue(Cue::ModelMissing)
+    if (cx.model_missing()
         || cx.cue(Cue::ModelRetired)
         || cx.cue(Cue::ModelAccess)
         || model_named_missing)
@@ -254,7 +254,7 @@ pub(crate) fn by_cues(cx: &Cx<'_, '_>) -> Option<Rule> {
                 Scope::ProviderModel,
             ));
         }
-        let c = if cx.cue(Cue::ModelMissing) {
+        let c = if cx.model_missing() {
             Cue::ModelMissing
         } else if cx.cue(Cue::ModelAccess) {
             Cue::ModelAccess
@@ -262,6 +262,13 @@ pub(crate) fn by_cues(cx: &Cx<'_, '_>) -> Option<Rule> {
             Cue::NotFound
         };
         return Some(cx.by_cue(c, Class::ModelNotFound, Scope::CredentialModel));
+    }
+    if cx.cue(Cue::ModelMissing) && !server && !matches!(st, Some(401 | 403 | 407 | 429)) {
+        // "The file `file-abc` does not exist": something the request names, not the model.
+        return Some(
+            cx.by_cue(Cue::ModelMissing, Class::BadRequest, Scope::Request)
+                .what("the request refers to something that does not exist (not the model)"),
+        );
     }
     if cx.cue(Cue::SharedCapacity) {
         return Some(

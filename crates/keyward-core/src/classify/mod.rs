@@ -264,6 +264,19 @@ impl Cx<'_, '_> {
         }
     }
 
+    /// A missing-model cue that is about a model: the generic "does not exist" counts only
+    /// when the message names a model or deployment (not a file, guardrail or assistant).
+    pub fn model_missing(&self) -> bool {
+        if !self.cue(Cue::ModelMissing) {
+            return false;
+        }
+        let generic = !self.codes.has(Cue::ModelMissing)
+            && self.msg().phrase(Cue::ModelMissing) == "does not exist";
+        !generic
+            || body::find_ascii_ci(self.message(), "model").is_some()
+            || body::find_ascii_ci(self.message(), "deployment").is_some()
+    }
+
     pub fn ty(&self) -> &str {
         self.sig.ty.as_deref().unwrap_or("")
     }

@@ -173,11 +173,8 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
                     Class::ContextOverflow,
                     Scope::Request,
                 )
-            } else if cx.cue(Cue::ModelMissing)
-                || cx.cue(Cue::ModelRetired)
-                || cx.cue(Cue::ModelAccess)
-            {
-                let c = if cx.cue(Cue::ModelMissing) {
+            } else if cx.model_missing() || cx.cue(Cue::ModelRetired) || cx.cue(Cue::ModelAccess) {
+                let c = if cx.model_missing() {
                     Cue::ModelMissing
                 } else if cx.cue(Cue::ModelRetired) {
                     Cue::ModelRetired

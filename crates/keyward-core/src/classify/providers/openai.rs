@@ -10,6 +10,7 @@
 //! `account_deactivated`, `token_expired` (ChatGPT backend: refresh). Responses streams
 //! carry the same in `response.failed`.
 
+use super::super::body::find_ascii_ci;
 use super::super::cues::Cue;
 use super::super::generic;
 use super::super::{Class, Cx, EvidenceKind, Rule, Scope};
@@ -203,8 +204,9 @@ pub(crate) fn family(cx: &Cx<'_, '_>) -> Option<Rule> {
     if (ty == "invalid_request_error"
         || code == "invalid_request_error"
         || code == "OperationNotSupported")
-        && cx.cue(Cue::ModelMissing)
-        && generic::names_model(cx.message())
+        && cx.model_missing()
+        && (find_ascii_ci(cx.message(), "model").is_some()
+            || find_ascii_ci(cx.message(), "deployment").is_some())
         && !matches!(cx.status, Some(401 | 403 | 429))
         && !cx.is_5xx()
     {
