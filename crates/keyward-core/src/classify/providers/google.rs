@@ -85,6 +85,13 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
                     .what("an expired access token was configured as a static key"),
             );
         }
+        "CREDENTIALS_MISSING" if cx.cue(Cue::OAuthUnsupported) => {
+            // An API key sent to an API that takes only OAuth / service accounts.
+            return Some(
+                reason_rule(cx, Class::BadRequest, Scope::Endpoint)
+                    .what("this API does not accept this kind of credential (an API key where OAuth or a service account is required)"),
+            );
+        }
         "ACCESS_TOKEN_SCOPE_INSUFFICIENT" | "IAM_PERMISSION_DENIED" | "CREDENTIALS_MISSING" => {
             return Some(reason_rule(cx, Class::AuthPermanent, Scope::Credential));
         }
@@ -161,11 +168,21 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
     }
     let r = match st {
         "UNAUTHENTICATED" => {
-            if cx.refreshable() {
+            if cx.cue(Cue::OAuthUnsupported) {
+                // "API keys are not supported by this API. Expected OAuth2 access token":
+                // the target needs another kind of credential; the key itself may be fine.
+                status_and_cue(cx, Cue::OAuthUnsupported, Class::BadRequest, Scope::Endpoint)
+                    .what("this API does not accept this kind of credential (an API key where OAuth or a service account is required)")
+            } else if cx.refreshable() {
                 status_rule(cx, Class::AuthTransient, Scope::Credential)
             } else {
-                status_rule(cx, Class::AuthPermanent, Scope::Credential)
-                    .what("the request's credentials were not accepted (wrong or missing key)")
+                // Google reports a bad API key with an ErrorInfo reason (API_KEY_INVALID,
+                // decided above); the bare status does not say which property failed.
+                Rule {
+                    confidence: Confidence::Low,
+                    ..status_rule(cx, Class::AuthPermanent, Scope::Credential)
+                }
+                .what("the request's credentials were not accepted (wrong or missing key)")
             }
         }
         "PERMISSION_DENIED" => {
