@@ -244,3 +244,158 @@ fn openclaw_vectors_conformance() {
         "openclaw-vectors accuracy {pct:.1}% is below 85%"
     );
 }
+
+/// The classes whose verdict may lead to a disable (after a confirming probe).
+fn permanent(c: Class) -> bool {
+    matches!(
+        c,
+        Class::AuthPermanent | Class::Billing | Class::ModelNotFound
+    )
+}
+
+/// Calibration (how often each confidence level was right) over both catalogues, and the
+/// confusion matrix of provider-errors-dev, printed as Markdown for docs/classifier.md.
+/// Asserts what calibration must mean: high confidence is right more often than low, and
+/// a high-confidence permanent verdict (the only kind that goes straight to
+/// disable-after-probe) is never wrong about being permanent.
+#[test]
+fn calibration_and_confusion() {
+    use keyward_core::classify::Confidence;
+    let (Some(dev), Some(oc)) = (
+        rows("provider-errors-dev.jsonl"),
+        rows("openclaw-vectors.jsonl"),
+    ) else {
+        return;
+    };
+    // (expected set, verdict) for every scored row.
+    let mut scored: Vec<(&str, Vec<Class>, keyward_core::classify::Failure)> = Vec::new();
+    for row in &dev {
+        let provider = row["provider"].as_str().unwrap_or("unknown");
+        let body = row["body"].as_str().unwrap_or_default();
+        let status = row["status"].as_u64().and_then(|s| u16::try_from(s).ok());
+        let expected = Class::parse(row["expected"].as_str().unwrap_or_default()).unwrap();
+        scored.push(("dev", vec![expected], run(provider, row, body, status)));
+    }
+    for row in &oc {
+        let note = row.get("note").and_then(Value::as_str).unwrap_or_default();
+        if FLAGS.iter().any(|f| note.starts_with(f)) {
+            continue;
+        }
+        let Some(expected) = row["expected"].as_str().and_then(openclaw_expected) else {
+            continue;
+        };
+        let provider = row
+            .get("provider")
+            .and_then(Value::as_str)
+            .filter(|p| CatalogueName::resolve(p).recognised)
+            .unwrap_or("unknown");
+        let body = row["message"].as_str().unwrap_or_default();
+        let status = row["status"].as_u64().and_then(|s| u16::try_from(s).ok());
+        scored.push((
+            "openclaw",
+            expected,
+            run(provider, &Value::Null, body, status),
+        ));
+    }
+
+    eprintln!("\n| corpus | confidence | verdicts | right | share right |");
+    eprintln!("|---|---|---|---|---|");
+    let rate = |corpus: Option<&str>, conf: Confidence| {
+        let sel: Vec<_> = scored
+            .iter()
+            .filter(|(c, _, f)| corpus.is_none_or(|x| x == *c) && f.confidence == conf)
+            .collect();
+        let right = sel.iter().filter(|(_, e, f)| e.contains(&f.class)).count();
+        let pct = 100.0 * right as f64 / sel.len().max(1) as f64;
+        eprintln!(
+            "| {} | {} | {} | {right} | {pct:.1} % |",
+            corpus.unwrap_or("both"),
+            conf.as_str(),
+            sel.len()
+        );
+        pct
+    };
+    for corpus in [Some("dev"), Some("openclaw")] {
+        rate(corpus, Confidence::High);
+        rate(corpus, Confidence::Low);
+    }
+    let high = rate(None, Confidence::High);
+    let low = rate(None, Confidence::Low);
+    assert!(
+        high > low,
+        "high confidence ({high:.1} %) must be right more often than low ({low:.1} %)"
+    );
+
+    // Disable-eligible verdicts: high-confidence permanent classes.
+    let eligible: Vec<_> = scored
+        .iter()
+        .filter(|(_, _, f)| f.confidence == Confidence::High && permanent(f.class))
+        .collect();
+    let wrongly_permanent: Vec<String> = eligible
+        .iter()
+        .filter(|(_, e, _)| !e.iter().any(|c| permanent(*c)))
+        .map(|(c, e, f)| format!("{c}: expected {e:?}, got {} ({})", f.class, f.explanation))
+        .collect();
+    let exact = eligible
+        .iter()
+        .filter(|(_, e, f)| e.contains(&f.class))
+        .count();
+    eprintln!(
+        "\nhigh-confidence permanent verdicts (auth_permanent, billing, model_not_found): {}; exact class right: {exact}; a transient or request failure called permanent: {}",
+        eligible.len(),
+        wrongly_permanent.len()
+    );
+    assert!(
+        wrongly_permanent.is_empty(),
+        "high-confidence permanent verdicts on non-permanent rows:\n{}",
+        wrongly_permanent.join("\n")
+    );
+
+    // Confusion matrix of provider-errors-dev: rows expected, columns got.
+    let short = |c: Class| match c {
+        Class::AuthTransient => "a_tr",
+        Class::AuthPermanent => "a_pe",
+        Class::Billing => "bill",
+        Class::RateLimit => "rate",
+        Class::Overloaded => "ovl",
+        Class::Timeout => "tout",
+        Class::Network => "net",
+        Class::ServerError => "5xx",
+        Class::BadRequest => "bad",
+        Class::ContextOverflow => "ctx",
+        Class::ModelNotFound => "model",
+        Class::ContentFilter => "filt",
+    };
+    let header: Vec<&str> = Class::ALL.iter().map(|c| short(*c)).collect();
+    for (corpus, title) in [
+        ("dev", "provider-errors-dev"),
+        (
+            "openclaw",
+            "openclaw-vectors (rows: OpenClaw's label, its first allowed class; a verdict in the allowed set counts on the diagonal)",
+        ),
+    ] {
+        eprintln!("\n{title} confusion matrix (rows: expected, columns: verdict)\n");
+        eprintln!("| expected \\ got | {} |", header.join(" | "));
+        eprintln!("|---|{}", "---|".repeat(Class::ALL.len()));
+        for exp in Class::ALL {
+            let cells: Vec<String> = Class::ALL
+                .iter()
+                .map(|got| {
+                    let n = scored
+                        .iter()
+                        .filter(|(c, e, f)| {
+                            let shown = if e.contains(&f.class) { e[0] } else { f.class };
+                            *c == corpus && e[0] == exp && shown == *got
+                        })
+                        .count();
+                    if n == 0 {
+                        "·".to_owned()
+                    } else {
+                        n.to_string()
+                    }
+                })
+                .collect();
+            eprintln!("| {} | {} |", exp.as_str(), cells.join(" | "));
+        }
+    }
+}

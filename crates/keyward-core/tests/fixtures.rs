@@ -132,3 +132,51 @@ fn provider_fixtures() {
         failures.join("\n")
     );
 }
+
+/// Every generalisation family (issue 19) is written from at least two providers'
+/// documentation, and every fixture of a family names its source.
+#[test]
+fn every_family_has_two_providers_and_sources() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut families: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|x| x != "jsonl") {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let case: Value = serde_json::from_str(line).unwrap();
+            let Some(family) = case.get("family").and_then(Value::as_str) else {
+                continue;
+            };
+            let source = case.get("source").and_then(Value::as_str).unwrap_or("");
+            assert!(
+                source.len() > 10,
+                "{}: fixture {:?} of family {family} has no source",
+                path.display(),
+                case["name"]
+            );
+            // Catalogue names of one provider (google-oauth-token, gemini-code-assist)
+            // count as that provider.
+            let provider = CatalogueName::resolve(case["provider"].as_str().unwrap())
+                .provider
+                .as_str()
+                .to_owned();
+            families
+                .entry(family.to_owned())
+                .or_default()
+                .insert(provider);
+        }
+    }
+    assert!(families.len() >= 9, "families: {families:?}");
+    for (family, providers) in &families {
+        assert!(
+            providers.len() >= 2,
+            "family {family} has fixtures from only {providers:?}"
+        );
+    }
+}

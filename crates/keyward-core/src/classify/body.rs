@@ -85,6 +85,11 @@ pub(crate) struct Signals<'a> {
     pub typed_envelope: bool,
     /// The examined text (for phrase search when nothing structured says enough).
     pub text: &'a str,
+    /// SSE events seen (comments not counted).
+    pub sse_events: usize,
+    /// SSE events that carried content (not pings, `message_start`, role-only chunks,
+    /// `response.created`/`in_progress`, empty data).
+    pub sse_content_events: usize,
 }
 
 impl<'a> Signals<'a> {
@@ -97,6 +102,26 @@ impl<'a> Signals<'a> {
             || self.aws_type.is_some()
             || self.reason.is_some()
             || self.message.is_some()
+    }
+
+    /// A stream that carried nothing but keep-alives (pings, comments, `message_start`,
+    /// role-only chunks): no content, no error, no finish reason.
+    pub fn silent_stream(&self) -> bool {
+        self.kind == BodyKind::Sse
+            && self.sse_content_events == 0
+            && !self.has_error()
+            && self.finish.is_none()
+    }
+
+    /// Whether the body carried an error code or type (a message alone may be a success
+    /// body's own `message` object, as in Cohere's chat responses).
+    pub fn has_error_code(&self) -> bool {
+        self.ty.is_some()
+            || self.code.is_some()
+            || self.gstatus.is_some()
+            || self.error_str.is_some()
+            || self.aws_type.is_some()
+            || self.reason.is_some()
     }
 
     /// Reads `text` (already cut to [`MAX_EXAMINED`] bytes).
@@ -170,7 +195,37 @@ impl<'a> Signals<'a> {
             error_details,
             details,
             metadata,
+            stop_reason_camel,
+            finish_reason,
+            incomplete_details,
+            delta,
+            message_stop,
+            guardrail_action,
+            internal_server_exception,
+            model_stream_error_exception,
+            throttling_exception,
+            validation_exception,
+            service_unavailable_exception,
+            model_timeout_exception,
         } = env;
+        // Bedrock ConverseStream exceptions arrive as `{"throttlingException":{"message":…}}`.
+        for (name, exc) in [
+            ("internalServerException", internal_server_exception),
+            ("modelStreamErrorException", model_stream_error_exception),
+            ("throttlingException", throttling_exception),
+            ("validationException", validation_exception),
+            ("serviceUnavailableException", service_unavailable_exception),
+            ("modelTimeoutException", model_timeout_exception),
+        ] {
+            if let Some(e) = exc {
+                if self.aws_type.is_none() {
+                    self.aws_type = Some(Cow::Borrowed(name));
+                    if let Some(m) = e.message.or(e.message_upper) {
+                        self.message.get_or_insert(m.0);
+                    }
+                }
+            }
+        }
         let top_type_error = ty.as_ref().and_then(|t| t.0.as_deref()) == Some("error");
         match error {
             Some(ErrorField::Obj(obj)) => {
@@ -226,10 +281,17 @@ impl<'a> Signals<'a> {
                 Ok(n) => {
                     self.num_code.get_or_insert(n);
                 }
-                Err(_) => {
+                // A canonical code (`RESOURCE_EXHAUSTED`), not a Responses object's own
+                // lifecycle status (`incomplete`, `failed`).
+                Err(_) if !st.bytes().any(|b| b.is_ascii_lowercase()) => {
                     self.gstatus.get_or_insert(st);
                 }
+                Err(_) => {}
             }
+        }
+        // A Responses API object: `incomplete_details.reason` (`content_filter`).
+        if let Some(r) = incomplete_details.and_then(|d| d.reason).and_then(|r| r.0) {
+            self.finish.get_or_insert(r);
         }
         if let Some(a) = aws_type.and_then(|a| a.0) {
             self.aws_type = Some(a);
@@ -245,15 +307,25 @@ impl<'a> Signals<'a> {
                 self.detail_code.get_or_insert(id);
             }
         }
-        let finish = choices
-            .and_then(|c| c.0)
+        // Bedrock InvokeModel with a guardrail: `"amazon-bedrock-guardrailAction":
+        // "INTERVENED"` beside the model's own body (whose stop_reason may be end_turn).
+        let guardrail = guardrail_action
+            .and_then(|g| g.0)
+            .filter(|g| g == "INTERVENED")
+            .map(|_| Cow::Borrowed("guardrail_intervened"));
+        let finish = guardrail
+            .or_else(|| choices.and_then(|c| c.0))
             .or_else(|| candidates.and_then(|c| c.0))
             .or_else(|| {
                 prompt_feedback
                     .and_then(|p| p.block_reason)
                     .and_then(|b| b.0)
             })
-            .or_else(|| stop_reason.and_then(|s| s.0));
+            .or_else(|| stop_reason.and_then(|s| s.0))
+            .or_else(|| stop_reason_camel.and_then(|s| s.0))
+            .or_else(|| finish_reason.and_then(|s| s.0))
+            .or_else(|| delta.and_then(|d| d.stop_reason).and_then(|s| s.0))
+            .or_else(|| message_stop.and_then(|m| m.stop_reason).and_then(|s| s.0));
         if let Some(f) = finish {
             self.finish.get_or_insert(f);
         }
@@ -369,7 +441,7 @@ impl<'a> Signals<'a> {
                 "error_code" => {
                     self.detail_code.get_or_insert(Cow::Borrowed(value));
                 }
-                "finish_reason" | "finishReason" | "blockReason" => {
+                "finish_reason" | "finishReason" | "blockReason" | "stop_reason" | "stopReason" => {
                     self.finish.get_or_insert(Cow::Borrowed(value));
                 }
                 _ => {}
@@ -403,8 +475,13 @@ impl<'a> Signals<'a> {
             // Blank line or end of text: dispatch.
             if event_name.is_some() || data.is_some() {
                 seen += 1;
-                if self.sse_event(event_name, data) {
-                    return;
+                self.sse_events += 1;
+                // Keep-alives and preambles carry neither content nor an error.
+                if !keepalive_or_preamble(event_name, data) {
+                    self.sse_content_events += 1;
+                    if self.sse_event(event_name, data) {
+                        return;
+                    }
                 }
             }
             event_name = None;
@@ -428,7 +505,10 @@ impl<'a> Signals<'a> {
             || data.contains("filter")
             || data.contains("finishReason")
             || data.contains("incomplete")
-            || data.contains("refusal");
+            || data.contains("refusal")
+            || data.contains("stop_reason")
+            || data.contains("stopReason")
+            || data.contains("Exception\"");
         if !interesting || !data.starts_with(['{', '[']) {
             return false;
         }
@@ -446,6 +526,8 @@ impl<'a> Signals<'a> {
                 kind: BodyKind::Sse,
                 event: name.map(Cow::Borrowed),
                 text: self.text,
+                sse_events: self.sse_events,
+                sse_content_events: self.sse_content_events,
                 ..probe
             };
             if self.finish.is_none() {
@@ -458,6 +540,58 @@ impl<'a> Signals<'a> {
         }
         false
     }
+}
+
+/// Whether an SSE event is a keep-alive or a preamble rather than content: a ping, an
+/// empty data line, Anthropic `message_start`, Responses `response.created` /
+/// `response.in_progress`, or a Chat Completions chunk whose delta carries only the role.
+fn keepalive_or_preamble(name: Option<&str>, data: Option<&str>) -> bool {
+    if matches!(
+        name,
+        Some(
+            "ping"
+                | "keep-alive"
+                | "keepalive"
+                | "message_start"
+                | "response.created"
+                | "response.in_progress"
+        )
+    ) {
+        return true;
+    }
+    let Some(d) = data.map(str::trim) else {
+        return true;
+    };
+    if d.is_empty() || d == "{}" {
+        return true;
+    }
+    // Anything that mentions an error is read, whatever else it carries.
+    if d.contains("\"error\"") {
+        return false;
+    }
+    const PREAMBLE: [&str; 8] = [
+        "\"type\":\"ping\"",
+        "\"type\": \"ping\"",
+        "\"type\":\"message_start\"",
+        "\"type\": \"message_start\"",
+        "\"type\":\"response.created\"",
+        "\"type\": \"response.created\"",
+        "\"type\":\"response.in_progress\"",
+        "\"type\": \"response.in_progress\"",
+    ];
+    if PREAMBLE.iter().any(|p| d.contains(p)) {
+        return true;
+    }
+    // A role-only chat chunk: `"delta":{"role":"assistant"}` or with empty content.
+    d.contains("\"role\"")
+        && !d.contains("tool_calls")
+        && !d.contains("finish_reason\":\"")
+        && !d.contains("finish_reason\": \"")
+        && (d.contains("\"content\":\"\"")
+            || d.contains("\"content\": \"\"")
+            || d.contains("\"content\":null")
+            || d.contains("\"content\": null")
+            || !d.contains("\"content\""))
 }
 
 fn is_sse(t: &str) -> bool {
@@ -642,6 +776,58 @@ struct Envelope<'a> {
     details: Option<Details<'a>>,
     #[serde(borrow)]
     metadata: Option<Metadata<'a>>,
+    /// A Responses API object's `incomplete_details` (non-streaming).
+    #[serde(borrow)]
+    incomplete_details: Option<IncompleteDetails<'a>>,
+    /// Cohere v2 chat: a top-level `finish_reason` (`ERROR_TOXIC`).
+    #[serde(borrow)]
+    finish_reason: Option<Scalar<'a>>,
+    /// Bedrock Converse `stopReason` (`guardrail_intervened`, `content_filtered`).
+    #[serde(borrow, rename = "stopReason")]
+    stop_reason_camel: Option<Scalar<'a>>,
+    /// Anthropic `message_delta` events: `delta.stop_reason` (`refusal`).
+    #[serde(borrow)]
+    delta: Option<Delta<'a>>,
+    /// Bedrock ConverseStream `messageStop.stopReason`.
+    #[serde(borrow, rename = "messageStop")]
+    message_stop: Option<MessageStop<'a>>,
+    #[serde(borrow, rename = "amazon-bedrock-guardrailAction")]
+    guardrail_action: Option<Scalar<'a>>,
+    #[serde(borrow, rename = "internalServerException")]
+    internal_server_exception: Option<AwsStreamError<'a>>,
+    #[serde(borrow, rename = "modelStreamErrorException")]
+    model_stream_error_exception: Option<AwsStreamError<'a>>,
+    #[serde(borrow, rename = "throttlingException")]
+    throttling_exception: Option<AwsStreamError<'a>>,
+    #[serde(borrow, rename = "validationException")]
+    validation_exception: Option<AwsStreamError<'a>>,
+    #[serde(borrow, rename = "serviceUnavailableException")]
+    service_unavailable_exception: Option<AwsStreamError<'a>>,
+    #[serde(borrow, rename = "modelTimeoutException")]
+    model_timeout_exception: Option<AwsStreamError<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Delta<'a> {
+    #[serde(borrow)]
+    stop_reason: Option<Scalar<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct MessageStop<'a> {
+    #[serde(borrow, rename = "stopReason")]
+    stop_reason: Option<Scalar<'a>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct AwsStreamError<'a> {
+    #[serde(borrow)]
+    message: Option<Text<'a>>,
+    #[serde(borrow, rename = "Message")]
+    message_upper: Option<Text<'a>>,
 }
 
 impl Envelope<'_> {
@@ -652,6 +838,12 @@ impl Envelope<'_> {
             || self.message.is_some()
             || self.message_upper.is_some()
             || self.aws_type.is_some()
+            || self.internal_server_exception.is_some()
+            || self.model_stream_error_exception.is_some()
+            || self.throttling_exception.is_some()
+            || self.validation_exception.is_some()
+            || self.service_unavailable_exception.is_some()
+            || self.model_timeout_exception.is_some()
     }
 }
 
@@ -1172,5 +1364,65 @@ mod find_tests {
         assert_eq!(find_ascii_ci("modeL", "model"), Some(0));
         assert_eq!(find_ascii_ci("mode", "model"), None);
         assert_eq!(find_ascii_ci("héllo model", "model"), Some(7));
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::{keepalive_or_preamble, BodyKind, Signals};
+
+    #[test]
+    fn keep_alives_and_preambles_are_not_content() {
+        assert!(keepalive_or_preamble(
+            Some("ping"),
+            Some("{\"type\": \"ping\"}")
+        ));
+        assert!(keepalive_or_preamble(
+            Some("message_start"),
+            Some("{\"type\":\"message_start\",\"message\":{\"content\":[]}}")
+        ));
+        assert!(keepalive_or_preamble(
+            None,
+            Some("{\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}")
+        ));
+        assert!(!keepalive_or_preamble(
+            None,
+            Some("{\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"Hi\"}}]}")
+        ));
+        // An error chunk that also carries a role-only delta (OpenRouter mid-stream errors)
+        // is read, not skipped.
+        assert!(!keepalive_or_preamble(
+            None,
+            Some("{\"error\":{\"code\":\"server_error\",\"message\":\"Provider disconnected\"},\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":\"error\"}]}")
+        ));
+    }
+
+    #[test]
+    fn a_stream_of_pings_is_silent_and_one_with_content_is_not() {
+        let silent = Signals::read(": keep-alive\n\nevent: ping\ndata: {\"type\": \"ping\"}\n\n");
+        assert_eq!(silent.kind, BodyKind::Sse);
+        assert!(silent.silent_stream());
+        let spoke = Signals::read(
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\nevent: ping\ndata: {\"type\": \"ping\"}\n\n",
+        );
+        assert!(!spoke.silent_stream());
+        assert_eq!(spoke.sse_content_events, 1);
+    }
+
+    #[test]
+    fn stop_reasons_are_read_wherever_providers_put_them() {
+        let delta = Signals::read(
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"refusal\"}}\n\n",
+        );
+        assert_eq!(delta.finish.as_deref(), Some("refusal"));
+        let converse = Signals::read("{\"stopReason\":\"guardrail_intervened\",\"output\":{}}");
+        assert_eq!(converse.finish.as_deref(), Some("guardrail_intervened"));
+        let invoke = Signals::read(
+            "{\"stop_reason\":\"end_turn\",\"amazon-bedrock-guardrailAction\":\"INTERVENED\"}",
+        );
+        assert_eq!(invoke.finish.as_deref(), Some("guardrail_intervened"));
+        let exc = Signals::read("{\"throttlingException\":{\"message\":\"Too many requests\"}}");
+        assert_eq!(exc.aws_type.as_deref(), Some("throttlingException"));
+        assert_eq!(exc.message.as_deref(), Some("Too many requests"));
     }
 }

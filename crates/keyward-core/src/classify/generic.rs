@@ -43,6 +43,61 @@ pub(crate) fn transport(t: TransportError, phase: Phase) -> Rule {
     Rule::high(class, scope, EvidenceKind::Transport, t.as_str()).what(what)
 }
 
+/// A stream that sent only keep-alives (pings, comments, `message_start`, role-only
+/// chunks) and no content: a timeout however long it stayed open, since pings prove only
+/// that the connection lives, not that the model makes progress.
+#[track_caller]
+pub(crate) fn silent_stream() -> Rule {
+    Rule::high(
+        Class::Timeout,
+        Scope::ProviderModel,
+        EvidenceKind::Field,
+        "stream with keep-alives only",
+    )
+    .what("the stream sent only keep-alive pings and no content")
+}
+
+/// The token budget reported as a `max_tokens` validation error: the remaining budget
+/// negative (`max_tokens must be at least 1, got -7584`, vLLM/SGLang computing
+/// context − input), or inputs plus requested new tokens above the model's limit (TGI
+/// "`inputs` tokens + `max_new_tokens` must be <= 32768", vLLM "your request has 5000
+/// input tokens (4096 > 8192 - 5000)", Anthropic "input length and `max_tokens` exceed
+/// context limit: 197626 + 8192 > 200000"). A cap on output alone ("max_tokens: 64000 >
+/// 8192, which is the maximum allowed number of output tokens") is not overflow.
+pub(crate) fn budget_overflow(msg: &str) -> bool {
+    use super::body::find_ascii_ci;
+    const PARAMS: [&str; 7] = [
+        "max_tokens",
+        "max_new_tokens",
+        "max_completion_tokens",
+        "max_output_tokens",
+        "maxoutputtokens",
+        "max tokens",
+        "max_tokens_to_sample",
+    ];
+    if !PARAMS.iter().any(|p| find_ascii_ci(msg, p).is_some()) {
+        return false;
+    }
+    if negative_number(msg) {
+        return true;
+    }
+    let names_input = ["input", "prompt", "messages"]
+        .iter()
+        .any(|w| find_ascii_ci(msg, w).is_some());
+    let names_total = ["context", "total", "<=", " + ", " - "]
+        .iter()
+        .any(|w| find_ascii_ci(msg, w).is_some());
+    names_input && names_total
+}
+
+/// A negative integer in the text (`got -7584`, `"input":-223`, `(-12)`).
+fn negative_number(msg: &str) -> bool {
+    let b = msg.as_bytes();
+    b.windows(3).any(|w| {
+        matches!(w[0], b' ' | b':' | b'(' | b'=' | b'[') && w[1] == b'-' && w[2].is_ascii_digit()
+    })
+}
+
 /// A status stated at the start of a formatted message ("HTTP 402: …", "429 Too Many
 /// Requests", "OpenAI API error (401): …", "status: 402", "error code 402", "returned
 /// 402"). Only 4xx and 5xx count.
@@ -109,6 +164,18 @@ pub(crate) fn by_cues(cx: &Cx<'_, '_>) -> Option<Rule> {
         None | Some(400 | 401 | 403 | 404 | 407 | 410 | 412 | 422)
     );
 
+    // Never 413: a body too large is `bad_request` for every provider, however worded.
+    if !server && !matches!(st, Some(401 | 403 | 413 | 429)) && budget_overflow(cx.message()) {
+        return Some(
+            Rule::low(
+                Class::ContextOverflow,
+                Scope::Request,
+                EvidenceKind::Phrase,
+                "max_tokens beyond the remaining context",
+            )
+            .what("the prompt leaves no room for the requested output tokens within the model's context"),
+        );
+    }
     if cx.cue(Cue::BadParam) && (!server || generic_server) && !matches!(st, Some(401 | 403 | 429))
     {
         return Some(
@@ -130,6 +197,15 @@ pub(crate) fn by_cues(cx: &Cx<'_, '_>) -> Option<Rule> {
     }
     if cx.cue(Cue::ContentFilter) && !server {
         return Some(cx.by_cue(Cue::ContentFilter, Class::ContentFilter, Scope::Request));
+    }
+    if cx.cue(Cue::CloudBilling) && !server {
+        return Some(
+            cx.by_cue(Cue::CloudBilling, Class::Billing, Scope::QuotaBucket)
+                .what("the cloud account's payment instrument or marketplace subscription blocks this model"),
+        );
+    }
+    if let Some(r) = trial_cap(cx) {
+        return Some(r);
     }
     if cx.cue(Cue::PlanGate) && !server {
         return Some(cx.by_cue(Cue::PlanGate, Class::Billing, Scope::CredentialModel));
@@ -161,7 +237,7 @@ pub(crate) fn by_cues(cx: &Cx<'_, '_>) -> Option<Rule> {
         }
     }
     let model_named_missing = cx.msg().has(Cue::NotFound) && names_model(cx.message());
-    if (cx.cue(Cue::ModelMissing)
+    if (cx.model_missing()
         || cx.cue(Cue::ModelRetired)
         || cx.cue(Cue::ModelAccess)
         || model_named_missing)
@@ -178,7 +254,7 @@ pub(crate) fn by_cues(cx: &Cx<'_, '_>) -> Option<Rule> {
                 Scope::ProviderModel,
             ));
         }
-        let c = if cx.cue(Cue::ModelMissing) {
+        let c = if cx.model_missing() {
             Cue::ModelMissing
         } else if cx.cue(Cue::ModelAccess) {
             Cue::ModelAccess
@@ -186,6 +262,13 @@ pub(crate) fn by_cues(cx: &Cx<'_, '_>) -> Option<Rule> {
             Cue::NotFound
         };
         return Some(cx.by_cue(c, Class::ModelNotFound, Scope::CredentialModel));
+    }
+    if cx.cue(Cue::ModelMissing) && !server && !matches!(st, Some(401 | 403 | 407 | 429)) {
+        // "The file `file-abc` does not exist": something the request names, not the model.
+        return Some(
+            cx.by_cue(Cue::ModelMissing, Class::BadRequest, Scope::Request)
+                .what("the request refers to something that does not exist (not the model)"),
+        );
     }
     if cx.cue(Cue::SharedCapacity) {
         return Some(
@@ -256,7 +339,22 @@ pub(crate) fn by_cues(cx: &Cx<'_, '_>) -> Option<Rule> {
     None
 }
 
+/// A trial key's monthly cap: it arrives as a 429 but waiting minutes does not clear it;
+/// it needs a production key (billing). A trial key's per-minute limit stays a rate limit.
+pub(crate) fn trial_cap(cx: &Cx<'_, '_>) -> Option<Rule> {
+    if !cx.cue(Cue::TrialKey) || cx.is_5xx() {
+        return None;
+    }
+    let monthly =
+        cx.cue(Cue::LongWindow) || super::body::find_ascii_ci(cx.message(), "month").is_some();
+    monthly.then(|| {
+        cx.by_cue(Cue::TrialKey, Class::Billing, Scope::QuotaBucket)
+            .what("a trial key's monthly cap is used up: it needs a production key, not a wait")
+    })
+}
+
 /// A rate limit, scoped to the model when the message names one.
+#[track_caller]
 pub(crate) fn rate_limit(cx: &Cx<'_, '_>, cue: Cue) -> Rule {
     let scope = if names_model(cx.message()) {
         Scope::CredentialModel
@@ -352,6 +450,7 @@ fn auth_cues(cx: &Cx<'_, '_>) -> Option<Rule> {
 /// we know nothing about, a bare 401/403 is as likely a WAF, quota or rate gate as a dead
 /// key, and a probe would meet the same gate and "confirm" it: one bounded retry
 /// (`auth_transient`) costs less, and repeats escalate in the health engine.
+#[track_caller]
 pub(crate) fn bare_auth(cx: &Cx<'_, '_>, cue: Option<Cue>) -> Rule {
     let (kind, value): (EvidenceKind, std::borrow::Cow<'static, str>) = match cue {
         Some(c) if cx.codes.has(c) => (EvidenceKind::ErrorCode, cx.codes.phrase(c).into()),
@@ -374,6 +473,9 @@ pub(crate) fn bare_auth(cx: &Cx<'_, '_>, cue: Option<Cue>) -> Rule {
 pub(crate) fn by_status(cx: &Cx<'_, '_>) -> Rule {
     let ev = |class, scope| Rule::low(class, scope, EvidenceKind::Status, status_word(cx.status));
     let Some(st) = cx.status else {
+        if cx.sig.silent_stream() {
+            return silent_stream();
+        }
         if cx.phase == Phase::MidStream || cx.sig.kind == super::body::BodyKind::Sse {
             return Rule::low(
                 Class::Network,
@@ -464,5 +566,41 @@ mod tests {
         assert_eq!(sniff_status("LLM error 1310: limit"), None);
         assert_eq!(sniff_status("200 OK"), None);
         assert_eq!(sniff_status("4295 tokens"), None);
+    }
+
+    #[test]
+    fn budget_overflow_needs_the_input_side_or_a_negative_budget() {
+        assert!(budget_overflow("max_tokens must be at least 1, got -7584."));
+        assert!(budget_overflow(
+            "`inputs` tokens + `max_new_tokens` must be <= 4096. Given: 3900 `inputs` tokens"
+        ));
+        assert!(budget_overflow(
+            "input length and `max_tokens` exceed context limit: 197626 + 8192 > 200000"
+        ));
+        // A cap on output alone is the request's own parameter, not overflow.
+        assert!(!budget_overflow(
+            "max_tokens: 64000 > 8192, which is the maximum allowed number of output tokens"
+        ));
+        assert!(!budget_overflow(
+            "max_tokens is too large: 50000. This model supports at most 16384 completion tokens"
+        ));
+        assert!(!budget_overflow("temperature must be at least 0, got -1"));
+        assert!(!budget_overflow("max-tokens-2024 is not a model"));
+    }
+
+    #[test]
+    fn ambiguous_auth_wording_is_recognised() {
+        use super::super::ambiguous_auth;
+        assert!(ambiguous_auth(
+            "The API key is missing, invalid, or expired."
+        ));
+        assert!(ambiguous_auth("invalid access token or token expired"));
+        assert!(!ambiguous_auth("invalid x-api-key"));
+        assert!(!ambiguous_auth(
+            "API key expired. Please renew the API key."
+        ));
+        assert!(!ambiguous_auth(
+            "Incorrect API key provided: sk-abc. You can find your API key at https://x."
+        ));
     }
 }

@@ -29,6 +29,7 @@ mod verdict;
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
+use std::panic::Location;
 use std::time::SystemTime;
 
 pub use body::MAX_EXAMINED;
@@ -135,9 +136,16 @@ pub(crate) struct Rule {
     pub value: Cow<'static, str>,
     /// A more specific account of what happened than the class's default.
     pub what: Option<&'static str>,
+    /// Where the rule is written (for `keyward classify --explain`).
+    pub site: &'static Location<'static>,
+    /// Why a high-confidence rule was demoted, when it was.
+    pub demoted: Option<&'static str>,
+    /// A more specific remedy than the class's default.
+    pub remedy: Option<&'static str>,
 }
 
 impl Rule {
+    #[track_caller]
     pub fn high(
         class: Class,
         scope: Scope,
@@ -151,9 +159,13 @@ impl Rule {
             kind,
             value: value.into(),
             what: None,
+            site: Location::caller(),
+            demoted: None,
+            remedy: None,
         }
     }
 
+    #[track_caller]
     pub fn low(
         class: Class,
         scope: Scope,
@@ -168,6 +180,11 @@ impl Rule {
 
     pub fn what(mut self, what: &'static str) -> Rule {
         self.what = Some(what);
+        self
+    }
+
+    pub fn remedy(mut self, remedy: &'static str) -> Rule {
+        self.remedy = Some(remedy);
         self
     }
 }
@@ -238,12 +255,26 @@ impl Cx<'_, '_> {
     }
 
     /// The rule for a cue: high confidence when a structured field raised it.
+    #[track_caller]
     pub fn by_cue(&self, c: Cue, class: Class, scope: Scope) -> Rule {
         if self.codes.has(c) {
             Rule::high(class, scope, EvidenceKind::ErrorCode, self.codes.phrase(c))
         } else {
             Rule::low(class, scope, EvidenceKind::Phrase, self.msg().phrase(c))
         }
+    }
+
+    /// A missing-model cue that is about a model: the generic "does not exist" counts only
+    /// when the message names a model or deployment (not a file, guardrail or assistant).
+    pub fn model_missing(&self) -> bool {
+        if !self.cue(Cue::ModelMissing) {
+            return false;
+        }
+        let generic = !self.codes.has(Cue::ModelMissing)
+            && self.msg().phrase(Cue::ModelMissing) == "does not exist";
+        !generic
+            || body::find_ascii_ci(self.message(), "model").is_some()
+            || body::find_ascii_ci(self.message(), "deployment").is_some()
     }
 
     pub fn ty(&self) -> &str {
@@ -258,6 +289,10 @@ impl Cx<'_, '_> {
     pub fn message(&self) -> &str {
         if let Some(m) = self.sig.message.as_deref().or(self.sig.title) {
             return m;
+        }
+        // A free-text top-level `error` (TGI, Ollama, xAI) is the message.
+        if let Some(e) = self.sig.error_str.as_deref().filter(|e| !is_code_like(e)) {
+            return e;
         }
         if self.sig.kind == body::BodyKind::Text {
             let t = self.sig.text.trim();
@@ -291,16 +326,6 @@ impl Cx<'_, '_> {
 /// assert_eq!(failure.scope, Scope::Credential);
 /// ```
 pub fn classify(attempt: &Attempt<'_>) -> Failure {
-    if let Some(t) = attempt.transport {
-        return finish(
-            attempt,
-            None,
-            &Signals::default(),
-            generic::transport(t, attempt.phase),
-            None,
-            false,
-        );
-    }
     let prefix = &attempt.body[..attempt.body.len().min(MAX_EXAMINED)];
     let text: Cow<'_, str> = match std::str::from_utf8(prefix) {
         Ok(s) => Cow::Borrowed(s),
@@ -311,6 +336,19 @@ pub fn classify(attempt: &Attempt<'_>) -> Failure {
         Err(_) => String::from_utf8_lossy(prefix),
     };
     let sig = Signals::read(&text);
+    if let Some(t) = attempt.transport {
+        // A stream that sent only keep-alives before it was cut or timed out never
+        // produced content: that is a timeout, however long it stayed open.
+        let rule = if matches!(t, TransportError::Timeout | TransportError::Reset)
+            && sig.kind == body::BodyKind::Sse
+            && sig.silent_stream()
+        {
+            generic::silent_stream()
+        } else {
+            generic::transport(t, attempt.phase)
+        };
+        return finish(attempt, None, &sig, rule, None, false);
+    }
 
     // Structured fields are scanned now (they are short); the message only when a rule
     // first asks for a phrase, since structure usually decides without it.
@@ -364,7 +402,48 @@ pub fn classify(attempt: &Attempt<'_>) -> Failure {
     } else {
         providers::classify(&cx)
     };
+    let rule = demote_ambiguous_auth(&cx, rule);
     finish(attempt, Some(&cx), &sig, rule, status, status_from_text)
+}
+
+/// An auth message that names several causes at once ("missing, invalid, or expired")
+/// does not say which property failed: never a high-confidence permanent verdict on its
+/// own (a specific Google `ErrorInfo.reason` or RFC 6749 code still decides).
+fn demote_ambiguous_auth(cx: &Cx<'_, '_>, rule: Rule) -> Rule {
+    let specific = matches!(rule.kind, EvidenceKind::OAuthError)
+        || rule.kind == EvidenceKind::GoogleReason && cx.sig.reason.is_some();
+    if rule.class != Class::AuthPermanent
+        || rule.confidence != Confidence::High
+        || specific
+        || !ambiguous_auth(cx.message())
+    {
+        return rule;
+    }
+    Rule {
+        confidence: Confidence::Low,
+        demoted: Some(
+            "the message names several possible causes (missing, invalid or expired) and no structured field picks one; a probe decides",
+        ),
+        ..rule
+    }
+}
+
+/// Whether an auth message hedges between causes: two or more of missing / invalid /
+/// expired / revoked joined by "or" or a comma.
+pub(crate) fn ambiguous_auth(msg: &str) -> bool {
+    let words = [
+        "missing",
+        "invalid",
+        "expired",
+        "revoked",
+        "not provided",
+        "wrong",
+    ];
+    let n = words
+        .iter()
+        .filter(|w| body::find_ascii_ci(msg, w).is_some())
+        .count();
+    n >= 2 && (body::find_ascii_ci(msg, " or ").is_some() || msg.contains(", "))
 }
 
 /// A code-like field (`invalid_api_key`, `RESOURCE_EXHAUSTED`) rather than prose.
@@ -436,6 +515,7 @@ fn finish(
         sig.event.as_deref(),
         excerpt,
     );
+    let read = fields_read(attempt, sig, &rule, status, status_from_text, source);
     Failure {
         class: rule.class,
         scope: rule.scope,
@@ -444,6 +524,138 @@ fn finish(
         evidence,
         provider_code,
         explanation,
+        rule: rule_site(rule.site),
+        read,
+        why: why(&rule).to_owned(),
+    }
+}
+
+/// `providers/openai.rs:140`: the rule's place in the classifier's source.
+fn rule_site(site: &Location<'_>) -> String {
+    let file = site.file().replace('\\', "/");
+    let short = file
+        .rsplit_once("classify/")
+        .map_or(file.as_str(), |(_, rest)| rest);
+    format!("{short}:{}", site.line())
+}
+
+/// The fields of the response the classifier read, masked and clipped.
+fn fields_read(
+    attempt: &Attempt<'_>,
+    sig: &Signals<'_>,
+    rule: &Rule,
+    status: Option<u16>,
+    status_from_text: bool,
+    retry_source: Option<&'static str>,
+) -> Vec<String> {
+    let mut read = Vec::new();
+    let mut push = |name: &str, value: &str| {
+        let mut s = String::with_capacity(name.len() + value.len().min(80) + 1);
+        s.push_str(name);
+        s.push('=');
+        redact::push_clean(&mut s, value, 80);
+        read.push(s);
+    };
+    if let Some(t) = attempt.transport {
+        push("transport", t.as_str());
+        push(
+            "phase",
+            match attempt.phase {
+                Phase::BeforeHeaders => "before_headers",
+                Phase::Headers => "headers",
+                Phase::MidStream => "mid_stream",
+            },
+        );
+    }
+    if let Some(s) = attempt.status {
+        push("http_status", &s.to_string());
+    }
+    if let Some(s) = status.filter(|s| Some(*s) != attempt.status) {
+        push(
+            if status_from_text {
+                "status_in_text"
+            } else {
+                "status_in_body"
+            },
+            &s.to_string(),
+        );
+    }
+    if attempt.endpoint == EndpointKind::Token {
+        push("endpoint", "token");
+    }
+    if let Some(e) = sig.event.as_deref() {
+        push("sse_event", e);
+    }
+    let fields: [(&str, &Option<Cow<'_, str>>); 8] = [
+        ("error.type", &sig.ty),
+        ("error.code", &sig.code),
+        ("error.status", &sig.gstatus),
+        ("ErrorInfo.reason", &sig.reason),
+        ("aws_error_type", &sig.aws_type),
+        ("details.code", &sig.detail_code),
+        ("error", &sig.error_str),
+        ("finish_reason", &sig.finish),
+    ];
+    for (name, value) in fields {
+        if let Some(v) = value.as_deref() {
+            push(name, v);
+        }
+    }
+    if let Some(h) = headers::header(attempt.headers, "x-amzn-errortype") {
+        push("header.x-amzn-errortype", h);
+    }
+    if sig.quota_failure {
+        push(
+            "QuotaFailure",
+            if sig.quota_zero { "limit 0" } else { "present" },
+        );
+    }
+    if sig.upstream {
+        push("metadata", "upstream provider");
+    }
+    if sig.flagged {
+        push("metadata", "moderation");
+    }
+    if sig.kind == body::BodyKind::Sse {
+        push(
+            "stream",
+            &format!(
+                "{} events, {} with content",
+                sig.sse_events, sig.sse_content_events
+            ),
+        );
+    }
+    if rule.kind == EvidenceKind::Phrase {
+        push("phrase", &rule.value);
+    }
+    if let Some(src) = retry_source {
+        push("retry_after_from", src);
+    }
+    read
+}
+
+/// Why the verdict has its confidence.
+fn why(rule: &Rule) -> &'static str {
+    if let Some(d) = rule.demoted {
+        return d;
+    }
+    match (rule.confidence, rule.kind) {
+        (Confidence::High, EvidenceKind::Transport) => {
+            "a transport error: there is no response to misread"
+        }
+        (Confidence::High, EvidenceKind::Phrase | EvidenceKind::Status) => {
+            "the status or message this provider documents for exactly this case"
+        }
+        (Confidence::High, _) => "a structured field this provider documents decided",
+        (Confidence::Low, EvidenceKind::Status) => {
+            "only the HTTP status: nothing is disabled on this alone (a probe or a retry decides)"
+        }
+        (Confidence::Low, EvidenceKind::Phrase) => {
+            "only a phrase in free text: nothing is disabled on this alone (a probe decides)"
+        }
+        (Confidence::Low, _) => {
+            "a structured field that does not say which property failed: nothing is disabled on this alone (a probe decides)"
+        }
     }
 }
 
@@ -496,7 +708,8 @@ fn explain(
         s,
         "; {} confidence). {}",
         rule.confidence.as_str(),
-        remedy(rule.class, rule.scope)
+        rule.remedy
+            .unwrap_or_else(|| remedy(rule.class, rule.scope))
     );
     s
 }

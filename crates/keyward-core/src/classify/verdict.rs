@@ -289,6 +289,17 @@ pub struct Failure {
     pub provider_code: Option<String>,
     /// One line for a person: what happened, the evidence, and what to do (masked).
     pub explanation: String,
+    /// Which rule decided: the classifier source file and line of the rule, e.g.
+    /// `providers/openai.rs:140`, so an operator who disagrees can find it.
+    pub rule: String,
+    /// The fields of the response the classifier read, in the order it weighs them
+    /// (`status=429`, `error.type=rate_limit_error`, `ErrorInfo.reason=…`, `phrase="…"`);
+    /// values are masked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub read: Vec<String>,
+    /// Why the verdict has its confidence: what kind of signal decided, and what would
+    /// have made it surer (a low-confidence verdict never disables anything by itself).
+    pub why: String,
 }
 
 fn ser_ms<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {

@@ -239,6 +239,17 @@ fn write_explained(out: &mut impl Write, f: &Failure) -> io::Result<()> {
         "provider     {}",
         f.provider_code.as_deref().unwrap_or("-")
     )?;
+    writeln!(out, "rule         {}", f.rule)?;
+    match f.read.split_first() {
+        None => writeln!(out, "read         -")?,
+        Some((first, rest)) => {
+            writeln!(out, "read         {first}")?;
+            for field in rest {
+                writeln!(out, "             {field}")?;
+            }
+        }
+    }
+    writeln!(out, "why          {}", f.why)?;
     writeln!(
         out,
         "retries same credential: {}",

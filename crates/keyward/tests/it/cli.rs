@@ -45,6 +45,74 @@ fn classify_explains_a_revoked_oauth_token() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("class        auth_permanent"), "{text}");
     assert!(text.contains("retries same credential: no"), "{text}");
+    // Which rule decided, which fields it read, and why it is this sure.
+    assert!(
+        text.contains("rule         providers/anthropic.rs:"),
+        "{text}"
+    );
+    assert!(text.contains("read         http_status=403"), "{text}");
+    assert!(text.contains("error.type=permission_error"), "{text}");
+    assert!(text.contains("why          a structured field"), "{text}");
+}
+
+#[test]
+fn classify_json_adds_rule_read_and_why_and_keeps_the_old_fields() {
+    let dir = tempdir("explain-json");
+    let body = dir.join("body.json");
+    std::fs::write(
+        &body,
+        r#"{"error":{"message":"The API key is missing, invalid, or expired.","type":"authentication_error","code":"invalid_api_key"}}"#,
+    )
+    .unwrap();
+    let out = keyward()
+        .args([
+            "classify",
+            "--provider",
+            "openai-compatible",
+            "--status",
+            "401",
+            "--body-file",
+        ])
+        .arg(&body)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for old in [
+        "class",
+        "scope",
+        "confidence",
+        "retry_after_ms",
+        "evidence",
+        "provider_code",
+        "explanation",
+    ] {
+        assert!(v.get(old).is_some(), "field {old} missing: {v}");
+    }
+    assert_eq!(v["class"], "auth_permanent");
+    // Hedged wording never yields a high-confidence permanent verdict on its own.
+    assert_eq!(v["confidence"], "low");
+    assert!(
+        v["rule"]
+            .as_str()
+            .unwrap()
+            .starts_with("providers/openai.rs:"),
+        "{v}"
+    );
+    let read: Vec<&str> = v["read"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    assert!(read.contains(&"error.code=invalid_api_key"), "{read:?}");
+    assert!(
+        v["why"]
+            .as_str()
+            .unwrap()
+            .contains("several possible causes"),
+        "{v}"
+    );
 }
 
 #[test]

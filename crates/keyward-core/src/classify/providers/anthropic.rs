@@ -34,6 +34,7 @@ pub(crate) fn looks_anthropic(cx: &Cx<'_, '_>) -> bool {
 }
 
 /// A message-decided rule under a documented type: high confidence.
+#[track_caller]
 fn typed(cx: &Cx<'_, '_>, cue: Cue, class: Class, scope: Scope) -> Rule {
     let r = cx.by_cue(cue, class, scope);
     Rule {
@@ -131,6 +132,10 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
                 )
             } else if cx.cue(Cue::RequestTooLarge) {
                 typed(cx, Cue::RequestTooLarge, Class::BadRequest, Scope::Request)
+            } else if cx.cue(Cue::Overloaded) {
+                // Capacity reported under the rate-limit type ("peak load", "high
+                // demand"): the model's, not this organization's limit.
+                typed(cx, Cue::Overloaded, Class::Overloaded, Scope::ProviderModel)
             } else {
                 // Anthropic limits are per organization and model class.
                 by_type(cx, Class::RateLimit, Scope::CredentialModel)

@@ -38,11 +38,18 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
                 by_code(cx, Class::AuthPermanent, Scope::Credential)
             }
         }
+        "429" | "RateLimitExceeded" | "TooManyRequests" if cx.cue(Cue::Overloaded) => {
+            cx.by_cue(Cue::Overloaded, Class::Overloaded, Scope::ProviderModel)
+        }
         "429" | "RateLimitExceeded" | "TooManyRequests" => {
             by_code(cx, Class::RateLimit, Scope::CredentialModel)
         }
         "InsufficientQuota" | "QuotaExceeded" if !cx.cue(Cue::RateLimit) => {
             by_code(cx, Class::Billing, Scope::QuotaBucket)
+        }
+        "OperationNotSupported" if cx.cue(Cue::ModelMissing) => {
+            by_code(cx, Class::ModelNotFound, Scope::CredentialModel)
+                .what("the deployment's model does not support this operation (e.g. chat on an embeddings model)")
         }
         "OperationNotSupported" | "UnsupportedApiVersion" => {
             by_code(cx, Class::BadRequest, Scope::Endpoint)

@@ -23,10 +23,12 @@ fn aws_type<'s>(cx: &'s Cx<'_, '_>) -> Option<&'s str> {
     Some(t)
 }
 
+#[track_caller]
 fn typed(t: &str, class: Class, scope: Scope) -> Rule {
     Rule::high(class, scope, EvidenceKind::AwsErrorType, t.to_owned())
 }
 
+#[track_caller]
 fn typed_cue(cx: &Cx<'_, '_>, t: &str, cue: Cue, class: Class, scope: Scope) -> Rule {
     Rule::high(
         class,
@@ -48,7 +50,13 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
     let t = upper.as_str();
     let r = match t {
         "AccessDeniedException" => {
-            if cx.cue(Cue::ModelAccess) || cx.cue(Cue::ModelMissing) {
+            if cx.cue(Cue::CloudBilling) {
+                // "Model access is denied due to INVALID_PAYMENT_INSTRUMENT: A valid payment
+                // instrument must be provided", "Your AWS Marketplace subscription for this
+                // model cannot be completed": the account's billing, not the key.
+                typed_cue(cx, t, Cue::CloudBilling, Class::Billing, Scope::QuotaBucket)
+                    .what("the AWS account's payment instrument or Marketplace subscription blocks this model")
+            } else if cx.cue(Cue::ModelAccess) || cx.cue(Cue::ModelMissing) {
                 let c = if cx.cue(Cue::ModelAccess) {
                     Cue::ModelAccess
                 } else {
@@ -100,6 +108,14 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
                     Cue::BillingStrong,
                     Class::Billing,
                     Scope::QuotaBucket,
+                )
+            } else if cx.cue(Cue::Overloaded) {
+                typed_cue(
+                    cx,
+                    t,
+                    Cue::Overloaded,
+                    Class::Overloaded,
+                    Scope::ProviderModel,
                 )
             } else {
                 typed(t, Class::RateLimit, Scope::CredentialModel)
@@ -157,11 +173,8 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
                     Class::ContextOverflow,
                     Scope::Request,
                 )
-            } else if cx.cue(Cue::ModelMissing)
-                || cx.cue(Cue::ModelRetired)
-                || cx.cue(Cue::ModelAccess)
-            {
-                let c = if cx.cue(Cue::ModelMissing) {
+            } else if cx.model_missing() || cx.cue(Cue::ModelRetired) || cx.cue(Cue::ModelAccess) {
+                let c = if cx.model_missing() {
                     Cue::ModelMissing
                 } else if cx.cue(Cue::ModelRetired) {
                     Cue::ModelRetired

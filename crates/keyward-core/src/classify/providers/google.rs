@@ -16,17 +16,20 @@ use super::super::generic;
 use super::super::{Class, Confidence, Cx, EvidenceKind, Provider, Rule, Scope};
 use super::anthropic;
 
+#[track_caller]
 fn reason_rule(cx: &Cx<'_, '_>, class: Class, scope: Scope) -> Rule {
     let reason = cx.sig.reason.as_deref().unwrap_or("");
     Rule::high(class, scope, EvidenceKind::GoogleReason, reason.to_owned())
 }
 
+#[track_caller]
 fn status_rule(cx: &Cx<'_, '_>, class: Class, scope: Scope) -> Rule {
     let st = cx.sig.gstatus.as_deref().unwrap_or("");
     Rule::high(class, scope, EvidenceKind::GoogleReason, st.to_owned())
 }
 
 /// A status-decided rule whose class a message phrase refined.
+#[track_caller]
 fn status_and_cue(cx: &Cx<'_, '_>, cue: Cue, class: Class, scope: Scope) -> Rule {
     let st = cx.sig.gstatus.as_deref().unwrap_or("");
     Rule::high(
@@ -82,6 +85,13 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
                     .what("an expired access token was configured as a static key"),
             );
         }
+        "CREDENTIALS_MISSING" if cx.cue(Cue::OAuthUnsupported) => {
+            // An API key sent to an API that takes only OAuth / service accounts.
+            return Some(
+                reason_rule(cx, Class::BadRequest, Scope::Endpoint)
+                    .what("this API does not accept this kind of credential (an API key where OAuth or a service account is required)"),
+            );
+        }
         "ACCESS_TOKEN_SCOPE_INSUFFICIENT" | "IAM_PERMISSION_DENIED" | "CREDENTIALS_MISSING" => {
             return Some(reason_rule(cx, Class::AuthPermanent, Scope::Credential));
         }
@@ -120,6 +130,16 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
             return Some(Rule::high(Class::Billing, Scope::CredentialModel, EvidenceKind::Field, "QuotaFailure limit 0")
                 .what("this model has no quota on the account's plan (free tier limit 0): enable billing or use another model"));
         }
+        if cx.cue(Cue::Overloaded) && !cx.sig.quota_failure {
+            // "This model is currently experiencing high demand", "model is overloaded"
+            // under RESOURCE_EXHAUSTED: the model's capacity, not this project's quota.
+            return Some(status_and_cue(
+                cx,
+                Cue::Overloaded,
+                Class::Overloaded,
+                Scope::ProviderModel,
+            ));
+        }
         if cx.sig.quota_failure {
             // A QuotaFailure names the quota that ran out: structure decides.
             return Some(status_rule(cx, Class::RateLimit, Scope::CredentialModel));
@@ -134,7 +154,12 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
         }
         let has_details =
             cx.sig.quota_failure || cx.sig.retry_delay.is_some() || !reason.is_empty();
-        if cx.provider == Provider::VertexAi && !has_details && !msg.contains("Quota exceeded for")
+        // Shared capacity (Vertex AI's Dynamic Shared Quota, also behind Gemini Code
+        // Assist): "Resource exhausted. Please try again later." with no quota named.
+        let names_quota = super::super::body::find_ascii_ci(msg, "quota").is_some();
+        if (cx.provider == Provider::VertexAi || !names_quota)
+            && !has_details
+            && !msg.contains("Quota exceeded for")
         {
             return Some(status_rule(cx, Class::Overloaded, Scope::ProviderModel)
                 .what("Vertex AI's shared capacity for this model is exhausted (not this project's quota)"));
@@ -143,11 +168,21 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
     }
     let r = match st {
         "UNAUTHENTICATED" => {
-            if cx.refreshable() {
+            if cx.cue(Cue::OAuthUnsupported) {
+                // "API keys are not supported by this API. Expected OAuth2 access token":
+                // the target needs another kind of credential; the key itself may be fine.
+                status_and_cue(cx, Cue::OAuthUnsupported, Class::BadRequest, Scope::Endpoint)
+                    .what("this API does not accept this kind of credential (an API key where OAuth or a service account is required)")
+            } else if cx.refreshable() {
                 status_rule(cx, Class::AuthTransient, Scope::Credential)
             } else {
-                status_rule(cx, Class::AuthPermanent, Scope::Credential)
-                    .what("the request's credentials were not accepted (wrong or missing key)")
+                // Google reports a bad API key with an ErrorInfo reason (API_KEY_INVALID,
+                // decided above); the bare status does not say which property failed.
+                Rule {
+                    confidence: Confidence::Low,
+                    ..status_rule(cx, Class::AuthPermanent, Scope::Credential)
+                }
+                .what("the request's credentials were not accepted (wrong or missing key)")
             }
         }
         "PERMISSION_DENIED" => {
@@ -244,7 +279,9 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
             }
         }
         "UNIMPLEMENTED" => status_rule(cx, Class::BadRequest, Scope::Endpoint),
-        _ => return generic::by_cues(cx),
+        // No Google status: Gemini's and Vertex AI's OpenAI-compatible endpoints answer
+        // in OpenAI's envelope.
+        _ => return super::openai::family(cx).or_else(|| generic::by_cues(cx)),
     };
     Some(r)
 }

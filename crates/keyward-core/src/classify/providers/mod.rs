@@ -31,6 +31,15 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Rule {
     if let Some(r) = success_shaped(cx) {
         return r;
     }
+    if cx.status.is_none() && cx.sig.silent_stream() {
+        return generic::silent_stream();
+    }
+    if let Some(r) = token_budget(cx) {
+        return r;
+    }
+    if let Some(r) = foreign_envelope(cx) {
+        return r;
+    }
     let specific = match cx.provider {
         Provider::Anthropic => anthropic::classify(cx),
         Provider::OpenAi => openai::classify(cx),
@@ -90,11 +99,63 @@ fn too_large() -> Rule {
     .what("the request is larger than the upstream accepts; retrying it elsewhere does not help")
 }
 
+/// The token budget reported as a validation error on `max_tokens` (negative remaining
+/// budget, or inputs plus requested output above the model's limit): context overflow,
+/// whichever provider's validator worded it. Never for a 413 (always `bad_request`).
+fn token_budget(cx: &Cx<'_, '_>) -> Option<Rule> {
+    if !matches!(cx.status, None | Some(400 | 422)) || !generic::budget_overflow(cx.message()) {
+        return None;
+    }
+    let structured = cx.sig.ty.is_some()
+        || cx.sig.code.is_some()
+        || cx.sig.gstatus.is_some()
+        || cx.sig.aws_type.is_some();
+    let r = if structured && cx.status.is_some() {
+        Rule::high(
+            Class::ContextOverflow,
+            Scope::Request,
+            EvidenceKind::Field,
+            "validation error: max_tokens beyond the remaining context",
+        )
+    } else {
+        Rule::low(
+            Class::ContextOverflow,
+            Scope::Request,
+            EvidenceKind::Phrase,
+            "max_tokens beyond the remaining context",
+        )
+    };
+    Some(r.what(
+        "the prompt leaves no room for the requested output tokens within the model's context",
+    ))
+}
+
+/// A body in another provider's envelope than the configured provider's: a cloud's
+/// OpenAI-compatible endpoint (Vertex AI, Bedrock's mantle, Anthropic's compatibility
+/// layer) answers in OpenAI's shape, `{"error":{"message","type","param","code"}}` with a
+/// named `code`. The shape decides, not only the configured provider.
+fn foreign_envelope(cx: &Cx<'_, '_>) -> Option<Rule> {
+    let openai_shaped = !cx.sig.typed_envelope
+        && cx.sig.gstatus.is_none()
+        && cx.sig.reason.is_none()
+        && cx.sig.aws_type.is_none()
+        && cx
+            .sig
+            .code
+            .as_deref()
+            .is_some_and(|c| c.parse::<u16>().is_err());
+    match cx.provider {
+        // Google's and Bedrock's modules fall back to the OpenAI envelope themselves.
+        Provider::Anthropic if openai_shaped => openai::family(cx),
+        _ => None,
+    }
+}
+
 /// A 200 whose body is a success shape but refused or broke: content filters
 /// (`finish_reason: content_filter`, Gemini `SAFETY`/`PROHIBITED_CONTENT`/`blockReason`,
 /// Anthropic `stop_reason: refusal`, Responses `incomplete_details.reason`).
 fn success_shaped(cx: &Cx<'_, '_>) -> Option<Rule> {
-    if cx.sig.has_error() {
+    if cx.sig.has_error_code() {
         return None;
     }
     let f = cx.sig.finish.as_deref()?;
@@ -109,6 +170,11 @@ fn success_shaped(cx: &Cx<'_, '_>) -> Option<Rule> {
             | "IMAGE_SAFETY"
             | "refusal"
             | "OTHER"
+            | "guardrail_intervened"
+            | "content_filtered"
+            | "IMAGE_PROHIBITED_CONTENT"
+            | "IMAGE_RECITATION"
+            | "ERROR_TOXIC"
     );
     if filtered {
         return Some(
@@ -158,11 +224,13 @@ fn structured_fallback(cx: &Cx<'_, '_>) -> Option<Rule> {
 }
 
 /// `error.type` evidence with high confidence.
+#[track_caller]
 pub(crate) fn by_type(cx: &Cx<'_, '_>, class: Class, scope: Scope) -> Rule {
     Rule::high(class, scope, EvidenceKind::ErrorType, cx.ty().to_owned())
 }
 
 /// `error.code` evidence with high confidence.
+#[track_caller]
 pub(crate) fn by_code(cx: &Cx<'_, '_>, class: Class, scope: Scope) -> Rule {
     Rule::high(class, scope, EvidenceKind::ErrorCode, cx.code().to_owned())
 }

@@ -14,6 +14,8 @@ use super::super::cues::Cue;
 use super::super::generic;
 use super::super::{Class, Confidence, Cx, EvidenceKind, Rule, Scope};
 
+const TRANSIENT_REFRESH: &str = "Nothing to fix on the credential: the refresh is retried with backoff and the grant is never disabled for this; if it persists, check the provider's status page.";
+
 const LOG_IN_AGAIN: &str =
     "the refresh token was rejected (expired, revoked, or already used by another holder)";
 
@@ -26,6 +28,24 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Rule {
         .or(cx.sig.code.as_deref())
         .unwrap_or("");
     let oauth = |class, scope| Rule::high(class, scope, EvidenceKind::OAuthError, code.to_owned());
+    // A 429 or 5xx from the token endpoint says nothing about the grant: the endpoint is
+    // throttling or failing. The refresh is retried later and the grant is never disabled
+    // for it, whatever the body says (only a 4xx RFC 6749 answer judges the grant).
+    if let Some(st) = cx.status.filter(|s| *s == 429 || *s >= 500) {
+        let what = if st == 429 {
+            "the token endpoint is throttling refreshes; the grant is kept and the refresh retried later"
+        } else {
+            "the token endpoint failed; the grant is kept and the refresh retried later"
+        };
+        return Rule::high(
+            Class::AuthTransient,
+            Scope::Credential,
+            EvidenceKind::Status,
+            format!("{st} from token endpoint"),
+        )
+        .what(what)
+        .remedy(TRANSIENT_REFRESH);
+    }
     match code {
         "invalid_grant"
         | "bad_refresh_token"
@@ -54,9 +74,11 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Rule {
         "access_denied" | "consent_required" | "interaction_required" | "login_required" => {
             return oauth(Class::AuthPermanent, Scope::Credential).what(LOG_IN_AGAIN);
         }
-        "temporarily_unavailable" => return oauth(Class::Overloaded, Scope::Endpoint),
-        "server_error" => return oauth(Class::ServerError, Scope::Endpoint),
-        "slow_down" => return oauth(Class::RateLimit, Scope::Endpoint),
+        "temporarily_unavailable" | "server_error" | "slow_down" => {
+            return oauth(Class::AuthTransient, Scope::Credential)
+                .what("the token endpoint is unavailable or throttling; the grant is kept and the refresh retried later")
+                .remedy(TRANSIENT_REFRESH);
+        }
         "invalid_request" => {
             if cx.cue(Cue::RefreshDead) || cx.cue(Cue::ExpiredToken) {
                 let c = if cx.cue(Cue::RefreshDead) {

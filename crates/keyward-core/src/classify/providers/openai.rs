@@ -10,6 +10,7 @@
 //! `account_deactivated`, `token_expired` (ChatGPT backend: refresh). Responses streams
 //! carry the same in `response.failed`.
 
+use super::super::body::find_ascii_ci;
 use super::super::cues::Cue;
 use super::super::generic;
 use super::super::{Class, Cx, EvidenceKind, Rule, Scope};
@@ -36,13 +37,6 @@ pub(crate) fn family(cx: &Cx<'_, '_>) -> Option<Rule> {
     let code = cx.code();
     let ty = cx.ty();
     let any = |names: &[&str]| names.contains(&code) || names.contains(&ty);
-    let by = |class, scope| {
-        if !code.is_empty() && code.parse::<u16>().is_err() {
-            by_code(cx, class, scope)
-        } else {
-            by_type(cx, class, scope)
-        }
-    };
 
     if any(&[
         "content_filter",
@@ -50,7 +44,7 @@ pub(crate) fn family(cx: &Cx<'_, '_>) -> Option<Rule> {
         "invalid_prompt",
         "ResponsibleAIPolicyViolation",
     ]) {
-        return Some(by(Class::ContentFilter, Scope::Request));
+        return Some(by(cx, Class::ContentFilter, Scope::Request));
     }
     if any(&[
         "context_length_exceeded",
@@ -58,7 +52,7 @@ pub(crate) fn family(cx: &Cx<'_, '_>) -> Option<Rule> {
         "exceed_context_size_error",
         "context_window_exceeded",
     ]) {
-        return Some(by(Class::ContextOverflow, Scope::Request));
+        return Some(by(cx, Class::ContextOverflow, Scope::Request));
     }
     if any(&[
         "insufficient_quota",
@@ -69,7 +63,7 @@ pub(crate) fn family(cx: &Cx<'_, '_>) -> Option<Rule> {
         "account_balance_error",
         "payment_required",
     ]) {
-        return Some(by(Class::Billing, Scope::QuotaBucket));
+        return Some(by(cx, Class::Billing, Scope::QuotaBucket));
     }
     if code == "token_expired" || code == "access_token_expired" {
         return Some(if cx.refreshable() {
@@ -87,10 +81,10 @@ pub(crate) fn family(cx: &Cx<'_, '_>) -> Option<Rule> {
         "organization_deactivated",
         "deactivated_workspace",
     ]) {
-        return Some(by(Class::AuthPermanent, Scope::QuotaBucket));
+        return Some(by(cx, Class::AuthPermanent, Scope::QuotaBucket));
     }
     if code == "unsupported_country_region_territory" || ty == "request_forbidden" {
-        return Some(by(Class::AuthPermanent, Scope::Endpoint).what(
+        return Some(by(cx, Class::AuthPermanent, Scope::Endpoint).what(
             "the provider refuses requests from this gateway's region; the key is valid elsewhere",
         ));
     }
@@ -103,16 +97,16 @@ pub(crate) fn family(cx: &Cx<'_, '_>) -> Option<Rule> {
         "invalid_token",
     ]) {
         if cx.cue(Cue::MissingKey) {
-            return Some(by(Class::AuthPermanent, Scope::Credential)
+            return Some(by(cx, Class::AuthPermanent, Scope::Credential)
                 .what("no usable credential reached the provider (missing or empty key: a configuration error)"));
         }
         if cx.refreshable() && !cx.cue(Cue::Revoked) {
             return Some(
-                by(Class::AuthTransient, Scope::Credential)
+                by(cx, Class::AuthTransient, Scope::Credential)
                     .what("the access token was not accepted; it is refreshed once"),
             );
         }
-        return Some(by(Class::AuthPermanent, Scope::Credential));
+        return Some(by(cx, Class::AuthPermanent, Scope::Credential));
     }
     if any(&[
         "insufficient_permissions",
@@ -120,7 +114,7 @@ pub(crate) fn family(cx: &Cx<'_, '_>) -> Option<Rule> {
         "PermissionDenied",
     ]) {
         return Some(
-            by(Class::AuthPermanent, Scope::Credential)
+            by(cx, Class::AuthPermanent, Scope::Credential)
                 .what("the key lacks a permission this request needs"),
         );
     }
@@ -129,7 +123,7 @@ pub(crate) fn family(cx: &Cx<'_, '_>) -> Option<Rule> {
         "model_is_deactivated",
         "model_deprecated",
     ]) {
-        return Some(by(Class::ModelNotFound, Scope::ProviderModel));
+        return Some(by(cx, Class::ModelNotFound, Scope::ProviderModel));
     }
     if any(&[
         "model_not_found",
@@ -137,7 +131,7 @@ pub(crate) fn family(cx: &Cx<'_, '_>) -> Option<Rule> {
         "model_not_available",
         "model_not_supported",
     ]) {
-        return Some(by(Class::ModelNotFound, Scope::CredentialModel));
+        return Some(by(cx, Class::ModelNotFound, Scope::CredentialModel));
     }
     if any(&[
         "rate_limit_exceeded",
@@ -149,7 +143,7 @@ pub(crate) fn family(cx: &Cx<'_, '_>) -> Option<Rule> {
         "too_many_requests",
     ]) {
         if cx.cue(Cue::RequestTooLarge) {
-            return Some(by(Class::BadRequest, Scope::Request)
+            return Some(by(cx, Class::BadRequest, Scope::Request)
                 .what("one request is larger than the whole per-minute token budget; retrying never succeeds"));
         }
         if cx.cue(Cue::BillingStrong) {
@@ -159,14 +153,20 @@ pub(crate) fn family(cx: &Cx<'_, '_>) -> Option<Rule> {
             || cx.cue(Cue::SharedCapacity)
             || ty == "tokens" && cx.code() == "capacity_exceeded"
         {
-            return Some(by(Class::Overloaded, Scope::ProviderModel));
+            return Some(by(cx, Class::Overloaded, Scope::ProviderModel));
+        }
+        if cx.cue(Cue::CloudBilling) {
+            return Some(cx.by_cue(Cue::CloudBilling, Class::Billing, Scope::QuotaBucket));
+        }
+        if let Some(r) = generic::trial_cap(cx) {
+            return Some(r);
         }
         let scope = if generic::names_model(cx.message()) {
             Scope::CredentialModel
         } else {
             Scope::Credential
         };
-        return Some(by(Class::RateLimit, scope));
+        return Some(by(cx, Class::RateLimit, scope));
     }
     if any(&[
         "engine_overloaded",
@@ -175,8 +175,10 @@ pub(crate) fn family(cx: &Cx<'_, '_>) -> Option<Rule> {
         "server_overloaded",
         "capacity_exceeded",
         "service_tier_capacity_exceeded",
+        "resource_unavailable",
+        "model_overloaded",
     ]) {
-        return Some(by(Class::Overloaded, Scope::ProviderModel));
+        return Some(by(cx, Class::Overloaded, Scope::ProviderModel));
     }
     if any(&[
         "server_error",
@@ -194,10 +196,31 @@ pub(crate) fn family(cx: &Cx<'_, '_>) -> Option<Rule> {
         if cx.cue(Cue::Timeout) {
             return Some(cx.by_cue(Cue::Timeout, Class::Timeout, Scope::ProviderModel));
         }
-        return Some(by(Class::ServerError, Scope::ProviderModel));
+        return Some(by(cx, Class::ServerError, Scope::ProviderModel));
+    }
+    // A documented invalid-request type whose message names a missing model ("Model Not
+    // Exist", "The model `x` does not exist", "The chatCompletion operation does not work
+    // with the specified model"): the type plus the documented message decide.
+    if (ty == "invalid_request_error"
+        || code == "invalid_request_error"
+        || code == "OperationNotSupported")
+        && cx.model_missing()
+        && (find_ascii_ci(cx.message(), "model").is_some()
+            || find_ascii_ci(cx.message(), "deployment").is_some())
+        && !matches!(cx.status, Some(401 | 403 | 429))
+        && !cx.is_5xx()
+    {
+        let phrase = cx.msg().phrase(Cue::ModelMissing);
+        let field = if ty.is_empty() { code } else { ty };
+        return Some(Rule::high(
+            Class::ModelNotFound,
+            Scope::CredentialModel,
+            EvidenceKind::ErrorType,
+            format!("{field} + \"{phrase}\""),
+        ));
     }
     if any(&["timeout", "request_timeout"]) {
-        return Some(by(Class::Timeout, Scope::ProviderModel));
+        return Some(by(cx, Class::Timeout, Scope::ProviderModel));
     }
     if any(&[
         "unsupported_parameter",
@@ -209,7 +232,18 @@ pub(crate) fn family(cx: &Cx<'_, '_>) -> Option<Rule> {
     ]) {
         // A parameter the *target* rejects is still the request's shape; the gateway's
         // failover decides whether another target accepts it.
-        return Some(by(Class::BadRequest, Scope::Request));
+        return Some(by(cx, Class::BadRequest, Scope::Request));
     }
     None
+}
+
+/// `error.code` evidence when the code is a name, else `error.type`.
+#[track_caller]
+fn by(cx: &Cx<'_, '_>, class: Class, scope: Scope) -> Rule {
+    let code = cx.code();
+    if !code.is_empty() && code.parse::<u16>().is_err() {
+        by_code(cx, class, scope)
+    } else {
+        by_type(cx, class, scope)
+    }
 }
