@@ -1,10 +1,19 @@
 //! # keyward-core
 //!
 //! The pure core of Keyward, the LLM gateway that keeps agents running through revoked
-//! keys, expired tokens, exhausted credit and provider faults. No sockets, no clocks.
+//! keys, expired tokens, exhausted credit and provider faults. No sockets, and no clock but
+//! an injected one.
 //!
-//! Today it holds the failure classifier, usable on its own by any Rust agent that talks
-//! to LLM providers and wants to know what a failure *means*:
+//! Two parts:
+//! - [`classify`]: the failure classifier — one failed attempt in, a verdict out (class,
+//!   scope, confidence, retry-after, evidence, the rule that decided). Usable on its own by
+//!   any Rust agent that talks to LLM providers and wants to know what a failure *means*
+//!   (below).
+//! - [`health`]: the health engine — every credential's, endpoint's and model's state,
+//!   fed by verdicts, successes and probes; selection and admission of candidates;
+//!   provider-wide auth incidents; retry budgets. Its module doc walks a revoked key
+//!   through it.
+//!
 //!
 //! ```
 //! use keyward_core::classify::{classify, Attempt, Class, CredentialKind, Provider, Scope};
