@@ -1374,6 +1374,17 @@ fn unavailable_message(
     };
     for i in &u.incidents {
         let names: Vec<String> = i.credentials.iter().map(|c| format!("`{c}`")).collect();
+        if i.expiring {
+            let _ = write!(
+                m,
+                " The auth incident on endpoint `{}` since {} outlasted its bound ({} credentials rejected at once: {}): each is being probed once more, and those still rejected are disabled as revoked.",
+                i.endpoint,
+                i.since.rfc3339(),
+                i.credentials.len(),
+                names.join(", "),
+            );
+            continue;
+        }
         let _ = write!(
             m,
             " Auth incident on endpoint `{}` since {}: {} credentials rejected at once ({}); nothing disabled; the next check is at {}. If these keys were revoked, replace them in keyward.toml; if every check is still rejected at {}, they are disabled.",

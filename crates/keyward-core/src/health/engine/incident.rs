@@ -16,6 +16,9 @@ pub struct IncidentInfo {
     pub next_probe: Timestamp,
     /// When its credentials are disabled if every probe is still rejected.
     pub disables_at: Timestamp,
+    /// Past `disables_at`: each of its credentials is being probed once more, and those
+    /// still rejected are disabled.
+    pub expiring: bool,
 }
 
 /// An incident started, ended or expired: for the gateway's logs and metrics
@@ -142,6 +145,7 @@ pub(super) fn note_auth_failure(inner: &mut Inner, c: u32, now: Timestamp) -> bo
         credentials: active.credentials.clone(),
         next_probe: active.next_probe,
         disables_at: now.plus(max),
+        expiring: false,
     };
     incident.active = Some(active);
     inner.incident_marked = true;
@@ -201,6 +205,7 @@ pub(super) fn incident_info(
         credentials: a.credentials.clone(),
         next_probe: a.next_probe,
         disables_at: a.since.plus(policy.incident_max),
+        expiring: a.expiring,
     }
 }
 
