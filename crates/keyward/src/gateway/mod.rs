@@ -11,12 +11,16 @@
 //! 5. [`proxy::serve`] runs the failover loop: candidates from the health engine, each
 //!    attempt admitted, sent with only its `model` spliced, classified, recorded; streams
 //!    are held until their first content event, then pumped to the terminal event;
+//!    every upstream body reaches the caller only through [`caller_bound`]: read whole
+//!    within the request deadline, refused (and failed over) when truncated, oversized or
+//!    not JSON, and with every configured secret masked;
 //! 6. every response carries `x-keyward-credential`, `x-keyward-target`,
 //!    `x-keyward-attempts` and `server-timing` (gateway time excluding upstream time).
 //!
 //! A panic inside one request becomes a 500 for that request only.
 
 pub mod admin;
+pub mod caller_bound;
 pub mod live;
 pub mod metrics;
 pub mod native;
@@ -62,6 +66,8 @@ pub struct Gateway {
     pub fleet: Option<keyward_store::RedisStore>,
     pub engine: HealthEngine,
     pub client: upstream::Client,
+    /// Every secret of this configuration, masked in whatever reaches a caller.
+    pub mask: caller_bound::SecretMask,
     creds: HashMap<Arc<str>, Arc<Credential>>,
     routes: HashMap<String, Arc<Route>>,
     specs: HashMap<String, Arc<RouteSpec>>,
@@ -178,7 +184,15 @@ impl Gateway {
                 (name.clone(), per_target)
             })
             .collect();
+        let mask = caller_bound::SecretMask::new(
+            cfg.credentials
+                .iter()
+                .filter_map(|c| c.secret.as_ref().map(crate::config::Secret::expose))
+                .chain(cfg.gateway_keys.iter().map(|k| k.key.expose()))
+                .chain(cfg.admin.iter().map(|a| a.token.expose())),
+        );
         Ok(Gateway {
+            mask,
             metrics,
             oauth,
             fleet: None,

@@ -22,6 +22,7 @@ use keyward_wire::usage::{self, Usage};
 use tracing::Instrument as _;
 use tracing::{info, warn};
 
+use super::caller_bound::{self, SecretMask};
 use super::native::CallerError;
 
 /// Which credential served the request (its id, never its secret).
@@ -95,6 +96,9 @@ async fn serve_inner(
     let mut route = prep.route.clone();
     let mut switched_for_context = false;
     let deadline = gw.engine.now().plus(route.timeouts.request);
+    // The same deadline for the I/O of an attempt: headers and a non-streaming body are
+    // read before it, however slowly an upstream drips.
+    let deadline_at = tokio::time::Instant::now() + route.timeouts.request;
     let mut budget = RequestBudget::new(gw.cfg.limits.max_attempts, deadline);
     gw.retry_budget
         .lock()
@@ -236,7 +240,11 @@ async fn serve_inner(
             };
             let attempt_no = budget.attempts();
             let sent = stopwatch();
-            let outcome = tokio::time::timeout(timeouts.headers, gw.client.send(req)).await;
+            let headers_by = (tokio::time::Instant::now() + timeouts.headers).min(deadline_at);
+            let outcome = tokio::time::timeout_at(headers_by, gw.client.send(req)).await;
+            // A rotating OAuth access token is not in the configuration's mask: the one
+            // this attempt sent is masked on its own.
+            let token = cred.secret.is_none().then_some(&*secret);
             let classify_ctx = |status: Option<u16>,
                                 headers: &[(&str, &str)],
                                 body: &[u8],
@@ -288,13 +296,15 @@ async fn serve_inner(
             let status = resp.status().as_u16();
             let headers = header_pairs(resp.headers());
             if status >= 400 {
-                let body = read_limited(resp, MAX_ERROR_BODY, timeouts.idle).await;
+                let read =
+                    caller_bound::read_body(resp, MAX_ERROR_BODY, timeouts.idle, deadline_at).await;
+                let body = &read.body;
                 upstream_time += sent.elapsed();
                 let h: Vec<(&str, &str)> = headers
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect();
-                let failure = classify_ctx(Some(status), &h, &body, None, Phase::Headers);
+                let failure = classify_ctx(Some(status), &h, body, None, Phase::Headers);
                 // An OAuth access token the provider rejects (expired, or revoked with
                 // its session): no verdict yet. Refresh (once per request; one refresh per
                 // credential however many requests see it) and retry on the same
@@ -346,17 +356,31 @@ async fn serve_inner(
                     (Class::BadRequest, Scope::Request) | (Class::ContentFilter, _)
                         if first.is_none() =>
                     {
-                        return passthrough(
-                            status,
-                            &headers,
-                            body,
-                            &cred.id,
-                            &target.endpoint,
-                            &target.model,
-                            attempt_no,
+                        let sent_on = Sent {
+                            mask: &gw.mask,
+                            token,
+                            credential: &cred.id,
+                            endpoint: &target.endpoint,
+                            model: &target.model,
+                            attempts: attempt_no,
                             started,
-                            upstream_time,
-                        );
+                            upstream: upstream_time,
+                        };
+                        return match caller_bound::error_body(
+                            &gw.mask,
+                            token,
+                            status,
+                            content_type(&headers),
+                            &read,
+                        ) {
+                            Ok(body) => passthrough(status, &headers, body, &sent_on),
+                            Err(e) => {
+                                warn!(credential = %cred.id, status, "the upstream error body could not be passed on as it was (too large, cut or not JSON): answered with keyward's own error");
+                                let mut r = e.response(api);
+                                sent_on.decorate(r.headers_mut());
+                                r
+                            }
+                        };
                     }
                     (Class::ContextOverflow, _) => {
                         if let (Some(next), false) =
@@ -370,17 +394,31 @@ async fn serve_inner(
                                 continue 'route;
                             }
                         }
-                        return passthrough(
-                            status,
-                            &headers,
-                            body,
-                            &cred.id,
-                            &target.endpoint,
-                            &target.model,
-                            attempt_no,
+                        let sent_on = Sent {
+                            mask: &gw.mask,
+                            token,
+                            credential: &cred.id,
+                            endpoint: &target.endpoint,
+                            model: &target.model,
+                            attempts: attempt_no,
                             started,
-                            upstream_time,
-                        );
+                            upstream: upstream_time,
+                        };
+                        return match caller_bound::error_body(
+                            &gw.mask,
+                            token,
+                            status,
+                            content_type(&headers),
+                            &read,
+                        ) {
+                            Ok(body) => passthrough(status, &headers, body, &sent_on),
+                            Err(e) => {
+                                warn!(credential = %cred.id, status, "the upstream error body could not be passed on as it was (too large, cut or not JSON): answered with keyward's own error");
+                                let mut r = e.response(api);
+                                sent_on.decorate(r.headers_mut());
+                                r
+                            }
+                        };
                     }
                     _ => {}
                 }
@@ -407,8 +445,33 @@ async fn serve_inner(
             // A success status.
             let headroom = headroom(&headers);
             if !prep.stream {
-                let body = read_limited(resp, gw.cfg.limits.max_body_bytes, timeouts.idle).await;
+                let read = caller_bound::read_body(
+                    resp,
+                    gw.cfg.limits.max_body_bytes,
+                    timeouts.idle,
+                    deadline_at,
+                )
+                .await;
                 upstream_time += sent.elapsed();
+                // Nothing is sent unless the body is whole, JSON, and masked: a truncated,
+                // stalled, oversized or HTML "success" is a failure of this attempt.
+                let body = match caller_bound::success_body(
+                    &gw.mask,
+                    token,
+                    status,
+                    content_type(&headers),
+                    &read,
+                ) {
+                    Ok(std::borrow::Cow::Borrowed(_)) => read.body.clone(),
+                    Ok(std::borrow::Cow::Owned(masked)) => Bytes::from(masked),
+                    Err(defect) => {
+                        let failure = defect.failure(endpoint.provider, cred.kind);
+                        record_failure(&gw, attempt, &failure, &route.name);
+                        note(&mut first, &mut last, failure, &cred.id);
+                        i += 1;
+                        continue;
+                    }
+                };
                 if carries_error(&body) {
                     let h: Vec<(&str, &str)> = headers
                         .iter()
@@ -430,12 +493,16 @@ async fn serve_inner(
                     status,
                     &headers,
                     body,
-                    &cred.id,
-                    &target.endpoint,
-                    &target.model,
-                    attempt_no,
-                    started,
-                    upstream_time,
+                    &Sent {
+                        mask: &gw.mask,
+                        token,
+                        credential: &cred.id,
+                        endpoint: &target.endpoint,
+                        model: &target.model,
+                        attempts: attempt_no,
+                        started,
+                        upstream: upstream_time,
+                    },
                 );
             }
             // A stream: hold it until its first content event.
@@ -489,6 +556,7 @@ async fn serve_inner(
                         provider: endpoint.provider,
                         kind: cred.kind,
                         credential: cred.id.clone(),
+                        token: token.map(Arc::from),
                     });
                     decorate(
                         r.headers_mut(),
@@ -692,17 +760,48 @@ fn carries_error(body: &[u8]) -> bool {
             .is_ok_and(|p| p.error.is_some() || p.ty == Some("error"))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn passthrough(
-    status: u16,
-    headers: &[(String, String)],
-    body: Vec<u8>,
-    credential: &str,
-    endpoint: &str,
-    model: &str,
+/// Where a passed-through answer came from, for its headers; and the mask its headers
+/// pass.
+struct Sent<'a> {
+    mask: &'a SecretMask,
+    token: Option<&'a str>,
+    credential: &'a str,
+    endpoint: &'a str,
+    model: &'a str,
     attempts: u32,
     started: Instant,
     upstream: Duration,
+}
+
+impl Sent<'_> {
+    fn decorate(&self, h: &mut HeaderMap) {
+        decorate(
+            h,
+            self.credential,
+            self.endpoint,
+            self.model,
+            self.attempts,
+            self.started,
+            self.upstream,
+        );
+    }
+}
+
+/// The response's `content-type`, if it sent one.
+fn content_type(headers: &[(String, String)]) -> Option<&str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.as_str())
+}
+
+/// An upstream answer for the caller: `body` has been through [`caller_bound`] (complete,
+/// JSON, masked); of the headers only a few pass, and none that carries a secret.
+fn passthrough(
+    status: u16,
+    headers: &[(String, String)],
+    body: Bytes,
+    sent: &Sent<'_>,
 ) -> Response<Body> {
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -715,20 +814,15 @@ fn passthrough(
     ];
     for (k, v) in headers {
         if let Some(name) = KEPT.iter().find(|n| n.as_str().eq_ignore_ascii_case(k)) {
+            if sent.mask.contains_secret(v.as_bytes(), sent.token) {
+                continue;
+            }
             if let Ok(value) = HeaderValue::from_str(v) {
                 r.headers_mut().insert(name.clone(), value);
             }
         }
     }
-    decorate(
-        r.headers_mut(),
-        credential,
-        endpoint,
-        model,
-        attempts,
-        started,
-        upstream,
-    );
+    sent.decorate(r.headers_mut());
     r
 }
 
@@ -1057,6 +1151,9 @@ struct Pump {
     provider: keyward_core::classify::Provider,
     kind: CredentialKind,
     credential: Arc<str>,
+    /// The OAuth access token the stream was opened with (masked like the configured
+    /// secrets, which the gateway's mask holds).
+    token: Option<Arc<str>>,
 }
 
 impl Drop for Pump {
@@ -1073,8 +1170,15 @@ impl Drop for Pump {
 }
 
 impl Pump {
-    /// The next bytes for the caller, or `None` at the end.
+    /// The next bytes for the caller, or `None` at the end: whole events (a secret is
+    /// never split between two of them), masked.
     async fn next_bytes(&mut self) -> Option<Vec<u8>> {
+        let out = self.next_events().await?;
+        Some(self.gw.mask.mask_owned(out, self.token.as_deref()))
+    }
+
+    /// The next framed events, as upstream sent them.
+    async fn next_events(&mut self) -> Option<Vec<u8>> {
         if let Some(p) = self.prefix.take() {
             // Events already framed with the held ones may be waiting.
             let mut out = p;
@@ -1169,8 +1273,10 @@ impl Pump {
                     self.done_sent = true;
                 }
                 EventKind::Error => {
-                    // The provider's own in-band error, already in the caller's format.
-                    out.extend_from_slice(&piece.out);
+                    // The provider's own in-band error, already in the caller's format;
+                    // key shapes masked as in error bodies.
+                    let text = String::from_utf8_lossy(&piece.out);
+                    out.extend_from_slice(keyward_core::classify::mask_secrets(&text).as_bytes());
                     if self.framer.is_array() {
                         out.push(b']');
                     }
