@@ -111,6 +111,9 @@ pub enum Behaviour {
     /// A 400 `invalid_request_error` whose body (a valid JSON object) is about `bytes`
     /// bytes long.
     HugeError { bytes: usize },
+    /// A normal answer whose text quotes the API key the request was made with (in the
+    /// non-streaming body, and in every content event of a stream).
+    EchoKeyInAnswer,
 }
 
 /// Per-key request counts.
@@ -861,7 +864,8 @@ async fn inference(sim: Sim, shape: Shape, headers: &HeaderMap, body: &[u8]) -> 
         };
     }
     let emitted = sim.emitted.clone();
-    stream_response(shape, req.model, behaviour, events, emitted)
+    let echo = (behaviour == Behaviour::EchoKeyInAnswer).then_some(key);
+    stream_response(shape, req.model, behaviour, events, emitted, echo)
 }
 
 /// The answer of a behaviour that misbehaves in its body (truncated, dripping, huge,
@@ -930,12 +934,30 @@ fn hostile_body(
             })
         }
         _ if stream => None,
+        Behaviour::EchoKeyInAnswer => {
+            let mut v: Value = serde_json::from_slice(&success()).unwrap_or_default();
+            let text = format!("Your key is {key}.");
+            match shape {
+                Shape::Anthropic => v["content"][0]["text"] = json!(text),
+                Shape::OpenAi => v["choices"][0]["message"]["content"] = json!(text),
+            }
+            Some(json_response(StatusCode::OK, v, &[]))
+        }
         Behaviour::ShortBody { bytes } => {
             let body = success();
             let len = body.len();
             let cut = Bytes::from(body).slice(..(*bytes).min(len.saturating_sub(1)));
-            // The stream ends before the promised length: hyper closes the connection.
-            let s = futures_util::stream::iter([Ok::<Bytes, std::io::Error>(cut)]);
+            // The headers and the first bytes go out; then the stream ends before the
+            // promised length, and hyper closes the connection.
+            let s = futures_util::stream::unfold(Some(cut), |cut| async move {
+                match cut {
+                    Some(c) => Some((Ok::<Bytes, std::io::Error>(c), None)),
+                    None => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        None
+                    }
+                }
+            });
             Some(with_length(Body::from_stream(s), len, "application/json"))
         }
         Behaviour::DripBody { ms } => {
@@ -1005,6 +1027,7 @@ fn stream_response(
     behaviour: Behaviour,
     events: usize,
     emitted: Arc<std::sync::atomic::AtomicUsize>,
+    echo: Option<String>,
 ) -> Response<Body> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     tokio::spawn(async move {
@@ -1057,6 +1080,7 @@ fn stream_response(
             }
             let word = match behaviour {
                 Behaviour::BigEvents { bytes } => format!("tok{i} {}", "x".repeat(bytes)),
+                _ if echo.is_some() => format!("tok{i} {} ", echo.as_deref().unwrap_or("")),
                 _ => format!("tok{i} "),
             };
             let ev = match shape {

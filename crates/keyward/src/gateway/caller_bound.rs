@@ -47,6 +47,10 @@ pub const MASK: &str = "…[masked]";
 /// prose, and is no secret anyway (the config's own checks warn about weak keys).
 pub const MIN_MASKED_LEN: usize = 8;
 
+/// How much of a body that announced itself over the limit is still read (to classify
+/// it, and to quote its message): enough for every provider's error shape.
+const PREFIX_OF_REFUSED: usize = 64 * 1024;
+
 /// How many characters of an upstream error's message a substitute error quotes.
 const QUOTED_CHARS: usize = 200;
 
@@ -228,12 +232,15 @@ where
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|d| d > limit as u64) {
-        return Read {
-            body: Bytes::new(),
-            defect: Some(BodyDefect::TooLarge { limit }),
-        };
-    }
+    // A body that announces itself too large is refused, but its start is still read
+    // (a bounded prefix) to classify it and to quote its message.
+    let announced_too_large = declared.is_some_and(|d| d > limit as u64);
+    let reported_limit = limit;
+    let limit = if announced_too_large {
+        limit.min(PREFIX_OF_REFUSED)
+    } else {
+        limit
+    };
     let mut stream = BodyDataStream::new(resp.into_body());
     let mut one: Option<Bytes> = None;
     let mut many: Vec<u8> = Vec::new();
@@ -270,11 +277,25 @@ where
                 many.extend_from_slice(&chunk);
             }
         }
-        if over {
-            break Some(BodyDefect::TooLarge { limit });
+        if over || (announced_too_large && len >= limit) {
+            break Some(BodyDefect::TooLarge {
+                limit: reported_limit,
+            });
         }
     };
+    let defect = defect.map(|d| match d {
+        // However the read of a refused body's prefix ended, it was refused for its size.
+        _ if announced_too_large => BodyDefect::TooLarge {
+            limit: reported_limit,
+        },
+        d => d,
+    });
     let defect = defect.or_else(|| {
+        if announced_too_large {
+            return Some(BodyDefect::TooLarge {
+                limit: reported_limit,
+            });
+        }
         declared
             .filter(|&d| d != len as u64)
             .map(|declared| BodyDefect::Short {
@@ -701,5 +722,16 @@ mod tests {
         assert_eq!(r.body.len(), 15);
         let r = read_from(vec![Ok(b"{}")], Some(1 << 30), 15, None, long).await;
         assert_eq!(r.defect, Some(BodyDefect::TooLarge { limit: 15 }));
+        // Announced too large: refused, but its start is read to be classified and quoted.
+        let r = read_from(
+            vec![Ok(b"{\"error\":"), Ok(b"{}")],
+            Some(1 << 30),
+            1000,
+            None,
+            long,
+        )
+        .await;
+        assert_eq!(r.defect, Some(BodyDefect::TooLarge { limit: 1000 }));
+        assert_eq!(&r.body[..], b"{\"error\":{}");
     }
 }
