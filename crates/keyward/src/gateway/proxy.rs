@@ -556,7 +556,7 @@ async fn serve_inner(
                         provider: endpoint.provider,
                         kind: cred.kind,
                         credential: cred.id.clone(),
-                        token: token.map(Arc::from),
+                        token: cred.secret.is_none().then(|| secret.clone()),
                     });
                     decorate(
                         r.headers_mut(),
