@@ -163,6 +163,23 @@ impl SecretMask {
         }
     }
 
+    /// Masks the configured secrets (and `token`) in what a verdict quotes from the
+    /// upstream — its explanation, evidence and provider code — which reaches the logs, the
+    /// health history the admin API shows, and the caller's error. The classifier already
+    /// masks known key shapes; a key of no known shape is caught here.
+    pub fn scrub(&self, failure: &mut Failure, token: Option<&str>) {
+        let clean = |text: &mut String| {
+            if let Cow::Owned(o) = self.mask(text.as_bytes(), token) {
+                *text = String::from_utf8_lossy(&o).into_owned();
+            }
+        };
+        clean(&mut failure.explanation);
+        clean(&mut failure.evidence.value);
+        if let Some(code) = failure.provider_code.as_mut() {
+            clean(code);
+        }
+    }
+
     /// Whether any configured secret occurs in `hay`.
     fn any(&self, m: &AhoCorasick, hay: &[u8]) -> bool {
         match &self.screens {
@@ -562,6 +579,22 @@ mod tests {
             m.mask(b"sk-ant-api03-shared-prefix-9999-tail", None),
             Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn a_verdict_quoting_a_key_of_no_known_shape_is_scrubbed() {
+        let plain = "plainkey-Canary-0042";
+        let body = format!(
+            r#"{{"error":{{"message":"Incorrect API key provided: {plain}.","type":"invalid_request_error","code":"invalid_api_key"}}}}"#
+        );
+        let mut f = classify(&Attempt::response(Provider::OpenAi, 401, body.as_bytes()));
+        assert!(
+            f.explanation.contains(plain),
+            "the classifier knows no such shape"
+        );
+        SecretMask::new([plain]).scrub(&mut f, None);
+        assert!(!f.explanation.contains(plain), "{}", f.explanation);
+        assert!(f.explanation.contains(MASK));
     }
 
     #[test]

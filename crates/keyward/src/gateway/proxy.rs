@@ -250,7 +250,7 @@ async fn serve_inner(
                                 body: &[u8],
                                 transport: Option<TransportError>,
                                 phase: Phase| {
-                classify(&Attempt {
+                let mut failure = classify(&Attempt {
                     provider: endpoint.provider,
                     credential: cred.kind,
                     endpoint: keyward_core::classify::EndpointKind::Inference,
@@ -260,7 +260,11 @@ async fn serve_inner(
                     headers,
                     body,
                     now: wall_clock(),
-                })
+                });
+                // The verdict quotes the upstream's words into logs, health history and
+                // the caller's error: the configured secrets are masked there too.
+                gw.mask.scrub(&mut failure, token);
+                failure
             };
             let resp = match outcome {
                 Err(_) => Err(classify_ctx(
@@ -1280,7 +1284,7 @@ impl Pump {
                     if self.framer.is_array() {
                         out.push(b']');
                     }
-                    let failure = classify(&Attempt {
+                    let mut failure = classify(&Attempt {
                         provider: self.provider,
                         credential: self.kind,
                         endpoint: keyward_core::classify::EndpointKind::Inference,
@@ -1291,6 +1295,7 @@ impl Pump {
                         body: &piece.out,
                         now: wall_clock(),
                     });
+                    self.gw.mask.scrub(&mut failure, self.token.as_deref());
                     if let Some(a) = self.attempt.take() {
                         record_failure(&self.gw, a, &failure, &self.route);
                     }
