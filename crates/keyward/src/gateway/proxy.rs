@@ -39,7 +39,8 @@ use super::upstream::Inbound;
 use super::{upstream, Gateway, Prepared};
 use crate::config::Detail;
 
-/// Most bytes of an upstream error body read for classification.
+/// Most bytes of an upstream error body read, to classify it and to pass it on (a larger
+/// one is replaced by Keyward's own error, quoting its start).
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// How long a request may wait for a cooling candidate to recover before answering.
@@ -360,31 +361,22 @@ async fn serve_inner(
                     (Class::BadRequest, Scope::Request) | (Class::ContentFilter, _)
                         if first.is_none() =>
                     {
-                        let sent_on = Sent {
-                            mask: &gw.mask,
-                            token,
-                            credential: &cred.id,
-                            endpoint: &target.endpoint,
-                            model: &target.model,
-                            attempts: attempt_no,
-                            started,
-                            upstream: upstream_time,
-                        };
-                        return match caller_bound::error_body(
-                            &gw.mask,
-                            token,
+                        return pass_on_error(
+                            api,
                             status,
-                            content_type(&headers),
+                            &headers,
                             &read,
-                        ) {
-                            Ok(body) => passthrough(status, &headers, body, &sent_on),
-                            Err(e) => {
-                                warn!(credential = %cred.id, status, "the upstream error body could not be passed on as it was (too large, cut or not JSON): answered with keyward's own error");
-                                let mut r = e.response(api);
-                                sent_on.decorate(r.headers_mut());
-                                r
-                            }
-                        };
+                            &Sent {
+                                mask: &gw.mask,
+                                token,
+                                credential: &cred.id,
+                                endpoint: &target.endpoint,
+                                model: &target.model,
+                                attempts: attempt_no,
+                                started,
+                                upstream: upstream_time,
+                            },
+                        );
                     }
                     (Class::ContextOverflow, _) => {
                         if let (Some(next), false) =
@@ -398,31 +390,22 @@ async fn serve_inner(
                                 continue 'route;
                             }
                         }
-                        let sent_on = Sent {
-                            mask: &gw.mask,
-                            token,
-                            credential: &cred.id,
-                            endpoint: &target.endpoint,
-                            model: &target.model,
-                            attempts: attempt_no,
-                            started,
-                            upstream: upstream_time,
-                        };
-                        return match caller_bound::error_body(
-                            &gw.mask,
-                            token,
+                        return pass_on_error(
+                            api,
                             status,
-                            content_type(&headers),
+                            &headers,
                             &read,
-                        ) {
-                            Ok(body) => passthrough(status, &headers, body, &sent_on),
-                            Err(e) => {
-                                warn!(credential = %cred.id, status, "the upstream error body could not be passed on as it was (too large, cut or not JSON): answered with keyward's own error");
-                                let mut r = e.response(api);
-                                sent_on.decorate(r.headers_mut());
-                                r
-                            }
-                        };
+                            &Sent {
+                                mask: &gw.mask,
+                                token,
+                                credential: &cred.id,
+                                endpoint: &target.endpoint,
+                                model: &target.model,
+                                attempts: attempt_no,
+                                started,
+                                upstream: upstream_time,
+                            },
+                        );
                     }
                     _ => {}
                 }
@@ -797,6 +780,27 @@ fn content_type(headers: &[(String, String)]) -> Option<&str> {
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
         .map(|(_, v)| v.as_str())
+}
+
+/// An upstream error that is the caller's answer (its own bad request, a content filter,
+/// a context overflow with no fallback): passed on when it is complete JSON (masked),
+/// otherwise Keyward's own valid error with the same status.
+fn pass_on_error(
+    api: Api,
+    status: u16,
+    headers: &[(String, String)],
+    read: &caller_bound::Read,
+    sent: &Sent<'_>,
+) -> Response<Body> {
+    match caller_bound::error_body(sent.mask, sent.token, status, content_type(headers), read) {
+        Ok(body) => passthrough(status, headers, body, sent),
+        Err(e) => {
+            warn!(credential = %sent.credential, status, "the upstream error body could not be passed on as it was (too large, cut or not JSON): answered with keyward's own error");
+            let mut r = e.response(api);
+            sent.decorate(r.headers_mut());
+            r
+        }
+    }
 }
 
 /// An upstream answer for the caller: `body` has been through [`caller_bound`] (complete,
