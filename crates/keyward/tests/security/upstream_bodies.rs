@@ -297,3 +297,61 @@ async fn a_megabyte_model_name_is_not_echoed_back() {
         "{v}"
     );
 }
+
+/// An OAuth credential's tokens rotate, so they are not in the configuration's mask: the
+/// access token an attempt sent is masked on its own — the refreshed one included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oauth_access_token_echoed_by_an_upstream_is_masked_after_a_refresh_too() {
+    const OAUTH: &str = "kind = \"oauth\"\nsubscription = true\n[credentials.oauth]\ntoken_url = \"{sim}/v1/oauth/token\"\nclient_id = \"keyward-tests\"\n";
+    let h = crate::common::start_prepared(
+        "bodies-oauth",
+        ANTHROPIC,
+        &[Cred("claude-max", "", "anthropic", OAUTH)],
+        &route("claude", "anthropic", "claude-x", &["claude-max"]),
+        ADMIN,
+        "full",
+        |sim, cfg, env| {
+            let t = sim.oauth_grant("echo", Duration::from_secs(3600));
+            let file = cfg.with_file_name("echo-tokens.json");
+            std::fs::write(
+                &file,
+                json!({"access_token": t.access_token, "refresh_token": t.refresh_token, "expires_in": 3600}).to_string(),
+            )
+            .unwrap();
+            let (ok, text) = crate::common::keyward_cli(
+                cfg,
+                env,
+                &["credentials", "import", "claude-max", file.to_str().unwrap()],
+            );
+            assert!(ok, "{text}");
+            std::fs::remove_file(&file).unwrap();
+        },
+    )
+    .await;
+    // The sim names its tokens `sim-at-GRANT-GENERATION`.
+    let tokens = ["sim-at-echo-1", "sim-at-echo-2"];
+    let clean = |text: &str| {
+        for t in tokens {
+            assert!(!text.contains(t), "the OAuth token {t} leaked into {text}");
+        }
+    };
+    h.sim.set("echo", Behaviour::EchoKeyInAnswer);
+    let r = h.messages("claude", false).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["content"][0]["text"], "Your key is …[masked].");
+    clean(&r.body);
+    // The provider expires the token: refreshed (a new one), retried, echoed, masked.
+    h.sim.expire_access("echo");
+    let r = h.messages("claude", true).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        h.sim.refreshes("echo"),
+        1,
+        "the retry used a refreshed token"
+    );
+    assert!(r.body.contains("tok0 …[masked] "), "{}", r.body);
+    clean(&r.body);
+    let r = h.messages("claude", false).await;
+    assert_eq!(r.json()["content"][0]["text"], "Your key is …[masked].");
+    clean(&format!("{:?}{}", r.headers, r.body));
+}
