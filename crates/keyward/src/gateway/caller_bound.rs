@@ -73,12 +73,19 @@ pub struct SecretMask {
 }
 
 impl SecretMask {
-    /// A mask for `secrets` (those shorter than [`MIN_MASKED_LEN`] are skipped).
+    /// A mask for `secrets` (those shorter than [`MIN_MASKED_LEN`] are skipped). A secret
+    /// with characters JSON escapes (`"`, a backslash, and `/`, which some encoders escape — AWS
+    /// secret keys have slashes) is also matched as it appears inside a JSON string.
     pub fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> SecretMask {
-        let mut patterns: Vec<&str> = secrets
-            .into_iter()
-            .filter(|s| s.len() >= MIN_MASKED_LEN)
-            .collect();
+        let mut patterns: Vec<String> = Vec::new();
+        for s in secrets.into_iter().filter(|s| s.len() >= MIN_MASKED_LEN) {
+            patterns.push(s.to_owned());
+            if s.contains(['"', '\\', '/']) {
+                let escaped = s.replace('\\', "\\\\").replace('"', "\\\"");
+                patterns.push(escaped.replace('/', "\\/"));
+                patterns.push(escaped);
+            }
+        }
         patterns.sort_unstable();
         patterns.dedup();
         if patterns.is_empty() {
@@ -562,6 +569,19 @@ mod tests {
         assert!(serde_json::from_str::<serde_json::Value>(out).is_ok());
         assert!(mask().contains_secret(body.as_bytes(), None));
         assert!(!mask().contains_secret(b"req_123", Some("tok-123456789")));
+    }
+
+    #[test]
+    fn a_secret_is_found_as_json_writes_it_too() {
+        let aws = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        let m = SecretMask::new([aws]);
+        for body in [
+            format!(r#"{{"m":"{aws}"}}"#),
+            format!(r#"{{"m":"{}"}}"#, aws.replace('/', "\\/")),
+        ] {
+            let out = m.mask(body.as_bytes(), None);
+            assert_eq!(&*out, "{\"m\":\"…[masked]\"}".as_bytes(), "{body}");
+        }
     }
 
     #[test]
