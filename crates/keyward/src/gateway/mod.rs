@@ -424,11 +424,20 @@ async fn gemini(
         .split_once(':')
         .unwrap_or((model_action.as_str(), ""));
     let call = match action {
-        "generateContent" => GeminiCall { stream: false, sse: false },
-        "streamGenerateContent" => GeminiCall { stream: true, sse: q.alt.as_deref() == Some("sse") },
+        "generateContent" => GeminiCall {
+            stream: false,
+            sse: false,
+        },
+        "streamGenerateContent" => GeminiCall {
+            stream: true,
+            sse: q.alt.as_deref() == Some("sse"),
+        },
         other => {
-            return CallerError::bad_request(format!("keyward: unsupported Gemini method {other:?}; use generateContent or streamGenerateContent"))
-                .response(Api::Gemini)
+            return CallerError::bad_request(format!(
+            "keyward: unsupported Gemini method {:?}; use generateContent or streamGenerateContent",
+            native::bounded(other, native::MAX_QUOTED_CHARS)
+        ))
+            .response(Api::Gemini)
         }
     };
     let model = model.to_owned();

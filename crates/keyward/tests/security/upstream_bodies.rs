@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use keyward_sim::Behaviour;
 use serde_json::{json, Value};
 
-use crate::common::{route, start, Cred, Harness, ADMIN_TOKEN, ANTHROPIC};
+use crate::common::{route, start, Cred, Harness, ADMIN_TOKEN, ANTHROPIC, GATEWAY_KEY};
 
 const OPENAI: &[(&str, &str, &str)] = &[("openai", "openai", "/v1")];
 
@@ -296,6 +296,12 @@ async fn a_megabyte_model_name_is_not_echoed_back() {
             .is_some_and(|m| m.contains("mmm…") && m.contains("claude")),
         "{v}"
     );
+    // The same for a Gemini method name in the path.
+    let path = format!("/v1beta/models/gemini-x:{}", "y".repeat(20_000));
+    let r = h.post_raw(&path, "{}".into(), Some(GATEWAY_KEY)).await;
+    assert_eq!(r.status, 400, "{}", &r.body[..r.body.len().min(300)]);
+    assert!(r.body.len() < 1024, "{} bytes echoed", r.body.len());
+    assert!(r.body.contains("yyy…"), "{}", r.body);
 }
 
 /// An OAuth credential's tokens rotate, so they are not in the configuration's mask: the
