@@ -16,6 +16,9 @@
 //! 5. [`proxy::serve`] runs the failover loop: candidates from the health engine, each
 //!    attempt admitted, sent with only its `model` spliced, classified, recorded; streams
 //!    are held until their first content event, then pumped to the terminal event;
+//!    every upstream body reaches the caller only through [`caller_bound`]: read whole
+//!    within the request deadline, refused (and failed over) when truncated, oversized or
+//!    not JSON, and with every configured secret masked;
 //! 6. every response carries `x-keyward-credential`, `x-keyward-target`,
 //!    `x-keyward-attempts` and `server-timing` (gateway time excluding upstream time).
 //!
@@ -25,6 +28,7 @@
 
 pub mod admin;
 pub mod body_budget;
+pub mod caller_bound;
 pub mod listener;
 pub mod live;
 pub mod metrics;
@@ -75,6 +79,8 @@ pub struct Gateway {
     /// Request-body bytes held at once (`limits.max_buffered_body_bytes`); a reload
     /// hands the running one on.
     pub body_budget: Arc<body_budget::BodyBudget>,
+    /// Every secret of this configuration, masked in whatever reaches a caller.
+    pub mask: caller_bound::SecretMask,
     creds: HashMap<Arc<str>, Arc<Credential>>,
     routes: HashMap<String, Arc<Route>>,
     specs: HashMap<String, Arc<RouteSpec>>,
@@ -195,10 +201,18 @@ impl Gateway {
                 (name.clone(), per_target)
             })
             .collect();
+        let mask = caller_bound::SecretMask::new(
+            cfg.credentials
+                .iter()
+                .filter_map(|c| c.secret.as_ref().map(crate::config::Secret::expose))
+                .chain(cfg.gateway_keys.iter().map(|k| k.key.expose()))
+                .chain(cfg.admin.iter().map(|a| a.token.expose())),
+        );
         Ok(Gateway {
             body_budget: Arc::new(body_budget::BodyBudget::new(
                 cfg.limits.max_buffered_body_bytes,
             )),
+            mask,
             metrics,
             oauth,
             fleet: None,
@@ -547,9 +561,11 @@ async fn gemini(
             sse: q.alt.as_deref() == Some("sse"),
         },
         other => {
-            let other: String = other.chars().take(64).collect();
-            return CallerError::bad_request(format!("keyward: unsupported Gemini method `{other}`; use generateContent or streamGenerateContent"))
-                .response(Api::Gemini);
+            return CallerError::bad_request(format!(
+                "keyward: unsupported Gemini method {:?}; use generateContent or streamGenerateContent",
+                native::bounded(other, native::MAX_QUOTED_CHARS)
+            ))
+            .response(Api::Gemini);
         }
     };
     let model = model.to_owned();

@@ -7,6 +7,18 @@ use axum::http::{HeaderValue, Response, StatusCode};
 use keyward_wire::stream::Api;
 use serde_json::json;
 
+/// Most characters of a caller-supplied string (a model name) quoted in an error.
+pub const MAX_QUOTED_CHARS: usize = 200;
+
+/// `text` cut to `max_chars` characters, with `…` when cut; borrowed when it fits. Any
+/// string a caller or an upstream supplied is quoted through this in an error message.
+pub fn bounded(text: &str, max_chars: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max_chars) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((at, _)) => std::borrow::Cow::Owned(format!("{}…", &text[..at])),
+    }
+}
+
 /// An error to send to a caller.
 #[derive(Debug, Clone)]
 pub struct CallerError {
@@ -95,14 +107,16 @@ impl CallerError {
         )
     }
 
+    /// No route for `model`. The caller's model name is quoted bounded (a megabyte of
+    /// name is not echoed back).
     pub fn unknown_model(model: &str, routes: &[&str]) -> Self {
         CallerError::new(
             StatusCode::NOT_FOUND,
             "not_found_error",
             "model_not_found",
             format!(
-                "keyward: no route for model `{}`; configured routes: {}",
-                model.chars().take(200).collect::<String>(),
+                "keyward: no route for model {:?}; configured routes: {}",
+                bounded(model, MAX_QUOTED_CHARS),
                 routes.join(", ")
             ),
         )
@@ -188,5 +202,20 @@ fn google_status(s: StatusCode) -> &'static str {
         503 => "UNAVAILABLE",
         504 => "DEADLINE_EXCEEDED",
         _ => "INTERNAL",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caller_supplied_name_is_quoted_bounded() {
+        assert_eq!(bounded("claude", 200), "claude");
+        assert_eq!(bounded("ééééé", 3), "ééé…");
+        let huge = "m".repeat(1 << 20);
+        let e = CallerError::unknown_model(&huge, &["claude"]);
+        assert!(e.message.len() < 400, "{} bytes", e.message.len());
+        assert!(e.message.contains("mmm…"));
     }
 }

@@ -22,6 +22,7 @@ use keyward_wire::usage::{self, Usage};
 use tracing::Instrument as _;
 use tracing::{info, warn};
 
+use super::caller_bound::{self, SecretMask};
 use super::native::CallerError;
 
 /// Which credential served the request (its id, never its secret).
@@ -38,7 +39,8 @@ use super::upstream::Inbound;
 use super::{upstream, Gateway, Prepared};
 use crate::config::Detail;
 
-/// Most bytes of an upstream error body read for classification.
+/// Most bytes of an upstream error body read, to classify it and to pass it on (a larger
+/// one is replaced by Keyward's own error, quoting its start).
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// How long a request may wait for a cooling candidate to recover before answering.
@@ -96,6 +98,9 @@ async fn serve_inner(
     let mut route = prep.route.clone();
     let mut switched_for_context = false;
     let deadline = gw.engine.now().plus(route.timeouts.request);
+    // The same deadline for the I/O of an attempt: headers and a non-streaming body are
+    // read before it, however slowly an upstream drips.
+    let deadline_at = tokio::time::Instant::now() + route.timeouts.request;
     let mut budget = RequestBudget::new(gw.cfg.limits.max_attempts, deadline);
     gw.retry_budget
         .lock()
@@ -248,13 +253,17 @@ async fn serve_inner(
             };
             let attempt_no = budget.attempts();
             let sent = stopwatch();
-            let outcome = tokio::time::timeout(timeouts.headers, gw.client.send(req)).await;
+            let headers_by = (tokio::time::Instant::now() + timeouts.headers).min(deadline_at);
+            let outcome = tokio::time::timeout_at(headers_by, gw.client.send(req)).await;
+            // A rotating OAuth access token is not in the configuration's mask: the one
+            // this attempt sent is masked on its own.
+            let token = cred.secret.is_none().then_some(&*secret);
             let classify_ctx = |status: Option<u16>,
                                 headers: &[(&str, &str)],
                                 body: &[u8],
                                 transport: Option<TransportError>,
                                 phase: Phase| {
-                classify(&Attempt {
+                let mut failure = classify(&Attempt {
                     provider: endpoint.provider,
                     credential: cred.kind,
                     endpoint: keyward_core::classify::EndpointKind::Inference,
@@ -264,7 +273,11 @@ async fn serve_inner(
                     headers,
                     body,
                     now: wall_clock(),
-                })
+                });
+                // The verdict quotes the upstream's words into logs, health history and
+                // the caller's error: the configured secrets are masked there too.
+                gw.mask.scrub(&mut failure, token);
+                failure
             };
             let resp = match outcome {
                 Err(_) => Err(classify_ctx(
@@ -300,13 +313,15 @@ async fn serve_inner(
             let status = resp.status().as_u16();
             let headers = header_pairs(resp.headers());
             if status >= 400 {
-                let body = read_limited(resp, MAX_ERROR_BODY, timeouts.idle).await;
+                let read =
+                    caller_bound::read_body(resp, MAX_ERROR_BODY, timeouts.idle, deadline_at).await;
+                let body = &read.body;
                 upstream_time += sent.elapsed();
                 let h: Vec<(&str, &str)> = headers
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect();
-                let failure = classify_ctx(Some(status), &h, &body, None, Phase::Headers);
+                let failure = classify_ctx(Some(status), &h, body, None, Phase::Headers);
                 // An OAuth access token the provider rejects (expired, or revoked with
                 // its session): no verdict yet. Refresh (once per request; one refresh per
                 // credential however many requests see it) and retry on the same
@@ -358,16 +373,21 @@ async fn serve_inner(
                     (Class::BadRequest, Scope::Request) | (Class::ContentFilter, _)
                         if first.is_none() =>
                     {
-                        return passthrough(
+                        return pass_on_error(
+                            api,
                             status,
                             &headers,
-                            body,
-                            &cred.id,
-                            &target.endpoint,
-                            &target.model,
-                            attempt_no,
-                            started,
-                            upstream_time,
+                            &read,
+                            &Sent {
+                                mask: &gw.mask,
+                                token,
+                                credential: &cred.id,
+                                endpoint: &target.endpoint,
+                                model: &target.model,
+                                attempts: attempt_no,
+                                started,
+                                upstream: upstream_time,
+                            },
                         );
                     }
                     (Class::ContextOverflow, _) => {
@@ -382,16 +402,21 @@ async fn serve_inner(
                                 continue 'route;
                             }
                         }
-                        return passthrough(
+                        return pass_on_error(
+                            api,
                             status,
                             &headers,
-                            body,
-                            &cred.id,
-                            &target.endpoint,
-                            &target.model,
-                            attempt_no,
-                            started,
-                            upstream_time,
+                            &read,
+                            &Sent {
+                                mask: &gw.mask,
+                                token,
+                                credential: &cred.id,
+                                endpoint: &target.endpoint,
+                                model: &target.model,
+                                attempts: attempt_no,
+                                started,
+                                upstream: upstream_time,
+                            },
                         );
                     }
                     _ => {}
@@ -419,8 +444,33 @@ async fn serve_inner(
             // A success status.
             let headroom = headroom(&headers);
             if !prep.stream {
-                let body = read_limited(resp, gw.cfg.limits.max_body_bytes, timeouts.idle).await;
+                let read = caller_bound::read_body(
+                    resp,
+                    gw.cfg.limits.max_body_bytes,
+                    timeouts.idle,
+                    deadline_at,
+                )
+                .await;
                 upstream_time += sent.elapsed();
+                // Nothing is sent unless the body is whole, JSON, and masked: a truncated,
+                // stalled, oversized or HTML "success" is a failure of this attempt.
+                let body = match caller_bound::success_body(
+                    &gw.mask,
+                    token,
+                    status,
+                    content_type(&headers),
+                    &read,
+                ) {
+                    Ok(std::borrow::Cow::Borrowed(_)) => read.body.clone(),
+                    Ok(std::borrow::Cow::Owned(masked)) => Bytes::from(masked),
+                    Err(defect) => {
+                        let failure = defect.failure(endpoint.provider, cred.kind);
+                        record_failure(&gw, attempt, &failure, &route.name);
+                        note(&mut first, &mut last, failure, &cred.id);
+                        i += 1;
+                        continue;
+                    }
+                };
                 if carries_error(&body) {
                     let h: Vec<(&str, &str)> = headers
                         .iter()
@@ -442,12 +492,16 @@ async fn serve_inner(
                     status,
                     &headers,
                     body,
-                    &cred.id,
-                    &target.endpoint,
-                    &target.model,
-                    attempt_no,
-                    started,
-                    upstream_time,
+                    &Sent {
+                        mask: &gw.mask,
+                        token,
+                        credential: &cred.id,
+                        endpoint: &target.endpoint,
+                        model: &target.model,
+                        attempts: attempt_no,
+                        started,
+                        upstream: upstream_time,
+                    },
                 );
             }
             // A stream: hold it until its first content event.
@@ -501,6 +555,7 @@ async fn serve_inner(
                         provider: endpoint.provider,
                         kind: cred.kind,
                         credential: cred.id.clone(),
+                        token: cred.secret.is_none().then(|| secret.clone()),
                     });
                     decorate(
                         r.headers_mut(),
@@ -746,17 +801,69 @@ fn carries_error(body: &[u8]) -> bool {
             .is_ok_and(|p| p.error.is_some() || p.ty == Some("error"))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn passthrough(
-    status: u16,
-    headers: &[(String, String)],
-    body: Vec<u8>,
-    credential: &str,
-    endpoint: &str,
-    model: &str,
+/// Where a passed-through answer came from, for its headers; and the mask its headers
+/// pass.
+struct Sent<'a> {
+    mask: &'a SecretMask,
+    token: Option<&'a str>,
+    credential: &'a str,
+    endpoint: &'a str,
+    model: &'a str,
     attempts: u32,
     started: Instant,
     upstream: Duration,
+}
+
+impl Sent<'_> {
+    fn decorate(&self, h: &mut HeaderMap) {
+        decorate(
+            h,
+            self.credential,
+            self.endpoint,
+            self.model,
+            self.attempts,
+            self.started,
+            self.upstream,
+        );
+    }
+}
+
+/// The response's `content-type`, if it sent one.
+fn content_type(headers: &[(String, String)]) -> Option<&str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.as_str())
+}
+
+/// An upstream error that is the caller's answer (its own bad request, a content filter,
+/// a context overflow with no fallback): passed on when it is complete JSON (masked),
+/// otherwise Keyward's own valid error with the same status.
+fn pass_on_error(
+    api: Api,
+    status: u16,
+    headers: &[(String, String)],
+    read: &caller_bound::Read,
+    sent: &Sent<'_>,
+) -> Response<Body> {
+    match caller_bound::error_body(sent.mask, sent.token, status, content_type(headers), read) {
+        Ok(body) => passthrough(status, headers, body, sent),
+        Err(e) => {
+            warn!(credential = %sent.credential, status, "the upstream error body could not be passed on as it was (too large, cut or not JSON): answered with keyward's own error");
+            let mut r = e.response(api);
+            sent.decorate(r.headers_mut());
+            r
+        }
+    }
+}
+
+/// An upstream answer for the caller: `body` has been through [`caller_bound`] (complete,
+/// JSON, masked); of the headers only a few pass, and none that carries a secret.
+fn passthrough(
+    status: u16,
+    headers: &[(String, String)],
+    body: Bytes,
+    sent: &Sent<'_>,
 ) -> Response<Body> {
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -769,20 +876,15 @@ fn passthrough(
     ];
     for (k, v) in headers {
         if let Some(name) = KEPT.iter().find(|n| n.as_str().eq_ignore_ascii_case(k)) {
+            if sent.mask.contains_secret(v.as_bytes(), sent.token) {
+                continue;
+            }
             if let Ok(value) = HeaderValue::from_str(v) {
                 r.headers_mut().insert(name.clone(), value);
             }
         }
     }
-    decorate(
-        r.headers_mut(),
-        credential,
-        endpoint,
-        model,
-        attempts,
-        started,
-        upstream,
-    );
+    sent.decorate(r.headers_mut());
     r
 }
 
@@ -1111,6 +1213,9 @@ struct Pump {
     provider: keyward_core::classify::Provider,
     kind: CredentialKind,
     credential: Arc<str>,
+    /// The OAuth access token the stream was opened with (masked like the configured
+    /// secrets, which the gateway's mask holds).
+    token: Option<Arc<str>>,
 }
 
 impl Drop for Pump {
@@ -1127,8 +1232,15 @@ impl Drop for Pump {
 }
 
 impl Pump {
-    /// The next bytes for the caller, or `None` at the end.
+    /// The next bytes for the caller, or `None` at the end: whole events (a secret is
+    /// never split between two of them), masked.
     async fn next_bytes(&mut self) -> Option<Vec<u8>> {
+        let out = self.next_events().await?;
+        Some(self.gw.mask.mask_owned(out, self.token.as_deref()))
+    }
+
+    /// The next framed events, as upstream sent them.
+    async fn next_events(&mut self) -> Option<Vec<u8>> {
         if let Some(p) = self.prefix.take() {
             // Events already framed with the held ones may be waiting.
             let mut out = p;
@@ -1223,12 +1335,14 @@ impl Pump {
                     self.done_sent = true;
                 }
                 EventKind::Error => {
-                    // The provider's own in-band error, already in the caller's format.
-                    out.extend_from_slice(&piece.out);
+                    // The provider's own in-band error, already in the caller's format;
+                    // key shapes masked as in error bodies.
+                    let text = String::from_utf8_lossy(&piece.out);
+                    out.extend_from_slice(keyward_core::classify::mask_secrets(&text).as_bytes());
                     if self.framer.is_array() {
                         out.push(b']');
                     }
-                    let failure = classify(&Attempt {
+                    let mut failure = classify(&Attempt {
                         provider: self.provider,
                         credential: self.kind,
                         endpoint: keyward_core::classify::EndpointKind::Inference,
@@ -1239,6 +1353,7 @@ impl Pump {
                         body: &piece.out,
                         now: wall_clock(),
                     });
+                    self.gw.mask.scrub(&mut failure, self.token.as_deref());
                     if let Some(a) = self.attempt.take() {
                         record_failure(&self.gw, a, &failure, &self.route);
                     }

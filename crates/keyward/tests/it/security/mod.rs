@@ -6,3 +6,4 @@
 
 mod server_limits;
 mod state_file;
+mod upstream_bodies;
