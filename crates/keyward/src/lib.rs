@@ -8,21 +8,9 @@ pub mod config;
 pub mod demo;
 pub mod gateway;
 
-use keyward_core::health::{Clock, Timestamp};
+pub mod clock;
 
-/// The wall clock: the one place the gateway reads it.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    #[allow(clippy::disallowed_methods)]
-    fn now(&self) -> Timestamp {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        Timestamp(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-}
+pub use clock::SystemClock;
 
 /// Starts a gateway for `cfg` on `listener`, with its state file. Returns when `shutdown`
 /// resolves.
@@ -203,12 +191,7 @@ fn default_replica() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-#[allow(clippy::disallowed_methods)]
-pub(crate) fn seed() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_nanos() as u64)
-}
+pub(crate) use clock::seed;
 
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]

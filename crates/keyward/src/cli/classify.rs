@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::error::CliError;
+use keyward::clock::wall_clock;
 
 /// Longest JSON Lines input line accepted (bodies of several MB fit).
 const MAX_LINE: usize = 64 * 1024 * 1024;
@@ -79,12 +80,6 @@ pub fn run(args: ClassifyArgs) -> Result<ExitCode, CliError> {
         return Ok(ExitCode::SUCCESS);
     }
     single(&args)
-}
-
-/// The wall clock, read once at the edge; the classifier itself takes time as input.
-#[allow(clippy::disallowed_methods)]
-fn wall_clock() -> SystemTime {
-    SystemTime::now()
 }
 
 fn single(args: &ClassifyArgs) -> Result<ExitCode, CliError> {

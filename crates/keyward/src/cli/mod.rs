@@ -3,7 +3,7 @@
 mod check;
 mod classify;
 mod credentials;
-mod gateway;
+mod serve;
 #[cfg(feature = "sim")]
 mod simulated;
 mod state;
@@ -38,7 +38,7 @@ enum Command {
     /// Take a credential out of rotation until it is reset.
     Disable(state::DisableArgs),
     /// Run the gateway.
-    Serve(gateway::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Probe every configured credential now and print what each can do; exits 1 if any
     /// is unusable (a deploy gate). `--deep` adds a one-token request per routed model.
     Check(check::CheckArgs),
@@ -47,7 +47,7 @@ enum Command {
     Credentials(credentials::CredentialsCommand),
     /// Work with config files.
     #[command(subcommand)]
-    Config(gateway::ConfigCommand),
+    Config(serve::ConfigCommand),
     /// Run the simulated provider (for trying Keyward without real keys).
     #[cfg(feature = "sim")]
     Sim(simulated::SimArgs),
@@ -65,9 +65,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::History(args) => state::history(args),
         Command::Reset(args) => state::reset(args),
         Command::Disable(args) => state::disable(args),
-        Command::Serve(args) => gateway::serve(args),
+        Command::Serve(args) => serve::serve(args),
         Command::Check(args) => check::run(args),
-        Command::Config(cmd) => gateway::config(cmd),
+        Command::Config(cmd) => serve::config(cmd),
         Command::Credentials(cmd) => credentials::run(cmd),
         #[cfg(feature = "sim")]
         Command::Sim(args) => simulated::sim(args),

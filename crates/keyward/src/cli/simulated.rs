@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::gateway::runtime;
+use super::serve::runtime;
 use crate::error::CliError;
 
 #[derive(Debug, Args)]

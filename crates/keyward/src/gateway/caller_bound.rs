@@ -39,7 +39,7 @@ use keyward_core::classify::{
     classify, mask_secrets, Attempt, CredentialKind, Failure, Phase, Provider, TransportError,
 };
 
-use super::native::{bounded, CallerError};
+use super::caller_error::{bounded, CallerError};
 
 /// What a masked secret becomes in a caller-bound body: nothing of the secret is kept.
 pub const MASK: &str = "…[masked]";

@@ -13,7 +13,7 @@
 //!    and `stream` flag are read without re-encoding it (400 if it is not valid JSON);
 //! 4. the model's route is resolved (404 listing the routes if unknown); refused keys
 //!    and unrouted models are counted and logged by [`refusals`];
-//! 5. [`proxy::serve`] runs the failover loop: candidates from the health engine, each
+//! 5. [`failover::serve`] runs the failover loop: candidates from the health engine, each
 //!    attempt admitted, sent with only its `model` spliced, classified, recorded; streams
 //!    are held until their first content event, then pumped to the terminal event;
 //!    every upstream body reaches the caller only through [`caller_bound`]: read whole
@@ -27,17 +27,21 @@
 //! only.
 
 pub mod admin;
+pub mod answer;
+mod attempt;
 pub mod body_budget;
 pub mod caller_bound;
+pub mod caller_error;
+pub mod failover;
 pub mod listener;
-pub mod live;
 pub mod metrics;
-pub mod native;
 pub mod oauth;
 pub mod prober;
-pub mod proxy;
 pub mod refusals;
+pub mod reload;
+mod stream;
 pub mod upstream;
+mod verdict;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -59,8 +63,8 @@ use serde_json::json;
 use tracing::Instrument as _;
 
 use crate::config::{Config, Credential, Detail, Route};
-pub use live::Live;
-use native::CallerError;
+use caller_error::CallerError;
+pub use reload::Live;
 use upstream::{GeminiCall, Inbound};
 
 /// Everything a request needs, shared.
@@ -563,7 +567,7 @@ async fn gemini(
         other => {
             return CallerError::bad_request(format!(
                 "keyward: unsupported Gemini method {:?}; use generateContent or streamGenerateContent",
-                native::bounded(other, native::MAX_QUOTED_CHARS)
+                caller_error::bounded(other, caller_error::MAX_QUOTED_CHARS)
             ))
             .response(Api::Gemini);
         }
@@ -723,7 +727,7 @@ async fn handle(
     let id = request_id();
     let span =
         tracing::info_span!("request", id = %id, route = %route_name, gateway_key = %key_name);
-    let mut r = proxy::serve(
+    let mut r = failover::serve(
         gw.clone(),
         inbound,
         Prepared {
@@ -745,26 +749,26 @@ async fn handle(
         let header =
             |name: axum::http::HeaderName| r.headers().get(name).and_then(|v| v.to_str().ok());
         // An answer the gateway built itself carries its cost as an extension.
-        let built = r.extensions().get::<proxy::AttemptInfo>();
+        let built = r.extensions().get::<answer::AttemptInfo>();
         let attempts = built.map_or_else(
-            || header(proxy::X_KEYWARD_ATTEMPTS).unwrap_or("0").to_owned(),
+            || header(answer::X_KEYWARD_ATTEMPTS).unwrap_or("0").to_owned(),
             |b| b.attempts.to_string(),
         );
         let credential = built
             .and_then(|b| b.credential.as_deref())
-            .or_else(|| header(proxy::X_KEYWARD_CREDENTIAL))
+            .or_else(|| header(answer::X_KEYWARD_CREDENTIAL))
             .unwrap_or("-");
         tracing::info!(
             status = r.status().as_u16(),
             attempts = %attempts,
             credential = %credential,
-            timing = header(proxy::SERVER_TIMING).unwrap_or("-"),
+            timing = header(answer::SERVER_TIMING).unwrap_or("-"),
             stream,
             "request answered"
         );
     });
     if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
-        r.headers_mut().insert(proxy::X_KEYWARD_REQUEST_ID, v);
+        r.headers_mut().insert(answer::X_KEYWARD_REQUEST_ID, v);
     }
     r
 }
@@ -804,9 +808,9 @@ fn count_request(gw: &Gateway, route: &Arc<str>, key: &Arc<str>, r: &Response<Bo
         .inc();
     let header = |name: axum::http::HeaderName| r.headers().get(name).and_then(|v| v.to_str().ok());
     let label = m.route(route);
-    let attempts = match r.extensions().get::<proxy::AttemptInfo>() {
+    let attempts = match r.extensions().get::<answer::AttemptInfo>() {
         Some(b) => Some(f64::from(b.attempts)),
-        None => header(proxy::X_KEYWARD_ATTEMPTS).and_then(|v| v.parse::<f64>().ok()),
+        None => header(answer::X_KEYWARD_ATTEMPTS).and_then(|v| v.parse::<f64>().ok()),
     };
     if let Some(n) = attempts {
         m.attempts_per_request.get_or_create(&label).observe(n);
@@ -814,7 +818,7 @@ fn count_request(gw: &Gateway, route: &Arc<str>, key: &Arc<str>, r: &Response<Bo
             m.failovers.get_or_create(&label).inc();
         }
     }
-    if let Some(ms) = header(proxy::SERVER_TIMING)
+    if let Some(ms) = header(answer::SERVER_TIMING)
         .and_then(|v| v.strip_prefix("gateway;dur="))
         .and_then(|v| v.split(',').next())
         .and_then(|v| v.trim().parse::<f64>().ok())

@@ -41,6 +41,7 @@ use tracing::{info, warn};
 use crate::config::{Credential, OAuthConfig, TokenStyle};
 
 use super::metrics::{CredentialOutcome, Metrics};
+use crate::clock::wall_clock;
 
 /// A token this close to expiry is refreshed before use, even if the background task
 /// has not got to it.
@@ -781,9 +782,4 @@ fn set(
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-#[allow(clippy::disallowed_methods)]
-fn wall_clock() -> std::time::SystemTime {
-    std::time::SystemTime::now()
 }

@@ -12,6 +12,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::{upstream, Gateway, Live};
+use crate::clock::wall_clock;
 
 /// Fleet mode: a probe's lease outlives the probe and its control call.
 const PROBE_LEASE: Duration = Duration::from_secs(30);
@@ -325,7 +326,7 @@ pub async fn check(
                 .map(|v| (k.as_str().to_owned(), v.to_owned()))
         })
         .collect();
-    let body = super::proxy::read_limited(resp, MAX_PROBE_BODY, gw.cfg.timeouts.idle).await;
+    let body = super::verdict::read_limited(resp, MAX_PROBE_BODY, gw.cfg.timeouts.idle).await;
     let h: Vec<(&str, &str)> = headers
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -341,9 +342,4 @@ pub async fn check(
         body: &body,
         now: wall_clock(),
     })))
-}
-
-#[allow(clippy::disallowed_methods)]
-fn wall_clock() -> std::time::SystemTime {
-    std::time::SystemTime::now()
 }

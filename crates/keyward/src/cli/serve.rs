@@ -1,4 +1,4 @@
-//! `keyward serve`, `keyward config check`, `keyward sim`, `keyward demo`.
+//! `keyward serve` and `keyward config check`: loading a config and running the gateway on it.
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -1,0 +1,527 @@
+//! One attempt on one candidate, for the failover loop: admitted by the health engine,
+//! sent upstream, its answer read (whole and checked for a body, held until the first
+//! content event for a stream) and classified, the verdict recorded — and a [`Step`] that
+//! says what the loop does next.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use keyward_core::classify::{Class, Failure, Phase, Scope, TransportError};
+use keyward_core::health::engine::FailureAdvice;
+use keyward_core::health::{AttemptScope, Candidate, RouteSpec, TargetSpec};
+use keyward_wire::{splice, usage};
+use tracing::{info, warn};
+
+use super::answer::{decorate, pass_on_error, passthrough, Sent};
+use super::caller_bound;
+use super::failover::{Failover, Step};
+use super::stream::{hold_stream, stream_response, Framer, Held, Pump};
+use super::upstream::{self, Inbound};
+use super::verdict::{
+    carries_error, content_type, header_pairs, headroom, transport_kind, Verdicts,
+};
+use super::Gateway;
+use crate::clock::stopwatch;
+use crate::config::{Credential, Endpoint, Timeouts};
+
+/// Most bytes of an upstream error body read for classification.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// An attempt on its way: what it was sent with.
+struct Sending<'a> {
+    gw: &'a Gateway,
+    cred: &'a Credential,
+    /// The key, or the OAuth access token this attempt sent.
+    secret: &'a Arc<str>,
+    target: &'a TargetSpec,
+    endpoint: &'a Endpoint,
+    timeouts: Timeouts,
+    attempt_no: u32,
+    sent: Instant,
+}
+
+impl<'a> Sending<'a> {
+    fn verdicts(&self) -> Verdicts<'a> {
+        Verdicts {
+            mask: &self.gw.mask,
+            provider: self.endpoint.provider,
+            credential: self.cred.kind,
+            token: self.token(),
+        }
+    }
+
+    /// A rotating OAuth access token (not in the configuration's mask).
+    fn token(&self) -> Option<&'a str> {
+        let secret: &'a Arc<str> = self.secret;
+        self.cred.secret.is_none().then_some(&**secret)
+    }
+
+    fn answer<'s>(&'s self, f: &'s Failover) -> Sent<'s> {
+        Sent {
+            mask: &self.gw.mask,
+            token: self.token(),
+            credential: &self.cred.id,
+            endpoint: &self.target.endpoint,
+            model: &self.target.model,
+            attempts: self.attempt_no,
+            started: f.started,
+            upstream: f.upstream_time,
+        }
+    }
+}
+
+impl Failover {
+    /// Tries candidate `cand` of `spec` (the request's `attempt_no`th attempt).
+    pub(super) async fn attempt(
+        &mut self,
+        spec: &RouteSpec,
+        cand: Candidate,
+        attempt_no: u32,
+    ) -> Step {
+        let gw = self.gw.clone();
+        let Some(attempt) = gw.engine.admit(spec, &cand, &self.req_spec) else {
+            return Step::Next;
+        };
+        let target = &spec.targets[cand.target];
+        let Some((cred, endpoint)) = self.servable(&gw, spec, cand.target, &attempt) else {
+            return Step::Next;
+        };
+        // A key needs no await; an OAuth token's lookup (and refresh) is boxed so its
+        // large state is not part of every request's future.
+        let secret = match &cred.secret {
+            Some(s) => Ok(s.shared()),
+            None => Box::pin(gw.auth(&cred)).await,
+        };
+        let secret = match secret {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(credential = %cred.id, reason = %e, "skipped candidate: no usable OAuth token");
+                return Step::Next;
+            }
+        };
+        let Some(req) = self.request(&gw, cand.target, target, endpoint, &cred, &secret) else {
+            return Step::Next;
+        };
+        // The health spec is built from the route's targets in order.
+        let timeouts = self
+            .route
+            .targets
+            .get(cand.target)
+            .map_or(self.route.timeouts, |t| t.timeouts);
+        let s = Sending {
+            gw: &gw,
+            cred: &cred,
+            secret: &secret,
+            target,
+            endpoint,
+            timeouts,
+            attempt_no,
+            sent: stopwatch(),
+        };
+        let headers_by = (tokio::time::Instant::now() + timeouts.headers).min(self.deadline_at);
+        let resp = match tokio::time::timeout_at(headers_by, gw.client.send(req)).await {
+            Ok(Ok(r)) => r,
+            outcome => {
+                let e = match outcome {
+                    Ok(Err(e)) => transport_kind(&e),
+                    _ => TransportError::Timeout,
+                };
+                self.upstream_time += s.sent.elapsed();
+                let failure = s.verdicts().transport(e);
+                return self.retry_or_fail_over(&s, attempt, failure, false);
+            }
+        };
+        if resp.status().as_u16() >= 400 {
+            self.on_error_status(&s, attempt, resp).await
+        } else if !self.prep.stream {
+            self.on_body(&s, attempt, resp).await
+        } else {
+            self.on_stream(&s, attempt, resp).await
+        }
+    }
+
+    /// The admitted candidate's credential and endpoint, if its target may serve this
+    /// request; `None` skips it (the attempt is handed back when dropped).
+    fn servable<'g>(
+        &self,
+        gw: &'g Gateway,
+        spec: &RouteSpec,
+        target_index: usize,
+        attempt: &AttemptScope,
+    ) -> Option<(Arc<Credential>, &'g Endpoint)> {
+        let target = spec.targets.get(target_index)?;
+        // Embeddings never fall back to another model (vectors would not compare).
+        if self.inbound == Inbound::Embeddings
+            && spec
+                .targets
+                .first()
+                .is_some_and(|t| t.model != target.model)
+        {
+            return None;
+        }
+        let cred = gw.credential(&attempt.credential())?;
+        let endpoint = gw.cfg.endpoints.get(&target.endpoint)?;
+        // A target serves only the inbound APIs its provider speaks, and those its
+        // configuration allows (a Codex token: the Responses API only).
+        let allowed = self
+            .route
+            .targets
+            .get(target_index)
+            .and_then(|t| t.apis.as_ref())
+            .is_none_or(|apis| apis.contains(&self.inbound.name()));
+        if !self.inbound.served_by(endpoint.provider) || !allowed {
+            info!(credential = %cred.id, target = %target.endpoint, api = self.inbound.name(), "skipped candidate: its target does not serve this API");
+            return None;
+        }
+        Some((cred, endpoint))
+    }
+
+    /// The upstream request for this candidate: only the body's `model` value rewritten
+    /// (Gemini names it in the URL instead), the credential's auth, the caller's protocol
+    /// headers. `None` (logged) skips the candidate.
+    fn request(
+        &self,
+        gw: &Gateway,
+        target_index: usize,
+        target: &TargetSpec,
+        endpoint: &Endpoint,
+        cred: &Credential,
+        secret: &Arc<str>,
+    ) -> Option<axum::http::Request<http_body_util::Full<Bytes>>> {
+        let body = match &self.prep.model_at {
+            Some(at) => splice::replace_at(&self.prep.body, at.clone(), &target.model)
+                .unwrap_or_else(|_| self.prep.body.to_vec()),
+            None => self.prep.body.to_vec(),
+        };
+        let Some(url) = gw.upstream_url(
+            &self.route.name,
+            target_index,
+            self.inbound,
+            endpoint,
+            &target.model,
+        ) else {
+            warn!(credential = %cred.id, target = %target.endpoint, "skipped candidate: its upstream URL does not parse");
+            return None;
+        };
+        match upstream::request(
+            axum::http::Method::POST,
+            url,
+            endpoint,
+            (cred.kind, secret),
+            Some(&self.caller),
+            Some(body),
+        ) {
+            Ok(req) => Some(req),
+            Err(e) => {
+                warn!(credential = %cred.id, reason = %e, "skipped candidate");
+                None
+            }
+        }
+    }
+
+    /// An error status. An OAuth access token the provider rejects gets one refresh and
+    /// a retry; the caller's own error (and a content filter) is the answer; a context
+    /// overflow goes to the larger-context route if there is one; anything else fails
+    /// over (after the policy's one retry of the same target, within the retry budget).
+    async fn on_error_status(
+        &mut self,
+        s: &Sending<'_>,
+        attempt: AttemptScope,
+        resp: upstream::Response,
+    ) -> Step {
+        let status = resp.status().as_u16();
+        let headers = header_pairs(resp.headers());
+        let read =
+            caller_bound::read_body(resp, MAX_ERROR_BODY, s.timeouts.idle, self.deadline_at).await;
+        self.upstream_time += s.sent.elapsed();
+        let failure = s
+            .verdicts()
+            .of(Some(status), &headers, &read.body, None, Phase::Headers);
+        if let Some(step) = self.refresh_rejected_token(s, &attempt, &failure).await {
+            return step;
+        }
+        let advice = record_failure(s.gw, attempt, &failure, &self.route.name);
+        match (failure.class, failure.scope) {
+            // The caller's own request: return the provider's answer as it is.
+            (Class::BadRequest, Scope::Request) | (Class::ContentFilter, _)
+                if !self.failed_before() =>
+            {
+                return Step::Answer(pass_on_error(
+                    self.api,
+                    status,
+                    &headers,
+                    &read,
+                    &s.answer(self),
+                ));
+            }
+            (Class::ContextOverflow, _) => {
+                if let (Some(next), false) = (
+                    self.route.context_fallback.clone(),
+                    self.switched_for_context,
+                ) {
+                    if let Some(r) = s.gw.route(&next) {
+                        info!(route = %self.route.name, fallback = %next, "context overflow: routing to the larger-context fallback");
+                        self.switched_for_context = true;
+                        self.note(failure, &s.cred.id);
+                        return Step::Reroute(r);
+                    }
+                }
+                return Step::Answer(pass_on_error(
+                    self.api,
+                    status,
+                    &headers,
+                    &read,
+                    &s.answer(self),
+                ));
+            }
+            _ => {}
+        }
+        self.after_failure(s, advice, failure, true)
+    }
+
+    /// An OAuth access token the provider rejects (expired, or revoked with its session):
+    /// no verdict yet. Refresh (once per request; one refresh per credential however many
+    /// requests see it) and retry on the same credential. The token endpoint's answer is
+    /// definitive for the grant (`invalid_grant` disables it with a "log in again"
+    /// remedy); only a rejection of a freshly refreshed token counts against the
+    /// credential. `None`: not such a case.
+    async fn refresh_rejected_token(
+        &mut self,
+        s: &Sending<'_>,
+        attempt: &AttemptScope,
+        failure: &Failure,
+    ) -> Option<Step> {
+        let cfg = s.cred.oauth.as_ref()?;
+        let gw = s.gw;
+        let cred = s.cred;
+        // "Expired" is always worth one refresh per token; any other rejection of a token
+        // issued moments ago is a verdict (or an incident).
+        let worth = failure.class == Class::AuthTransient
+            || gw
+                .oauth
+                .worth_refreshing(&cred.id, s.secret, gw.engine.now());
+        if !matches!(failure.class, Class::AuthTransient | Class::AuthPermanent)
+            || self.refreshed
+            || !worth
+        {
+            return None;
+        }
+        self.refreshed = true;
+        gw.metrics.attempt(&cred.id, failure.class.as_str());
+        let _ = attempt;
+        // Still evidence for a provider-wide incident; during one, refreshing is
+        // pointless: fail over.
+        if gw.engine.note_auth_rejection(&cred.id) {
+            info!(credential = %cred.id, "access token rejected during a provider auth incident: failing over without a refresh");
+            self.note(failure.clone(), &cred.id);
+            return Some(Step::Next);
+        }
+        let cred_arc = gw.credential(&cred.id)?;
+        let outcome = Box::pin(
+            gw.oauth
+                .refresh_after_rejection(&cred_arc, cfg, &gw.engine, s.secret),
+        )
+        .await;
+        self.note(failure.clone(), &cred.id);
+        Some(match outcome {
+            Ok(_) => {
+                info!(credential = %cred.id, "access token rejected as expired: refreshed, retrying");
+                Step::Again
+            }
+            Err(e) => {
+                warn!(credential = %cred.id, reason = %e, "access token rejected and the refresh failed: failing over");
+                Step::Next
+            }
+        })
+    }
+
+    /// A success status, not streamed: nothing is sent unless the body is whole, JSON,
+    /// masked, and not an error in disguise.
+    async fn on_body(
+        &mut self,
+        s: &Sending<'_>,
+        attempt: AttemptScope,
+        resp: upstream::Response,
+    ) -> Step {
+        let status = resp.status().as_u16();
+        let headers = header_pairs(resp.headers());
+        let headroom = headroom(&headers);
+        let read = caller_bound::read_body(
+            resp,
+            s.gw.cfg.limits.max_body_bytes,
+            s.timeouts.idle,
+            self.deadline_at,
+        )
+        .await;
+        self.upstream_time += s.sent.elapsed();
+        // A truncated, stalled, oversized or HTML "success" is a failure of this attempt.
+        let body = match caller_bound::success_body(
+            &s.gw.mask,
+            s.token(),
+            status,
+            content_type(&headers),
+            &read,
+        ) {
+            Ok(std::borrow::Cow::Borrowed(_)) => read.body.clone(),
+            Ok(std::borrow::Cow::Owned(masked)) => Bytes::from(masked),
+            Err(defect) => {
+                let failure = defect.failure(s.endpoint.provider, s.cred.kind);
+                return self.fail_over(s, attempt, failure);
+            }
+        };
+        if carries_error(&body) {
+            let failure = s
+                .verdicts()
+                .of(Some(status), &headers, &body, None, Phase::Headers);
+            return self.fail_over(s, attempt, failure);
+        }
+        s.gw.metrics.attempt(&s.cred.id, "ok");
+        if let Some(u) = usage::usage(&body) {
+            s.gw.metrics
+                .tokens(&s.cred.id, &self.route.name, &self.prep.gateway_key, u);
+        }
+        s.gw.engine.record_success(attempt, headroom);
+        Step::Answer(passthrough(status, &headers, body, &s.answer(self)))
+    }
+
+    /// A success status, streamed: held until its first content event (failover is
+    /// invisible until then), then committed.
+    async fn on_stream(
+        &mut self,
+        s: &Sending<'_>,
+        attempt: AttemptScope,
+        resp: upstream::Response,
+    ) -> Step {
+        let status = resp.status().as_u16();
+        let headers = header_pairs(resp.headers());
+        let headroom = headroom(&headers);
+        let framer = Framer::for_inbound(self.inbound, s.gw.cfg.limits.max_event_bytes);
+        match hold_stream(resp, self.api, framer, s.timeouts.first_token).await {
+            Held::Failed {
+                status_hint,
+                bytes,
+                transport,
+                phase,
+            } => {
+                self.upstream_time += s.sent.elapsed();
+                let failure = s.verdicts().of(
+                    status_hint.or(Some(status)),
+                    &headers,
+                    &bytes,
+                    transport,
+                    phase,
+                );
+                self.fail_over(s, attempt, failure)
+            }
+            Held::Committed {
+                prefix,
+                terminal,
+                rest,
+                framer,
+            } => {
+                self.upstream_time += s.sent.elapsed();
+                let mut r = stream_response(Pump {
+                    gw: self.gw.clone(),
+                    api: self.api,
+                    prefix: Some(prefix),
+                    rest,
+                    framer,
+                    idle: s.timeouts.idle,
+                    attempt: Some(attempt),
+                    headroom,
+                    terminal,
+                    done_sent: false,
+                    finished: false,
+                    route: self.route.name.clone(),
+                    gateway_key: self.prep.gateway_key.clone(),
+                    provider: s.endpoint.provider,
+                    kind: s.cred.kind,
+                    credential: s.cred.id.clone(),
+                    token: s.cred.secret.is_none().then(|| s.secret.clone()),
+                });
+                decorate(
+                    r.headers_mut(),
+                    &s.cred.id,
+                    &s.target.endpoint,
+                    &s.target.model,
+                    s.attempt_no,
+                    self.started,
+                    self.upstream_time,
+                );
+                Step::Answer(r)
+            }
+        }
+    }
+
+    /// A failure that moves on to the next candidate.
+    fn fail_over(&mut self, s: &Sending<'_>, attempt: AttemptScope, failure: Failure) -> Step {
+        record_failure(s.gw, attempt, &failure, &self.route.name);
+        self.note(failure, &s.cred.id);
+        Step::Next
+    }
+
+    /// A failure after which the policy may allow one retry of the same target.
+    fn retry_or_fail_over(
+        &mut self,
+        s: &Sending<'_>,
+        attempt: AttemptScope,
+        failure: Failure,
+        spend_on_transient: bool,
+    ) -> Step {
+        let advice = record_failure(s.gw, attempt, &failure, &self.route.name);
+        self.after_failure(s, advice, failure, spend_on_transient)
+    }
+
+    /// The policy's one retry of the same target (within the gateway's retry budget);
+    /// otherwise the next candidate — unless a transient failure finds the retry budget
+    /// spent, which stops failing over (a storm must not multiply load).
+    fn after_failure(
+        &mut self,
+        s: &Sending<'_>,
+        advice: FailureAdvice,
+        failure: Failure,
+        spend_on_transient: bool,
+    ) -> Step {
+        let transient = matches!(
+            failure.class,
+            Class::Overloaded
+                | Class::ServerError
+                | Class::Timeout
+                | Class::Network
+                | Class::RateLimit
+        );
+        self.note(failure, &s.cred.id);
+        if advice.retry_same && !self.retried_same && s.gw.spend_retry() {
+            self.retried_same = true;
+            return Step::Again;
+        }
+        if spend_on_transient && transient && !s.gw.spend_retry() {
+            warn!(route = %self.route.name, "retry budget exhausted: not failing over further");
+            return Step::Stop;
+        }
+        Step::Next
+    }
+}
+
+/// Records a failed attempt: the metric, the decision line, the health engine's verdict.
+pub(super) fn record_failure(
+    gw: &Gateway,
+    attempt: AttemptScope,
+    failure: &Failure,
+    route: &str,
+) -> FailureAdvice {
+    let credential = attempt.credential();
+    gw.metrics.attempt(&credential, failure.class.as_str());
+    info!(
+        route,
+        credential = %credential,
+        class = failure.class.as_str(),
+        scope = failure.scope.as_str(),
+        confidence = failure.confidence.as_str(),
+        status = failure.evidence.status,
+        why = %failure.explanation,
+        "candidate failed"
+    );
+    gw.engine.record_failure(attempt, failure)
+}

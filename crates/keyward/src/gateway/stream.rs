@@ -1,0 +1,518 @@
+//! A streamed answer: held until its first content event (failover stays invisible until
+//! then), then pumped to the caller event by event, with the idle limit, usage counted at
+//! the end, and an in-band error in the caller's format — never a silent truncation — if
+//! the upstream stream is cut, stalls or ends without its terminal event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Response, StatusCode};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::BodyDataStream;
+use keyward_core::classify::{CredentialKind, Phase, TransportError};
+use keyward_core::health::{AttemptScope, Headroom};
+use keyward_wire::json_stream::{JsonArrayFramer, JsonItem};
+use keyward_wire::sse::SseFramer;
+use keyward_wire::stream::{gemini_element, inspect_sse, Api, EventKind};
+use keyward_wire::usage::{self, Usage};
+use tracing::warn;
+use tracing::Instrument as _;
+
+use super::attempt::record_failure;
+use super::caller_error::CallerError;
+use super::upstream::{self, Inbound};
+use super::verdict::Verdicts;
+use super::Gateway;
+
+/// Splits an upstream stream into events: SSE events, or the elements of a Gemini
+/// JSON-array stream (whose brackets and commas are rebuilt on the way out).
+/// A stream's framer, and the token usage its events reported so far.
+pub(super) struct Framer {
+    kind: FramerKind,
+    usage: Usage,
+}
+
+enum FramerKind {
+    Sse(SseFramer),
+    Array {
+        framer: JsonArrayFramer,
+        started: bool,
+        closed: bool,
+    },
+}
+
+/// One framed piece: the bytes to forward and what it means.
+struct Piece {
+    out: Vec<u8>,
+    kind: EventKind,
+}
+
+impl Framer {
+    pub(super) fn for_inbound(inbound: Inbound, max_event: usize) -> Framer {
+        match inbound {
+            Inbound::Gemini(call) if !call.sse => Framer {
+                kind: FramerKind::Array {
+                    framer: JsonArrayFramer::new(max_event),
+                    started: false,
+                    closed: false,
+                },
+                usage: Usage::default(),
+            },
+            _ => Framer {
+                kind: FramerKind::Sse(SseFramer::new(max_event)),
+                usage: Usage::default(),
+            },
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        match &mut self.kind {
+            FramerKind::Sse(f) => f.push(chunk),
+            FramerKind::Array { framer, .. } => framer.push(chunk),
+        }
+    }
+
+    /// The next piece; `Err` when an event exceeds its size bound.
+    fn next(&mut self, api: Api) -> Option<Result<Piece, ()>> {
+        let usage = &mut self.usage;
+        match &mut self.kind {
+            FramerKind::Sse(f) => f.next_event().map(|e| {
+                e.map(|ev| {
+                    if let Some(u) = usage::usage(&ev.data) {
+                        *usage = usage.max(u);
+                    }
+                    Piece {
+                        kind: inspect_sse(api, &ev),
+                        out: ev.raw,
+                    }
+                })
+                .map_err(|_| ())
+            }),
+            FramerKind::Array {
+                framer,
+                started,
+                closed,
+            } => framer.next_item().map(|item| match item {
+                Ok(JsonItem::Element(el)) => {
+                    if let Some(u) = usage::usage(&el) {
+                        *usage = usage.max(u);
+                    }
+                    let kind = gemini_element(&el);
+                    let mut out = if *started {
+                        b",\r\n".to_vec()
+                    } else {
+                        b"[".to_vec()
+                    };
+                    *started = true;
+                    out.extend_from_slice(&el);
+                    Ok(Piece { out, kind })
+                }
+                Ok(JsonItem::End) => {
+                    *closed = true;
+                    let out = if *started {
+                        b"]".to_vec()
+                    } else {
+                        b"[]".to_vec()
+                    };
+                    *started = true;
+                    Ok(Piece {
+                        out,
+                        kind: EventKind::Done,
+                    })
+                }
+                Err(_) => Err(()),
+            }),
+        }
+    }
+
+    /// What an unfinished stream left behind (for classification).
+    fn finish(&mut self) -> Vec<u8> {
+        match &mut self.kind {
+            FramerKind::Sse(f) => f.finish().unwrap_or_default(),
+            FramerKind::Array { framer, .. } => framer.finish().unwrap_or_default(),
+        }
+    }
+
+    /// The caller's native in-band error, completing the wire format.
+    fn error_tail(&self, e: &CallerError, api: Api) -> Vec<u8> {
+        match &self.kind {
+            FramerKind::Sse(_) => e.stream_event(api),
+            FramerKind::Array { started, .. } => {
+                let mut out = if *started {
+                    b",\r\n".to_vec()
+                } else {
+                    b"[".to_vec()
+                };
+                out.extend(e.json_object());
+                out.push(b']');
+                out
+            }
+        }
+    }
+
+    /// What completes a stream whose terminal event came but whose wire format did not
+    /// close (`[DONE]` for Chat Completions, `]` for a Gemini array).
+    fn closing(&self, api: Api, done_sent: bool) -> Vec<u8> {
+        match &self.kind {
+            FramerKind::Array { closed: false, .. } => b"]".to_vec(),
+            FramerKind::Sse(_) if api == Api::ChatCompletions && !done_sent => {
+                b"data: [DONE]\n\n".to_vec()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn is_array(&self) -> bool {
+        matches!(self.kind, FramerKind::Array { .. })
+    }
+}
+
+/// An upstream body's remaining bytes, as they arrive.
+type Rest = futures_util::stream::BoxStream<'static, Result<Bytes, hyper::Error>>;
+
+pub(super) enum Held {
+    /// The stream committed: its held bytes (preamble and first content) and the rest.
+    Committed {
+        prefix: Vec<u8>,
+        terminal: bool,
+        rest: Rest,
+        framer: Framer,
+    },
+    /// It failed before any content: what to classify.
+    Failed {
+        status_hint: Option<u16>,
+        bytes: Vec<u8>,
+        transport: Option<TransportError>,
+        phase: Phase,
+    },
+}
+
+/// Reads a stream until its first content event, under the time-to-first-content limit.
+/// Preamble events (`message_start`, pings, role-only chunks) are held, not sent.
+pub(super) async fn hold_stream(
+    resp: upstream::Response,
+    api: Api,
+    mut framer: Framer,
+    first_token: Duration,
+) -> Held {
+    let mut rest: Rest = BodyDataStream::new(resp.into_body()).boxed();
+    let mut held: Vec<u8> = Vec::new();
+    let limit = tokio::time::Instant::now() + first_token;
+    loop {
+        let next = match tokio::time::timeout_at(limit, rest.next()).await {
+            Err(_) => {
+                return Held::Failed {
+                    status_hint: None,
+                    bytes: Vec::new(),
+                    transport: Some(TransportError::Timeout),
+                    phase: Phase::Headers,
+                }
+            }
+            Ok(n) => n,
+        };
+        match next {
+            None | Some(Err(_)) => {
+                // Ended (or cut) before any content.
+                held.extend(framer.finish());
+                let transport = if matches!(next, Some(Err(_))) {
+                    Some(TransportError::Reset)
+                } else {
+                    None
+                };
+                return Held::Failed {
+                    status_hint: None,
+                    bytes: held,
+                    transport,
+                    phase: Phase::MidStream,
+                };
+            }
+            Some(Ok(chunk)) => {
+                framer.push(&chunk);
+                while let Some(piece) = framer.next(api) {
+                    let Ok(piece) = piece else {
+                        return Held::Failed {
+                            status_hint: None,
+                            bytes: held,
+                            transport: Some(TransportError::Reset),
+                            phase: Phase::MidStream,
+                        };
+                    };
+                    match piece.kind {
+                        EventKind::Content | EventKind::Terminal => {
+                            let terminal = piece.kind == EventKind::Terminal;
+                            held.extend_from_slice(&piece.out);
+                            return Held::Committed {
+                                prefix: held,
+                                terminal,
+                                rest,
+                                framer,
+                            };
+                        }
+                        EventKind::Error => {
+                            let bytes = if framer.is_array() {
+                                piece.out.get(1..).map(<[u8]>::to_vec).unwrap_or_default()
+                            } else {
+                                piece.out
+                            };
+                            return Held::Failed {
+                                status_hint: None,
+                                bytes,
+                                transport: None,
+                                phase: Phase::MidStream,
+                            };
+                        }
+                        // An array that closed before any content.
+                        EventKind::Done if framer.is_array() => {
+                            return Held::Failed {
+                                status_hint: None,
+                                bytes: held,
+                                transport: None,
+                                phase: Phase::MidStream,
+                            };
+                        }
+                        EventKind::Malformed => {}
+                        EventKind::Other | EventKind::Done => held.extend_from_slice(&piece.out),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How long a stream whose terminal event came may keep its connection open for trailers
+/// (a usage chunk, `[DONE]`) before the gateway completes it itself.
+const TERMINAL_GRACE: Duration = Duration::from_secs(2);
+
+/// A committed stream: forwarded event by event, judged by its terminal event. It reads
+/// upstream only when the caller's connection takes more bytes: a slow reader gets
+/// backpressure, never an unbounded buffer.
+pub(super) struct Pump {
+    pub(super) gw: Arc<Gateway>,
+    pub(super) api: Api,
+    pub(super) prefix: Option<Vec<u8>>,
+    pub(super) rest: Rest,
+    pub(super) framer: Framer,
+    pub(super) idle: Duration,
+    pub(super) attempt: Option<AttemptScope>,
+    pub(super) headroom: Option<Headroom>,
+    pub(super) terminal: bool,
+    pub(super) done_sent: bool,
+    pub(super) finished: bool,
+    pub(super) route: Arc<str>,
+    pub(super) gateway_key: Arc<str>,
+    pub(super) provider: keyward_core::classify::Provider,
+    pub(super) kind: CredentialKind,
+    pub(super) credential: Arc<str>,
+    /// The OAuth access token the stream was opened with (masked like the configured
+    /// secrets, which the gateway's mask holds).
+    pub(super) token: Option<Arc<str>>,
+}
+
+impl Drop for Pump {
+    /// However the stream ended (complete, broken, or the caller gone), the tokens its
+    /// events reported were used.
+    fn drop(&mut self) {
+        self.gw.metrics.tokens(
+            &self.credential,
+            &self.route,
+            &self.gateway_key,
+            self.framer.usage,
+        );
+    }
+}
+
+impl Pump {
+    /// The next bytes for the caller, or `None` at the end: whole events (a secret is
+    /// never split between two of them), masked.
+    async fn next_bytes(&mut self) -> Option<Vec<u8>> {
+        let out = self.next_events().await?;
+        Some(self.gw.mask.mask_owned(out, self.token.as_deref()))
+    }
+
+    /// The next framed events, as upstream sent them.
+    async fn next_events(&mut self) -> Option<Vec<u8>> {
+        if let Some(p) = self.prefix.take() {
+            // Events already framed with the held ones may be waiting.
+            let mut out = p;
+            out.extend(self.drain_events());
+            return Some(out);
+        }
+        if self.finished {
+            return None;
+        }
+        loop {
+            // After the terminal event only trailers may follow (a usage chunk, `[DONE]`):
+            // an upstream that keeps the connection open is not allowed to hold a complete
+            // answer hostage for the whole idle limit.
+            let wait = if self.terminal {
+                self.idle.min(TERMINAL_GRACE)
+            } else {
+                self.idle
+            };
+            match tokio::time::timeout(wait, self.rest.next()).await {
+                Err(_) if self.terminal => return self.finish_complete(),
+                Err(_) => {
+                    return Some(self.end_broken(
+                        TransportError::Timeout,
+                        "the upstream stream stalled (no bytes within the idle limit)",
+                    ))
+                }
+                Ok(Some(Ok(chunk))) => {
+                    self.framer.push(&chunk);
+                    let out = self.drain_events();
+                    if self.finished || !out.is_empty() {
+                        return Some(out);
+                    }
+                }
+                Ok(Some(Err(_))) => {
+                    return Some(self.end_broken(
+                        TransportError::Reset,
+                        "the upstream stream was cut before its terminal event",
+                    ))
+                }
+                Ok(None) => {
+                    if self.terminal {
+                        return self.finish_complete();
+                    }
+                    return Some(self.end_broken(
+                        TransportError::Reset,
+                        "the upstream stream ended before its terminal event",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Ends a stream whose terminal event came: the wire format's closing bytes (Chat
+    /// Completions' `[DONE]` when upstream left it out), and a success for the attempt.
+    fn finish_complete(&mut self) -> Option<Vec<u8>> {
+        self.finished = true;
+        let out = self.framer.closing(self.api, self.done_sent);
+        if let Some(a) = self.attempt.take() {
+            self.gw.metrics.attempt(&self.credential, "ok");
+            self.gw.engine.record_success(a, self.headroom);
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
+    fn drain_events(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(piece) = self.framer.next(self.api) {
+            let Ok(piece) = piece else {
+                out.extend(self.end_broken(
+                    TransportError::Reset,
+                    "an upstream stream event exceeded the size limit",
+                ));
+                return out;
+            };
+            match piece.kind {
+                EventKind::Malformed => {
+                    warn!(route = %self.route, "dropped a malformed stream event");
+                    let label = self.gw.metrics.route(&self.route);
+                    self.gw.metrics.dropped_events.get_or_create(&label).inc();
+                    continue;
+                }
+                EventKind::Terminal => self.terminal = true,
+                EventKind::Done => {
+                    if self.framer.is_array() && !self.terminal {
+                        // The array closed without a terminal element: incomplete.
+                        out.extend(self.end_broken(
+                            TransportError::Reset,
+                            "the upstream stream ended before its terminal event",
+                        ));
+                        return out;
+                    }
+                    self.done_sent = true;
+                }
+                EventKind::Error => {
+                    // The provider's own in-band error, already in the caller's format;
+                    // key shapes masked as in error bodies.
+                    let text = String::from_utf8_lossy(&piece.out);
+                    out.extend_from_slice(keyward_core::classify::mask_secrets(&text).as_bytes());
+                    if self.framer.is_array() {
+                        out.push(b']');
+                    }
+                    let failure =
+                        self.verdicts()
+                            .of(Some(200), &[], &piece.out, None, Phase::MidStream);
+                    if let Some(a) = self.attempt.take() {
+                        record_failure(&self.gw, a, &failure, &self.route);
+                    }
+                    self.finished = true;
+                    return out;
+                }
+                EventKind::Content | EventKind::Other => {}
+            }
+            out.extend_from_slice(&piece.out);
+            if self.done_sent {
+                self.finished = true;
+                if let Some(a) = self.attempt.take() {
+                    self.gw.metrics.attempt(&self.credential, "ok");
+                    self.gw.engine.record_success(a, self.headroom);
+                }
+                return out;
+            }
+        }
+        out
+    }
+
+    /// The classifier adapter for this stream's credential.
+    fn verdicts(&self) -> Verdicts<'_> {
+        Verdicts {
+            mask: &self.gw.mask,
+            provider: self.provider,
+            credential: self.kind,
+            token: self.token.as_deref(),
+        }
+    }
+
+    /// Ends a committed stream that broke: the caller's native in-band error, never a
+    /// silent truncation presented as success.
+    fn end_broken(&mut self, t: TransportError, message: &str) -> Vec<u8> {
+        self.finished = true;
+        let label = self.gw.metrics.route(&self.route);
+        self.gw.metrics.broken_streams.get_or_create(&label).inc();
+        let failure = self
+            .verdicts()
+            .of(None, &[], b"", Some(t), Phase::MidStream);
+        if let Some(a) = self.attempt.take() {
+            record_failure(&self.gw, a, &failure, &self.route);
+        }
+        let mut e = CallerError::new(
+            StatusCode::BAD_GATEWAY,
+            "api_error",
+            "stream_interrupted",
+            format!("keyward: {message}; the response is incomplete"),
+        );
+        e.should_retry = Some(true);
+        self.framer.error_tail(&e, self.api)
+    }
+}
+
+pub(super) fn stream_response(pump: Pump) -> Response<Body> {
+    let content_type = if pump.framer.is_array() {
+        "application/json"
+    } else {
+        "text/event-stream"
+    };
+    // The body is polled after the handler returned: carry the request's span along, so
+    // the stream's log lines keep its request id.
+    let span = tracing::Span::current();
+    let stream = futures_util::stream::unfold(pump, move |mut p| {
+        let span = span.clone();
+        async move {
+            p.next_bytes()
+                .await
+                .map(|b| (Ok::<Bytes, std::io::Error>(Bytes::from(b)), p))
+        }
+        .instrument(span)
+    });
+    let mut r = Response::new(Body::from_stream(stream));
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-cache"));
+    r
+}
