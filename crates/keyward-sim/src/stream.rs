@@ -1,0 +1,129 @@
+//! Streamed answers: Anthropic Messages and Chat Completions SSE streams, produced as the
+//! reader reads, with the stream-borne behaviours (cuts, stalls, in-band errors,
+//! malformed chunks, missing terminal events).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, Response};
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::errors::Shape;
+use crate::Behaviour;
+
+pub(crate) fn stream_response(
+    shape: Shape,
+    model: String,
+    behaviour: Behaviour,
+    events: usize,
+    emitted: Arc<std::sync::atomic::AtomicUsize>,
+    echo: Option<String>,
+) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    tokio::spawn(async move {
+        let send = |s: String| {
+            let tx = tx.clone();
+            async move { tx.send(Ok(Bytes::from(s))).await.is_ok() }
+        };
+        let pre = match shape {
+            Shape::Anthropic => format!(
+                "event: message_start\ndata: {}\n\nevent: content_block_start\ndata: {{\"type\":\"content_block_start\",\"index\":0,\"content_block\":{{\"type\":\"text\",\"text\":\"\"}}}}\n\nevent: ping\ndata: {{\"type\": \"ping\"}}\n\n",
+                json!({"type":"message_start","message":{"id":"msg_sim","type":"message","role":"assistant","model":model,"content":[],"stop_reason":null,"usage":{"input_tokens":12,"output_tokens":1}}})
+            ),
+            Shape::OpenAi => format!(
+                "data: {}\n\n",
+                json!({"id":"chatcmpl-sim","object":"chat.completion.chunk","model":model,"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]})
+            ),
+        };
+        if !send(pre).await {
+            return;
+        }
+        if let Behaviour::SlowFirstToken { ms } = behaviour {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        for i in 0..events {
+            match behaviour {
+                Behaviour::StreamCut { after } if i == after => return,
+                Behaviour::StreamStall { after, ms } if i == after => {
+                    tokio::time::sleep(Duration::from_millis(ms)).await
+                }
+                Behaviour::MidStreamError { after } if i == after => {
+                    let err = match shape {
+                        Shape::Anthropic => "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n".to_owned(),
+                        Shape::OpenAi => "data: {\"error\":{\"message\":\"The server had an error while processing your request.\",\"type\":\"server_error\"}}\n\n".to_owned(),
+                    };
+                    let _ = send(err).await;
+                    return;
+                }
+                _ => {}
+            }
+            if let Behaviour::MalformedChunk { at } = behaviour {
+                if i == at {
+                    let bad = match shape {
+                        Shape::Anthropic => "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\n\n".to_owned(),
+                        Shape::OpenAi => "data: {\"choices\":[{\"delta\":{\"content\":\n\n".to_owned(),
+                    };
+                    if !send(bad).await {
+                        return;
+                    }
+                }
+            }
+            let word = match behaviour {
+                Behaviour::BigEvents { bytes } => format!("tok{i} {}", "x".repeat(bytes)),
+                _ if echo.is_some() => format!("tok{i} {} ", echo.as_deref().unwrap_or("")),
+                _ => format!("tok{i} "),
+            };
+            let ev = match shape {
+                Shape::Anthropic => format!(
+                    "event: content_block_delta\ndata: {}\n\n",
+                    json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":word}})
+                ),
+                Shape::OpenAi => format!(
+                    "data: {}\n\n",
+                    json!({"id":"chatcmpl-sim","object":"chat.completion.chunk","model":model,"choices":[{"index":0,"delta":{"content":word},"finish_reason":null}]})
+                ),
+            };
+            if !send(ev).await {
+                return;
+            }
+            emitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if behaviour == Behaviour::MissingTerminal {
+            return;
+        }
+        let end = match shape {
+            Shape::Anthropic => "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":8}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_owned(),
+            Shape::OpenAi => format!(
+                "data: {}\n\ndata: [DONE]\n\n",
+                json!({"id":"chatcmpl-sim","object":"chat.completion.chunk","model":model,"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":8,"total_tokens":20}})
+            ),
+        };
+        if let Behaviour::NoDone { hold_ms } = behaviour {
+            let end = match shape {
+                Shape::Anthropic => end,
+                Shape::OpenAi => end.replace("data: [DONE]\n\n", ""),
+            };
+            if send(end).await {
+                tokio::time::sleep(Duration::from_millis(hold_ms)).await;
+            }
+            return;
+        }
+        let _ = send(end).await;
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    sse_response(Body::from_stream(stream))
+}
+
+/// An SSE response with `body`.
+pub(crate) fn sse_response(body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
+    r.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/event-stream"),
+    );
+    r
+}
