@@ -3,13 +3,13 @@
 //! printed.
 //!
 //! The parts, one concept each:
-//! - [`raw`]: the file as written, deserialised strictly;
-//! - [`secret`]: [`Secret`], a value held only in memory and never printed;
-//! - [`model`]: the validated configuration the gateway reads;
-//! - [`parse`]: [`Config::load`] and [`Config::parse`], which turn the one into the other;
-//! - [`sections`]: the `[limits]`, `[server]`, `state`/`[fleet]` and `[credentials.oauth]`
+//! - `raw`: the file as written, deserialised strictly;
+//! - `secret`: [`Secret`], a value held only in memory and never printed;
+//! - `model`: the validated configuration the gateway reads;
+//! - `parse`: [`Config::load`] and [`Config::parse`], which turn the one into the other;
+//! - `sections`: the `[limits]`, `[server]`, `state`/`[fleet]` and `[credentials.oauth]`
 //!   tables' validation, and the warnings;
-//! - [`durations`]: durations as written (`"15s"`, `"5m"`) and timeout overrides.
+//! - `durations`: durations as written (`"15s"`, `"5m"`) and timeout overrides.
 
 mod durations;
 mod model;

@@ -1,5 +1,5 @@
 //! The file as written: `keyward.toml` deserialised strictly (unknown keys are errors),
-//! before any validation. Only [`super::parse`] and [`super::sections`] read these.
+//! before any validation. Only `parse` and `sections` read these.
 
 use std::collections::BTreeMap;
 
