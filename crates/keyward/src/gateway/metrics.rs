@@ -108,6 +108,8 @@ pub struct Metrics {
     /// 1 while an endpoint is in a provider-wide auth incident.
     pub auth_incident_active: Family<EndpointLabel, Gauge>,
     pub auth_incidents: Family<EndpointOutcome, Counter>,
+    /// The last hour of attempts and errors per credential, for the status page.
+    pub rates: super::rates::Rates,
 }
 
 const STATES: [&str; 5] = ["healthy", "cooling", "suspect", "probing", "disabled"];
@@ -239,6 +241,7 @@ impl Metrics {
             fleet_reseeds,
             auth_incident_active,
             auth_incidents,
+            rates: super::rates::Rates::new(Arc::new(crate::SystemClock)),
         }
     }
 
@@ -302,6 +305,7 @@ impl Metrics {
                 outcome,
             })
             .inc();
+        self.rates.record(credential, outcome != "ok");
     }
 
     pub fn route(&self, route: &Arc<str>) -> RouteLabel {

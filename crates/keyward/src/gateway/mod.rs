@@ -21,8 +21,10 @@ pub mod live;
 pub mod metrics;
 pub mod native;
 pub mod oauth;
+pub mod page;
 pub mod prober;
 pub mod proxy;
+pub mod rates;
 pub mod upstream;
 
 use std::collections::HashMap;

@@ -1,0 +1,392 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods)]
+//! The status page at `/admin/` end to end: the real gateway against keyward-sim with one
+//! key revoked, the login (form and one-time link), the session cookie and its CSRF
+//! header, the rendered page, and headless Chromium's view of it (the DOM and a
+//! screenshot). Chromium is required: `scripts/test.sh` installs it, and this test fails
+//! without it rather than skip.
+//!
+//! Set `KEYWARD_SCREENSHOT=docs/images/status-page.png` (relative to the repository) to
+//! keep the screenshot.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use keyward_sim::Behaviour;
+
+const A: &str = "sk-ant-page-a-0001";
+const B: &str = "sk-ant-page-b-0002";
+const C: &str = "sk-ant-page-c-0003";
+
+/// Runs headless Chromium with `args` (bounded: killed after 90 s); its stdout.
+fn chromium(dir: &Path, profile: &str, args: &[String]) -> String {
+    let out = dir.join(format!("chromium-{profile}-{}.out", args.len()));
+    let err = dir.join(format!("chromium-{profile}-{}.err", args.len()));
+    let mut cmd = Command::new("chromium");
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ])
+    .arg(format!(
+        "--user-data-dir={}",
+        dir.join(format!("profile-{profile}")).display()
+    ))
+    .args(args)
+    .stdin(Stdio::null())
+    .stdout(std::fs::File::create(&out).unwrap())
+    .stderr(std::fs::File::create(&err).unwrap());
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "chromium is not installed: this test needs it (apt-get install chromium; scripts/test.sh does)"
+        ),
+        Err(e) => panic!("cannot start chromium: {e}"),
+    };
+    let until = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() >= until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "chromium did not finish within 90 s: {}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        status.success(),
+        "chromium failed ({status}): {}",
+        std::fs::read_to_string(&err).unwrap_or_default()
+    );
+    std::fs::read_to_string(&out).unwrap()
+}
+
+/// The `<tr>` of credential `id` in the page.
+fn row<'a>(page: &'a str, id: &str) -> &'a str {
+    let start = page
+        .find(&format!("data-credential=\"{id}\""))
+        .unwrap_or_else(|| panic!("no row for {id} in {page}"));
+    let end = page[start..].find("</tr>").unwrap() + start;
+    &page[start..end]
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// A one-time login path, made with the admin token.
+async fn login_link(h: &Harness) -> String {
+    let r = h
+        .client
+        .post(format!("{}/admin/login-link", h.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    let path = v["path"].as_str().unwrap().to_owned();
+    assert!(path.starts_with("/admin/login?code="), "{v}");
+    h.check_no_secret(&path);
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_a_revoked_key_and_lets_an_operator_act() {
+    let h = start(
+        "status-page",
+        ANTHROPIC,
+        &[
+            Cred("team-1", A, "anthropic", "priority = 10"),
+            Cred("team-2", B, "anthropic", ""),
+            Cred("team-3", C, "anthropic", ""),
+        ],
+        &format!(
+            "{}\n{}",
+            route("claude", "anthropic", "claude-x", &["team-1", "team-2"]),
+            route("claude-small", "anthropic", "claude-y", &["team-3"])
+        ),
+        "\n[admin]\ntoken = \"env:KW_ADMIN\"\n",
+    )
+    .await;
+    // Traffic, then a revoked key; callers never notice.
+    for _ in 0..6 {
+        assert_eq!(h.messages("claude", false).await.status, 200);
+        assert_eq!(h.messages("claude-small", false).await.status, 200);
+    }
+    h.sim.set(A, Behaviour::Revoked);
+    for _ in 0..4 {
+        assert_eq!(h.messages("claude", false).await.status, 200);
+    }
+    h.eventually("team-1 disabled", || {
+        h.state_of("credential/team-1") == "disabled"
+    })
+    .await;
+
+    let client = no_redirects();
+    let url = |p: &str| format!("{}{p}", h.url);
+
+    // Without a session: the login form, and nothing about the credentials.
+    let r = client.get(url("/admin/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    let text = r.text().await.unwrap();
+    assert!(text.contains("name=\"token\"") && text.contains("action=\"/admin/login\""));
+    assert!(!text.contains("team-1"), "{text}");
+    let r = client.get(url("/admin/live")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    // A wrong token: refused, no cookie.
+    let r = client
+        .post(url("/admin/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("token=not-the-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("set-cookie").is_none());
+    // A form posted from another site: refused.
+    let r = client
+        .post(url("/admin/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", "http://evil.example")
+        .body(format!("token={ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+
+    // The right token: a session cookie, HttpOnly and SameSite=Strict, that is not the
+    // token; then a redirect to the page.
+    let r = client
+        .post(url("/admin/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/admin/");
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    h.check_no_secret(&set);
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/admin"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    let cookie = set.split(';').next().unwrap().to_owned();
+
+    // The page: the revoked key disabled, with its evidence, next check and remedy; the
+    // others healthy; the last hour's counts; the history.
+    let r = client
+        .get(url("/admin/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    h.check_no_secret(&page);
+    let a = row(&page, "team-1");
+    assert!(a.contains("badge s-disabled\">disabled"), "{a}");
+    assert!(a.contains("auth_permanent"), "{a}");
+    assert!(a.contains("confirmed by probe"), "{a}");
+    assert!(a.contains("re-check <time"), "{a}");
+    assert!(a.contains("replace the key"), "{a}");
+    assert!(
+        a.contains("class=\"err\""),
+        "a's failed attempts are charted: {a}"
+    );
+    let b = row(&page, "team-2");
+    assert!(b.contains("badge s-healthy\">healthy"), "{b}");
+    assert!(b.contains("class=\"ok\""), "b's attempts are charted: {b}");
+    assert!(!b.contains("failed</span>"), "{b}");
+    assert!(page.contains("claude-small"), "every route is listed");
+    assert!(page.contains("<div class=\"n bad\">1</div><div class=\"label\">disabled"));
+    let csrf = page
+        .split("name=\"keyward-csrf\" content=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_owned();
+    assert_eq!(csrf.len(), 64);
+
+    // History filters: team-1's probe transitions only.
+    let filtered = client
+        .get(url(
+            "/admin/live?credential=team-1&actor=probe&state=disabled",
+        ))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let history = filtered.split("<table class=\"history\">").nth(1).unwrap();
+    assert!(history.contains("credential/team-1"), "{history}");
+    assert!(!history.contains("credential/team-2"), "{history}");
+    assert!(!history.contains("<td>traffic"), "{history}");
+
+    // Actions through the admin API with the cookie: refused without the CSRF header,
+    // done with it.
+    let r = client
+        .post(url("/admin/credentials/team-2/disable"))
+        .header("cookie", &cookie)
+        .header("content-type", "application/json")
+        .body(r#"{"reason":"page test"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "no CSRF header");
+    let r = client
+        .post(url("/admin/credentials/team-2/disable"))
+        .header("cookie", &cookie)
+        .header("x-keyward-csrf", "0".repeat(64))
+        .header("content-type", "application/json")
+        .body(r#"{"reason":"page test"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a wrong CSRF header");
+    assert_eq!(
+        h.state_of("credential/team-2"),
+        "healthy",
+        "nothing changed"
+    );
+    let r = client
+        .post(url("/admin/credentials/team-2/disable"))
+        .header("cookie", &cookie)
+        .header("x-keyward-csrf", &csrf)
+        .header("content-type", "application/json")
+        .body(r#"{"reason":"page test"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let live = client
+        .get(url("/admin/live"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        row(&live, "team-2").contains("s-disabled"),
+        "the live part follows"
+    );
+    let r = client
+        .post(url("/admin/credentials/team-2/reset"))
+        .header("cookie", &cookie)
+        .header("x-keyward-csrf", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client
+        .post(url("/admin/credentials/team-2/probe"))
+        .header("cookie", &cookie)
+        .header("x-keyward-csrf", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A made-up cookie is not a session.
+    let r = client
+        .get(url("/admin/credentials"))
+        .header("cookie", format!("keyward_admin={}", "ab".repeat(32)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Logging out ends the session.
+    let r = client
+        .post(url("/admin/logout"))
+        .header("cookie", &cookie)
+        .header("x-keyward-csrf", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client
+        .get(url("/admin/live"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Headless Chromium: the login page renders its form.
+    let dir = h.dir.clone();
+    let dom = chromium(&dir, "anon", &["--dump-dom".into(), url("/admin/")]);
+    assert!(
+        dom.contains("<form method=\"post\" action=\"/admin/login\""),
+        "{dom}"
+    );
+    assert!(dom.contains("type=\"password\""), "{dom}");
+    assert!(!dom.contains("team-1"), "{dom}");
+
+    // A one-time login link: works once, leaves the address bar, and Chromium renders
+    // the page with the revoked key disabled and its evidence.
+    let link = login_link(&h).await;
+    let dom = chromium(&dir, "dom", &["--dump-dom".into(), url(&link)]);
+    h.check_no_secret(&dom);
+    let a = row(&dom, "team-1");
+    assert!(a.contains(">disabled<"), "{a}");
+    assert!(a.contains("confirmed by probe"), "{a}");
+    assert!(dom.contains("<svg class=\"chart\""), "charts render");
+    let r = client.get(url(&link)).send().await.unwrap();
+    assert_eq!(r.status(), 401, "a used link is spent");
+    assert!(r.headers().get("set-cookie").is_none());
+
+    // The screenshot.
+    let link = login_link(&h).await;
+    let png: PathBuf = dir.join("status-page.png");
+    chromium(
+        &dir,
+        "shot",
+        &[
+            format!("--screenshot={}", png.display()),
+            "--window-size=1400,900".into(),
+            "--hide-scrollbars".into(),
+            url(&link),
+        ],
+    );
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG"), "a PNG");
+    assert!(
+        bytes.len() > 20_000,
+        "not a blank page: {} bytes",
+        bytes.len()
+    );
+    if let Ok(keep) = std::env::var("KEYWARD_SCREENSHOT") {
+        let to = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(keep);
+        std::fs::copy(&png, &to).unwrap();
+    }
+    h.check_no_secret(&h.logs());
+}
