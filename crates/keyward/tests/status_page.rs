@@ -352,8 +352,22 @@ async fn the_status_page_shows_a_revoked_key_and_lets_an_operator_act() {
     // A one-time login link: works once, leaves the address bar, and Chromium renders
     // the page with the revoked key disabled and its evidence.
     let link = login_link(&h).await;
-    let dom = chromium(&dir, "dom", &["--dump-dom".into(), url(&link)]);
+    // Virtual time lets the page's script run its 5-second poll of /admin/live with the
+    // session cookie before the DOM is dumped.
+    let dom = chromium(
+        &dir,
+        "dom",
+        &[
+            "--virtual-time-budget=12000".into(),
+            "--dump-dom".into(),
+            url(&link),
+        ],
+    );
     h.check_no_secret(&dom);
+    assert!(
+        dom.contains("live · updated"),
+        "the script polled /admin/live and swapped it in: {dom}"
+    );
     let a = row(&dom, "team-1");
     assert!(a.contains(">disabled<"), "{a}");
     assert!(a.contains("confirmed by probe"), "{a}");

@@ -701,7 +701,7 @@ fn remedy(h: &Health) -> &'static str {
 
 /// The last hour as a small bar chart: attempts in blue, failed ones in red.
 fn chart(hour: &[Minute]) -> String {
-    const W: usize = 3;
+    const W: usize = 2;
     const H: u64 = 28;
     let (att, err) = hour
         .iter()
@@ -722,7 +722,7 @@ fn chart(hour: &[Minute]) -> String {
             svg,
             "<rect class=\"ok\" x=\"{x}\" y=\"{}\" width=\"{}\" height=\"{h}\"/>",
             H - h,
-            W - 1
+            W
         );
         if m.errors > 0 {
             let e = (m.errors * (H - 2)).div_ceil(max).max(1);
@@ -730,7 +730,7 @@ fn chart(hour: &[Minute]) -> String {
                 svg,
                 "<rect class=\"err\" x=\"{x}\" y=\"{}\" width=\"{}\" height=\"{e}\"/>",
                 H - e,
-                W - 1
+                W
             );
         }
     }
@@ -846,12 +846,12 @@ Nothing is disabled while it lasts: next probe {}, its keys are disabled {} if e
     }
 
     // Routes, targets, credentials.
-    out.push_str("<section><h2>Routes</h2><table class=\"routes\"><thead><tr><th>route / target</th><th>credential</th><th>state</th><th>class</th><th>evidence</th><th>since</th><th>next check</th><th>remedy</th><th>last hour</th><th>actions</th></tr></thead><tbody>");
+    out.push_str("<section><h2>Routes</h2><div class=\"scroll\"><table class=\"routes\"><thead><tr><th>route / target</th><th>credential</th><th>state</th><th>evidence</th><th>since</th><th>next check</th><th>remedy</th><th>last hour</th><th>actions</th></tr></thead><tbody>");
     let mut routed = std::collections::HashSet::new();
     for (name, route) in &gw.cfg.routes {
         let _ = write!(
             out,
-            "<tr class=\"route\"><th colspan=\"10\">{}</th></tr>",
+            "<tr class=\"route\"><th colspan=\"9\">{}</th></tr>",
             esc(name)
         );
         for (n, t) in route.targets.iter().enumerate() {
@@ -880,14 +880,14 @@ Nothing is disabled while it lasts: next probe {}, its keys are disabled {} if e
         .filter(|c| !routed.contains(&c.id))
         .collect();
     if !unrouted.is_empty() {
-        out.push_str("<tr class=\"route\"><th colspan=\"10\">on no route</th></tr>");
+        out.push_str("<tr class=\"route\"><th colspan=\"9\">on no route</th></tr>");
         for c in unrouted {
             credential_row(
                 &mut out, gw, now, "", &c.id, &health_of, &hours, &snapshot, &incidents,
             );
         }
     }
-    out.push_str("</tbody></table></section>");
+    out.push_str("</tbody></table></div></section>");
 
     // Other scopes that are not healthy.
     let others: Vec<_> = snapshot
@@ -960,15 +960,15 @@ fn credential_row(
     let _ = write!(
         out,
         "<tr class=\"cred row-{state}\" data-credential=\"{eid}\"><td class=\"target\">{target}</td>\
-<td><strong>{eid}</strong><div class=\"small muted\">{} · <code>{}</code></div></td><td>{}</td><td>{}</td><td class=\"evidence\">{ev}</td>\
-<td>{}</td><td class=\"next\">{}</td><td class=\"remedy\">{}</td><td>{}</td>\
+<td><strong>{eid}</strong><div class=\"small muted\">{} · <code>{}</code></div></td><td>{}<div class=\"small\">{}</div></td><td class=\"evidence\">{ev}</td>\
+<td class=\"since\">{}</td><td class=\"next\">{}</td><td class=\"remedy\">{}</td><td>{}</td>\
 <td class=\"actions\"><button type=\"button\" data-action=\"probe\" data-id=\"{eid}\">Re-check</button>\
 <button type=\"button\" data-action=\"disable\" data-id=\"{eid}\"{}>Disable</button>\
 <button type=\"button\" data-action=\"reset\" data-id=\"{eid}\"{}>Reset</button></td></tr>",
         esc(kind),
         esc(&fingerprint),
         badge(state),
-        h.class().map_or("—", |c| c.as_str()),
+        h.class().map_or("", |c| c.as_str()),
         // A scope never recorded has no meaningful time (the epoch).
         since
             .filter(|t| t.0 > 0)
