@@ -26,6 +26,8 @@
   }
 
   function refresh() {
+    // A hidden tab does not poll; it catches up when shown again.
+    if (document.hidden) { return Promise.resolve(); }
     return fetch('/admin/live' + location.search, { credentials: 'same-origin', cache: 'no-store' })
       .then(function (r) {
         if (r.status === 401 || r.status === 403) {
@@ -103,5 +105,6 @@
       .finally(function () { location.href = '/admin/'; });
   });
 
+  document.addEventListener('visibilitychange', function () { if (!document.hidden) { refresh(); } });
   timer = setInterval(refresh, 5000);
 })();
