@@ -740,3 +740,87 @@ async fn an_operator_logs_in_with_the_form_and_acts_through_the_dialog() {
         .await;
     h.check_no_secret(&h.logs());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_wide_auth_incident_is_on_the_page() {
+    let names = ["i-1", "i-2", "i-3"];
+    let secrets: Vec<String> = names
+        .iter()
+        .map(|id| format!("sk-ant-page-incident-{id}"))
+        .collect();
+    let creds: Vec<Cred<'_>> = names
+        .iter()
+        .zip(&secrets)
+        .map(|(id, s)| Cred(id, s, "anthropic", ""))
+        .collect();
+    let h = start(
+        "status-page-incident",
+        ANTHROPIC,
+        &creds,
+        &route("claude", "anthropic", "claude-x", &names),
+        "\n[admin]\ntoken = \"env:KW_ADMIN\"\n",
+    )
+    .await;
+    let client = no_redirects();
+    let r = client
+        .post(format!("{}/admin/login", h.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    h.sim.incident(true);
+    for _ in 0..3 {
+        let r = h.messages("claude", false).await;
+        assert!(r.status >= 500, "{}", r.status);
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        let page = client
+            .get(format!("{}/admin/live", h.url))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if page.contains("Active auth incidents") {
+            break page;
+        }
+        assert!(Instant::now() < until, "no incident on the page: {page}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    h.check_no_secret(&page);
+    let incident = page
+        .split("<section class=\"incidents\">")
+        .nth(1)
+        .and_then(|s| s.split("</section>").next())
+        .unwrap();
+    assert!(
+        incident.contains("<strong>anthropic</strong>"),
+        "{incident}"
+    );
+    assert!(incident.contains("Nothing is disabled"), "{incident}");
+    assert!(
+        names.iter().filter(|n| incident.contains(*n)).count() >= 2,
+        "the rejected credentials are named: {incident}"
+    );
+    assert!(
+        page.contains("<div class=\"n warn\">1</div><div class=\"label\">auth incidents"),
+        "the header counts it"
+    );
+    assert!(
+        !page.contains("s-disabled\">disabled"),
+        "nothing disabled: {page}"
+    );
+    h.sim.incident(false);
+}
