@@ -87,7 +87,6 @@ fn random_hex() -> Result<String, PageError> {
     }))
 }
 
-#[derive(Debug)]
 struct Session {
     csrf: String,
     expires: Timestamp,
@@ -95,13 +94,12 @@ struct Session {
     token: Digest,
 }
 
-#[derive(Debug)]
 struct Code {
     expires: Timestamp,
     token: Digest,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Store {
     /// By the SHA-256 of the session id (a lookup's timing says nothing about live ids).
     sessions: HashMap<Digest, Session>,
@@ -110,9 +108,20 @@ struct Store {
 
 /// The status page's browser sessions and one-time login codes; in memory, bounded,
 /// shared across reloads (held by [`Live`]).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Sessions {
     store: Mutex<Store>,
+}
+
+impl std::fmt::Debug for Sessions {
+    // Counts only: a CSRF token is not for logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (sessions, codes) = self.with(|s| (s.sessions.len(), s.codes.len()));
+        f.debug_struct("Sessions")
+            .field("sessions", &sessions)
+            .field("codes", &codes)
+            .finish()
+    }
 }
 
 impl Sessions {
