@@ -34,6 +34,15 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v openssl >/dev/null 
 fi
 redis-server --version
 
+step "chromium for the status page test (Debian's package; headless, crates/keyward/tests/status_page.rs)"
+if ! command -v chromium >/dev/null 2>&1; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+chromium --version
+
 step "Python SDKs for the end-to-end tests (tests/sdk/requirements.txt)"
 VENV="${KEYWARD_VENV:-$PWD/.venv-sdk}"
 if [ ! -x "$VENV/bin/python" ]; then

@@ -47,6 +47,7 @@ pub fn routes() -> Router<Arc<Live>> {
         .route("/admin/reload", post(reload))
         .route("/admin/config", get(config_status))
         .route("/metrics", get(metrics))
+        .merge(super::page::routes())
 }
 
 /// Prometheus exposition. With an `[admin]` table it needs the admin token (Prometheus
@@ -149,8 +150,9 @@ fn authorise(
     Ok(gw)
 }
 
-/// An admin request that passed [`authorise`]: the snapshot it runs on.
-struct Authorised(Arc<Gateway>);
+/// An admin request that passed [`authorise`] (or came with a status-page session, see
+/// [`super::page`]): the snapshot it runs on.
+pub(super) struct Authorised(pub(super) Arc<Gateway>);
 
 impl axum::extract::FromRequestParts<Arc<Live>> for Authorised {
     type Rejection = Response<Body>;
@@ -171,9 +173,16 @@ impl axum::extract::FromRequestParts<Arc<Live>> for Authorised {
             .get::<super::Surface>()
             .copied()
             .unwrap_or(super::Surface::COMBINED);
-        authorise(live, peer, surface, &parts.headers)
-            .map(Authorised)
-            .map_err(|r| *r)
+        match authorise(live, peer, surface, &parts.headers) {
+            Ok(gw) => Ok(Authorised(gw)),
+            // No valid bearer token: a status-page session cookie may stand in for it.
+            Err(refused) => {
+                match super::page::from_session(live, peer, &parts.method, &parts.headers) {
+                    Some(session) => session.map(Authorised),
+                    None => Err(*refused),
+                }
+            }
+        }
     }
 }
 
@@ -290,7 +299,7 @@ async fn transitions(gw: &Gateway, id: &str, limit: usize) -> Result<Vec<Value>,
 }
 
 /// The latest `limit` transitions of each of `ids`, in order, read with one connection.
-async fn transitions_of(
+pub(super) async fn transitions_of(
     gw: &Gateway,
     ids: Vec<String>,
     limit: usize,

@@ -133,6 +133,8 @@ pub struct Metrics {
     pub body_budget_rejections: Counter,
     /// The WARN-line throttles of refused callers (see [`super::refusals`]).
     pub refusals: super::refusals::Refusals,
+    /// The last hour of attempts and errors per credential, for the status page.
+    pub rates: super::rates::Rates,
 }
 
 const STATES: [&str; 5] = ["healthy", "cooling", "suspect", "probing", "disabled"];
@@ -300,6 +302,7 @@ impl Metrics {
             fleet_reseeds,
             auth_incident_active,
             auth_incidents,
+            rates: super::rates::Rates::new(Arc::new(crate::SystemClock)),
         }
     }
 
@@ -363,6 +366,7 @@ impl Metrics {
                 outcome,
             })
             .inc();
+        self.rates.record(credential, outcome != "ok");
     }
 
     pub fn route(&self, route: &Arc<str>) -> RouteLabel {

@@ -37,6 +37,8 @@ pub struct Live {
     /// older read last — putting back a revoked grant's fingerprint, so a credential just
     /// logged in again went back to disabled.
     reloading: Mutex<()>,
+    /// The status page's browser sessions (see [`super::page`]).
+    pub sessions: super::page::Sessions,
 }
 
 /// What the last reload did.
@@ -73,6 +75,7 @@ impl Live {
                 rejected: Vec::new(),
             }),
             reloading: Mutex::new(()),
+            sessions: super::page::Sessions::default(),
         })
     }
 

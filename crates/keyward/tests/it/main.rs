@@ -20,3 +20,4 @@ mod oauth;
 mod rotation;
 mod scenarios;
 mod security;
+mod status_page;
