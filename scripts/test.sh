@@ -34,7 +34,7 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v openssl >/dev/null 
 fi
 redis-server --version
 
-step "chromium for the status page test (Debian's package; headless, crates/keyward/tests/status_page.rs)"
+step "chromium for the status page test (Debian's package; headless, crates/keyward/tests/it/status_page.rs)"
 if ! command -v chromium >/dev/null 2>&1; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
