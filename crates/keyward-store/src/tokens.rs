@@ -544,9 +544,9 @@ mod tests {
     }
 
     mod tempdir {
-        pub struct Dir(pub std::path::PathBuf);
+        pub(super) struct Dir(pub std::path::PathBuf);
         impl Dir {
-            pub fn new() -> Dir {
+            pub(super) fn new() -> Dir {
                 let p = std::env::temp_dir().join(format!(
                     "kw-tokens-{}-{:?}",
                     std::process::id(),

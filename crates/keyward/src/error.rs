@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 /// A failure of a `keyward` command.
 #[derive(Debug, thiserror::Error)]
-pub enum CliError {
+pub(crate) enum CliError {
     /// A file named on the command line could not be read. Check the path and its
     /// permissions. Label: `io`.
     #[error("cannot read {path}: {source} (check the path and its permissions)")]
@@ -32,7 +32,7 @@ pub enum CliError {
 
 impl CliError {
     /// The process exit code: 2 for usage errors (as clap does), 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => 2,
             CliError::Read { .. }

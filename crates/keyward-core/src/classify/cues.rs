@@ -688,7 +688,7 @@ impl Default for Cues {
 
 impl Cues {
     /// Scans `text` and adds its cues.
-    pub fn scan(&mut self, text: &str) {
+    pub(crate) fn scan(&mut self, text: &str) {
         let Some(ac) = AUTOMATON.as_ref() else {
             return;
         };
@@ -706,12 +706,12 @@ impl Cues {
     }
 
     /// Whether `cue` was raised.
-    pub fn has(&self, cue: Cue) -> bool {
+    pub(crate) fn has(&self, cue: Cue) -> bool {
         self.bits & (1u64 << (cue as u8)) != 0
     }
 
     /// The phrase that first raised `cue`.
-    pub fn phrase(&self, cue: Cue) -> &'static str {
+    pub(crate) fn phrase(&self, cue: Cue) -> &'static str {
         PHRASES
             .get(usize::from(self.first[cue as usize]))
             .map_or("", |(p, _)| *p)

@@ -153,6 +153,7 @@ pub(crate) fn sniff_status(text: &str) -> Option<u16> {
 /// verdict, a 429 never an auth one, and a specific status (503, 504, 529) outranks a
 /// generic "server error" phrase. A limit that resets by itself is a rate limit, however
 /// long its window; one that needs money or a person is billing.
+#[allow(clippy::too_many_lines)] // a table: one arm per cue, in the order they are weighed
 pub(crate) fn by_cues(cx: &Cx<'_, '_>) -> Option<Rule> {
     let st = cx.status;
     let server = cx.is_5xx();

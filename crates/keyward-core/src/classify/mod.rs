@@ -146,7 +146,7 @@ pub(crate) struct Rule {
 
 impl Rule {
     #[track_caller]
-    pub fn high(
+    pub(crate) fn high(
         class: Class,
         scope: Scope,
         kind: EvidenceKind,
@@ -166,7 +166,7 @@ impl Rule {
     }
 
     #[track_caller]
-    pub fn low(
+    pub(crate) fn low(
         class: Class,
         scope: Scope,
         kind: EvidenceKind,
@@ -178,12 +178,12 @@ impl Rule {
         }
     }
 
-    pub fn what(mut self, what: &'static str) -> Rule {
+    pub(crate) fn what(mut self, what: &'static str) -> Rule {
         self.what = Some(what);
         self
     }
 
-    pub fn remedy(mut self, remedy: &'static str) -> Rule {
+    pub(crate) fn remedy(mut self, remedy: &'static str) -> Rule {
         self.remedy = Some(remedy);
         self
     }
@@ -213,7 +213,7 @@ pub(crate) struct Cx<'s, 'a> {
 impl Cx<'_, '_> {
     /// Cues from the human-readable parts: message, title, free-text `error`, or the head
     /// of a body with no structure at all.
-    pub fn msg(&self) -> &Cues {
+    pub(crate) fn msg(&self) -> &Cues {
         self.msg.get_or_init(|| {
             let sig = self.sig;
             let mut msg = Cues::default();
@@ -250,13 +250,13 @@ impl Cx<'_, '_> {
     }
 
     /// Any cue, from structure or message.
-    pub fn cue(&self, c: Cue) -> bool {
+    pub(crate) fn cue(&self, c: Cue) -> bool {
         self.codes.has(c) || self.msg().has(c)
     }
 
     /// The rule for a cue: high confidence when a structured field raised it.
     #[track_caller]
-    pub fn by_cue(&self, c: Cue, class: Class, scope: Scope) -> Rule {
+    pub(crate) fn by_cue(&self, c: Cue, class: Class, scope: Scope) -> Rule {
         if self.codes.has(c) {
             Rule::high(class, scope, EvidenceKind::ErrorCode, self.codes.phrase(c))
         } else {
@@ -266,7 +266,7 @@ impl Cx<'_, '_> {
 
     /// A missing-model cue that is about a model: the generic "does not exist" counts only
     /// when the message names a model or deployment (not a file, guardrail or assistant).
-    pub fn model_missing(&self) -> bool {
+    pub(crate) fn model_missing(&self) -> bool {
         if !self.cue(Cue::ModelMissing) {
             return false;
         }
@@ -277,16 +277,16 @@ impl Cx<'_, '_> {
             || body::find_ascii_ci(self.message(), "deployment").is_some()
     }
 
-    pub fn ty(&self) -> &str {
+    pub(crate) fn ty(&self) -> &str {
         self.sig.ty.as_deref().unwrap_or("")
     }
 
-    pub fn code(&self) -> &str {
+    pub(crate) fn code(&self) -> &str {
         self.sig.code.as_deref().unwrap_or("")
     }
 
     /// The human message: the message field, an HTML title, or the head of a text body.
-    pub fn message(&self) -> &str {
+    pub(crate) fn message(&self) -> &str {
         if let Some(m) = self.sig.message.as_deref().or(self.sig.title) {
             return m;
         }
@@ -301,16 +301,16 @@ impl Cx<'_, '_> {
         ""
     }
 
-    pub fn is_status(&self, s: u16) -> bool {
+    pub(crate) fn is_status(&self, s: u16) -> bool {
         self.status == Some(s)
     }
 
-    pub fn is_5xx(&self) -> bool {
+    pub(crate) fn is_5xx(&self) -> bool {
         self.status.is_some_and(|s| (500..600).contains(&s))
     }
 
     /// Whether the credential can be refreshed (OAuth, cloud session).
-    pub fn refreshable(&self) -> bool {
+    pub(crate) fn refreshable(&self) -> bool {
         self.credential.refreshable()
     }
 }

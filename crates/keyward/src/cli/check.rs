@@ -23,7 +23,7 @@ use serde_json::json;
 use crate::error::CliError;
 
 #[derive(Debug, Args)]
-pub struct CheckArgs {
+pub(super) struct CheckArgs {
     /// The gateway's config file.
     #[arg(long, default_value = "keyward.toml")]
     config: PathBuf,
@@ -69,7 +69,7 @@ fn verdict(c: &Check) -> (&'static str, bool, String) {
     }
 }
 
-pub fn run(args: CheckArgs) -> Result<ExitCode, CliError> {
+pub(super) fn run(args: CheckArgs) -> Result<ExitCode, CliError> {
     let cfg =
         keyward::config::Config::load(&args.config).map_err(|e| CliError::Config(e.to_string()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()

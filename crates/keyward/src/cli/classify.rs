@@ -31,7 +31,7 @@ api_key), `endpoint` (inference|token, default inference), `transport`
 (connect_refused|reset|tls|dns|timeout) and `phase` (before_headers|headers|mid_stream).
 Other fields are ignored. Each line gets one JSON object back, in order; a malformed line
 gets {\"error\": …} on its line.")]
-pub struct ClassifyArgs {
+pub(super) struct ClassifyArgs {
     /// Read JSON Lines from stdin and write one verdict per line to stdout.
     #[arg(long, conflicts_with_all = ["provider", "status", "body_file", "header", "transport"])]
     jsonl: bool,
@@ -68,7 +68,7 @@ pub struct ClassifyArgs {
     explain: bool,
 }
 
-pub fn run(args: ClassifyArgs) -> Result<ExitCode, CliError> {
+pub(super) fn run(args: ClassifyArgs) -> Result<ExitCode, CliError> {
     if args.jsonl {
         let stdin = io::stdin();
         let stdout = io::stdout();

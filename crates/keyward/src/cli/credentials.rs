@@ -27,7 +27,7 @@ use crate::cli::state::{refused_beside_gateway, Admin, Called};
 use crate::error::CliError;
 
 #[derive(Debug, Subcommand)]
-pub enum CredentialsCommand {
+pub(super) enum CredentialsCommand {
     /// Store a credential's OAuth tokens from a JSON file (or `-` for stdin). Accepts
     /// Claude Code's `.credentials.json`, Codex's `auth.json`, or a token response
     /// (`access_token`, `refresh_token`, `expires_in` or `expires_at`).
@@ -116,7 +116,7 @@ fn load_config(path: &std::path::Path) -> Result<Config, CliError> {
     Config::load(path).map_err(|e| CliError::Config(e.to_string()))
 }
 
-pub fn run(cmd: CredentialsCommand) -> Result<ExitCode, CliError> {
+pub(super) fn run(cmd: CredentialsCommand) -> Result<ExitCode, CliError> {
     match cmd {
         CredentialsCommand::Import { id, file, config } => import(&id, &file, &config),
         CredentialsCommand::List { config } => list(&config),

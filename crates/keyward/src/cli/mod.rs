@@ -18,7 +18,7 @@ use crate::error::CliError;
 /// tokens, exhausted credit and provider faults.
 #[derive(Debug, Parser)]
 #[command(name = "keyward", version, about, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -58,7 +58,7 @@ enum Command {
 }
 
 /// Runs the parsed command.
-pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
+pub(crate) fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Classify(args) => classify::run(args),
         Command::Status(args) => state::status(args),

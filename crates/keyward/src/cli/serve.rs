@@ -11,7 +11,7 @@ use keyward::config::{Config, ConfigError};
 use crate::error::CliError;
 
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(super) struct ServeArgs {
     /// The config file.
     #[arg(long, default_value = "keyward.toml")]
     config: PathBuf,
@@ -26,7 +26,7 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ConfigCommand {
+pub(super) enum ConfigCommand {
     /// Check a config file: every problem, with its path in the file.
     Check {
         /// The config file.
@@ -51,7 +51,7 @@ fn init_logs() {
         .try_init();
 }
 
-pub fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
+pub(super) fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let cfg = load(&args.config)?;
     init_logs();
     for w in &cfg.warnings {
@@ -126,7 +126,7 @@ fn load(path: &std::path::Path) -> Result<Config, CliError> {
     })
 }
 
-pub fn config(cmd: ConfigCommand) -> Result<ExitCode, CliError> {
+pub(super) fn config(cmd: ConfigCommand) -> Result<ExitCode, CliError> {
     match cmd {
         ConfigCommand::Check { file } => {
             let cfg = load(&file)?;

@@ -11,20 +11,20 @@ use super::serve::runtime;
 use crate::error::CliError;
 
 #[derive(Debug, Args)]
-pub struct SimArgs {
+pub(super) struct SimArgs {
     /// Where the simulated provider listens.
     #[arg(long, default_value = "127.0.0.1:9090")]
     listen: SocketAddr,
 }
 
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(super) struct DemoArgs {
     /// How many requests to send.
     #[arg(long, default_value_t = 12)]
     requests: usize,
 }
 
-pub fn sim(args: SimArgs) -> Result<ExitCode, CliError> {
+pub(super) fn sim(args: SimArgs) -> Result<ExitCode, CliError> {
     let rt = runtime()?;
     rt.block_on(async move {
         let sim = keyward_sim::Sim::new();
@@ -41,7 +41,7 @@ pub fn sim(args: SimArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn demo(args: DemoArgs) -> Result<ExitCode, CliError> {
+pub(super) fn demo(args: DemoArgs) -> Result<ExitCode, CliError> {
     let rt = runtime()?;
     let report = rt
         .block_on(keyward::demo::run(args.requests.max(6)))

@@ -24,7 +24,7 @@ use crate::error::CliError;
 /// Where the gateway is: its config (for the admin API's address and token, and the
 /// state file's path).
 #[derive(Debug, Args)]
-pub struct Target {
+pub(super) struct Target {
     /// The gateway's config file.
     #[arg(long, default_value = "keyward.toml")]
     config: PathBuf,
@@ -37,7 +37,7 @@ pub struct Target {
 }
 
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(super) struct StatusArgs {
     #[command(flatten)]
     target: Target,
     /// JSON for scripts instead of a table.
@@ -46,7 +46,7 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct HistoryArgs {
+pub(super) struct HistoryArgs {
     /// The credential id.
     credential: String,
     #[command(flatten)]
@@ -60,7 +60,7 @@ pub struct HistoryArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ResetArgs {
+pub(super) struct ResetArgs {
     /// The credential id.
     credential: String,
     #[command(flatten)]
@@ -68,7 +68,7 @@ pub struct ResetArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct DisableArgs {
+pub(super) struct DisableArgs {
     /// The credential id.
     credential: String,
     /// Why (recorded in the transition log and shown by `status`).
@@ -179,7 +179,7 @@ fn note_fallback(admin: &Admin, state: &std::path::Path) {
     );
 }
 
-pub fn status(args: StatusArgs) -> Result<ExitCode, CliError> {
+pub(super) fn status(args: StatusArgs) -> Result<ExitCode, CliError> {
     if args.target.state.is_none() {
         let cfg = config(&args.target)?;
         if let Some(admin) = cfg
@@ -441,7 +441,7 @@ fn describe(h: &Health) -> (String, &'static str) {
     }
 }
 
-pub fn history(args: HistoryArgs) -> Result<ExitCode, CliError> {
+pub(super) fn history(args: HistoryArgs) -> Result<ExitCode, CliError> {
     let mut state = args.target.state.clone();
     if state.is_none() {
         let cfg = config(&args.target)?;
@@ -561,7 +561,7 @@ fn print_live_history(id: &str, v: &Value, json: bool) -> Result<ExitCode, CliEr
 
 /// `keyward reset` / `keyward disable`: through the gateway, or the state file when it
 /// is down.
-pub fn operate(
+pub(super) fn operate(
     credential: &str,
     target: &Target,
     disable: Option<&str>,
@@ -750,11 +750,11 @@ fn operate_fleet(
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn reset(args: ResetArgs) -> Result<ExitCode, CliError> {
+pub(super) fn reset(args: ResetArgs) -> Result<ExitCode, CliError> {
     operate(&args.credential, &args.target, None)
 }
 
-pub fn disable(args: DisableArgs) -> Result<ExitCode, CliError> {
+pub(super) fn disable(args: DisableArgs) -> Result<ExitCode, CliError> {
     if args.reason.trim().is_empty() {
         return Err(CliError::Usage(
             "--reason must say why (it is recorded with the disable)".into(),

@@ -35,6 +35,7 @@ impl Config {
 
     /// Parses and validates config text. `env` looks up environment variables; relative
     /// paths are resolved against `base`.
+    #[allow(clippy::too_many_lines)] // independent checks in file order, so problems are reported as the file reads
     pub fn parse(
         text: &str,
         base: &Path,

@@ -764,6 +764,7 @@ struct Counts {
 }
 
 /// The main part of the page (also what `/admin/live` returns).
+#[allow(clippy::too_many_lines)] // the page top to bottom, one section after another
 async fn render_main(gw: &Gateway, live: &Live, filter: &Filter) -> String {
     let now = gw.engine.now();
     let snapshot = gw.engine.snapshot();

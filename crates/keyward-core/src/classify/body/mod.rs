@@ -110,7 +110,7 @@ pub(crate) struct Signals<'a> {
 
 impl<'a> Signals<'a> {
     /// Whether the body carried an error object, code or message at all.
-    pub fn has_error(&self) -> bool {
+    pub(crate) fn has_error(&self) -> bool {
         self.ty.is_some()
             || self.code.is_some()
             || self.gstatus.is_some()
@@ -122,7 +122,7 @@ impl<'a> Signals<'a> {
 
     /// A stream that carried nothing but keep-alives (pings, comments, `message_start`,
     /// role-only chunks): no content, no error, no finish reason.
-    pub fn silent_stream(&self) -> bool {
+    pub(crate) fn silent_stream(&self) -> bool {
         self.kind == BodyKind::Sse
             && self.sse_content_events == 0
             && !self.has_error()
@@ -131,7 +131,7 @@ impl<'a> Signals<'a> {
 
     /// Whether the body carried an error code or type (a message alone may be a success
     /// body's own `message` object, as in Cohere's chat responses).
-    pub fn has_error_code(&self) -> bool {
+    pub(crate) fn has_error_code(&self) -> bool {
         self.ty.is_some()
             || self.code.is_some()
             || self.gstatus.is_some()
@@ -141,7 +141,7 @@ impl<'a> Signals<'a> {
     }
 
     /// Reads `text` (already cut to [`MAX_EXAMINED`] bytes).
-    pub fn read(text: &'a str) -> Signals<'a> {
+    pub(crate) fn read(text: &'a str) -> Signals<'a> {
         let trimmed = text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
         let mut s = Signals {
             text,

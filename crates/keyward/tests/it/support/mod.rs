@@ -12,9 +12,9 @@ use keyward_sim::{Sim, SimServer};
 use serde_json::{json, Value};
 
 /// A credential in a test config: (id, secret, endpoint, extra TOML lines).
-pub struct Cred<'a>(pub &'a str, pub &'a str, pub &'a str, pub &'a str);
+pub(crate) struct Cred<'a>(pub &'a str, pub &'a str, pub &'a str, pub &'a str);
 
-pub struct Harness {
+pub(crate) struct Harness {
     pub sim: Sim,
     pub _server: SimServer,
     /// A second server of the same sim (same keys and counts, another base URL), for
@@ -39,14 +39,14 @@ impl Drop for Harness {
     }
 }
 
-pub const GATEWAY_KEY: &str = "kw-test-gateway-key-7f3a";
+pub(crate) const GATEWAY_KEY: &str = "kw-test-gateway-key-7f3a";
 /// The admin token every test gateway has in `KW_ADMIN` (used when its config enables
 /// the admin API with `token = "env:KW_ADMIN"`).
-pub const ADMIN_TOKEN: &str = "kw-test-admin-token-91c2";
+pub(crate) const ADMIN_TOKEN: &str = "kw-test-admin-token-91c2";
 
 /// Starts a sim and a gateway. `endpoints` are (id, provider, path suffix); `routes` is raw
 /// TOML for the routes; `extra` is raw TOML appended (policy, limits).
-pub async fn start(
+pub(crate) async fn start(
     name: &str,
     endpoints: &[(&str, &str, &str)],
     creds: &[Cred<'_>],
@@ -57,7 +57,7 @@ pub async fn start(
 }
 
 /// [`start`] with the gateway key's error detail level.
-pub async fn start_with(
+pub(crate) async fn start_with(
     name: &str,
     endpoints: &[(&str, &str, &str)],
     creds: &[Cred<'_>],
@@ -71,7 +71,7 @@ pub async fn start_with(
 /// [`start_with`], running `prepare` with the sim and the written config file before the
 /// gateway starts (to import OAuth tokens, say), with the gateway's environment. A credential whose secret is empty gets
 /// no `secret` line.
-pub async fn start_prepared(
+pub(crate) async fn start_prepared(
     name: &str,
     endpoints: &[(&str, &str, &str)],
     creds: &[Cred<'_>],
@@ -94,13 +94,14 @@ pub async fn start_prepared(
 }
 
 /// The `[policy]` lines every [`start`] gateway gets: short confirmation and incident delays.
-pub const DEFAULT_POLICY: &str = "auth_confirm_delay = \"200ms\"\nincident_cooldown = \"1s\"\n";
+pub(crate) const DEFAULT_POLICY: &str =
+    "auth_confirm_delay = \"200ms\"\nincident_cooldown = \"1s\"\n";
 
 /// [`start`] with the `[policy]` table's lines given (instead of [`DEFAULT_POLICY`]). An
 /// endpoint whose suffix starts with `@2` is served by a second server of the same sim, so
 /// two endpoints of one provider kind have distinct base URLs (`@2` is dropped from the
 /// suffix).
-pub async fn start_policy(
+pub(crate) async fn start_policy(
     name: &str,
     endpoints: &[(&str, &str, &str)],
     creds: &[Cred<'_>],
@@ -215,7 +216,7 @@ async fn start_inner(
 
 /// Starts `keyward serve` on `cfg`; its stderr is appended to `logs`. Returns the child
 /// and its URL.
-pub fn spawn_gateway(
+pub(crate) fn spawn_gateway(
     cfg: &std::path::Path,
     env: &[(String, String)],
     more_env: &[(&str, &str)],
@@ -260,14 +261,14 @@ pub fn spawn_gateway(
     (gateway, url)
 }
 
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
     pub body: String,
 }
 
 impl Reply {
-    pub fn header(&self, name: &str) -> String {
+    pub(crate) fn header(&self, name: &str) -> String {
         self.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
@@ -275,12 +276,12 @@ impl Reply {
             .to_owned()
     }
 
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 
     /// Gateway time from `server-timing`, in ms.
-    pub fn gateway_ms(&self) -> f64 {
+    pub(crate) fn gateway_ms(&self) -> f64 {
         let st = self.header("server-timing");
         st.split(',')
             .find_map(|p| p.trim().strip_prefix("gateway;dur="))
@@ -290,12 +291,12 @@ impl Reply {
 }
 
 impl Harness {
-    pub async fn post(&self, path: &str, body: Value) -> Reply {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> Reply {
         self.post_raw(path, body.to_string(), Some(GATEWAY_KEY))
             .await
     }
 
-    pub async fn post_raw(&self, path: &str, body: String, key: Option<&str>) -> Reply {
+    pub(crate) async fn post_raw(&self, path: &str, body: String, key: Option<&str>) -> Reply {
         let mut rb = self
             .client
             .post(format!("{}{path}", self.url))
@@ -317,33 +318,33 @@ impl Harness {
         reply
     }
 
-    pub async fn messages(&self, model: &str, stream: bool) -> Reply {
+    pub(crate) async fn messages(&self, model: &str, stream: bool) -> Reply {
         self.post("/v1/messages", json!({"model": model, "max_tokens": 16, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})).await
     }
 
     /// [`Harness::messages`] with this first user turn: a conversation of its own (the
     /// gateway keeps one conversation on one credential while it is usable).
-    pub async fn messages_about(&self, model: &str, stream: bool, text: &str) -> Reply {
+    pub(crate) async fn messages_about(&self, model: &str, stream: bool, text: &str) -> Reply {
         self.post("/v1/messages", json!({"model": model, "max_tokens": 16, "stream": stream, "messages": [{"role": "user", "content": text}]})).await
     }
 
     /// [`Harness::chat`] with this first user turn: a conversation of its own.
-    pub async fn chat_about(&self, model: &str, stream: bool, text: &str) -> Reply {
+    pub(crate) async fn chat_about(&self, model: &str, stream: bool, text: &str) -> Reply {
         self.post("/v1/chat/completions", json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": text}]})).await
     }
 
-    pub async fn chat(&self, model: &str, stream: bool) -> Reply {
+    pub(crate) async fn chat(&self, model: &str, stream: bool) -> Reply {
         self.post("/v1/chat/completions", json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})).await
     }
 
-    pub fn check_no_secret(&self, text: &str) {
+    pub(crate) fn check_no_secret(&self, text: &str) {
         for s in &self.secrets {
             assert!(!text.contains(s.as_str()), "a secret leaked into {text}");
         }
     }
 
     /// The state file's view, through `keyward status --json`.
-    pub fn status(&self) -> Value {
+    pub(crate) fn status(&self) -> Value {
         let out = Command::new(env!("CARGO_BIN_EXE_keyward"))
             .args(["status", "--json", "--state"])
             .arg(self.dir.join("state.db"))
@@ -359,7 +360,7 @@ impl Harness {
         serde_json::from_str(&text).unwrap()
     }
 
-    pub fn state_of(&self, scope: &str) -> String {
+    pub(crate) fn state_of(&self, scope: &str) -> String {
         self.status()["not_healthy"]
             .as_array()
             .unwrap()
@@ -371,7 +372,7 @@ impl Harness {
     }
 
     /// Waits (bounded) until `f` holds.
-    pub async fn eventually(&self, what: &str, mut f: impl FnMut() -> bool) {
+    pub(crate) async fn eventually(&self, what: &str, mut f: impl FnMut() -> bool) {
         let until = Instant::now() + Duration::from_secs(10);
         while !f() {
             if Instant::now() >= until {
@@ -387,7 +388,7 @@ impl Harness {
     }
 
     /// `GET path` on the gateway, with an optional bearer token: status and body text.
-    pub async fn get_text(&self, path: &str, bearer: Option<&str>) -> (u16, String) {
+    pub(crate) async fn get_text(&self, path: &str, bearer: Option<&str>) -> (u16, String) {
         let mut rb = self.client.get(format!("{}{path}", self.url));
         if let Some(t) = bearer {
             rb = rb.bearer_auth(t);
@@ -399,7 +400,7 @@ impl Harness {
 
     /// Kills the gateway with SIGKILL (no chance to clean up) and starts it again on the
     /// same config and state file, with `more_env` added.
-    pub fn kill_and_restart(&mut self, more_env: &[(&str, &str)]) {
+    pub(crate) fn kill_and_restart(&mut self, more_env: &[(&str, &str)]) {
         let _ = self.gateway.kill();
         let _ = self.gateway.wait();
         let (child, url) = spawn_gateway(&self.config, &self.env, more_env, &self.logs);
@@ -407,16 +408,16 @@ impl Harness {
         self.url = url;
     }
 
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
     }
 }
 
-pub const ANTHROPIC: &[(&str, &str, &str)] = &[("anthropic", "anthropic", "")];
+pub(crate) const ANTHROPIC: &[(&str, &str, &str)] = &[("anthropic", "anthropic", "")];
 
 /// Runs `keyward ARGS --config CFG` with the gateway's environment: whether it succeeded,
 /// and its stdout and stderr together.
-pub fn keyward_cli(
+pub(crate) fn keyward_cli(
     cfg: &std::path::Path,
     env: &[(String, String)],
     args: &[&str],
@@ -436,7 +437,7 @@ pub fn keyward_cli(
     (out.status.success(), text)
 }
 
-pub fn route(name: &str, endpoint: &str, model: &str, creds: &[&str]) -> String {
+pub(crate) fn route(name: &str, endpoint: &str, model: &str, creds: &[&str]) -> String {
     let list = creds
         .iter()
         .map(|c| format!("\"{c}\""))
