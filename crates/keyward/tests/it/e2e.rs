@@ -5,7 +5,6 @@
 //! in this process. Each test has its own sim, gateway and state file. Wall-clock bounds
 //! are generous; precise figures belong to the benchmarks.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -655,32 +654,7 @@ async fn responses_embeddings_and_count_tokens_are_served_with_failover() {
 /// The SDKs are installed by the test command (`scripts/test.sh`); without them this fails
 /// loudly rather than skipping.
 async fn sdk(h: &Harness, scenario: &str) -> Value {
-    let python = std::env::var("KEYWARD_PYTHON").unwrap_or_else(|_| {
-        panic!("the SDK tests need the official Python SDKs: run ./scripts/test.sh (it installs them), or set KEYWARD_PYTHON to a python with tests/sdk/requirements.txt installed")
-    });
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/sdk/scenarios.py");
-    let out = tokio::process::Command::new(python)
-        .arg(script)
-        .arg(scenario)
-        .env("KEYWARD_URL", &h.url)
-        .env("KEYWARD_KEY", GATEWAY_KEY)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    h.check_no_secret(&stdout);
-    let line = stdout
-        .lines()
-        .last()
-        .unwrap_or_else(|| panic!("{scenario}: no output; stderr: {stderr}"));
-    let v: Value =
-        serde_json::from_str(line).unwrap_or_else(|_| panic!("{scenario}: {stdout}\n{stderr}"));
-    assert!(
-        out.status.success() && v["ok"] == true,
-        "{scenario} failed: {v}\n{stderr}"
-    );
-    v
+    run_sdk(h, scenario, &[]).await
 }
 
 fn sdk_endpoints() -> &'static [(&'static str, &'static str, &'static str)] {

@@ -11,7 +11,6 @@
 //! 4 s) so the whole binary runs in well under two minutes. Waits are bounded polls of a
 //! condition, never sleeps standing in for synchronisation.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -571,38 +570,6 @@ async fn an_auth_outage_that_heals_disables_nothing_and_traffic_resumes_within_t
 // ---------------------------------------------------------------------------------------
 // 4. The official SDKs
 
-/// Runs one scenario of `tests/sdk/scenarios.py` with the official SDKs against `h`, with
-/// `env` added. Fails loudly without the SDKs (set KEYWARD_PYTHON).
-async fn sdk(h: &Harness, scenario: &str, env: &[(&str, &str)]) -> Value {
-    let python = std::env::var("KEYWARD_PYTHON").unwrap_or_else(|_| {
-        panic!("the SDK tests need the official Python SDKs: run ./scripts/test.sh (it installs them), or set KEYWARD_PYTHON to a python with tests/sdk/requirements.txt installed")
-    });
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/sdk/scenarios.py");
-    let out = tokio::process::Command::new(python)
-        .arg(script)
-        .arg(scenario)
-        .env("KEYWARD_URL", &h.url)
-        .env("KEYWARD_KEY", GATEWAY_KEY)
-        .envs(env.iter().copied())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    h.check_no_secret(&stdout);
-    let line = stdout
-        .lines()
-        .last()
-        .unwrap_or_else(|| panic!("{scenario}: no output; stderr: {stderr}"));
-    let v: Value =
-        serde_json::from_str(line).unwrap_or_else(|_| panic!("{scenario}: {stdout}\n{stderr}"));
-    assert!(
-        out.status.success() && v["ok"] == true,
-        "{scenario} failed: {v}\n{stderr}"
-    );
-    v
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_sdks_stop_after_one_attempt_on_revoked_keys_and_retry_a_rate_limit() {
     let h = start_policy(
@@ -659,18 +626,18 @@ async fn the_official_sdks_stop_after_one_attempt_on_revoked_keys_and_retry_a_ra
         });
     }
     let (a, o, ar, or) = tokio::join!(
-        sdk(
+        run_sdk(
             &h,
             "anthropic_revoked",
             &[("KEYWARD_MODEL", "claude"), ("KEYWARD_EXPECT", "a-1,a-2")]
         ),
-        sdk(
+        run_sdk(
             &h,
             "openai_revoked",
             &[("KEYWARD_MODEL", "gpt"), ("KEYWARD_EXPECT", "o-1,o-2")]
         ),
-        sdk(&h, "anthropic_transient", &[("KEYWARD_MODEL", "claude-rl")]),
-        sdk(&h, "openai_transient", &[("KEYWARD_MODEL", "gpt-rl")]),
+        run_sdk(&h, "anthropic_transient", &[("KEYWARD_MODEL", "claude-rl")]),
+        run_sdk(&h, "openai_transient", &[("KEYWARD_MODEL", "gpt-rl")]),
     );
     for v in [&a, &o, &ar, &or] {
         eprintln!("sdk: {v}");

@@ -445,3 +445,36 @@ pub(crate) fn route(name: &str, endpoint: &str, model: &str, creds: &[&str]) -> 
         .join(", ");
     format!("[routes.{name}]\ntargets = [{{ endpoint = \"{endpoint}\", model = \"{model}\", credentials = [{list}] }}]\n")
 }
+
+/// Runs one scenario of `tests/sdk/scenarios.py` with the official SDKs against `h`, with
+/// `env` added. The SDKs are installed by the test command (`scripts/test.sh`); without
+/// them this fails loudly rather than skipping.
+pub(crate) async fn run_sdk(h: &Harness, scenario: &str, env: &[(&str, &str)]) -> Value {
+    let python = std::env::var("KEYWARD_PYTHON").unwrap_or_else(|_| {
+        panic!("the SDK tests need the official Python SDKs: run ./scripts/test.sh (it installs them), or set KEYWARD_PYTHON to a python with tests/sdk/requirements.txt installed")
+    });
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/sdk/scenarios.py");
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .arg(scenario)
+        .env("KEYWARD_URL", &h.url)
+        .env("KEYWARD_KEY", GATEWAY_KEY)
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    h.check_no_secret(&stdout);
+    let line = stdout
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("{scenario}: no output; stderr: {stderr}"));
+    let v: Value =
+        serde_json::from_str(line).unwrap_or_else(|_| panic!("{scenario}: {stdout}\n{stderr}"));
+    assert!(
+        out.status.success() && v["ok"] == true,
+        "{scenario} failed: {v}\n{stderr}"
+    );
+    v
+}
