@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use super::answer::{decorate, pass_on_error, passthrough, Sent};
 use super::caller_bound;
 use super::failover::{Failover, Step};
-use super::stream::{hold_stream, stream_response, Framer, Held, Pump};
+use super::stream::{framer_for, hold_stream, stream_response, Held, Pump};
 use super::upstream::{self, Inbound};
 use super::verdict::{
     carries_error, content_type, header_pairs, headroom, transport_kind, Verdicts,
@@ -396,7 +396,7 @@ impl Failover {
         let status = resp.status().as_u16();
         let headers = header_pairs(resp.headers());
         let headroom = headroom(&headers);
-        let framer = Framer::for_inbound(self.inbound, s.gw.cfg.limits.max_event_bytes);
+        let framer = framer_for(self.inbound, s.gw.cfg.limits.max_event_bytes);
         match hold_stream(resp, self.api, framer, s.timeouts.first_token).await {
             Held::Failed {
                 status_hint,

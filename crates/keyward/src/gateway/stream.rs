@@ -13,10 +13,8 @@ use futures_util::StreamExt;
 use http_body_util::BodyDataStream;
 use keyward_core::classify::{CredentialKind, Phase, TransportError};
 use keyward_core::health::{AttemptScope, Headroom};
-use keyward_wire::json_stream::{JsonArrayFramer, JsonItem};
-use keyward_wire::sse::SseFramer;
-use keyward_wire::stream::{gemini_element, inspect_sse, Api, EventKind};
-use keyward_wire::usage::{self, Usage};
+use keyward_wire::events::EventFramer;
+use keyward_wire::stream::{Api, EventKind};
 use tracing::warn;
 use tracing::Instrument as _;
 
@@ -26,146 +24,11 @@ use super::upstream::{self, Inbound};
 use super::verdict::Verdicts;
 use super::Gateway;
 
-/// Splits an upstream stream into events: SSE events, or the elements of a Gemini
-/// JSON-array stream (whose brackets and commas are rebuilt on the way out).
-/// A stream's framer, and the token usage its events reported so far.
-pub(super) struct Framer {
-    kind: FramerKind,
-    usage: Usage,
-}
-
-enum FramerKind {
-    Sse(SseFramer),
-    Array {
-        framer: JsonArrayFramer,
-        started: bool,
-        closed: bool,
-    },
-}
-
-/// One framed piece: the bytes to forward and what it means.
-struct Piece {
-    out: Vec<u8>,
-    kind: EventKind,
-}
-
-impl Framer {
-    pub(super) fn for_inbound(inbound: Inbound, max_event: usize) -> Framer {
-        match inbound {
-            Inbound::Gemini(call) if !call.sse => Framer {
-                kind: FramerKind::Array {
-                    framer: JsonArrayFramer::new(max_event),
-                    started: false,
-                    closed: false,
-                },
-                usage: Usage::default(),
-            },
-            _ => Framer {
-                kind: FramerKind::Sse(SseFramer::new(max_event)),
-                usage: Usage::default(),
-            },
-        }
-    }
-
-    fn push(&mut self, chunk: &[u8]) {
-        match &mut self.kind {
-            FramerKind::Sse(f) => f.push(chunk),
-            FramerKind::Array { framer, .. } => framer.push(chunk),
-        }
-    }
-
-    /// The next piece; `Err` when an event exceeds its size bound.
-    fn next(&mut self, api: Api) -> Option<Result<Piece, ()>> {
-        let usage = &mut self.usage;
-        match &mut self.kind {
-            FramerKind::Sse(f) => f.next_event().map(|e| {
-                e.map(|ev| {
-                    if let Some(u) = usage::usage(&ev.data) {
-                        *usage = usage.max(u);
-                    }
-                    Piece {
-                        kind: inspect_sse(api, &ev),
-                        out: ev.raw,
-                    }
-                })
-                .map_err(|_| ())
-            }),
-            FramerKind::Array {
-                framer,
-                started,
-                closed,
-            } => framer.next_item().map(|item| match item {
-                Ok(JsonItem::Element(el)) => {
-                    if let Some(u) = usage::usage(&el) {
-                        *usage = usage.max(u);
-                    }
-                    let kind = gemini_element(&el);
-                    let mut out = if *started {
-                        b",\r\n".to_vec()
-                    } else {
-                        b"[".to_vec()
-                    };
-                    *started = true;
-                    out.extend_from_slice(&el);
-                    Ok(Piece { out, kind })
-                }
-                Ok(JsonItem::End) => {
-                    *closed = true;
-                    let out = if *started {
-                        b"]".to_vec()
-                    } else {
-                        b"[]".to_vec()
-                    };
-                    *started = true;
-                    Ok(Piece {
-                        out,
-                        kind: EventKind::Done,
-                    })
-                }
-                Err(_) => Err(()),
-            }),
-        }
-    }
-
-    /// What an unfinished stream left behind (for classification).
-    fn finish(&mut self) -> Vec<u8> {
-        match &mut self.kind {
-            FramerKind::Sse(f) => f.finish().unwrap_or_default(),
-            FramerKind::Array { framer, .. } => framer.finish().unwrap_or_default(),
-        }
-    }
-
-    /// The caller's native in-band error, completing the wire format.
-    fn error_tail(&self, e: &CallerError, api: Api) -> Vec<u8> {
-        match &self.kind {
-            FramerKind::Sse(_) => e.stream_event(api),
-            FramerKind::Array { started, .. } => {
-                let mut out = if *started {
-                    b",\r\n".to_vec()
-                } else {
-                    b"[".to_vec()
-                };
-                out.extend(e.json_object());
-                out.push(b']');
-                out
-            }
-        }
-    }
-
-    /// What completes a stream whose terminal event came but whose wire format did not
-    /// close (`[DONE]` for Chat Completions, `]` for a Gemini array).
-    fn closing(&self, api: Api, done_sent: bool) -> Vec<u8> {
-        match &self.kind {
-            FramerKind::Array { closed: false, .. } => b"]".to_vec(),
-            FramerKind::Sse(_) if api == Api::ChatCompletions && !done_sent => {
-                b"data: [DONE]\n\n".to_vec()
-            }
-            _ => Vec::new(),
-        }
-    }
-
-    fn is_array(&self) -> bool {
-        matches!(self.kind, FramerKind::Array { .. })
+/// The framer for `inbound`'s stream: a Gemini JSON-array stream, or SSE.
+pub(super) fn framer_for(inbound: Inbound, max_event: usize) -> EventFramer {
+    match inbound {
+        Inbound::Gemini(call) if !call.sse => EventFramer::json_array(max_event),
+        _ => EventFramer::sse(max_event),
     }
 }
 
@@ -178,7 +41,7 @@ pub(super) enum Held {
         prefix: Vec<u8>,
         terminal: bool,
         rest: Rest,
-        framer: Framer,
+        framer: EventFramer,
     },
     /// It failed before any content: what to classify.
     Failed {
@@ -194,7 +57,7 @@ pub(super) enum Held {
 pub(super) async fn hold_stream(
     resp: upstream::Response,
     api: Api,
-    mut framer: Framer,
+    mut framer: EventFramer,
     first_token: Duration,
 ) -> Held {
     let mut rest: Rest = BodyDataStream::new(resp.into_body()).boxed();
@@ -293,7 +156,7 @@ pub(super) struct Pump {
     pub(super) api: Api,
     pub(super) prefix: Option<Vec<u8>>,
     pub(super) rest: Rest,
-    pub(super) framer: Framer,
+    pub(super) framer: EventFramer,
     pub(super) idle: Duration,
     pub(super) attempt: Option<AttemptScope>,
     pub(super) headroom: Option<Headroom>,
@@ -318,7 +181,7 @@ impl Drop for Pump {
             &self.credential,
             &self.route,
             &self.gateway_key,
-            self.framer.usage,
+            self.framer.usage(),
         );
     }
 }
@@ -487,7 +350,8 @@ impl Pump {
             format!("keyward: {message}; the response is incomplete"),
         );
         e.should_retry = Some(true);
-        self.framer.error_tail(&e, self.api)
+        self.framer
+            .error_tail(e.stream_event(self.api), e.json_object())
     }
 }
 
