@@ -342,6 +342,12 @@ impl Sim {
             .route("/oauth/token", post(token_endpoint))
             .route("/_sim/oauth/{grant}", post(control_grant))
             .with_state(self)
+            // Like a provider's front door: a body over the limit is read to its end, then
+            // refused with a plain-text 413 (axum's own limit answers before the body is
+            // read, and a client still sending sees its connection reset instead, by
+            // timing).
+            .layer(axum::extract::DefaultBodyLimit::disable())
+            .layer(axum::middleware::from_fn(read_whole_then_limit))
     }
 
     /// Decides the behaviour for a request and counts it.
@@ -421,4 +427,36 @@ fn behaviour_name(b: &Behaviour) -> String {
         .ok()
         .and_then(|v| v.get("kind").and_then(Value::as_str).map(str::to_owned))
         .unwrap_or_else(|| "ok".into())
+}
+
+/// The most request body the sim accepts (axum's default).
+const MAX_BODY: usize = 2 << 20;
+
+/// Reads a request's whole body, then answers 413 `length limit exceeded` when it is over
+/// [`MAX_BODY`]; otherwise passes it on.
+async fn read_whole_then_limit(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return (
+            axum::http::StatusCode::BAD_REQUEST,
+            "body could not be read",
+        )
+            .into_response();
+    };
+    if bytes.len() > MAX_BODY {
+        return (
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "length limit exceeded",
+        )
+            .into_response();
+    }
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
 }

@@ -55,10 +55,7 @@ async fn the_admin_api_shows_why_and_lets_an_operator_act() {
     let h = start(
         "admin",
         ANTHROPIC,
-        &[
-            Cred("a", A, "anthropic", "priority = 10"),
-            Cred("b", B, "anthropic", ""),
-        ],
+        &[Cred::new("a", A).with("priority = 10"), Cred::new("b", B)],
         &route("claude", "anthropic", "claude-x", &["a", "b"]),
         "\n[admin]\ntoken = \"env:KW_ADMIN\"\n",
     )
@@ -263,7 +260,7 @@ async fn without_an_admin_table_there_is_no_admin_api() {
     let h = start(
         "no-admin",
         ANTHROPIC,
-        &[Cred("a", A, "anthropic", "")],
+        &[Cred::new("a", A)],
         &route("claude", "anthropic", "claude-x", &["a"]),
         "",
     )
@@ -278,8 +275,8 @@ async fn token_usage_is_counted_from_bodies_and_streams() {
         "tokens",
         &[("anthropic", "anthropic", ""), ("openai", "openai", "/v1")],
         &[
-            Cred("a", A, "anthropic", ""),
-            Cred("o", "sk-proj-admin-o-0003", "openai", ""),
+            Cred::new("a", A),
+            Cred::new("o", "sk-proj-admin-o-0003").on("openai"),
         ],
         &format!(
             "{}{}",
@@ -331,10 +328,7 @@ async fn the_operator_cli_works_over_the_admin_api_and_over_the_state_file_when_
     let mut h = start(
         "admin-cli",
         ANTHROPIC,
-        &[
-            Cred("team-1", A, "anthropic", ""),
-            Cred("team-2", B, "anthropic", ""),
-        ],
+        &[Cred::new("team-1", A), Cred::new("team-2", B)],
         &route("claude", "anthropic", "claude-x", &["team-1", "team-2"]),
         "\n[admin]\ntoken = \"env:KW_ADMIN\"\n",
     )

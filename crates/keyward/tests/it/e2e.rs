@@ -20,13 +20,8 @@ async fn a_key_revoked_from_the_start_is_invisible_then_probed_once_then_disable
         "revoked-start",
         ANTHROPIC,
         &[
-            Cred(
-                "k1",
-                "sk-ant-e2e-revoked-0001",
-                "anthropic",
-                "priority = 10",
-            ),
-            Cred("k2", "sk-ant-e2e-good-0002", "anthropic", ""),
+            Cred::new("k1", "sk-ant-e2e-revoked-0001").with("priority = 10"),
+            Cred::new("k2", "sk-ant-e2e-good-0002"),
         ],
         &route("claude", "anthropic", "claude-x", &["k1", "k2"]),
         "",
@@ -113,9 +108,9 @@ async fn a_key_revoked_mid_traffic_costs_only_what_was_in_flight() {
             "revoked-mid",
             ANTHROPIC,
             &[
-                Cred("k1", "sk-ant-e2e-mid-0001", "anthropic", ""),
-                Cred("k2", "sk-ant-e2e-mid-0002", "anthropic", ""),
-                Cred("k3", "sk-ant-e2e-mid-0003", "anthropic", ""),
+                Cred::new("k1", "sk-ant-e2e-mid-0001"),
+                Cred::new("k2", "sk-ant-e2e-mid-0002"),
+                Cred::new("k3", "sk-ant-e2e-mid-0003"),
             ],
             &route("claude", "anthropic", "claude-x", &["k1", "k2", "k3"]),
             "",
@@ -175,8 +170,8 @@ async fn when_every_key_is_revoked_the_error_is_fast_final_and_actionable() {
         "all-revoked",
         ANTHROPIC,
         &[
-            Cred("team-1", "sk-ant-e2e-all-0001", "anthropic", ""),
-            Cred("team-2", "sk-ant-e2e-all-0002", "anthropic", ""),
+            Cred::new("team-1", "sk-ant-e2e-all-0001"),
+            Cred::new("team-2", "sk-ant-e2e-all-0002"),
         ],
         &route("claude", "anthropic", "claude-x", &["team-1", "team-2"]),
         "",
@@ -231,13 +226,9 @@ async fn an_expired_oauth_token_never_disables_the_credential() {
         "oauth",
         ANTHROPIC,
         &[
-            Cred(
-                "oauth-1",
-                "sk-ant-oat-e2e-0001",
-                "anthropic",
-                "kind = \"oauth\"\nsubscription = true\npriority = 10",
-            ),
-            Cred("key-2", "sk-ant-e2e-oauth-0002", "anthropic", ""),
+            Cred::new("oauth-1", "sk-ant-oat-e2e-0001")
+                .with("kind = \"oauth\"\nsubscription = true\npriority = 10"),
+            Cred::new("key-2", "sk-ant-e2e-oauth-0002"),
         ],
         &route("claude", "anthropic", "claude-x", &["oauth-1", "key-2"]),
         "",
@@ -265,7 +256,7 @@ async fn a_provider_wide_auth_incident_disables_nothing() {
     let creds: Vec<Cred<'_>> = ["i-1", "i-2", "i-3", "i-4"]
         .iter()
         .zip(&secrets)
-        .map(|(id, s)| Cred(id, s, "anthropic", ""))
+        .map(|(id, s)| Cred::new(id, s))
         .collect();
     let names = ["i-1", "i-2", "i-3", "i-4"];
     let h = start(
@@ -303,8 +294,8 @@ async fn exhausted_credit_is_confirmed_with_a_real_request_and_disabled() {
         "billing",
         ANTHROPIC,
         &[
-            Cred("broke", "sk-ant-e2e-broke-01", "anthropic", "priority = 10"),
-            Cred("funded", "sk-ant-e2e-funded-02", "anthropic", ""),
+            Cred::new("broke", "sk-ant-e2e-broke-01").with("priority = 10"),
+            Cred::new("funded", "sk-ant-e2e-funded-02"),
         ],
         &route("claude", "anthropic", "claude-x", &["broke", "funded"]),
         "",
@@ -339,7 +330,7 @@ async fn a_rate_limit_is_honoured_then_the_request_succeeds() {
     let h = start(
         "ratelimit",
         ANTHROPIC,
-        &[Cred("only", "sk-ant-e2e-rl-0001", "anthropic", "")],
+        &[Cred::new("only", "sk-ant-e2e-rl-0001")],
         &route("claude", "anthropic", "claude-x", &["only"]),
         "",
     )
@@ -372,7 +363,7 @@ async fn overload_falls_over_to_the_fallback_target() {
     let h = start(
         "overload",
         &[("primary", "anthropic", ""), ("secondary", "anthropic", "")],
-        &[Cred("p1", "sk-ant-e2e-ov-01", "primary", ""), Cred("s1", "sk-ant-e2e-ov-02", "secondary", "")],
+        &[Cred::new("p1", "sk-ant-e2e-ov-01").on("primary"), Cred::new("s1", "sk-ant-e2e-ov-02").on("secondary")],
         "[routes.claude]\ntargets = [{ endpoint = \"primary\", model = \"claude-big\", credentials = [\"p1\"] }]\nfallbacks = [{ endpoint = \"secondary\", model = \"claude-small\", credentials = [\"s1\"] }]\n",
         "",
     )
@@ -396,8 +387,8 @@ async fn context_overflow_goes_to_the_larger_context_route() {
         "context",
         ANTHROPIC,
         &[
-            Cred("small-key", "sk-ant-e2e-ctx-01", "anthropic", ""),
-            Cred("big-key", "sk-ant-e2e-ctx-02", "anthropic", ""),
+            Cred::new("small-key", "sk-ant-e2e-ctx-01"),
+            Cred::new("big-key", "sk-ant-e2e-ctx-02"),
         ],
         &format!(
             "{}context_fallback = \"claude-1m\"\n{}",
@@ -420,8 +411,8 @@ async fn content_filter_and_the_callers_bad_request_come_back_as_they_are() {
         "asis",
         ANTHROPIC,
         &[
-            Cred("k", "sk-ant-e2e-asis-01", "anthropic", ""),
-            Cred("k2", "sk-ant-e2e-asis-02", "anthropic", ""),
+            Cred::new("k", "sk-ant-e2e-asis-01"),
+            Cred::new("k2", "sk-ant-e2e-asis-02"),
         ],
         &route("claude", "anthropic", "claude-x", &["k", "k2"]),
         "",
@@ -452,7 +443,7 @@ async fn a_misconfigured_target_fails_over_to_a_working_one() {
     let h = start(
         "misconfig",
         &[("broken", "anthropic", "/wrong-prefix"), ("working", "anthropic", "")],
-        &[Cred("b1", "sk-ant-e2e-mc-01", "broken", ""), Cred("w1", "sk-ant-e2e-mc-02", "working", "")],
+        &[Cred::new("b1", "sk-ant-e2e-mc-01").on("broken"), Cred::new("w1", "sk-ant-e2e-mc-02").on("working")],
         "[routes.claude]\ntargets = [{ endpoint = \"broken\", model = \"claude-x\", credentials = [\"b1\"] }, { endpoint = \"working\", model = \"claude-x\", credentials = [\"w1\"] }]\n",
         "",
     )
@@ -467,7 +458,7 @@ async fn bad_input_gets_a_clear_error_in_the_callers_format() {
     let h = start(
         "badinput",
         ANTHROPIC,
-        &[Cred("k", "sk-ant-e2e-bad-01", "anthropic", "")],
+        &[Cred::new("k", "sk-ant-e2e-bad-01")],
         &route("claude", "anthropic", "claude-x", &["k"]),
         "\n[limits]\nmax_body_bytes = 2048\n",
     )
@@ -517,8 +508,10 @@ async fn openai_chat_completions_fail_over_and_stream_whole() {
         "openai",
         &[("openai", "openai", "/v1")],
         &[
-            Cred("o1", "sk-proj-e2e-openai-01", "openai", "priority = 10"),
-            Cred("o2", "sk-proj-e2e-openai-02", "openai", ""),
+            Cred::new("o1", "sk-proj-e2e-openai-01")
+                .on("openai")
+                .with("priority = 10"),
+            Cred::new("o2", "sk-proj-e2e-openai-02").on("openai"),
         ],
         &route("gpt", "openai", "gpt-4o", &["o1", "o2"]),
         "",
@@ -544,7 +537,7 @@ async fn a_stream_cut_after_content_ends_with_the_native_error_never_a_false_suc
     let h = start(
         "cut",
         ANTHROPIC,
-        &[Cred("k", "sk-ant-e2e-cut-01", "anthropic", "")],
+        &[Cred::new("k", "sk-ant-e2e-cut-01")],
         &route("claude", "anthropic", "claude-x", &["k"]),
         "",
     )
@@ -565,8 +558,8 @@ async fn a_stream_cut_after_content_ends_with_the_native_error_never_a_false_suc
         "cut-early",
         ANTHROPIC,
         &[
-            Cred("a", "sk-ant-e2e-cut-02", "anthropic", "priority = 10"),
-            Cred("b", "sk-ant-e2e-cut-03", "anthropic", ""),
+            Cred::new("a", "sk-ant-e2e-cut-02").with("priority = 10"),
+            Cred::new("b", "sk-ant-e2e-cut-03"),
         ],
         &route("claude", "anthropic", "claude-x", &["a", "b"]),
         "",
@@ -586,9 +579,9 @@ async fn responses_embeddings_and_count_tokens_are_served_with_failover() {
         "more-apis",
         &[("openai", "openai", "/v1"), ("anthropic", "anthropic", "")],
         &[
-            Cred("o1", "sk-proj-e2e-more-01", "openai", "priority = 10"),
-            Cred("o2", "sk-proj-e2e-more-02", "openai", ""),
-            Cred("a1", "sk-ant-e2e-more-03", "anthropic", ""),
+            Cred::new("o1", "sk-proj-e2e-more-01").on("openai").with("priority = 10"),
+            Cred::new("o2", "sk-proj-e2e-more-02").on("openai"),
+            Cred::new("a1", "sk-ant-e2e-more-03"),
         ],
         &format!(
             "{}{}{}",
@@ -667,20 +660,12 @@ async fn the_official_sdks_succeed_fail_over_and_stop_on_exhaustion() {
         "sdk-permanent",
         sdk_endpoints(),
         &[
-            Cred(
-                "a-revoked",
-                "sk-ant-sdk-revoked-01",
-                "anthropic",
-                "priority = 10",
-            ),
-            Cred("a-good", "sk-ant-sdk-good-02", "anthropic", ""),
-            Cred(
-                "o-revoked",
-                "sk-proj-sdk-revoked-03",
-                "openai",
-                "priority = 10",
-            ),
-            Cred("o-good", "sk-proj-sdk-good-04", "openai", ""),
+            Cred::new("a-revoked", "sk-ant-sdk-revoked-01").with("priority = 10"),
+            Cred::new("a-good", "sk-ant-sdk-good-02"),
+            Cred::new("o-revoked", "sk-proj-sdk-revoked-03")
+                .on("openai")
+                .with("priority = 10"),
+            Cred::new("o-good", "sk-proj-sdk-good-04").on("openai"),
         ],
         &format!(
             "{}{}",
@@ -721,8 +706,8 @@ async fn the_official_sdks_retry_a_transient_exhaustion_and_succeed() {
         "sdk-transient",
         sdk_endpoints(),
         &[
-            Cred("a1", "sk-ant-sdk-rl-01", "anthropic", ""),
-            Cred("o1", "sk-proj-sdk-rl-02", "openai", ""),
+            Cred::new("a1", "sk-ant-sdk-rl-01"),
+            Cred::new("o1", "sk-proj-sdk-rl-02").on("openai"),
         ],
         &format!(
             "{}{}",
@@ -798,13 +783,10 @@ async fn gemini_generate_and_both_stream_forms_with_failover() {
         "gemini",
         &[("gemini", "gemini", "")],
         &[
-            Cred(
-                "g1",
-                "AIzaE2EGeminiRevoked000000001",
-                "gemini",
-                "priority = 10",
-            ),
-            Cred("g2", "AIzaE2EGeminiGood00000000002", "gemini", ""),
+            Cred::new("g1", "AIzaE2EGeminiRevoked000000001")
+                .on("gemini")
+                .with("priority = 10"),
+            Cred::new("g2", "AIzaE2EGeminiGood00000000002").on("gemini"),
         ],
         &route("flash", "gemini", "gemini-2.5-flash", &["g1", "g2"]),
         "",
@@ -917,7 +899,7 @@ async fn every_reset_header_style_is_honoured() {
         let h = start(
             &format!("reset-{style}"),
             endpoints,
-            &[Cred("k", "sk-e2e-reset-style-01", "anthropic", "")],
+            &[Cred::new("k", "sk-e2e-reset-style-01")],
             &route("claude", "anthropic", "m", &["k"]),
             "",
         )
@@ -960,7 +942,7 @@ async fn a_malformed_event_is_dropped_and_the_stream_completes() {
     let h = start(
         "malformed",
         ANTHROPIC,
-        &[Cred("k", "sk-ant-e2e-mal-01", "anthropic", "")],
+        &[Cred::new("k", "sk-ant-e2e-mal-01")],
         &route("claude", "anthropic", "claude-x", &["k"]),
         "",
     )
@@ -995,7 +977,7 @@ async fn shutdown_drains_in_flight_streams_then_exits() {
     let mut h = start(
         "drain",
         ANTHROPIC,
-        &[Cred("k", "sk-ant-e2e-drain-01", "anthropic", "")],
+        &[Cred::new("k", "sk-ant-e2e-drain-01")],
         &route("claude", "anthropic", "claude-x", &["k"]),
         "",
     )
@@ -1048,12 +1030,7 @@ async fn minimal_detail_callers_learn_nothing_of_the_inventory() {
     let h = start_with(
         "minimal",
         ANTHROPIC,
-        &[Cred(
-            "secret-team-name",
-            "sk-ant-e2e-min-01",
-            "anthropic",
-            "",
-        )],
+        &[Cred::new("secret-team-name", "sk-ant-e2e-min-01")],
         &route("claude", "anthropic", "claude-x", &["secret-team-name"]),
         "",
         "minimal",
@@ -1083,7 +1060,7 @@ async fn a_connection_reset_before_headers_fails_over_and_disables_nothing() {
     let h = start(
         "reset",
         &[("primary", "anthropic", ""), ("secondary", "anthropic", "")],
-        &[Cred("p1", "sk-ant-e2e-rs-01", "primary", ""), Cred("s1", "sk-ant-e2e-rs-02", "secondary", "")],
+        &[Cred::new("p1", "sk-ant-e2e-rs-01").on("primary"), Cred::new("s1", "sk-ant-e2e-rs-02").on("secondary")],
         "[routes.claude]\ntargets = [{ endpoint = \"primary\", model = \"claude-x\", credentials = [\"p1\"] }, { endpoint = \"secondary\", model = \"claude-x\", credentials = [\"s1\"] }]\n",
         "",
     )
@@ -1118,13 +1095,10 @@ async fn azure_openai_deployments_fail_over_and_a_revoked_key_is_confirmed() {
         "azure",
         &[("azure", "azure-openai", "")],
         &[
-            Cred(
-                "z1",
-                "azure-e2e-key-0000000000000001",
-                "azure",
-                "priority = 10",
-            ),
-            Cred("z2", "azure-e2e-key-0000000000000002", "azure", ""),
+            Cred::new("z1", "azure-e2e-key-0000000000000001")
+                .on("azure")
+                .with("priority = 10"),
+            Cred::new("z2", "azure-e2e-key-0000000000000002").on("azure"),
         ],
         &route("gpt", "azure", "gpt-4o-deployment", &["z1", "z2"]),
         "",
@@ -1164,7 +1138,7 @@ async fn a_slow_reader_gets_backpressure_not_a_growing_buffer() {
     let h = start(
         "backpressure",
         ANTHROPIC,
-        &[Cred("b1", "sk-ant-e2e-bp-0001", "anthropic", "")],
+        &[Cred::new("b1", "sk-ant-e2e-bp-0001")],
         &route("claude", "anthropic", "claude-x", &["b1"]),
         "",
     )
@@ -1222,8 +1196,8 @@ async fn short_timeouts(name: &str, keys: [&'static str; 2]) -> Harness {
         name,
         ANTHROPIC,
         &[
-            Cred("k-a", keys[0], "anthropic", "priority = 10"),
-            Cred("k-b", keys[1], "anthropic", ""),
+            Cred::new("k-a", keys[0]).with("priority = 10"),
+            Cred::new("k-b", keys[1]),
         ],
         &route("claude", "anthropic", "claude-x", &["k-a", "k-b"]),
         "[timeouts]\nheaders = \"300ms\"\nfirst_token = \"300ms\"\nidle = \"300ms\"\n",
@@ -1330,7 +1304,7 @@ async fn a_committed_stream_that_stalls_or_ends_badly_ends_with_the_native_error
         let h = start(
             name,
             &[("openai", "openai", "/v1")],
-            &[Cred("o", "sk-proj-e2e-end-01", "openai", "")],
+            &[Cred::new("o", "sk-proj-e2e-end-01").on("openai")],
             &route("gpt", "openai", "gpt-4o", &["o"]),
             "[timeouts]\nidle = \"300ms\"\n",
         )
@@ -1358,7 +1332,7 @@ async fn liveness_and_readiness_answer() {
     let h = start(
         "probes",
         ANTHROPIC,
-        &[Cred("k", "sk-ant-e2e-hz-01", "anthropic", "")],
+        &[Cred::new("k", "sk-ant-e2e-hz-01")],
         &route("claude", "anthropic", "claude-x", &["k"]),
         "",
     )
@@ -1383,9 +1357,9 @@ async fn a_conversation_stays_on_its_credential_and_one_off_requests_spread() {
         "affinity",
         ANTHROPIC,
         &[
-            Cred("k1", "sk-ant-e2e-aff-0001", "anthropic", ""),
-            Cred("k2", "sk-ant-e2e-aff-0002", "anthropic", ""),
-            Cred("k3", "sk-ant-e2e-aff-0003", "anthropic", ""),
+            Cred::new("k1", "sk-ant-e2e-aff-0001"),
+            Cred::new("k2", "sk-ant-e2e-aff-0002"),
+            Cred::new("k3", "sk-ant-e2e-aff-0003"),
         ],
         &route("claude", "anthropic", "claude-x", &["k1", "k2", "k3"]),
         "",

@@ -66,7 +66,7 @@ async fn fleet(
 ) -> Fleet {
     let redis = RedisServer::start().expect("redis-server (scripts/test.sh installs it)");
     let url = redis.url();
-    let ids: Vec<&str> = creds.iter().map(|c| c.0).collect();
+    let ids: Vec<&str> = creds.iter().map(|c| c.id).collect();
     let h = start_prepared(
         name,
         ANTHROPIC,
@@ -232,7 +232,7 @@ fn all_ok(out: &[Outcome], what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revoked_key_costs_the_fleet_its_in_flight_requests_and_one_probe() {
     let creds: Vec<Cred> = (0..4)
-        .map(|i| Cred(["k1", "k2", "k3", "k4"][i], K[i], "anthropic", ""))
+        .map(|i| Cred::new(["k1", "k2", "k3", "k4"][i], K[i]))
         .collect();
     let f = fleet("fleet-revoke", &creds, |_, _, _| {}).await;
     const PER_REPLICA: usize = 2;
@@ -379,7 +379,7 @@ const CLAUDE: &str = "kind = \"oauth\"\nsubscription = true\n[credentials.oauth]
 async fn fifty_requests_over_three_replicas_on_an_expired_token_cause_one_refresh() {
     let f = fleet(
         "fleet-oauth",
-        &[Cred("claude-max", "", "anthropic", CLAUDE)],
+        &[Cred::new("claude-max", "").with(CLAUDE)],
         |sim, cfg, env| import(sim, cfg, env, "claude"),
     )
     .await;
@@ -440,7 +440,7 @@ fn import(sim: &keyward_sim::Sim, cfg: &std::path::Path, env: &[(String, String)
 async fn a_dead_grant_is_tried_once_for_the_fleet_and_a_new_login_serves_every_replica() {
     let f = fleet(
         "fleet-relogin",
-        &[Cred("claude-max", "", "anthropic", CLAUDE)],
+        &[Cred::new("claude-max", "").with(CLAUDE)],
         |sim, cfg, env| import(sim, cfg, env, "claude"),
     )
     .await;
@@ -505,7 +505,7 @@ async fn post(client: &reqwest::Client, url: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_killed_during_traffic_costs_callers_nothing_and_the_fleet_reconciles() {
     let creds: Vec<Cred> = (0..4)
-        .map(|i| Cred(["k1", "k2", "k3", "k4"][i], K[i], "anthropic", ""))
+        .map(|i| Cred::new(["k1", "k2", "k3", "k4"][i], K[i]))
         .collect();
     let mut f = fleet("fleet-redis-kill", &creds, |_, _, _| {}).await;
     let traffic = Traffic::start(&f.urls, 2);

@@ -120,16 +120,16 @@ async fn three_revocations_under_mixed_traffic_cost_callers_nothing_and_disable_
                 ("openai", "openai", "/v1"),
             ],
             &[
-                Cred("a1", "sk-ant-mix-a1-0001", "anth-a", ""),
-                Cred("a2", "sk-ant-mix-a2-0002", "anth-a", ""),
-                Cred("a3", "sk-ant-mix-a3-0003", "anth-a", ""),
-                Cred("a4", "sk-ant-mix-a4-0004", "anth-a", ""),
-                Cred("a5", "sk-ant-mix-a5-0005", "anth-a", ""),
-                Cred("b1", "sk-ant-mix-b1-0006", "anth-b", ""),
-                Cred("b2", "sk-ant-mix-b2-0007", "anth-b", ""),
-                Cred("o1", "sk-proj-mix-o1-0008", "openai", ""),
-                Cred("o2", "sk-proj-mix-o2-0009", "openai", ""),
-                Cred("o3", "sk-proj-mix-o3-0010", "openai", ""),
+                Cred::new("a1", "sk-ant-mix-a1-0001").on("anth-a"),
+                Cred::new("a2", "sk-ant-mix-a2-0002").on("anth-a"),
+                Cred::new("a3", "sk-ant-mix-a3-0003").on("anth-a"),
+                Cred::new("a4", "sk-ant-mix-a4-0004").on("anth-a"),
+                Cred::new("a5", "sk-ant-mix-a5-0005").on("anth-a"),
+                Cred::new("b1", "sk-ant-mix-b1-0006").on("anth-b"),
+                Cred::new("b2", "sk-ant-mix-b2-0007").on("anth-b"),
+                Cred::new("o1", "sk-proj-mix-o1-0008").on("openai"),
+                Cred::new("o2", "sk-proj-mix-o2-0009").on("openai"),
+                Cred::new("o3", "sk-proj-mix-o3-0010").on("openai"),
             ],
             &[
                 route("claude-1", "anth-a", "claude-x", &["a1", "a2", "a3"]),
@@ -313,7 +313,7 @@ async fn every_key_of_an_endpoint_revoked_is_an_incident_then_disabled_with_a_fi
     ];
     let creds: Vec<Cred<'_>> = keys
         .iter()
-        .flat_map(|(ep, _, ks, _)| ks.iter().map(move |(id, s)| Cred(id, s, ep, "")))
+        .flat_map(|(ep, _, ks, _)| ks.iter().map(move |(id, s)| Cred::new(id, s).on(ep)))
         .collect();
     let h = start_policy(
         "whole-endpoint",
@@ -481,10 +481,7 @@ async fn an_auth_outage_that_heals_disables_nothing_and_traffic_resumes_within_t
         ("h2", "sk-ant-heal-h2-0002"),
         ("h3", "sk-ant-heal-h3-0003"),
     ];
-    let creds: Vec<Cred<'_>> = keys
-        .iter()
-        .map(|(id, s)| Cred(id, s, "anthropic", ""))
-        .collect();
+    let creds: Vec<Cred<'_>> = keys.iter().map(|(id, s)| Cred::new(id, s)).collect();
     let h = start_policy(
         "heals",
         ANTHROPIC,
@@ -576,12 +573,12 @@ async fn the_official_sdks_stop_after_one_attempt_on_revoked_keys_and_retry_a_ra
         "sdk-mixed",
         &[("anthropic", "anthropic", ""), ("openai", "openai", "/v1")],
         &[
-            Cred("a-1", "sk-ant-sdkm-a1-0001", "anthropic", ""),
-            Cred("a-2", "sk-ant-sdkm-a2-0002", "anthropic", ""),
-            Cred("o-1", "sk-proj-sdkm-o1-0003", "openai", ""),
-            Cred("o-2", "sk-proj-sdkm-o2-0004", "openai", ""),
-            Cred("a-rl", "sk-ant-sdkm-rl-0005", "anthropic", ""),
-            Cred("o-rl", "sk-proj-sdkm-rl-0006", "openai", ""),
+            Cred::new("a-1", "sk-ant-sdkm-a1-0001"),
+            Cred::new("a-2", "sk-ant-sdkm-a2-0002"),
+            Cred::new("o-1", "sk-proj-sdkm-o1-0003").on("openai"),
+            Cred::new("o-2", "sk-proj-sdkm-o2-0004").on("openai"),
+            Cred::new("a-rl", "sk-ant-sdkm-rl-0005"),
+            Cred::new("o-rl", "sk-proj-sdkm-rl-0006").on("openai"),
         ],
         &[
             route("claude", "anthropic", "claude-x", &["a-1", "a-2"]),
@@ -706,8 +703,8 @@ async fn a_gateway_built_error_after_attempts_is_logged_and_counted_with_them() 
         "error-log",
         ANTHROPIC,
         &[
-            Cred("k1", "sk-ant-elog-k1-0001", "anthropic", ""),
-            Cred("k2", "sk-ant-elog-k2-0002", "anthropic", ""),
+            Cred::new("k1", "sk-ant-elog-k1-0001"),
+            Cred::new("k2", "sk-ant-elog-k2-0002"),
         ],
         &route("claude", "anthropic", "claude-x", &["k1", "k2"]),
         "",

@@ -57,7 +57,7 @@ async fn gateway(name: &str, ttl: Duration, extra_cred: &str) -> Harness {
     let h = start_prepared(
         name,
         ANTHROPIC,
-        &[Cred("claude-max", "", "anthropic", &more)],
+        &[Cred::new("claude-max", "").with(&more)],
         &route("claude", "anthropic", "claude-x", &["claude-max"]),
         "",
         "full",
@@ -95,12 +95,7 @@ async fn a_token_is_refreshed_ahead_of_its_expiry_and_no_request_sees_it_expire(
     let h = start_prepared(
         "oauth-ahead",
         ANTHROPIC,
-        &[Cred(
-            "claude-max",
-            "",
-            "anthropic",
-            &format!("{CLAUDE}refresh_ahead = \"3s\"\n"),
-        )],
+        &[Cred::new("claude-max", "").with(&format!("{CLAUDE}refresh_ahead = \"3s\"\n"))],
         &format!(
             "{}{ADMIN}",
             route("claude", "anthropic", "claude-x", &["claude-max"])
@@ -270,7 +265,7 @@ async fn logging_in_again_brings_a_revoked_grant_back_without_a_restart() {
     let h = start_prepared(
         "oauth-relogin",
         ANTHROPIC,
-        &[Cred("claude-max", "", "anthropic", CLAUDE)],
+        &[Cred::new("claude-max", "").with(CLAUDE)],
         &format!(
             "{}{ADMIN}",
             route("claude", "anthropic", "claude-x", &["claude-max"])
@@ -331,8 +326,8 @@ async fn a_failing_token_endpoint_disables_nothing_and_the_refresh_succeeds_when
         "oauth-503",
         ANTHROPIC,
         &[
-            Cred("claude-max", "", "anthropic", CLAUDE),
-            Cred("team-key", "sk-ant-team-key-1", "anthropic", ""),
+            Cred::new("claude-max", "").with(CLAUDE),
+            Cred::new("team-key", "sk-ant-team-key-1"),
         ],
         &format!(
             "{}{ADMIN}",
@@ -416,7 +411,7 @@ async fn a_codex_token_serves_only_the_responses_api() {
     let h = start_prepared(
         "oauth-codex",
         &[("openai", "openai", "/v1")],
-        &[Cred("codex", "", "openai", more)],
+        &[Cred::new("codex", "").on("openai").with(more)],
         &route("gpt", "openai", "gpt-x", &["codex"]),
         "",
         "full",

@@ -30,7 +30,7 @@ async fn the_rotation_drill_under_steady_traffic() {
         start(
             "rotation",
             ANTHROPIC,
-            &[Cred("k-old", OLD, "anthropic", "")],
+            &[Cred::new("k-old", OLD)],
             &route("claude", "anthropic", "claude-x", &["k-old"]),
             "\n[admin]\ntoken = \"env:KW_ADMIN\"\n",
         )
@@ -175,8 +175,8 @@ async fn an_invalid_config_is_rejected_while_serving_continues_and_sighup_reload
         "reload",
         ANTHROPIC,
         &[
-            Cred("a", "sk-ant-reload-0001", "anthropic", ""),
-            Cred("b", "sk-ant-reload-0002", "anthropic", ""),
+            Cred::new("a", "sk-ant-reload-0001"),
+            Cred::new("b", "sk-ant-reload-0002"),
         ],
         &route("claude", "anthropic", "claude-x", &["a"]),
         "",

@@ -22,7 +22,7 @@ async fn scenario(name: &str) -> Harness {
     start(
         name,
         &[("primary", "openai", "/v1"), ("fallback", "openai", "/v1")],
-        &[Cred("p", P, "primary", ""), Cred("f", F, "fallback", "")],
+        &[Cred::new("p", P).on("primary"), Cred::new("f", F).on("fallback")],
         "[routes.gpt]\n\
          targets = [{ endpoint = \"primary\", model = \"gpt-primary\", credentials = [\"p\"] }]\n\
          fallbacks = [{ endpoint = \"fallback\", model = \"gpt-fallback\", credentials = [\"f\"] }]\n\
@@ -406,7 +406,7 @@ async fn anthropic_scenario(name: &str) -> Harness {
     start(
         name,
         &[("primary", "anthropic", ""), ("fallback", "anthropic", "")],
-        &[Cred("p", AP, "primary", ""), Cred("f", AF, "fallback", "")],
+        &[Cred::new("p", AP).on("primary"), Cred::new("f", AF).on("fallback")],
         "[routes.claude]\n\
          targets = [{ endpoint = \"primary\", model = \"claude-primary\", credentials = [\"p\"] }]\n\
          fallbacks = [{ endpoint = \"fallback\", model = \"claude-fallback\", credentials = [\"f\"] }]\n\

@@ -116,9 +116,9 @@ async fn the_status_page_shows_a_revoked_key_and_lets_an_operator_act() {
         "status-page",
         ANTHROPIC,
         &[
-            Cred("team-1", A, "anthropic", "priority = 10"),
-            Cred("team-2", B, "anthropic", ""),
-            Cred("team-3", C, "anthropic", ""),
+            Cred::new("team-1", A).with("priority = 10"),
+            Cred::new("team-2", B),
+            Cred::new("team-3", C),
         ],
         &format!(
             "{}\n{}",
@@ -617,8 +617,8 @@ async fn an_operator_logs_in_with_the_form_and_acts_through_the_dialog() {
         "status-page-browser",
         ANTHROPIC,
         &[
-            Cred("team-1", A, "anthropic", "priority = 10"),
-            Cred("team-2", B, "anthropic", ""),
+            Cred::new("team-1", A).with("priority = 10"),
+            Cred::new("team-2", B),
         ],
         &route("claude", "anthropic", "claude-x", &["team-1", "team-2"]),
         "\n[admin]\ntoken = \"env:KW_ADMIN\"\n",
@@ -749,7 +749,7 @@ async fn a_provider_wide_auth_incident_is_on_the_page() {
     let creds: Vec<Cred<'_>> = names
         .iter()
         .zip(&secrets)
-        .map(|(id, s)| Cred(id, s, "anthropic", ""))
+        .map(|(id, s)| Cred::new(id, s))
         .collect();
     let h = start(
         "status-page-incident",

@@ -17,7 +17,7 @@ async fn gateway(name: &str) -> Harness {
     start(
         name,
         ANTHROPIC,
-        &[Cred("a", A, "anthropic", ""), Cred("b", B, "anthropic", "")],
+        &[Cred::new("a", A), Cred::new("b", B)],
         &route("claude", "anthropic", "claude-x", &["a", "b"]),
         "\n[admin]\ntoken = \"env:KW_ADMIN\"\n",
     )
@@ -288,7 +288,7 @@ async fn keyward_check_beside_a_gateway_never_refreshes_the_oauth_tokens_it_hold
     let h = start_prepared(
         "state-check",
         ANTHROPIC,
-        &[Cred("a", A, "anthropic", "")],
+        &[Cred::new("a", A)],
         &route("claude", "anthropic", "claude-x", &["a"]),
         "\n[admin]\ntoken = \"env:KW_ADMIN\"\n",
         "full",
@@ -373,7 +373,7 @@ async fn oauth_commands_beside_a_gateway_go_through_it() {
     let h = start_prepared(
         "state-oauth",
         ANTHROPIC,
-        &[Cred("claude-max", "", "anthropic", CLAUDE)],
+        &[Cred::new("claude-max", "").with(CLAUDE)],
         &route("claude", "anthropic", "claude-x", &["claude-max"]),
         "\n[admin]\ntoken = \"env:KW_ADMIN\"\n",
         "full",

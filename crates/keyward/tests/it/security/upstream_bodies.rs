@@ -45,9 +45,11 @@ async fn a_provider_key_echoed_by_an_upstream_reaches_no_caller_log_metric_or_ad
         "bodies-canary",
         OPENAI,
         &[
-            Cred("canary", CANARY, "openai", "priority = 10"),
-            Cred("b", "sk-proj-bodies-sibling-02", "openai", ""),
-            Cred("plain", PLAIN, "openai", ""),
+            Cred::new("canary", CANARY)
+                .on("openai")
+                .with("priority = 10"),
+            Cred::new("b", "sk-proj-bodies-sibling-02").on("openai"),
+            Cred::new("plain", PLAIN).on("openai"),
         ],
         &format!(
             "{}{}",
@@ -130,9 +132,9 @@ async fn hostile(name: &str, b: Behaviour, extra: &str) -> Harness {
         name,
         ANTHROPIC,
         &[
-            Cred("a", A, "anthropic", "priority = 10"),
-            Cred("b", B, "anthropic", ""),
-            Cred("c", C, "anthropic", ""),
+            Cred::new("a", A).with("priority = 10"),
+            Cred::new("b", B),
+            Cred::new("c", C),
         ],
         &format!(
             "{}{}",
@@ -275,7 +277,7 @@ async fn a_megabyte_model_name_is_not_echoed_back() {
     let h = start(
         "bodies-model-name",
         ANTHROPIC,
-        &[Cred("a", "sk-ant-bodies-model-01", "anthropic", "")],
+        &[Cred::new("a", "sk-ant-bodies-model-01")],
         &route("claude", "anthropic", "claude-x", &["a"]),
         "",
     )
@@ -312,7 +314,7 @@ async fn an_oauth_access_token_echoed_by_an_upstream_is_masked_after_a_refresh_t
     let h = crate::support::start_prepared(
         "bodies-oauth",
         ANTHROPIC,
-        &[Cred("claude-max", "", "anthropic", OAUTH)],
+        &[Cred::new("claude-max", "").with(OAUTH)],
         &route("claude", "anthropic", "claude-x", &["claude-max"]),
         ADMIN,
         "full",

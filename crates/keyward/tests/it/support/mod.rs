@@ -11,8 +11,38 @@ use std::time::{Duration, Instant};
 use keyward_sim::{Sim, SimServer};
 use serde_json::{json, Value};
 
-/// A credential in a test config: (id, secret, endpoint, extra TOML lines).
-pub(crate) struct Cred<'a>(pub &'a str, pub &'a str, pub &'a str, pub &'a str);
+/// A credential in a test config, built by name: `Cred::new(id, secret).on(endpoint).with(toml)`.
+pub(crate) struct Cred<'a> {
+    pub(crate) id: &'a str,
+    /// The key; empty for no `secret` line (an OAuth grant imported into the state file).
+    pub(crate) secret: &'a str,
+    /// The endpoint's id in the test config.
+    pub(crate) endpoint: &'a str,
+    /// More TOML lines for the credential's table (`priority = 10`, an OAuth table).
+    pub(crate) extra: &'a str,
+}
+
+impl<'a> Cred<'a> {
+    /// Credential `id` with `secret`, on the `anthropic` endpoint.
+    pub(crate) fn new(id: &'a str, secret: &'a str) -> Cred<'a> {
+        Cred {
+            id,
+            secret,
+            endpoint: "anthropic",
+            extra: "",
+        }
+    }
+
+    /// On endpoint `endpoint` instead.
+    pub(crate) fn on(self, endpoint: &'a str) -> Cred<'a> {
+        Cred { endpoint, ..self }
+    }
+
+    /// With more TOML lines for its table.
+    pub(crate) fn with(self, extra: &'a str) -> Cred<'a> {
+        Cred { extra, ..self }
+    }
+}
 
 pub(crate) struct Harness {
     pub sim: Sim,
@@ -172,7 +202,13 @@ async fn start_inner(
         ("KW_ADMIN".into(), ADMIN_TOKEN.into()),
         ("KEYWARD_LOG".into(), "info".into()),
     ];
-    for Cred(id, secret, endpoint, more) in creds {
+    for Cred {
+        id,
+        secret,
+        endpoint,
+        extra: more,
+    } in creds
+    {
         let more = more.replace("{sim}", &server.url());
         if secret.is_empty() {
             toml.push_str(&format!(
@@ -195,8 +231,8 @@ async fn start_inner(
     let (gateway, url) = spawn_gateway(&cfg, &env, &[], &logs);
     let secrets = creds
         .iter()
-        .filter(|c| !c.1.is_empty())
-        .map(|c| c.1.to_owned())
+        .filter(|c| !c.secret.is_empty())
+        .map(|c| c.secret.to_owned())
         .chain([GATEWAY_KEY.to_owned(), ADMIN_TOKEN.to_owned()])
         .collect();
     Harness {
