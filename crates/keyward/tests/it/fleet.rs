@@ -556,9 +556,13 @@ async fn redis_killed_during_traffic_costs_callers_nothing_and_the_fleet_reconci
     // Redis returns (empty: it had no persistence): the replicas reconcile within seconds.
     f.redis.restart().unwrap();
     let back = Instant::now();
+    // Within seconds as a rule; the bound is the probe lease (30 s): a replica whose own
+    // confirmation probe the outage interrupted (leased locally, its verdict never
+    // published) and that missed the others' disable while Redis restarted empty, probes
+    // again when that lease lapses, and converges then (seen once in three loaded runs).
     f.eventually_all(
         "k3 disabled everywhere",
-        Duration::from_secs(10),
+        Duration::from_secs(40),
         "k3",
         "disabled",
     )
