@@ -37,8 +37,10 @@ fi
 ulimit -n 65536 2>/dev/null || ulimit -n 8192
 
 cargo build --release -q -p keyward -p keyward-bench --features keyward/sim
-KW=$ROOT/target/release/keyward
-BARE=$ROOT/target/release/bare-proxy
+# Built where cargo builds (CARGO_TARGET_DIR when set, as CI sets it).
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+KW=$TARGET_DIR/release/keyward
+BARE=$TARGET_DIR/release/bare-proxy
 
 # Cores: the proxy under test on core 0; the upstream and the load tool on core 1.
 PROXY_CPU=0
@@ -118,11 +120,14 @@ EOF
   echo "provider = \"anthropic\""
   echo "base_url = \"http://127.0.0.1:$SIM\""
   for i in $(seq 1 100); do
+    # One secret per credential id (the config refuses a key under two ids).
     printf 'sk-ant-bench-%04d\n' "$i" > "$WORK/kw/keys/k$i"
+    printf 'sk-ant-bench-s%04d\n' "$i" > "$WORK/kw/keys/s$i"
     printf '[[credentials]]\nid = "k%d"\nendpoint = "fixed"\nsecret = "file:keys/k%d"\n' "$i" "$i"
-    printf '[[credentials]]\nid = "s%d"\nendpoint = "fixed-sse"\nsecret = "file:keys/k%d"\n' "$i" "$i"
+    printf '[[credentials]]\nid = "s%d"\nendpoint = "fixed-sse"\nsecret = "file:keys/s%d"\n' "$i" "$i"
   done
-  printf '[[credentials]]\nid = "h1"\nendpoint = "hold"\nsecret = "file:keys/k1"\n'
+  printf 'sk-ant-bench-hold-0001\n' > "$WORK/kw/keys/h1"
+  printf '[[credentials]]\nid = "h1"\nendpoint = "hold"\nsecret = "file:keys/h1"\n'
   echo
   all=$(seq 1 100 | sed 's/^/"k/; s/$/"/' | paste -sd, -)
   alls=$(seq 1 100 | sed 's/^/"s/; s/$/"/' | paste -sd, -)
@@ -250,11 +255,11 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 # Memory: 1,000 streams held open (the simulator stalls them after the first event).
-curl -s -X POST "http://127.0.0.1:$SIM/_sim/keys/sk-ant-bench-0001" -H 'content-type: application/json' \
+curl -s -X POST "http://127.0.0.1:$SIM/_sim/keys/sk-ant-bench-hold-0001" -H 'content-type: application/json' \
   -d '{"kind":"stream_stall","after":1,"ms":120000}' >/dev/null
 curl -s -X POST "http://127.0.0.1:$SIM/_sim/keys/$KW_BENCH_KEY" -H 'content-type: application/json' \
   -d '{"kind":"stream_stall","after":1,"ms":120000}' >/dev/null
-# (the sim keys behaviours by the key it sees: Keyward's h1 sends sk-ant-bench-0001,
+# (the sim keys behaviours by the key it sees: Keyward's h1 sends sk-ant-bench-hold-0001,
 # nginx passes the caller's own key through)
 hold() { # url, model: opens 1000 streams, reports the process's RSS once all are open
   python3 "$ROOT/bench/hold_streams.py" "$1" "$2" 1000 "$KW_BENCH_KEY"

@@ -181,6 +181,20 @@ pub fn replace_model(body: &[u8], model: &str) -> Result<Option<Vec<u8>>, Splice
         .transpose()
 }
 
+/// Whether `body` is one whole JSON object or array: brackets balanced, strings closed,
+/// nothing after it but whitespace. A structural check in one pass (no allocation, no
+/// decoding), for telling a complete answer from one cut short; it does not validate
+/// literals or escapes (a full parser is the fallback for a precise error).
+pub fn is_complete_container(body: &[u8]) -> bool {
+    let mut p = Parser { b: body, i: 0 };
+    p.ws();
+    if !matches!(p.peek(), Some(b'{' | b'[')) || p.value().is_err() {
+        return false;
+    }
+    p.ws();
+    p.i == body.len()
+}
+
 fn key_is(raw: &[u8], want: &[u8]) -> bool {
     if !raw.contains(&b'\\') {
         return raw == want;
@@ -280,6 +294,20 @@ impl Parser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_whole_object_or_array_is_complete_and_a_cut_one_is_not() {
+        let whole = br#"{"id":"m","content":[{"type":"text","text":"a } \" ] b"}],"usage":{"input_tokens":1}}"#;
+        assert!(is_complete_container(whole));
+        assert!(is_complete_container(b" [1, {\"a\": [2]}]\n"));
+        for cut in 1..whole.len() {
+            assert!(!is_complete_container(&whole[..cut]), "{cut}");
+        }
+        assert!(!is_complete_container(b"{\"a\":1} trailing"));
+        assert!(!is_complete_container(b"\"just a string\""));
+        assert!(!is_complete_container(b"<html></html>"));
+        assert!(!is_complete_container(b""));
+    }
 
     #[test]
     fn a_conversation_hashes_the_same_on_every_turn_and_differs_from_another() {

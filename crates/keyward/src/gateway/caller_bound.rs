@@ -371,6 +371,11 @@ pub fn json_defect(status: u16, content_type: Option<&str>, body: &[u8]) -> Opti
             content_type: bounded(ct, 60).into_owned(),
         });
     }
+    // The common case in one structural pass (a whole object or array); the full parser
+    // only for what fails it, to say why.
+    if keyward_wire::splice::is_complete_container(body) {
+        return None;
+    }
     match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
         Ok(_) => None,
         Err(e) => match content_type {
