@@ -246,16 +246,16 @@ async fn bodies_beyond_the_byte_budget_get_a_503_in_the_callers_format_and_memor
     )
     .await;
     let target = addr(&h);
-    // Two uploads that declare 4 MiB and stall hold the whole 8 MiB budget.
-    let holders = [
-        stalled_upload(&target, "/v1/messages", 4 * MIB, 1024).await,
-        stalled_upload(&target, "/v1/messages", 4 * MIB, 1024).await,
-    ];
-    // A third waits body_wait, then gets a 503 in its own API's format, unread.
-    // (Under load the holders' reservations may land after a first probe: that probe then
-    // holds budget itself and gets no answer in time; try again, bounded.)
-    let until = Instant::now() + Duration::from_secs(30);
-    let (status, head, body) = loop {
+    // Two uploads that declare 4 MiB and stall hold the whole 8 MiB budget; a third waits
+    // body_wait, then gets a 503 in its own API's format, unread. (Under load the third's
+    // reservation can land before the holders' — then it is the one held: start over with
+    // fresh connections, bounded.)
+    let until = Instant::now() + Duration::from_secs(60);
+    let (holders, (status, head, body)) = loop {
+        let holders = [
+            stalled_upload(&target, "/v1/messages", 4 * MIB, 1024).await,
+            stalled_upload(&target, "/v1/messages", 4 * MIB, 1024).await,
+        ];
         let mut s = stalled_upload(&target, "/v1/messages", 2 * MIB, 0).await;
         let r = tokio::time::timeout(
             Duration::from_secs(5),
@@ -263,11 +263,12 @@ async fn bodies_beyond_the_byte_budget_get_a_503_in_the_callers_format_and_memor
         )
         .await;
         match r {
-            Ok(r) if r.0 == 503 || Instant::now() > until => break r,
-            Err(_) if Instant::now() > until => panic!("no 503 within 30 s"),
+            Ok(r) if r.0 == 503 => break (holders, r),
+            _ if Instant::now() > until => panic!("no 503 within 60 s: {r:?}"),
             _ => {}
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(holders);
+        tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(status, 503, "{head}\n{body}");
     assert!(
