@@ -132,12 +132,15 @@ impl Failover {
                 return self.retry_or_fail_over(&s, attempt, failure, false);
             }
         };
-        if resp.status().as_u16() >= 400 {
-            self.on_error_status(&s, attempt, resp).await
+        let status = resp.status().as_u16();
+        let headers = header_pairs(resp.headers());
+        if status >= 400 {
+            self.on_error_status(&s, attempt, resp, status, &headers)
+                .await
         } else if !self.prep.stream {
-            self.on_body(&s, attempt, resp).await
+            self.on_body(&s, attempt, resp, status, &headers).await
         } else {
-            self.on_stream(&s, attempt, resp).await
+            self.on_stream(&s, attempt, resp, status, &headers).await
         }
     }
 
@@ -229,18 +232,19 @@ impl Failover {
         s: &Sending<'_>,
         attempt: AttemptScope,
         resp: upstream::Response,
+        status: u16,
+        headers: &[(String, String)],
     ) -> Step {
-        let status = resp.status().as_u16();
-        let headers = header_pairs(resp.headers());
         let read =
             caller_bound::read_body(resp, MAX_ERROR_BODY, s.timeouts.idle, self.deadline_at).await;
         self.upstream_time += s.sent.elapsed();
         let failure = s
             .verdicts()
-            .of(Some(status), &headers, &read.body, None, Phase::Headers);
-        if let Some(step) = self.refresh_rejected_token(s, &attempt, &failure).await {
-            return step;
-        }
+            .of(Some(status), headers, &read.body, None, Phase::Headers);
+        let (attempt, failure) = match self.refresh_rejected_token(s, attempt, failure).await {
+            Ok(step) => return step,
+            Err(not_a_token_case) => not_a_token_case,
+        };
         let advice = record_failure(s.gw, attempt, &failure, &self.route.name);
         match (failure.class, failure.scope) {
             // The caller's own request: return the provider's answer as it is.
@@ -250,7 +254,7 @@ impl Failover {
                 return Step::Answer(pass_on_error(
                     self.api,
                     status,
-                    &headers,
+                    headers,
                     &read,
                     &s.answer(self),
                 ));
@@ -270,7 +274,7 @@ impl Failover {
                 return Step::Answer(pass_on_error(
                     self.api,
                     status,
-                    &headers,
+                    headers,
                     &read,
                     &s.answer(self),
                 ));
@@ -285,16 +289,17 @@ impl Failover {
     /// requests see it) and retry on the same credential. The token endpoint's answer is
     /// definitive for the grant (`invalid_grant` disables it with a "log in again"
     /// remedy); only a rejection of a freshly refreshed token counts against the
-    /// credential. `None`: not such a case.
+    /// credential. Not such a case: the attempt and its failure are handed back.
     async fn refresh_rejected_token(
         &mut self,
         s: &Sending<'_>,
-        attempt: &AttemptScope,
-        failure: &Failure,
-    ) -> Option<Step> {
-        let cfg = s.cred.oauth.as_ref()?;
-        let gw = s.gw;
-        let cred = s.cred;
+        attempt: AttemptScope,
+        failure: Failure,
+    ) -> Result<Step, (AttemptScope, Failure)> {
+        let (gw, cred) = (s.gw, s.cred);
+        let Some(cfg) = cred.oauth.as_ref() else {
+            return Err((attempt, failure));
+        };
         // "Expired" is always worth one refresh per token; any other rejection of a token
         // issued moments ago is a verdict (or an incident).
         let worth = failure.class == Class::AuthTransient
@@ -305,26 +310,26 @@ impl Failover {
             || self.refreshed
             || !worth
         {
-            return None;
+            return Err((attempt, failure));
         }
         self.refreshed = true;
         gw.metrics.attempt(&cred.id, failure.class.as_str());
-        let _ = attempt;
+        // No verdict on the credential: its attempt ends here, before the refresh.
+        drop(attempt);
         // Still evidence for a provider-wide incident; during one, refreshing is
         // pointless: fail over.
         if gw.engine.note_auth_rejection(&cred.id) {
             info!(credential = %cred.id, "access token rejected during a provider auth incident: failing over without a refresh");
-            self.note(failure.clone(), &cred.id);
-            return Some(Step::Next);
+            self.note(failure, &cred.id);
+            return Ok(Step::Next);
         }
-        let cred_arc = gw.credential(&cred.id)?;
         let outcome = Box::pin(
             gw.oauth
-                .refresh_after_rejection(&cred_arc, cfg, &gw.engine, s.secret),
+                .refresh_after_rejection(cred, cfg, &gw.engine, s.secret),
         )
         .await;
-        self.note(failure.clone(), &cred.id);
-        Some(match outcome {
+        self.note(failure, &cred.id);
+        Ok(match outcome {
             Ok(_) => {
                 info!(credential = %cred.id, "access token rejected as expired: refreshed, retrying");
                 Step::Again
@@ -343,10 +348,10 @@ impl Failover {
         s: &Sending<'_>,
         attempt: AttemptScope,
         resp: upstream::Response,
+        status: u16,
+        headers: &[(String, String)],
     ) -> Step {
-        let status = resp.status().as_u16();
-        let headers = header_pairs(resp.headers());
-        let headroom = headroom(&headers);
+        let headroom = headroom(headers);
         let read = caller_bound::read_body(
             resp,
             s.gw.cfg.limits.max_body_bytes,
@@ -360,7 +365,7 @@ impl Failover {
             &s.gw.mask,
             s.token(),
             status,
-            content_type(&headers),
+            content_type(headers),
             &read,
         ) {
             Ok(std::borrow::Cow::Borrowed(_)) => read.body.clone(),
@@ -373,7 +378,7 @@ impl Failover {
         if carries_error(&body) {
             let failure = s
                 .verdicts()
-                .of(Some(status), &headers, &body, None, Phase::Headers);
+                .of(Some(status), headers, &body, None, Phase::Headers);
             return self.fail_over(s, attempt, failure);
         }
         s.gw.metrics.attempt(&s.cred.id, "ok");
@@ -382,7 +387,7 @@ impl Failover {
                 .tokens(&s.cred.id, &self.route.name, &self.prep.gateway_key, u);
         }
         s.gw.engine.record_success(attempt, headroom);
-        Step::Answer(passthrough(status, &headers, body, &s.answer(self)))
+        Step::Answer(passthrough(status, headers, body, &s.answer(self)))
     }
 
     /// A success status, streamed: held until its first content event (failover is
@@ -392,10 +397,10 @@ impl Failover {
         s: &Sending<'_>,
         attempt: AttemptScope,
         resp: upstream::Response,
+        status: u16,
+        headers: &[(String, String)],
     ) -> Step {
-        let status = resp.status().as_u16();
-        let headers = header_pairs(resp.headers());
-        let headroom = headroom(&headers);
+        let headroom = headroom(headers);
         let framer = framer_for(self.inbound, s.gw.cfg.limits.max_event_bytes);
         match hold_stream(resp, self.api, framer, s.timeouts.first_token).await {
             Held::Failed {
@@ -407,7 +412,7 @@ impl Failover {
                 self.upstream_time += s.sent.elapsed();
                 let failure = s.verdicts().of(
                     status_hint.or(Some(status)),
-                    &headers,
+                    headers,
                     &bytes,
                     transport,
                     phase,

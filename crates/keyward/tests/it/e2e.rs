@@ -275,7 +275,6 @@ async fn a_provider_wide_auth_incident_disables_nothing() {
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     h.sim.incident(false);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
     for id in names {
         assert_ne!(
             h.state_of(&format!("credential/{id}")),

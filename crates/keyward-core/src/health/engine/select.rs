@@ -402,38 +402,12 @@ pub(super) fn usable_given(
         return Ok(());
     }
     let endpoint = &inner.endpoints[ep as usize];
-    let records: [(Option<&Record>, &dyn Fn() -> String); 5] = [
-        (Some(&slot.rec), &|| format!("credential/{}", slot.spec.id)),
-        (
-            slot.models
-                .iter()
-                .find(|(m, _)| &**m == model)
-                .map(|(_, r)| r),
-            &|| format!("credential_model/{}/{model}", slot.spec.id),
-        ),
-        (
-            slot.bucket
-                .and_then(|b| inner.buckets.get(b as usize))
-                .map(|b| &b.rec),
-            &|| {
-                format!(
-                    "quota_bucket/{}",
-                    slot.spec.bucket.as_deref().unwrap_or("?")
-                )
-            },
-        ),
-        (Some(&endpoint.rec).filter(|_| !endpoint_ok), &|| {
-            format!("endpoint/{}", endpoint.id)
-        }),
-        (
-            endpoint
-                .models
-                .iter()
-                .find(|(m, _)| &**m == model && !endpoint_ok)
-                .map(|(_, r)| r),
-            &|| format!("provider_model/{}/{model}", endpoint.id),
-        ),
-    ];
+    let mut records = records_of(inner, slot, endpoint, model);
+    if endpoint_ok {
+        // Checked once for the whole target.
+        records[3].0 = None;
+        records[4].0 = None;
+    }
     let mut waiting: Option<Timestamp> = None;
     for (rec, name) in records {
         let Some(rec) = rec else { continue };
@@ -450,7 +424,7 @@ pub(super) fn usable_given(
             } => {
                 return Err(Block::Disabled(DisabledInfo {
                     credential: slot.spec.id.clone(),
-                    scope: name(),
+                    scope: name.to_string(),
                     class: *class,
                     since: *since,
                     evidence: evidence.clone(),
@@ -482,41 +456,14 @@ pub(super) fn candidate_state(
     let endpoint = inner.endpoints.get(ep as usize)?;
     let incident = endpoint_in_incident(inner, ep);
     let id = &slot.spec.id;
-    let records: [(Option<&Record>, String); 5] = [
-        (Some(&slot.rec), format!("credential/{id}")),
-        (
-            slot.models
-                .iter()
-                .find(|(m, _)| &**m == model)
-                .map(|(_, r)| r),
-            format!("credential_model/{id}/{model}"),
-        ),
-        (
-            slot.bucket
-                .and_then(|b| inner.buckets.get(b as usize))
-                .map(|b| &b.rec),
-            format!(
-                "quota_bucket/{}",
-                slot.spec.bucket.as_deref().unwrap_or("?")
-            ),
-        ),
-        (Some(&endpoint.rec), format!("endpoint/{}", endpoint.id)),
-        (
-            endpoint
-                .models
-                .iter()
-                .find(|(m, _)| &**m == model)
-                .map(|(_, r)| r),
-            format!("provider_model/{}/{model}", endpoint.id),
-        ),
-    ];
+    let records = records_of(inner, slot, endpoint, model);
     let mut worst: Option<CandidateState> = None;
     for (rec, scope) in records {
         let Some(rec) = rec else { continue };
         if rec.admits(now) {
             continue;
         }
-        let credential_scope = scope.starts_with("credential");
+        let credential_scope = scope.is_credential();
         let (since, evidence, next_check, permanent, in_incident) = match &rec.health {
             Health::Healthy => continue,
             Health::Cooling { until, .. } => (rec.since, String::new(), Some(*until), false, false),
@@ -567,7 +514,7 @@ pub(super) fn candidate_state(
         };
         let state = CandidateState {
             credential: id.clone(),
-            scope,
+            scope: scope.to_string(),
             state: rec.health.name(),
             class: rec.health.class(),
             since,
@@ -648,4 +595,69 @@ fn explain_unavailable(
             }
         }
     }
+}
+
+/// The scope of one record a candidate touches, named only when a name is needed.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum ScopeName<'a> {
+    Credential(&'a str),
+    CredentialModel(&'a str, &'a str),
+    Bucket(&'a str),
+    Endpoint(&'a str),
+    ProviderModel(&'a str, &'a str),
+}
+
+impl ScopeName<'_> {
+    /// The credential's own scopes (the credential, credential×model).
+    fn is_credential(self) -> bool {
+        matches!(
+            self,
+            ScopeName::Credential(_) | ScopeName::CredentialModel(..)
+        )
+    }
+}
+
+impl fmt::Display for ScopeName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScopeName::Credential(id) => write!(f, "credential/{id}"),
+            ScopeName::CredentialModel(id, m) => write!(f, "credential_model/{id}/{m}"),
+            ScopeName::Bucket(b) => write!(f, "quota_bucket/{b}"),
+            ScopeName::Endpoint(e) => write!(f, "endpoint/{e}"),
+            ScopeName::ProviderModel(e, m) => write!(f, "provider_model/{e}/{m}"),
+        }
+    }
+}
+
+/// Every record candidate `slot` on `endpoint` touches for `model`, with its scope: the
+/// credential, credential×model, its quota bucket, the endpoint, provider×model (`None`
+/// where no record exists). The one list that admission and the caller's error read.
+fn records_of<'a>(
+    inner: &'a Inner,
+    slot: &'a CredSlot,
+    endpoint: &'a EndpointSlot,
+    model: &'a str,
+) -> [(Option<&'a Record>, ScopeName<'a>); 5] {
+    let id = &*slot.spec.id;
+    let of_model = |models: &'a [(Arc<str>, Record)]| {
+        models.iter().find(|(m, _)| &**m == model).map(|(_, r)| r)
+    };
+    [
+        (Some(&slot.rec), ScopeName::Credential(id)),
+        (
+            of_model(&slot.models),
+            ScopeName::CredentialModel(id, model),
+        ),
+        (
+            slot.bucket
+                .and_then(|b| inner.buckets.get(b as usize))
+                .map(|b| &b.rec),
+            ScopeName::Bucket(slot.spec.bucket.as_deref().unwrap_or("?")),
+        ),
+        (Some(&endpoint.rec), ScopeName::Endpoint(&endpoint.id)),
+        (
+            of_model(&endpoint.models),
+            ScopeName::ProviderModel(&endpoint.id, model),
+        ),
+    ]
 }
