@@ -1031,6 +1031,40 @@ fn a_bucket_wide_failure_skips_every_key_in_the_bucket() {
 }
 
 #[test]
+fn a_limit_returns_the_same_best_candidates_and_no_more() {
+    // Distinct priorities: one order, whatever the rotation.
+    let ids: Vec<String> = (0..30).map(|i| format!("k{i}")).collect();
+    let w = world(
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| cred(id, Provider::OpenAi, "openai", None, (i * 7 % 30) as i32))
+            .collect(),
+    );
+    let names = |req: &RequestSpec| -> Vec<String> {
+        let Selection::Candidates(c) = w.engine.select(&w.route, req) else {
+            panic!("all are healthy")
+        };
+        // Each admission is released at once: in-flight counts stay zero.
+        c.iter()
+            .map(|c| {
+                let scope = w.engine.admit(&w.route, c, req).unwrap();
+                scope.credential().to_string()
+            })
+            .collect()
+    };
+    let all = names(&RequestSpec::default());
+    assert_eq!(all.len(), 30);
+    for k in [1, 2, 6, 16, 17, 29, 30, 31] {
+        let some = names(&RequestSpec {
+            limit: Some(k),
+            ..RequestSpec::default()
+        });
+        assert_eq!(some.len(), k.min(30), "limit {k}");
+        assert_eq!(some[..k.min(16)], all[..k.min(16)], "limit {k}");
+    }
+}
+
+#[test]
 fn selection_prefers_session_then_headroom_then_priority_then_fewest_in_flight() {
     let w = world(vec![
         cred("low", Provider::OpenAi, "openai", None, 0),
@@ -1074,6 +1108,7 @@ fn selection_prefers_session_then_headroom_then_priority_then_fewest_in_flight()
         session: Some(42),
         sticky: true,
         bucket: None,
+        limit: None,
     };
     let first = order(&w, &req)[0].clone();
     for _ in 0..5 {
@@ -1090,6 +1125,7 @@ fn selection_prefers_session_then_headroom_then_priority_then_fewest_in_flight()
         session: Some(7),
         sticky: false,
         bucket: None,
+        limit: None,
     };
     let Selection::Candidates(c) = w.engine.select(&w.route, &first_turn) else {
         panic!()

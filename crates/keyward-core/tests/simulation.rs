@@ -852,6 +852,8 @@ impl Sim {
                 session,
                 sticky: session.is_some_and(|s| s % 2 == 0),
                 bucket: None,
+                // As the gateway asks: no more candidates than the attempt cap.
+                limit: Some(MAX_ATTEMPTS as usize),
             },
             cands: None,
             i: 0,

@@ -195,6 +195,78 @@ pub fn is_complete_container(body: &[u8]) -> bool {
     p.i == body.len()
 }
 
+/// The value ranges of the named members of the JSON object `body` (the object's own
+/// members, not nested ones), found in one structural pass; `None` if `body` is not an
+/// object, is cut short, or names one of `keys` twice (providers disagree on which wins).
+pub(crate) fn members<const N: usize>(
+    body: &[u8],
+    keys: [&[u8]; N],
+) -> Option<[Option<Range<usize>>; N]> {
+    walk_members(body, keys, false)
+}
+
+/// [`members`] of a body that must be one whole object: `None` also when anything but
+/// whitespace follows it. The same pass is the body's completeness check.
+pub(crate) fn whole_object_members<const N: usize>(
+    body: &[u8],
+    keys: [&[u8]; N],
+) -> Option<[Option<Range<usize>>; N]> {
+    walk_members(body, keys, true)
+}
+
+fn walk_members<const N: usize>(
+    body: &[u8],
+    keys: [&[u8]; N],
+    whole: bool,
+) -> Option<[Option<Range<usize>>; N]> {
+    let mut p = Parser { b: body, i: 0 };
+    let mut found: [Option<Range<usize>>; N] = std::array::from_fn(|_| None);
+    // At the object's closing brace: done, if nothing but whitespace follows (when asked).
+    let end = |mut p: Parser<'_>, found| {
+        p.i += 1;
+        p.ws();
+        (!whole || p.i == body.len()).then_some(found)
+    };
+    p.ws();
+    if p.peek() != Some(b'{') {
+        return None;
+    }
+    p.i += 1;
+    p.ws();
+    if p.peek() == Some(b'}') {
+        return end(p, found);
+    }
+    loop {
+        p.ws();
+        let key = p.string().ok()?;
+        p.ws();
+        if p.peek() != Some(b':') {
+            return None;
+        }
+        p.i += 1;
+        p.ws();
+        let start = p.i;
+        p.value().ok()?;
+        let raw = &body[key];
+        let wanted = if raw.contains(&b'\\') {
+            keys.iter().position(|k| key_is(raw, k))
+        } else {
+            keys.iter().position(|k| raw == *k)
+        };
+        if let Some(k) = wanted {
+            if found[k].replace(start..p.i).is_some() {
+                return None;
+            }
+        }
+        p.ws();
+        match p.peek() {
+            Some(b',') => p.i += 1,
+            Some(b'}') => return end(p, found),
+            _ => return None,
+        }
+    }
+}
+
 fn key_is(raw: &[u8], want: &[u8]) -> bool {
     if !raw.contains(&b'\\') {
         return raw == want;

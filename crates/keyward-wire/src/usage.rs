@@ -5,7 +5,11 @@
 //! Counts in streams are cumulative, so a stream's usage is the largest value seen for
 //! each side. Events without the word are skipped before any JSON parsing.
 
+use std::ops::Range;
+
 use serde::Deserialize;
+
+use crate::splice;
 
 /// Tokens in and out.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -32,29 +36,43 @@ struct Counts {
     output_tokens: Option<u64>,
 }
 
-#[derive(Deserialize)]
-struct Inner {
-    usage: Option<Counts>,
-}
-
-#[derive(Deserialize)]
-struct Doc {
-    usage: Option<Counts>,
-    #[serde(rename = "usageMetadata")]
-    usage_metadata: Option<Counts>,
-    message: Option<Inner>,
-    response: Option<Inner>,
-}
-
-/// The usage a JSON document reports, if any.
+/// The usage a JSON document reports, if any: `usage` or `usageMetadata` at the top level,
+/// else `message.usage` or `response.usage`. Only the usage object is decoded; the rest
+/// (the answer's text) is skipped structurally (`splice::members`), which made this a
+/// fifth of what it cost with a full parse of the document.
 pub fn usage(json: &[u8]) -> Option<Usage> {
     memchr::memmem::find(json, b"sage")?;
-    let doc: Doc = serde_json::from_slice(json).ok()?;
-    let c = doc
-        .usage
-        .or(doc.usage_metadata)
-        .or(doc.message.and_then(|m| m.usage))
-        .or(doc.response.and_then(|r| r.usage))?;
+    let found = splice::members(json, KEYS)?;
+    counted(json, found)
+}
+
+/// A whole answer's usage, read in the pass that checks the answer is one whole JSON
+/// object (nothing cut, nothing after it): `None` if it is not, `Some(None)` if it is and
+/// reports no usage. A non-streaming success is walked once for both questions.
+pub fn of_whole_object(json: &[u8]) -> Option<Option<Usage>> {
+    let found = splice::whole_object_members(json, KEYS)?;
+    Some(counted(json, found))
+}
+
+/// Where usage is reported: at the top level, or in `message` / `response`.
+const KEYS: [&[u8]; 4] = [b"usage", b"usageMetadata", b"message", b"response"];
+
+fn counted(json: &[u8], found: [Option<Range<usize>>; 4]) -> Option<Usage> {
+    let [usage, metadata, message, response] = found;
+    let counts = |r: Option<Range<usize>>| -> Option<Counts> {
+        serde_json::from_slice::<Option<Counts>>(json.get(r?)?)
+            .ok()
+            .flatten()
+    };
+    let nested = |r: Option<Range<usize>>| -> Option<Counts> {
+        let r = r?;
+        let [inner] = splice::members(json.get(r.clone())?, [b"usage"])?;
+        counts(inner.map(|i| r.start + i.start..r.start + i.end))
+    };
+    let c = counts(usage)
+        .or_else(|| counts(metadata))
+        .or_else(|| nested(message))
+        .or_else(|| nested(response))?;
     if c.input_tokens.is_none() && c.output_tokens.is_none() {
         return None;
     }
@@ -98,6 +116,44 @@ mod tests {
         assert_eq!(usage(br#"{"usage":null}"#), None);
         assert_eq!(usage(b"not json usage"), None);
         assert_eq!(usage(br#"{"type":"ping"}"#), None);
+    }
+
+    #[test]
+    fn only_the_usage_object_counts_whatever_surrounds_it() {
+        // Text that looks like usage, escapes, nesting and arrays are skipped unread.
+        let body = br#"{"id":"m","content":[{"type":"text","text":"\"usage\": {\"input_tokens\": 99} } ] \\"}],"meta":{"usage":{"input_tokens":98}},"usage":{"output_tokens":3,"input_tokens":2,"cache_read_input_tokens":0}}"#;
+        assert_eq!(usage(body), u(2, 3));
+        // An escaped key is still that key.
+        assert_eq!(usage(br#"{"\u0075sage":{"input_tokens":1}}"#), u(1, 0));
+        // A repeated key is ambiguous, a cut document is not counted.
+        assert_eq!(
+            usage(br#"{"usage":{"input_tokens":1},"usage":{"input_tokens":2}}"#),
+            None
+        );
+        let whole = br#"{"usage":{"input_tokens":4,"output_tokens":5}}"#;
+        for cut in 1..whole.len() {
+            assert_eq!(usage(&whole[..cut]), None, "{cut}");
+        }
+        // A top-level usage wins over a nested one; usageMetadata over message.usage.
+        assert_eq!(
+            usage(br#"{"message":{"usage":{"input_tokens":7}},"usageMetadata":{"promptTokenCount":8}}"#),
+            u(8, 0)
+        );
+    }
+
+    #[test]
+    fn a_whole_answer_is_checked_and_counted_in_one_pass() {
+        let whole = br#" {"id":"m","content":[{"text":"a } \" ]"}],"usage":{"input_tokens":3,"output_tokens":4}} "#;
+        assert_eq!(of_whole_object(whole), Some(u(3, 4)));
+        assert_eq!(of_whole_object(br#"{"id":"m"}"#), Some(None));
+        assert_eq!(of_whole_object(br#"{}"#), Some(None));
+        for cut in 1..whole.len() - 1 {
+            assert_eq!(of_whole_object(&whole[..cut]), None, "{cut}");
+        }
+        assert_eq!(of_whole_object(br#"{"a":1} {"b":2}"#), None);
+        assert_eq!(of_whole_object(br#"{"a":1,}"#), None);
+        assert_eq!(of_whole_object(br#"[{"usage":{}}]"#), None);
+        assert_eq!(of_whole_object(b"<html></html>"), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use keyward_core::classify::{Class, Failure, Phase, Scope, TransportError};
 use keyward_core::health::engine::FailureAdvice;
 use keyward_core::health::{AttemptScope, Candidate, RouteSpec, TargetSpec};
-use keyward_wire::{splice, usage};
+use keyward_wire::splice;
 use tracing::{info, warn};
 
 use super::answer::{decorate, pass_on_error, passthrough, Sent};
@@ -361,15 +361,17 @@ impl Failover {
         .await;
         self.upstream_time += s.sent.elapsed();
         // A truncated, stalled, oversized or HTML "success" is a failure of this attempt.
-        let body = match caller_bound::success_body(
+        let (body, usage) = match caller_bound::success(
             &s.gw.mask,
             s.token(),
             status,
             content_type(headers),
             &read,
         ) {
-            Ok(std::borrow::Cow::Borrowed(_)) => read.body.clone(),
-            Ok(std::borrow::Cow::Owned(masked)) => Bytes::from(masked),
+            Ok(ok) => match ok.body {
+                std::borrow::Cow::Borrowed(_) => (read.body.clone(), ok.usage),
+                std::borrow::Cow::Owned(masked) => (Bytes::from(masked), ok.usage),
+            },
             Err(defect) => {
                 let failure = defect.failure(s.endpoint.provider, s.cred.kind);
                 return self.fail_over(s, attempt, failure);
@@ -382,7 +384,7 @@ impl Failover {
             return self.fail_over(s, attempt, failure);
         }
         s.gw.metrics.attempt(&s.cred.id, "ok");
-        if let Some(u) = usage::usage(&body) {
+        if let Some(u) = usage {
             s.gw.metrics
                 .tokens(&s.cred.id, &self.route.name, &self.prep.gateway_key, u);
         }

@@ -38,6 +38,7 @@ use http_body_util::BodyDataStream;
 use keyward_core::classify::{
     classify, mask_secrets, Attempt, CredentialKind, Failure, Phase, Provider, TransportError,
 };
+use keyward_wire::usage::{self, Usage};
 
 use super::caller_error::{bounded, CallerError};
 
@@ -403,11 +404,34 @@ pub fn success_body<'b>(
     content_type: Option<&str>,
     read: &'b Read,
 ) -> Result<Cow<'b, [u8]>, BodyDefect> {
+    success(mask, token, status, content_type, read).map(|s| s.body)
+}
+
+/// A success body fit for the caller, and the usage it reports.
+#[derive(Debug)]
+pub struct Success<'b> {
+    pub body: Cow<'b, [u8]>,
+    pub usage: Option<Usage>,
+}
+
+/// [`success_body`], with the answer's usage read in the same pass over the body that
+/// checks it is whole (the common case: one JSON object).
+pub fn success<'b>(
+    mask: &SecretMask,
+    token: Option<&str>,
+    status: u16,
+    content_type: Option<&str>,
+    read: &'b Read,
+) -> Result<Success<'b>, BodyDefect> {
     if let Some(d) = &read.defect {
         return Err(d.clone());
     }
-    if let Some(d) = json_defect(status, content_type, &read.body) {
-        return Err(d);
+    let whole = usage::of_whole_object(&read.body);
+    let html = content_type.is_some_and(|ct| ct.trim_start().starts_with("text/html"));
+    if whole.is_none() || html {
+        if let Some(d) = json_defect(status, content_type, &read.body) {
+            return Err(d);
+        }
     }
     let out = mask.mask(&read.body, token);
     // A secret where JSON expects a number or a name: masking it must not send broken
@@ -417,7 +441,10 @@ pub fn success_body<'b>(
             return Err(d);
         }
     }
-    Ok(out)
+    Ok(Success {
+        body: out,
+        usage: whole.flatten(),
+    })
 }
 
 /// An upstream error body for the caller: passed through when it is complete JSON (with

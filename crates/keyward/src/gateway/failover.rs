@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Response};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Response};
 use keyward_core::classify::Failure;
 use keyward_core::health::budget::RequestBudget;
 use keyward_core::health::{RequestSpec, RouteSpec, Selection, Timestamp, Unavailable};
@@ -28,11 +28,11 @@ use crate::config::{Detail, Route};
 const MAX_WAIT_FOR_RECOVERY: Duration = Duration::from_secs(10);
 
 /// Headers agents send to name their session (prompt-cache affinity).
-const SESSION_HEADERS: [&str; 4] = [
-    "x-session-id",
-    "session_id",
-    "x-keyward-session",
-    "x-claude-code-session-id",
+const SESSION_HEADERS: [HeaderName; 4] = [
+    HeaderName::from_static("x-session-id"),
+    HeaderName::from_static("session_id"),
+    HeaderName::from_static("x-keyward-session"),
+    HeaderName::from_static("x-claude-code-session-id"),
 ];
 
 /// A failed attempt, kept for the caller's error.
@@ -128,6 +128,8 @@ impl Failover {
             session: header_session.or(prep.conversation),
             sticky: header_session.is_some() || prep.continued,
             bucket: None,
+            // Each candidate tried costs an attempt: never more are wanted.
+            limit: usize::try_from(gw.cfg.limits.max_attempts).ok(),
         };
         Failover {
             api: inbound.api(),
@@ -284,7 +286,7 @@ impl Failover {
 /// A stable hash of the caller's session header, if it sent one.
 fn session_header(caller: &HeaderMap) -> Option<u64> {
     use std::hash::Hasher as _;
-    let v = SESSION_HEADERS.iter().find_map(|h| caller.get(*h))?;
+    let v = SESSION_HEADERS.iter().find_map(|h| caller.get(h))?;
     let mut h = std::hash::DefaultHasher::new();
     h.write(v.as_bytes());
     Some(h.finish())

@@ -268,32 +268,37 @@ async fn handle(
     .instrument(span.clone())
     .await;
     count_request(&gw, &route_name, &key_name, &r);
-    span.in_scope(|| {
-        let header =
-            |name: axum::http::HeaderName| r.headers().get(name).and_then(|v| v.to_str().ok());
-        // An answer the gateway built itself carries its cost as an extension.
-        let built = r.extensions().get::<answer::AttemptInfo>();
-        let attempts = built.map_or_else(
-            || header(answer::X_KEYWARD_ATTEMPTS).unwrap_or("0").to_owned(),
-            |b| b.attempts.to_string(),
-        );
-        let credential = built
-            .and_then(|b| b.credential.as_deref())
-            .or_else(|| header(answer::X_KEYWARD_CREDENTIAL))
-            .unwrap_or("-");
-        tracing::info!(
-            status = r.status().as_u16(),
-            attempts = %attempts,
-            credential = %credential,
-            timing = header(answer::SERVER_TIMING).unwrap_or("-"),
-            stream,
-            "request answered"
-        );
-    });
+    // The line's fields are built only when it is written (not at the default level).
+    if tracing::enabled!(tracing::Level::INFO) {
+        span.in_scope(|| log_answered(&r, stream));
+    }
     if let Ok(v) = axum::http::HeaderValue::from_str(&id) {
         r.headers_mut().insert(answer::X_KEYWARD_REQUEST_ID, v);
     }
     r
+}
+
+/// The request's one line at info: status, attempts, credential, timing.
+fn log_answered(r: &Response<Body>, stream: bool) {
+    let header = |name: axum::http::HeaderName| r.headers().get(name).and_then(|v| v.to_str().ok());
+    // An answer the gateway built itself carries its cost as an extension.
+    let built = r.extensions().get::<answer::AttemptInfo>();
+    let attempts = built.map_or_else(
+        || header(answer::X_KEYWARD_ATTEMPTS).unwrap_or("0").to_owned(),
+        |b| b.attempts.to_string(),
+    );
+    let credential = built
+        .and_then(|b| b.credential.as_deref())
+        .or_else(|| header(answer::X_KEYWARD_CREDENTIAL))
+        .unwrap_or("-");
+    tracing::info!(
+        status = r.status().as_u16(),
+        attempts = %attempts,
+        credential = %credential,
+        timing = header(answer::SERVER_TIMING).unwrap_or("-"),
+        stream,
+        "request answered"
+    );
 }
 
 /// A request id: unique within the process and unlikely to repeat across restarts

@@ -131,7 +131,11 @@ impl HealthEngine {
         // nothing is usable.
         let mut unexplained: Vec<(usize, u32, u32)> = Vec::new();
         let slots = route.slots.get(route, self.shared.id, &inner);
+        let limit = req.limit.unwrap_or(usize::MAX);
         for ((ti, target), ts) in route.targets.iter().enumerate().zip(&slots.targets) {
+            if out.len() >= limit {
+                break;
+            }
             let Some(ep) = ts.endpoint else {
                 continue;
             };
@@ -146,7 +150,12 @@ impl HealthEngine {
                     continue;
                 };
                 unavailable.total += 1;
-                match usable_given(&inner, c, ep, &target.model, req, now, endpoint_ok, explain) {
+                let verdict = if endpoint_ok && plainly_usable(&inner, c, ep, req) {
+                    Ok(())
+                } else {
+                    usable_given(&inner, c, ep, &target.model, req, now, endpoint_ok, explain)
+                };
+                match verdict {
                     Ok(()) => {
                         let slot = &inner.creds[c as usize];
                         let headroom_rank: u64 = match slot.headroom {
@@ -233,8 +242,14 @@ impl HealthEngine {
                 }
             }
             // Requests almost always succeed on their first candidate and never try more
-            // than `max_attempts`: order the best few exactly, leave the rest unsorted.
+            // than `max_attempts`: order the best few exactly, leave the rest unsorted (or
+            // out, past the request's limit).
             const ORDERED: usize = 16;
+            let wanted = limit - out.len();
+            if eligible.len() > wanted {
+                eligible.select_nth_unstable_by_key(wanted, |&(_, _, k)| k);
+                eligible.truncate(wanted);
+            }
             if eligible.len() > ORDERED {
                 eligible.select_nth_unstable_by_key(ORDERED, |&(_, _, k)| k);
                 eligible[..ORDERED].sort_by_key(|&(_, _, k)| k);
@@ -358,6 +373,26 @@ pub(super) fn endpoint_admits(inner: &Inner, ep: u32, model: &str, now: Timestam
             .is_none_or(|(_, r)| r.admits(now))
 }
 
+/// The common case of [`usable_given`] in a few loads, inlined into selection's loop over
+/// every credential of a route: a credential with no model list and every scope it touches
+/// healthy (the endpoint's scopes already known to admit traffic). `false` means "look
+/// closer", not "unusable".
+#[inline(always)]
+fn plainly_usable(inner: &Inner, c: u32, ep: u32, req: &RequestSpec) -> bool {
+    let Some(slot) = inner.creds.get(c as usize) else {
+        return false;
+    };
+    slot.endpoint == ep
+        && slot.spec.models.is_none()
+        && req.bucket.is_none()
+        && slot.bucket.is_none()
+        && matches!(slot.rec.health, Health::Healthy)
+        && slot
+            .models
+            .iter()
+            .all(|(_, r)| matches!(r.health, Health::Healthy))
+}
+
 /// [`usable`]; `endpoint_ok`: the endpoint-wide scopes are known to admit traffic (skip
 /// them); `explain`: a disabled candidate's details are wanted.
 #[allow(clippy::too_many_arguments)]
@@ -400,6 +435,10 @@ pub(super) fn usable_given(
         })
     {
         return Ok(());
+    }
+    // A disabled credential, its details not wanted: the first record below would say so.
+    if !explain && matches!(slot.rec.health, Health::Disabled { .. }) {
+        return Err(Block::DisabledUnexplained);
     }
     let endpoint = &inner.endpoints[ep as usize];
     let mut records = records_of(inner, slot, endpoint, model);

@@ -141,6 +141,10 @@ pub struct RequestSpec {
     /// The request is bound to one account (a `previous_response_id`, uploaded files):
     /// only credentials of this bucket.
     pub bucket: Option<Arc<str>>,
+    /// At most this many candidates are wanted (the request's attempt cap: it never tries
+    /// more). Selection then orders and returns only that many, and stops at the target
+    /// that fills them. `None`: every usable candidate.
+    pub limit: Option<usize>,
 }
 
 /// Rate-limit headroom reported by a successful response.
