@@ -30,12 +30,14 @@
 
 mod fleet;
 mod fleet_tokens;
+mod outbox;
 mod sqlite;
 mod state_file;
 mod tokens;
 
 pub use fleet::{redact_url, FleetConfig, FleetError, FleetStatus, Lease, RedisStore};
 
+pub use outbox::{Outbox, OutboxEntry, OutboxRow, OutboxRule};
 pub use sqlite::{Loaded, SqliteStore, StoreError, StoreReader, TransitionRow};
 pub use state_file::{Init, StateFile};
 pub use tokens::{
