@@ -11,6 +11,7 @@
 //!   tables' validation, and the warnings;
 //! - `durations`: durations as written (`"15s"`, `"5m"`) and timeout overrides.
 
+mod alerts;
 mod durations;
 mod model;
 mod parse;
@@ -25,6 +26,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+pub use alerts::{AlertEvent, Alerts, Webhook, WebhookFormat};
 pub use model::{
     Admin, Config, Credential, Endpoint, Fleet, GatewayKey, Limits, OAuthConfig, Route, Server,
     Target, Timeouts, TokenStyle, API_NAMES,

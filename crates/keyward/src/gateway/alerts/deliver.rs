@@ -1,0 +1,218 @@
+//! Delivering queued alert messages: POST, signed; removed on a 2xx answer, retried with
+//! exponential backoff otherwise, given up after `alerts.give_up_after`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use keyward_core::health::Timestamp;
+use keyward_store::{OutboxRow, StoreError};
+use tracing::{info, warn};
+
+use super::queue::{Counted, Queue};
+use super::{Alerts, WebhookLabel};
+use crate::config::{Alerts as Settings, Webhook};
+use crate::gateway::Live;
+
+/// How often the queue is looked at when nothing wakes the loop earlier.
+const POLL: Duration = Duration::from_millis(500);
+/// Messages taken per pass.
+const BATCH: usize = 32;
+
+/// Delivers queued alerts until aborted.
+pub async fn deliver(live: Arc<Live>) {
+    let alerts = live.current().alerts.clone();
+    let client = match reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e.without_url(), "cannot build the alerts' HTTP client: no alert will be delivered");
+            return;
+        }
+    };
+    let counted = Counted::default();
+    loop {
+        let now = live.current().engine.now();
+        pass(&alerts, &client, &counted, now).await;
+        tokio::select! {
+            () = alerts.wake.notified() => {}
+            () = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+/// Runs `f` on the queue on a blocking thread.
+async fn on_queue<T: Send + 'static>(
+    alerts: &Arc<Alerts>,
+    f: impl FnOnce(&Queue) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let a = alerts.clone();
+    tokio::task::spawn_blocking(move || f(&a.queue))
+        .await
+        .unwrap_or(Err(StoreError::Stopped))
+}
+
+/// One pass over the due messages.
+async fn pass(alerts: &Arc<Alerts>, client: &reqwest::Client, counted: &Counted, now: Timestamp) {
+    let metrics = &alerts.metrics.alerts;
+    let rows = match on_queue(alerts, move |q| q.due(now, BATCH)).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            warn!(error = %e, "cannot read the alert outbox; retrying");
+            return;
+        }
+    };
+    for row in rows {
+        let set = alerts.rules.get();
+        let settings = &set.settings;
+        let id = row.id;
+        let Some(hook) = settings
+            .webhooks
+            .iter()
+            .find(|w| *w.name == row.destination)
+        else {
+            warn!(webhook = %row.destination, event = %row.event, "alert dropped: its webhook is no longer in the config");
+            metrics.drop_reason("unknown_webhook", 1);
+            let _ = on_queue(alerts, move |q| q.remove(id)).await;
+            continue;
+        };
+        if now.since(row.created) > settings.give_up_after {
+            warn!(webhook = %hook.name, event = %row.event, attempts = row.attempts, "alert dropped: undelivered for alerts.give_up_after");
+            metrics.drop_reason("expired", 1);
+            let _ = on_queue(alerts, move |q| q.remove(id)).await;
+            continue;
+        }
+        let label = WebhookLabel {
+            webhook: hook.name.clone(),
+        };
+        match send(client, hook, &row, now, settings.timeout).await {
+            Ok(()) => {
+                info!(webhook = %hook.name, event = %row.event, attempts = row.attempts + 1, "alert delivered");
+                metrics.delivered.get_or_create(&label).inc();
+                let _ = on_queue(alerts, move |q| q.remove(id)).await;
+            }
+            Err(why) => {
+                let delay = backoff(settings, &row);
+                warn!(webhook = %hook.name, event = %row.event, attempt = row.attempts + 1, error = %why, retry_in_ms = delay.as_millis() as u64, "alert delivery failed; retrying later");
+                metrics.failed.get_or_create(&label).inc();
+                let _ = on_queue(alerts, move |q| q.retry_at(id, now.plus(delay))).await;
+            }
+        }
+    }
+    if let Ok((len, dropped)) = on_queue(alerts, |q| Ok((q.len()?, q.dropped()))).await {
+        metrics.pending.set(i64::try_from(len).unwrap_or(i64::MAX));
+        metrics.drop_reason("full", counted.new_since(dropped));
+    }
+}
+
+/// The delay before the next attempt at `row`: exponential from `retry_min`, doubling, at
+/// most `retry_max`, with jitter so many messages do not retry in step.
+fn backoff(settings: &Settings, row: &OutboxRow) -> Duration {
+    ExponentialBuilder::default()
+        .with_min_delay(settings.retry_min)
+        .with_max_delay(settings.retry_max)
+        .with_factor(2.0)
+        .with_jitter_seed(row.id.unsigned_abs() ^ u64::from(row.attempts))
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(row.attempts as usize)
+        .unwrap_or(settings.retry_max)
+        .min(settings.retry_max)
+}
+
+/// POSTs one message. Errors never name the URL (it may be a secret).
+async fn send(
+    client: &reqwest::Client,
+    hook: &Webhook,
+    row: &OutboxRow,
+    now: Timestamp,
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut req = client
+        .post(hook.url.expose())
+        .timeout(timeout)
+        .header("content-type", "application/json")
+        .header("user-agent", concat!("keyward/", env!("CARGO_PKG_VERSION")))
+        .header("x-keyward-event", &row.event)
+        .header("x-keyward-delivery", delivery_id(row));
+    if let Some(secret) = &hook.secret {
+        let ts = (now.0 / 1000).to_string();
+        req = req
+            .header("x-keyward-timestamp", &ts)
+            .header("x-keyward-signature", sign(secret.expose(), &ts, &row.body));
+    }
+    match req.body(row.body.clone()).send().await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("the webhook answered HTTP {}", r.status().as_u16())),
+        Err(e) => Err(e.without_url().to_string()),
+    }
+}
+
+/// `sha256=` and the hex HMAC-SHA256, keyed with `secret`, of `"{timestamp}.{body}"`.
+pub(crate) fn sign(secret: &str, timestamp: &str, body: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let mut ctx = ring::hmac::Context::with_key(&key);
+    ctx.update(timestamp.as_bytes());
+    ctx.update(b".");
+    ctx.update(body.as_bytes());
+    let tag = ctx.sign();
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+/// The same for every attempt at one message: receivers de-duplicate with it.
+fn delivery_id(row: &OutboxRow) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(row.destination.as_bytes());
+    ctx.update(b"\n");
+    ctx.update(row.body.as_bytes());
+    ctx.finish()
+        .as_ref()
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_the_documented_hmac() {
+        // echo -n '1700000000.{"a":1}' | openssl dgst -sha256 -hmac 'whsec-test' -hex
+        assert_eq!(
+            sign("whsec-test", "1700000000", "{\"a\":1}"),
+            "sha256=fed7a1a6c799a6367d73724d76bc70c16678908a32a879cd1ded6565ac05cece"
+        );
+    }
+
+    #[test]
+    fn retries_back_off_exponentially_within_the_bounds() {
+        let settings = Settings {
+            retry_min: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            ..Settings::default()
+        };
+        let row = |attempts| OutboxRow {
+            id: 7,
+            destination: "ops".into(),
+            event: "credential.disabled".into(),
+            body: "{}".into(),
+            created: Timestamp(0),
+            attempts,
+        };
+        let first = backoff(&settings, &row(0));
+        assert!(
+            first >= Duration::from_secs(1) && first <= Duration::from_secs(2),
+            "{first:?}"
+        );
+        let fourth = backoff(&settings, &row(3));
+        assert!(fourth >= Duration::from_secs(8), "{fourth:?}");
+        assert_eq!(backoff(&settings, &row(40)), Duration::from_secs(60));
+    }
+}
