@@ -506,8 +506,13 @@ impl OAuth {
                 Err(CallError::Transient(why)) => {
                     warn!(credential = %cred.id, error = %why, "OAuth token endpoint failing: credential kept, requests fail over meanwhile");
                     self.count(&cred.id, "unavailable");
-                    self.alert_refresh_failed(&cred.id, &why, false, now);
-                    *lock(&slot.unavailable_until) = Some((now.plus(UNAVAILABLE_FOR), why.clone()));
+                    // One alert per outage: the first failure after a success.
+                    let first = lock(&slot.unavailable_until)
+                        .replace((now.plus(UNAVAILABLE_FOR), why.clone()))
+                        .is_none();
+                    if first {
+                        self.alert_refresh_failed(&cred.id, &why, false, now);
+                    }
                     return Err(AccessError::Unavailable {
                         credential: cred.id.to_string(),
                         why,

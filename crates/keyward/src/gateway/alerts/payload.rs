@@ -261,7 +261,7 @@ impl Alert {
         let detail = format!(
             "*{}*\n*Evidence:* {}\n*Remedy:* {}",
             slack_escape(&self.summary),
-            slack_escape(&self.evidence),
+            slack_escape(clip(&self.evidence, 1_500)),
             slack_escape(&self.remedy)
         );
         json!({
@@ -274,6 +274,19 @@ impl Alert {
             ]
         })
     }
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary (Slack refuses a section text
+/// over 3,000 characters).
+fn clip(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Slack's three control characters in message text.
