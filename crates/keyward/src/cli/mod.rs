@@ -10,7 +10,7 @@ mod state;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::error::CliError;
 
@@ -48,6 +48,11 @@ enum Command {
     /// Work with config files.
     #[command(subcommand)]
     Config(serve::ConfigCommand),
+    /// Print a shell completion script: `keyward completions bash > /etc/bash_completion.d/keyward`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Run the simulated provider (for trying Keyward without real keys).
     #[cfg(feature = "sim")]
     Sim(simulated::SimArgs),
@@ -69,6 +74,14 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Check(args) => check::run(args),
         Command::Config(cmd) => serve::config(cmd),
         Command::Credentials(cmd) => credentials::run(cmd),
+        Command::Completions { shell } => {
+            // Into memory first: a closed pipe is then an error to report, not a panic.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "keyward", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &script)
+                .map_err(CliError::Write)?;
+            Ok(ExitCode::SUCCESS)
+        }
         #[cfg(feature = "sim")]
         Command::Sim(args) => simulated::sim(args),
         #[cfg(feature = "sim")]

@@ -14,6 +14,7 @@
 mod alerts;
 mod durations;
 mod model;
+mod operator;
 mod parse;
 mod raw;
 mod secret;
@@ -31,6 +32,7 @@ pub use model::{
     Admin, Config, Credential, Endpoint, Fleet, GatewayKey, Limits, OAuthConfig, Route, Server,
     Target, Timeouts, TokenStyle, API_NAMES,
 };
+pub use operator::{Operator, OperatorAdmin};
 pub use parse::MIN_ADMIN_TOKEN_CHARS;
 pub use secret::Secret;
 
