@@ -66,8 +66,13 @@ fn serve_receiver(listener: tokio::net::TcpListener) -> Arc<Receiver> {
 /// The config lines for one JSON webhook on `port`, signed with the secret in
 /// `hook.secret` (written by [`write_secret`]), retried quickly.
 fn alerts_toml(port: u16) -> String {
+    alerts_toml_for(port, "\"credential.disabled\", \"credential.recovered\"")
+}
+
+/// [`alerts_toml`] for the events listed (quoted, comma-separated).
+fn alerts_toml_for(port: u16, events: &str) -> String {
     format!(
-        "\n[admin]\ntoken = \"env:KW_ADMIN\"\n\n[alerts]\nretry_min = \"100ms\"\nretry_max = \"400ms\"\n\n[[alerts.webhooks]]\nname = \"ops\"\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret = \"file:hook.secret\"\nevents = [\"credential.disabled\", \"credential.recovered\"]\n"
+        "\n[admin]\ntoken = \"env:KW_ADMIN\"\n\n[alerts]\nretry_min = \"100ms\"\nretry_max = \"400ms\"\n\n[[alerts.webhooks]]\nname = \"ops\"\nurl = \"http://127.0.0.1:{port}/hook\"\nsecret = \"file:hook.secret\"\nevents = [{events}]\n"
     )
 }
 
@@ -339,4 +344,189 @@ async fn an_alert_queued_while_the_receiver_is_down_survives_a_restart() {
     no_secret(&h, &hits[0]);
     let v: Value = serde_json::from_str(&hits[0].body).unwrap();
     assert_eq!(v["credential"], "a");
+}
+
+fn hits_of(rx: &Receiver, event: &str) -> Vec<Value> {
+    rx.hits()
+        .into_iter()
+        .filter(|h| h.headers["x-keyward-event"] == event)
+        .map(|h| {
+            verify(&h);
+            serde_json::from_str(&h.body).unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auth_incident_alerts_when_it_starts_and_when_it_ends() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rx = serve_receiver(listener);
+    let names = ["i-1", "i-2", "i-3", "i-4"];
+    let secrets: Vec<String> = names
+        .iter()
+        .map(|id| format!("sk-ant-alert-incident-{id}"))
+        .collect();
+    let creds: Vec<Cred<'_>> = names
+        .iter()
+        .zip(&secrets)
+        .map(|(id, s)| Cred::new(id, s))
+        .collect();
+    let h = start_prepared(
+        "alerts-incident",
+        ANTHROPIC,
+        &creds,
+        &route("claude", "anthropic", "claude-x", &names),
+        &alerts_toml_for(
+            port,
+            "\"incident.started\", \"incident.ended\", \"credential.disabled\"",
+        ),
+        "full",
+        |_, cfg, _| write_secret(cfg),
+    )
+    .await;
+    h.sim.incident(true);
+    for _ in 0..3 {
+        let r = h.messages("claude", false).await;
+        assert!(r.status >= 500, "{}", r.status);
+    }
+    until("incident.started", || async {
+        !hits_of(&rx, "incident.started").is_empty()
+    })
+    .await;
+    let started = &hits_of(&rx, "incident.started")[0];
+    assert_eq!(started["endpoint"], "anthropic", "{started}");
+    assert!(
+        started["credentials"].as_array().unwrap().len() >= 2,
+        "{started}"
+    );
+    assert!(
+        started["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("nothing is disabled"),
+        "{started}"
+    );
+    h.sim.incident(false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while hits_of(&rx, "incident.ended").is_empty() {
+        assert!(Instant::now() < deadline, "the incident never ended");
+        let _ = h.messages("claude", false).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ended = &hits_of(&rx, "incident.ended")[0];
+    assert_eq!(
+        (ended["endpoint"].as_str(), ended["outcome"].as_str()),
+        (Some("anthropic"), Some("healed")),
+        "{ended}"
+    );
+    assert!(
+        hits_of(&rx, "credential.disabled").is_empty(),
+        "an incident disables nothing"
+    );
+    for hit in rx.hits() {
+        no_secret(&h, &hit);
+        for s in &secrets {
+            assert!(!hit.body.contains(s.as_str()));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_fleet_only_the_replica_that_disables_a_key_sends_its_alert() {
+    let redis = keyward_sim::redis_server::RedisServer::start()
+        .expect("redis-server (scripts/test.sh installs it)");
+    let redis_url = redis.url();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rx = serve_receiver(listener);
+    let h = start_prepared(
+        "alerts-fleet",
+        ANTHROPIC,
+        &[Cred::new("a", A).with("priority = 10"), Cred::new("b", B)],
+        &route("claude", "anthropic", "claude-x", &["a", "b"]),
+        &alerts_toml(port),
+        "full",
+        |_, cfg, _| {
+            write_secret(cfg);
+            let text = std::fs::read_to_string(cfg).unwrap().replace(
+                "state = \"state.db\"",
+                &format!("state = \"{redis_url}\"\n\n[fleet]\nprefix = \"alerts\"\ntimeout = \"300ms\"\n"),
+            );
+            std::fs::write(cfg, text).unwrap();
+        },
+    )
+    .await;
+    let (mut second, second_url) = spawn_gateway(&h.config, &h.env, &[], &h.logs);
+    let state_on = |url: String| {
+        let client = h.client.clone();
+        async move {
+            let r = client
+                .get(format!("{url}/admin/credentials/a"))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await;
+            match r {
+                Ok(r) => serde_json::from_str::<Value>(&r.text().await.unwrap_or_default())
+                    .map_or("?".into(), |v| {
+                        v["health"]["state"].as_str().unwrap_or("?").to_owned()
+                    }),
+                Err(_) => "?".into(),
+            }
+        }
+    };
+    until("the second replica ready", || async {
+        state_on(second_url.clone()).await == "healthy"
+    })
+    .await;
+    h.sim.set(A, Behaviour::Revoked);
+    assert_eq!(h.messages("claude", false).await.status, 200);
+    until("a disabled on both replicas", || async {
+        state_on(h.url.clone()).await == "disabled"
+            && state_on(second_url.clone()).await == "disabled"
+    })
+    .await;
+    until("the alert delivered", || async {
+        !disabled_hits(&rx).is_empty()
+    })
+    .await;
+    // Both replicas know the disable now; only the one that performed it queued an alert.
+    let sum_on = |url: String, name: &'static str| {
+        let client = h.client.clone();
+        async move {
+            let text = client
+                .get(format!("{url}/metrics"))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        }
+    };
+    let fleet_sum = |name: &'static str| {
+        let (one, two) = (h.url.clone(), second_url.clone());
+        async move { sum_on(one, name).await + sum_on(two, name).await }
+    };
+    assert_eq!(
+        fleet_sum("keyward_alerts_queued_total{").await,
+        1.0,
+        "one alert for the fleet"
+    );
+    until("the alert delivered", || async {
+        fleet_sum("keyward_alerts_delivered_total{").await == 1.0
+    })
+    .await;
+    let hits = disabled_hits(&rx);
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    verify(&hits[0]);
+    no_secret(&h, &hits[0]);
+    let _ = second.kill();
+    let _ = second.wait();
+    drop(redis);
 }
