@@ -231,6 +231,34 @@ pub(super) fn alerts(
     out
 }
 
+/// What is accepted in `[alerts]` but risky: an unsigned JSON webhook, a webhook reached
+/// in clear text off this host.
+pub(super) fn warnings(alerts: &Alerts) -> Vec<super::ConfigProblem> {
+    let mut out = Vec::new();
+    for (i, w) in alerts.webhooks.iter().enumerate() {
+        if w.format == WebhookFormat::Json && w.secret.is_none() {
+            out.push(super::ConfigProblem {
+                path: format!("alerts.webhooks[{i}].secret"),
+                message: "deliveries are unsigned, so the receiver cannot tell them from forged ones: set `secret = \"env:VAR\"` (docs/alerts.md shows how to verify)".into(),
+            });
+        }
+        if let Some(rest) = w.url.expose().strip_prefix("http://") {
+            let host = rest.split(['/', '?']).next().unwrap_or("");
+            let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+            let loopback = host.starts_with("127.")
+                || host.starts_with("localhost")
+                || host.starts_with("[::1]");
+            if !loopback {
+                out.push(super::ConfigProblem {
+                    path: format!("alerts.webhooks[{i}].url"),
+                    message: "alerts (credential ids, evidence, the signature) travel in clear text to another host: use https://".into(),
+                });
+            }
+        }
+    }
+    out
+}
+
 /// `alerts.NAME`'s duration, or `default` (with a problem when it is not one).
 fn duration(
     name: &str,
@@ -283,6 +311,24 @@ mod tests {
         assert_eq!(cfg.alerts.retry_min, std::time::Duration::from_secs(2));
         // Without [alerts]: no webhook.
         assert!(parse("").unwrap().alerts.webhooks.is_empty());
+        // An unsigned JSON webhook in clear text to another host: accepted, with warnings.
+        let cfg =
+            parse("[[alerts.webhooks]]\nname = \"ops\"\nurl = \"http://10.0.0.9/hook\"\n").unwrap();
+        let warnings: Vec<String> = cfg.warnings.iter().map(ToString::to_string).collect();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("alerts.webhooks[0].secret: deliveries are unsigned")),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.starts_with("alerts.webhooks[0].url: alerts") && w.contains("https://")),
+            "{warnings:?}"
+        );
+        let cfg = parse("[[alerts.webhooks]]\nname = \"ops\"\nurl = \"http://127.0.0.1:9/hook\"\nsecret = \"env:HOOK_SECRET\"\n").unwrap();
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
     }
 
     #[test]

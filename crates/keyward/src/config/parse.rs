@@ -460,7 +460,8 @@ impl Config {
         if !p.is_empty() {
             return Err(p);
         }
-        let warnings = warnings(listen, &server, admin.as_ref());
+        let mut warnings = warnings(listen, &server, admin.as_ref());
+        warnings.extend(super::alerts::warnings(&alerts));
         Ok(Config {
             warnings,
             server,

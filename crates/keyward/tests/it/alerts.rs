@@ -217,6 +217,27 @@ async fn a_revoked_key_sends_one_signed_alert_and_a_reset_another() {
     );
     assert!(v["at"].as_str().unwrap().ends_with('Z'), "{v}");
 
+    // The admin API names the webhooks, never their URLs or secrets.
+    let (status, text) = h.get_text("/admin/config", Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 200, "{text}");
+    let cfg: Value = serde_json::from_str(&text).unwrap();
+    let hooks = &cfg["alerts"]["webhooks"];
+    assert_eq!(
+        (hooks[0]["name"].as_str(), hooks[0]["signed"].as_bool()),
+        (Some("ops"), Some(true)),
+        "{cfg}"
+    );
+    assert_eq!(
+        (hooks[1]["name"].as_str(), hooks[1]["format"].as_str()),
+        (Some("chat"), Some("slack")),
+        "{cfg}"
+    );
+    assert_eq!(cfg["alerts"]["durable"], true, "{cfg}");
+    assert!(
+        !text.contains(&format!("127.0.0.1:{port}")) && !text.contains(HOOK_SECRET),
+        "{text}"
+    );
+
     // An operator's reset: `credential.recovered`.
     let r = h
         .client
@@ -529,4 +550,67 @@ async fn in_a_fleet_only_the_replica_that_disables_a_key_sends_its_alert() {
     let _ = second.kill();
     let _ = second.wait();
     drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_oauth_grant_alerts_with_the_log_in_again_remedy_and_no_token() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rx = serve_receiver(listener);
+    let h = start_prepared(
+        "alerts-oauth",
+        ANTHROPIC,
+        &[Cred::new("claude-max", "").with(crate::oauth::CLAUDE)],
+        &route("claude", "anthropic", "claude-x", &["claude-max"]),
+        &alerts_toml_for(port, "\"oauth.refresh_failed\", \"credential.disabled\""),
+        "full",
+        |sim, cfg, env| {
+            write_secret(cfg);
+            crate::oauth::import(
+                sim,
+                cfg,
+                env,
+                "claude-max",
+                "claude",
+                Duration::from_secs(3600),
+            );
+        },
+    )
+    .await;
+    assert_eq!(h.messages("claude", false).await.status, 200);
+    h.sim.revoke_grant("claude");
+    assert_eq!(h.messages("claude", false).await.status, 503);
+    until("the refresh failure's and the disable's alerts", || async {
+        !hits_of(&rx, "oauth.refresh_failed").is_empty()
+            && !hits_of(&rx, "credential.disabled").is_empty()
+    })
+    .await;
+    let failed = &hits_of(&rx, "oauth.refresh_failed")[0];
+    assert_eq!(
+        (failed["credential"].as_str(), failed["class"].as_str()),
+        (Some("claude-max"), Some("auth_permanent")),
+        "{failed}"
+    );
+    assert!(
+        failed["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_grant"),
+        "{failed}"
+    );
+    assert!(
+        failed["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("keyward credentials import claude-max"),
+        "{failed}"
+    );
+    for hit in rx.hits() {
+        no_secret(&h, &hit);
+        assert!(
+            !hit.body.contains("sim-at-claude-") && !hit.body.contains("sim-rt-claude-"),
+            "a token reached the webhook: {}",
+            hit.body
+        );
+    }
 }

@@ -256,6 +256,32 @@ impl Alerts {
         self.queue.set_capacity(cfg.alerts.max_queued);
     }
 
+    /// For `GET /admin/config`: each webhook by name, format, events and whether it signs
+    /// (never its URL or secret), and the messages waiting (from the last delivery pass).
+    pub fn describe(&self, cfg: &Config) -> serde_json::Value {
+        let hooks: Vec<serde_json::Value> = cfg
+            .alerts
+            .webhooks
+            .iter()
+            .map(|w| {
+                serde_json::json!({
+                    "name": &*w.name,
+                    "format": match w.format {
+                        crate::config::WebhookFormat::Json => "json",
+                        crate::config::WebhookFormat::Slack => "slack",
+                    },
+                    "events": w.events.iter().map(|e| e.name()).collect::<Vec<_>>(),
+                    "signed": w.secret.is_some(),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "webhooks": hooks,
+            "pending": self.metrics.alerts.pending.get(),
+            "durable": matches!(self.queue, Queue::Durable(_)),
+        })
+    }
+
     /// The incident events' alerts, queued (on a blocking thread: the outbox commits).
     pub fn incident(self: &Arc<Self>, event: &IncidentEvent, now: Timestamp) {
         self.raise(&payload::from_incident(event, now), now);
