@@ -692,6 +692,13 @@ pub(super) fn operate(
     // No gateway: apply the transition to the state file through the engine itself.
     let (store, loaded) = keyward_store::SqliteStore::open(&cfg.state)
         .map_err(|e| refused_beside_gateway(e, admin.as_ref()))?;
+    // The change's alerts go into the state file's outbox with it: the gateway delivers
+    // them when it starts.
+    let alerts = keyward::gateway::alerts::Alerts::new(
+        keyward::gateway::alerts::Queue::Durable(store.outbox()),
+        std::sync::Arc::new(keyward::gateway::metrics::Metrics::new()),
+    );
+    alerts.configure(&cfg, keyward::gateway::caller_bound::SecretMask::default());
     let engine = keyward_core::health::HealthEngine::new(
         cfg.policy.clone(),
         std::sync::Arc::new(keyward::SystemClock),

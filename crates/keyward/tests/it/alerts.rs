@@ -614,3 +614,58 @@ async fn a_rejected_oauth_grant_alerts_with_the_log_in_again_remedy_and_no_token
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disable_written_to_the_state_file_while_the_gateway_is_down_alerts_when_it_starts() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rx = serve_receiver(listener);
+    let mut h = start_prepared(
+        "alerts-offline",
+        ANTHROPIC,
+        &[Cred::new("a", A), Cred::new("b", B)],
+        &route("claude", "anthropic", "claude-x", &["a", "b"]),
+        &alerts_toml(port),
+        "full",
+        |_, cfg, _| write_secret(cfg),
+    )
+    .await;
+    let _ = h.gateway.kill();
+    let _ = h.gateway.wait();
+    let (ok, text) = keyward_cli(
+        &h.config,
+        &h.env,
+        &[
+            "disable",
+            "a",
+            "--reason",
+            "leaked in a CI log",
+            "--admin-url",
+            "http://127.0.0.1:9",
+        ],
+    );
+    assert!(ok && text.contains("in the state file"), "{text}");
+    assert!(
+        rx.hits().is_empty(),
+        "nothing is sent while the gateway is down"
+    );
+    h.kill_and_restart(&[]);
+    until("the offline disable's alert", || async {
+        !disabled_hits(&rx).is_empty()
+    })
+    .await;
+    let v: Value = serde_json::from_str(&disabled_hits(&rx)[0].body).unwrap();
+    assert_eq!(
+        (v["credential"].as_str(), v["actor"].as_str()),
+        (Some("a"), Some("operator")),
+        "{v}"
+    );
+    assert!(
+        v["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("leaked in a CI log"),
+        "{v}"
+    );
+    verify(&disabled_hits(&rx)[0]);
+}
