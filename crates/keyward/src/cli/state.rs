@@ -167,7 +167,9 @@ impl Admin {
         let next = match code {
             401 => format!(" — the token is not the running gateway's: check the [admin] token's variable (the gateway at {} was started with its own value)", self.base),
             403 => " — the admin API answers only local peers: run this on the gateway's host, or set `allow_remote = true` in [admin]".to_owned(),
-            404 => " — `keyward status` lists the credentials the gateway knows".to_owned(),
+            404 if !message.contains("lists") => {
+                " — `keyward status` lists the credentials the gateway knows".to_owned()
+            }
             _ => String::new(),
         };
         CliError::Usage(format!("the admin API refused ({code}): {message}{next}"))

@@ -41,7 +41,11 @@ pub async fn deliver(live: Arc<Live>) {
         // Without webhooks the outbox is looked at only now and then (for messages a
         // previous configuration left), not twice a second.
         let configured = !alerts.rules.get().settings.webhooks.is_empty();
-        idle_polls = if configured { 0 } else { idle_polls.wrapping_add(1) };
+        idle_polls = if configured {
+            0
+        } else {
+            idle_polls.wrapping_add(1)
+        };
         if configured || idle_polls % IDLE_EVERY == 1 {
             let now = live.current().engine.now();
             pass(&alerts, &client, &counted, now).await;
