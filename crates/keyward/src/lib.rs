@@ -31,7 +31,9 @@ pub async fn serve_reloadable(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let admin = bind_admin(&cfg).await?;
-    let live = open(cfg, source, keyward_store::Init::Refuse).await?;
+    // Boxed: opening the state (a Redis connection in fleet mode) is a large future, and
+    // it runs once.
+    let live = Box::pin(open(cfg, source, keyward_store::Init::Refuse)).await?;
     run(live, listener, admin, shutdown).await
 }
 
