@@ -37,6 +37,9 @@ enum Command {
     Reset(state::ResetArgs),
     /// Take a credential out of rotation until it is reset.
     Disable(state::DisableArgs),
+    /// Ask the running gateway to probe a credential now (health is left as it is);
+    /// exits 1 unless the probe succeeded.
+    Recheck(state::RecheckArgs),
     /// Run the gateway.
     Serve(serve::ServeArgs),
     /// Probe every configured credential now and print what each can do; exits 1 if any
@@ -70,6 +73,7 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::History(args) => state::history(args),
         Command::Reset(args) => state::reset(args),
         Command::Disable(args) => state::disable(args),
+        Command::Recheck(args) => state::recheck(args),
         Command::Serve(args) => serve::serve(args),
         Command::Check(args) => check::run(args),
         Command::Config(cmd) => serve::config(cmd),

@@ -84,6 +84,20 @@ pub(super) struct ResetArgs {
 }
 
 #[derive(Debug, Args)]
+pub(super) struct RecheckArgs {
+    /// The credential id.
+    credential: String,
+    /// Send a one-token request to this upstream model instead of the key-validity call.
+    #[arg(long)]
+    model: Option<String>,
+    #[command(flatten)]
+    target: Target,
+    /// JSON for scripts instead of a line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
 pub(super) struct DisableArgs {
     /// The credential id.
     credential: String,
@@ -832,6 +846,75 @@ fn operate_fleet(
     )
     .map_err(CliError::Write)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `keyward recheck`: the running gateway probes a credential now (the status page's
+/// Re-check). Health is left as it is; exits 1 unless the probe succeeded.
+pub(super) fn recheck(args: RecheckArgs) -> Result<ExitCode, CliError> {
+    if args.target.state.is_some() {
+        return Err(CliError::Usage(
+            "recheck asks the running gateway to probe; --state cannot do that: drop it".into(),
+        ));
+    }
+    let op = operator(&args.target)?;
+    let Some(admin) = Admin::of(op.as_ref(), args.target.admin_url.as_deref())? else {
+        return Err(CliError::Usage(
+            "recheck asks the running gateway: pass --config with its config (an [admin] table), or --admin-url with $KEYWARD_ADMIN_TOKEN; `keyward check --config FILE` probes without a gateway".into(),
+        ));
+    };
+    let mut path = format!("/admin/credentials/{}/probe", args.credential);
+    if let Some(m) = &args.model {
+        let encoded: String = m
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    char::from(b).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        path.push_str(&format!("?model={encoded}"));
+    }
+    let v = match admin.call(reqwest::Method::POST, &path, None) {
+        Called::Ok(v) => v,
+        Called::Refused(code, m) => return Err(admin.refused(code, &m)),
+        Called::Unreachable => {
+            return Err(CliError::Usage(format!(
+                "no gateway answered at {}: recheck asks the running gateway; start it, or run `keyward check --config FILE`, which probes without one",
+                admin.base
+            )))
+        }
+    };
+    let ok = v["result"] == "ok";
+    let mut out = io::stdout().lock();
+    if args.json {
+        writeln!(out, "{v:#}").map_err(CliError::Write)?;
+    } else {
+        let result = v["result"].as_str().unwrap_or("?");
+        let mut line = format!(
+            "{} {}: {result}",
+            args.credential,
+            v["check"].as_str().unwrap_or("key")
+        );
+        if let Some(class) = v["class"].as_str() {
+            line.push_str(&format!(" ({class})"));
+        }
+        if let Some(detail) = v["detail"].as_str().filter(|d| !d.is_empty()) {
+            line.push_str(&format!(": {detail}"));
+        }
+        if ok {
+            line.push_str(&format!(
+                "; health is unchanged (`keyward reset {}` puts it back if it is out)",
+                args.credential
+            ));
+        }
+        writeln!(out, "{line}").map_err(CliError::Write)?;
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 pub(super) fn reset(args: ResetArgs) -> Result<ExitCode, CliError> {

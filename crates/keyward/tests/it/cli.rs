@@ -306,6 +306,19 @@ async fn operator_commands_reach_a_running_gateway_with_only_its_admin_token() {
     let (code, out, _) = run(&["reset", "a"], &token);
     assert_eq!(code, 0);
     assert!(out.contains("now healthy"), "{out}");
+    // Re-check: the gateway probes now; the exit code says whether the key works.
+    let (code, out, err) = run(&["recheck", "b"], &token);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("b key: ok"), "{out}");
+    h.sim.set(A, keyward_sim::Behaviour::Revoked);
+    let (code, out, _) = run(&["recheck", "a", "--json"], &token);
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["result"].as_str(), v["class"].as_str()),
+        (Some("failed"), Some("auth_permanent")),
+        "{v}"
+    );
     // Without a config: the address and $KEYWARD_ADMIN_TOKEN.
     let elsewhere = tempdir("cli-operator-elsewhere");
     let (code, out, err) = bare(
@@ -455,6 +468,7 @@ fn every_read_command_has_json_and_every_config_reader_has_config() {
         &["history"],
         &["reset"],
         &["disable"],
+        &["recheck"],
         &["serve"],
         &["check"],
         &["credentials", "import"],
