@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts    INTEGER NOT NULL DEFAULT 0,
     next_ms     INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox(next_ms, id);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(destination, next_ms, id);
 ";
 
 /// Rows kept when no capacity was set.
@@ -79,7 +79,17 @@ pub(crate) struct OutboxShared {
 /// The outbox's commands, run by the state writer in order with the transitions.
 pub(crate) enum OutboxCmd {
     Enqueue(Vec<OutboxEntry>, Timestamp, SyncSender<Result<(), String>>),
-    Due(Timestamp, usize, SyncSender<Result<Vec<OutboxRow>, String>>),
+    Due(
+        Timestamp,
+        String,
+        usize,
+        SyncSender<Result<Vec<OutboxRow>, String>>,
+    ),
+    Prune(
+        Vec<String>,
+        Timestamp,
+        SyncSender<Result<(u64, u64), String>>,
+    ),
     Remove(i64, SyncSender<Result<(), String>>),
     Retry(i64, Timestamp, SyncSender<Result<(), String>>),
     Len(SyncSender<Result<u64, String>>),
@@ -111,9 +121,25 @@ impl Outbox {
         self.call(|done| OutboxCmd::Enqueue(entries, at, done))
     }
 
-    /// Up to `limit` rows due at `now`, oldest first.
-    pub fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
-        self.call(|done| OutboxCmd::Due(now, limit, done))
+    /// Up to `limit` of `destination`'s rows due at `now`, oldest first.
+    pub fn due(
+        &self,
+        now: Timestamp,
+        destination: &str,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let destination = destination.to_owned();
+        self.call(|done| OutboxCmd::Due(now, destination, limit, done))
+    }
+
+    /// Removes the rows for a destination not in `keep`, and those created before
+    /// `created_before`: how many of each.
+    pub fn prune(
+        &self,
+        keep: Vec<String>,
+        created_before: Timestamp,
+    ) -> Result<(u64, u64), StoreError> {
+        self.call(|done| OutboxCmd::Prune(keep, created_before, done))
     }
 
     /// Removes a row (delivered, or given up on).
@@ -221,8 +247,11 @@ pub(crate) fn run(conn: &mut rusqlite::Connection, cmd: OutboxCmd, shared: &Outb
             })();
             let _ = done.try_send(result.map_err(text));
         }
-        OutboxCmd::Due(now, limit, done) => {
-            let _ = done.try_send(due(conn, now, limit).map_err(text));
+        OutboxCmd::Due(now, destination, limit, done) => {
+            let _ = done.try_send(due(conn, now, &destination, limit).map_err(text));
+        }
+        OutboxCmd::Prune(keep, before, done) => {
+            let _ = done.try_send(prune(conn, &keep, before).map_err(text));
         }
         OutboxCmd::Remove(id, done) => {
             let result = conn
@@ -248,18 +277,45 @@ pub(crate) fn run(conn: &mut rusqlite::Connection, cmd: OutboxCmd, shared: &Outb
     }
 }
 
+/// Removes rows for destinations not in `keep`, then rows created before `before`.
+fn prune(
+    conn: &mut rusqlite::Connection,
+    keep: &[String],
+    before: Timestamp,
+) -> rusqlite::Result<(u64, u64)> {
+    let tx = conn.transaction()?;
+    let mut unknown = 0;
+    {
+        let mut stmt = tx.prepare("SELECT DISTINCT destination FROM outbox")?;
+        let names = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        for name in names.iter().filter(|n| !keep.contains(n)) {
+            unknown += tx.execute("DELETE FROM outbox WHERE destination = ?1", params![name])?;
+        }
+    }
+    let expired = tx.execute(
+        "DELETE FROM outbox WHERE created_ms < ?1",
+        params![i64::try_from(before.0).unwrap_or(i64::MAX)],
+    )?;
+    tx.commit()?;
+    Ok((unknown as u64, expired as u64))
+}
+
 fn due(
     conn: &rusqlite::Connection,
     now: Timestamp,
+    destination: &str,
     limit: usize,
 ) -> rusqlite::Result<Vec<OutboxRow>> {
     let mut stmt = conn.prepare(
         "SELECT id, destination, event, body, created_ms, attempts FROM outbox
-         WHERE next_ms <= ?1 ORDER BY next_ms, id LIMIT ?2",
+         WHERE next_ms <= ?1 AND destination = ?2 ORDER BY next_ms, id LIMIT ?3",
     )?;
     let rows = stmt.query_map(
         params![
             i64::try_from(now.0).unwrap_or(i64::MAX),
+            destination,
             i64::try_from(limit).unwrap_or(i64::MAX)
         ],
         |r| {

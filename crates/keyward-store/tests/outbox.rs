@@ -77,7 +77,7 @@ fn a_disable_and_its_alert_are_stored_together_and_survive_a_restart() {
         outbox.set_rule(Arc::new(OnDisable), 100);
         store.enqueue(disable("a", 1)).wait().unwrap();
         store.enqueue(success("b", 2)).wait().unwrap();
-        let due = outbox.due(Timestamp(u64::MAX / 2), 10).unwrap();
+        let due = outbox.due(Timestamp(u64::MAX / 2), "ops", 10).unwrap();
         assert_eq!(due.len(), 1, "{due:?}");
         assert_eq!(due[0].event, "credential.disabled");
         assert_eq!(due[0].body, "{\"scope\":\"credential/a\"}");
@@ -86,12 +86,12 @@ fn a_disable_and_its_alert_are_stored_together_and_survive_a_restart() {
     // Restarted: the row is still there (nothing delivered it).
     let (store, _) = SqliteStore::open(&path).unwrap();
     let outbox = store.outbox();
-    let due = outbox.due(Timestamp(u64::MAX / 2), 10).unwrap();
+    let due = outbox.due(Timestamp(u64::MAX / 2), "ops", 10).unwrap();
     assert_eq!(due.len(), 1);
     // A failed delivery: not due before its retry time, due after it, attempts counted.
     outbox.retry_at(due[0].id, Timestamp(5_000)).unwrap();
-    assert!(outbox.due(Timestamp(4_999), 10).unwrap().is_empty());
-    let again = outbox.due(Timestamp(5_000), 10).unwrap();
+    assert!(outbox.due(Timestamp(4_999), "ops", 10).unwrap().is_empty());
+    let again = outbox.due(Timestamp(5_000), "ops", 10).unwrap();
     assert_eq!(again[0].attempts, 1);
     // Delivered: removed.
     outbox.remove(again[0].id).unwrap();
@@ -121,7 +121,7 @@ fn the_outbox_is_bounded_and_counts_what_it_drops() {
     assert_eq!(outbox.dropped(), 3);
     // The newest are kept.
     let events: Vec<String> = outbox
-        .due(Timestamp(u64::MAX / 2), 10)
+        .due(Timestamp(u64::MAX / 2), "ops", 10)
         .unwrap()
         .into_iter()
         .map(|r| r.body)
@@ -145,4 +145,35 @@ fn a_handle_does_not_keep_the_store_alive() {
     assert!(matches!(outbox.len(), Err(StoreError::Stopped)));
     // And the file can be opened again: the writer ended and released it.
     let (_store, _) = SqliteStore::open(&dir.join("state.db")).unwrap();
+}
+
+#[test]
+fn each_destination_has_its_own_queue_and_pruning_drops_the_unknown_and_the_old() {
+    let dir = tempdir("prune");
+    let (store, _) = SqliteStore::open(&dir.join("state.db")).unwrap();
+    let outbox = store.outbox();
+    let entry = |destination: &str| OutboxEntry {
+        destination: destination.into(),
+        event: "incident.started".into(),
+        body: "{}".into(),
+    };
+    outbox
+        .enqueue(vec![entry("dead"); 5], Timestamp(1_000))
+        .unwrap();
+    outbox
+        .enqueue(vec![entry("ops")], Timestamp(2_000))
+        .unwrap();
+    outbox
+        .enqueue(vec![entry("gone")], Timestamp(3_000))
+        .unwrap();
+    // A destination's many rows do not hide another's.
+    let ops = outbox.due(Timestamp(9_000), "ops", 2).unwrap();
+    assert_eq!(ops.len(), 1);
+    assert_eq!(ops[0].destination, "ops");
+    // "gone" left the config; rows created before 1_500 are too old.
+    let (unknown, expired) = outbox
+        .prune(vec!["dead".into(), "ops".into()], Timestamp(1_500))
+        .unwrap();
+    assert_eq!((unknown, expired), (1, 5));
+    assert_eq!(outbox.len().unwrap(), 1);
 }

@@ -1,6 +1,7 @@
 //! Delivering queued alert messages: POST, signed; removed on a 2xx answer, retried with
 //! exponential backoff otherwise, given up after `alerts.give_up_after`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +37,7 @@ pub async fn deliver(live: Arc<Live>) {
         }
     };
     let counted = Counted::default();
+    let mut blocked = Blocked::new();
     let mut idle_polls: u32 = 0;
     loop {
         // Without webhooks the outbox is looked at only now and then (for messages a
@@ -48,7 +50,7 @@ pub async fn deliver(live: Arc<Live>) {
         };
         if configured || idle_polls % IDLE_EVERY == 1 {
             let now = live.current().engine.now();
-            pass(&alerts, &client, &counted, now).await;
+            pass(&alerts, &client, &counted, &mut blocked, now).await;
         }
         tokio::select! {
             () = alerts.wake.notified() => {}
@@ -68,39 +70,97 @@ async fn on_queue<T: Send + 'static>(
         .unwrap_or(Err(StoreError::Stopped))
 }
 
-/// One pass over the due messages.
-async fn pass(alerts: &Arc<Alerts>, client: &reqwest::Client, counted: &Counted, now: Timestamp) {
+/// Per webhook: not tried again before this (after a failed delivery), so a webhook that
+/// is down gets one attempt per backoff step, however many messages wait for it.
+type Blocked = HashMap<Arc<str>, Timestamp>;
+
+/// One pass: drops what no webhook takes or what waited too long, then delivers each
+/// webhook's due messages, webhooks side by side.
+async fn pass(
+    alerts: &Arc<Alerts>,
+    client: &reqwest::Client,
+    counted: &Counted,
+    blocked: &mut Blocked,
+    now: Timestamp,
+) {
     let metrics = &alerts.metrics.alerts;
-    let rows = match on_queue(alerts, move |q| q.due(now, BATCH)).await {
-        Ok(rows) => rows,
+    let set = alerts.rules.get();
+    let settings = &set.settings;
+    let keep: Vec<String> = settings
+        .webhooks
+        .iter()
+        .map(|w| w.name.to_string())
+        .collect();
+    let give_up = u64::try_from(settings.give_up_after.as_millis()).unwrap_or(u64::MAX);
+    let before = Timestamp(now.0.saturating_sub(give_up));
+    match on_queue(alerts, move |q| q.prune(keep, before)).await {
+        Ok((unknown, expired)) => {
+            if unknown > 0 {
+                warn!(
+                    dropped = unknown,
+                    "alerts dropped: their webhook is no longer in the config"
+                );
+            }
+            if expired > 0 {
+                warn!(
+                    dropped = expired,
+                    "alerts dropped: undelivered for alerts.give_up_after"
+                );
+            }
+            metrics.drop_reason("unknown_webhook", unknown);
+            metrics.drop_reason("expired", expired);
+        }
         Err(e) => {
             warn!(error = %e, "cannot read the alert outbox; retrying");
             return;
         }
+    }
+    let ready: Vec<&Webhook> = settings
+        .webhooks
+        .iter()
+        .filter(|w| blocked.get(&w.name).is_none_or(|until| *until <= now))
+        .collect();
+    let results = futures_util::future::join_all(
+        ready
+            .iter()
+            .map(|w| drain(alerts, client, w, settings, now)),
+    )
+    .await;
+    for (w, until) in ready.iter().zip(results) {
+        match until {
+            Some(t) => blocked.insert(w.name.clone(), t),
+            None => blocked.remove(&w.name),
+        };
+    }
+    if let Ok((len, dropped)) = on_queue(alerts, |q| Ok((q.len()?, q.dropped()))).await {
+        metrics.pending.set(i64::try_from(len).unwrap_or(i64::MAX));
+        metrics.drop_reason("full", counted.new_since(dropped));
+    }
+}
+
+/// Delivers `hook`'s due messages in order, stopping at the first failure: then, until
+/// when the webhook is left alone.
+async fn drain(
+    alerts: &Arc<Alerts>,
+    client: &reqwest::Client,
+    hook: &Webhook,
+    settings: &Settings,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let metrics = &alerts.metrics.alerts;
+    let name = hook.name.to_string();
+    let rows = match on_queue(alerts, move |q| q.due(now, &name, BATCH)).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            warn!(webhook = %hook.name, error = %e, "cannot read the alert outbox; retrying");
+            return None;
+        }
+    };
+    let label = WebhookLabel {
+        webhook: hook.name.clone(),
     };
     for row in rows {
-        let set = alerts.rules.get();
-        let settings = &set.settings;
         let id = row.id;
-        let Some(hook) = settings
-            .webhooks
-            .iter()
-            .find(|w| *w.name == row.destination)
-        else {
-            warn!(webhook = %row.destination, event = %row.event, "alert dropped: its webhook is no longer in the config");
-            metrics.drop_reason("unknown_webhook", 1);
-            let _ = on_queue(alerts, move |q| q.remove(id)).await;
-            continue;
-        };
-        if now.since(row.created) > settings.give_up_after {
-            warn!(webhook = %hook.name, event = %row.event, attempts = row.attempts, "alert dropped: undelivered for alerts.give_up_after");
-            metrics.drop_reason("expired", 1);
-            let _ = on_queue(alerts, move |q| q.remove(id)).await;
-            continue;
-        }
-        let label = WebhookLabel {
-            webhook: hook.name.clone(),
-        };
         match send(client, hook, &row, now, settings.timeout).await {
             Ok(()) => {
                 info!(webhook = %hook.name, event = %row.event, attempts = row.attempts + 1, "alert delivered");
@@ -109,16 +169,15 @@ async fn pass(alerts: &Arc<Alerts>, client: &reqwest::Client, counted: &Counted,
             }
             Err(why) => {
                 let delay = backoff(settings, &row);
-                warn!(webhook = %hook.name, event = %row.event, attempt = row.attempts + 1, error = %why, retry_in_ms = delay.as_millis() as u64, "alert delivery failed; retrying later");
+                warn!(webhook = %hook.name, event = %row.event, attempt = row.attempts + 1, error = %why, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "alert delivery failed; retrying later");
                 metrics.failed.get_or_create(&label).inc();
-                let _ = on_queue(alerts, move |q| q.retry_at(id, now.plus(delay))).await;
+                let next = now.plus(delay);
+                let _ = on_queue(alerts, move |q| q.retry_at(id, next)).await;
+                return Some(next);
             }
         }
     }
-    if let Ok((len, dropped)) = on_queue(alerts, |q| Ok((q.len()?, q.dropped()))).await {
-        metrics.pending.set(i64::try_from(len).unwrap_or(i64::MAX));
-        metrics.drop_reason("full", counted.new_since(dropped));
-    }
+    None
 }
 
 /// The delay before the next attempt at `row`: exponential from `retry_min`, doubling, at
@@ -194,6 +253,100 @@ fn delivery_id(row: &OutboxRow) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+
+    /// A receiver on 127.0.0.1 answering `status`, counting requests per path.
+    async fn receiver(status: Arc<AtomicU16>, hits: Arc<[AtomicUsize; 2]>) -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (s1, h1) = (status.clone(), hits.clone());
+        let app = axum::Router::new()
+            .route(
+                "/down",
+                axum::routing::post(move || {
+                    let (s, h) = (s1.clone(), h1.clone());
+                    async move {
+                        h[0].fetch_add(1, Ordering::SeqCst);
+                        axum::http::StatusCode::from_u16(s.load(Ordering::SeqCst)).unwrap()
+                    }
+                }),
+            )
+            .route(
+                "/up",
+                axum::routing::post(move || {
+                    let h = hits.clone();
+                    async move {
+                        h[1].fetch_add(1, Ordering::SeqCst);
+                        axum::http::StatusCode::OK
+                    }
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_webhook_that_is_down_gets_one_attempt_per_backoff_step_and_holds_up_no_other() {
+        let status = Arc::new(AtomicU16::new(503));
+        let hits = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+        let port = receiver(status.clone(), hits.clone()).await;
+        let text = format!(
+            "[[gateway_keys]]\nname = \"k\"\nkey = \"env:GW\"\n[alerts]\nretry_min = \"10s\"\nretry_max = \"10s\"\n[[alerts.webhooks]]\nname = \"down\"\nurl = \"http://127.0.0.1:{port}/down\"\n[[alerts.webhooks]]\nname = \"up\"\nurl = \"http://127.0.0.1:{port}/up\"\n"
+        );
+        let cfg = crate::config::Config::parse(&text, std::path::Path::new("."), &|_| {
+            Some("gateway-key-0123456789".into())
+        })
+        .unwrap();
+        let metrics = Arc::new(crate::gateway::metrics::Metrics::new());
+        let alerts = Alerts::new(Queue::memory(), metrics);
+        alerts.configure(&cfg, crate::gateway::caller_bound::SecretMask::default());
+        let t0 = Timestamp(1_764_000_000_000);
+        for _ in 0..5 {
+            let entries = alerts
+                .rules
+                .entries_of(&super::super::payload::oauth_refresh_failed(
+                    "c",
+                    "token endpoint 503",
+                    false,
+                    t0,
+                ));
+            alerts.push(entries, t0);
+        }
+        let client = reqwest::Client::new();
+        let counted = Counted::default();
+        let mut blocked = Blocked::new();
+        let down = || hits[0].load(Ordering::SeqCst);
+        let up = || hits[1].load(Ordering::SeqCst);
+        // First pass: one attempt at the webhook that is down; the other gets all five.
+        pass(&alerts, &client, &counted, &mut blocked, t0).await;
+        assert_eq!((down(), up()), (1, 5));
+        // Within the backoff: nothing more, though four more messages wait for it.
+        pass(
+            &alerts,
+            &client,
+            &counted,
+            &mut blocked,
+            t0.plus(Duration::from_secs(5)),
+        )
+        .await;
+        assert_eq!(down(), 1);
+        // The backoff over (10 s, jitter up to as much again): one attempt more.
+        let later = t0.plus(Duration::from_secs(21));
+        pass(&alerts, &client, &counted, &mut blocked, later).await;
+        assert_eq!(down(), 2);
+        // It answers again: everything waiting goes at the next step.
+        status.store(200, Ordering::SeqCst);
+        pass(
+            &alerts,
+            &client,
+            &counted,
+            &mut blocked,
+            later.plus(Duration::from_secs(21)),
+        )
+        .await;
+        assert_eq!(down(), 2 + 5);
+        assert_eq!(alerts.queue.len().unwrap(), 0);
+    }
 
     #[test]
     fn the_signature_is_the_documented_hmac() {

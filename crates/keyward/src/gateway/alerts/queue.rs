@@ -84,21 +84,65 @@ impl Queue {
         }
     }
 
-    pub(super) fn due(&self, now: Timestamp, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+    pub(super) fn due(
+        &self,
+        now: Timestamp,
+        destination: &str,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
         match self {
             Queue::Off => Ok(Vec::new()),
-            Queue::Durable(o) => o.due(now, limit),
+            Queue::Durable(o) => o.due(now, destination, limit),
             Queue::Memory(m) => {
                 let m = Queue::mem(m);
                 let mut due: Vec<OutboxRow> = m
                     .rows
                     .iter()
-                    .filter(|r| m.due.get(&r.id).is_some_and(|t| *t <= now))
+                    .filter(|r| {
+                        r.destination == destination && m.due.get(&r.id).is_some_and(|t| *t <= now)
+                    })
                     .cloned()
                     .collect();
                 due.sort_by_key(|r| (m.due.get(&r.id).copied(), r.id));
                 due.truncate(limit);
                 Ok(due)
+            }
+        }
+    }
+
+    /// Drops the messages for webhooks not in `keep` and those created before `before`:
+    /// how many of each.
+    pub(super) fn prune(
+        &self,
+        keep: Vec<String>,
+        before: Timestamp,
+    ) -> Result<(u64, u64), StoreError> {
+        match self {
+            Queue::Off => Ok((0, 0)),
+            Queue::Durable(o) => o.prune(keep, before),
+            Queue::Memory(m) => {
+                let mut m = Queue::mem(m);
+                let (mut unknown, mut expired) = (0, 0);
+                let mut gone = Vec::new();
+                m.rows.retain(|r| {
+                    let keep_it = if !keep.contains(&r.destination) {
+                        unknown += 1;
+                        false
+                    } else if r.created < before {
+                        expired += 1;
+                        false
+                    } else {
+                        true
+                    };
+                    if !keep_it {
+                        gone.push(r.id);
+                    }
+                    keep_it
+                });
+                for id in gone {
+                    m.due.remove(&id);
+                }
+                Ok((unknown, expired))
             }
         }
     }
