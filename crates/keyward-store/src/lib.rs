@@ -9,6 +9,9 @@
 //!   blocks on disk. Each [`keyward_core::health::Transition`] is acknowledged once
 //!   committed; a batch holding a disable (or an operator action) is committed with
 //!   `synchronous=FULL`, so it is on disk before anyone acts on it.
+//! - The alert outbox ([`Outbox`]): an [`OutboxRule`] turns a transition into webhook
+//!   messages, written in the transition's own database transaction, so a disable on disk
+//!   always has its alert on disk; the gateway delivers and removes them.
 //! - WAL mode: the CLI reads the file ([`StoreReader`], read-only, never checkpointing)
 //!   while the gateway writes.
 //! - One writer process: [`StateFile::lock`] takes `<state>.lock` (an OS file lock) for the
@@ -30,12 +33,14 @@
 
 mod fleet;
 mod fleet_tokens;
+mod outbox;
 mod sqlite;
 mod state_file;
 mod tokens;
 
 pub use fleet::{redact_url, FleetConfig, FleetError, FleetStatus, Lease, RedisStore};
 
+pub use outbox::{Outbox, OutboxEntry, OutboxRow, OutboxRule};
 pub use sqlite::{Loaded, SqliteStore, StoreError, StoreReader, TransitionRow};
 pub use state_file::{Init, StateFile};
 pub use tokens::{

@@ -11,6 +11,7 @@ use keyward_core::health::{
 };
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::outbox::{self, Outbox, OutboxCmd, OutboxShared};
 use crate::state_file::{open_read_only, Held, Init, StateFile};
 
 /// Errors of the state store. Each says what to do.
@@ -69,6 +70,10 @@ pub enum StoreError {
     /// `stopped`.
     #[error("the state writer has stopped; restart keyward")]
     Stopped,
+    /// The alert outbox could not be read or written (a full disk, a failing one).
+    /// Alerts wait in memory until it works again. Label: `outbox`.
+    #[error("the alert outbox in the state file failed: {0} (check that the disk holding the state file is not full or failing)")]
+    Outbox(String),
 }
 
 /// The holder's pid for [`StoreError::Locked`]'s message.
@@ -173,15 +178,19 @@ pub struct TransitionRow {
     pub replica: Option<String>,
 }
 
-enum Cmd {
+pub(crate) enum Cmd {
     Write(Box<Transition>, SyncSender<Result<(), SinkError>>),
     Barrier(SyncSender<()>),
+    Outbox(OutboxCmd),
 }
 
 /// The SQLite state store: the health engine's [`TransitionSink`].
 #[derive(Debug)]
 pub struct SqliteStore {
-    tx: Sender<Cmd>,
+    /// The only strong reference: [`Outbox`] handles hold weak ones, so dropping the store
+    /// still ends the writer.
+    tx: Arc<Sender<Cmd>>,
+    outbox: Arc<OutboxShared>,
     writer: Option<JoinHandle<()>>,
     path: PathBuf,
     _held: Arc<Held>,
@@ -192,6 +201,7 @@ impl std::fmt::Debug for Cmd {
         match self {
             Cmd::Write(t, _) => write!(f, "Write({})", t.scope),
             Cmd::Barrier(_) => f.write_str("Barrier"),
+            Cmd::Outbox(_) => f.write_str("Outbox"),
         }
     }
 }
@@ -208,6 +218,14 @@ impl SqliteStore {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The alert outbox in this state file.
+    pub fn outbox(&self) -> Outbox {
+        Outbox {
+            tx: Arc::downgrade(&self.tx),
+            shared: self.outbox.clone(),
+        }
+    }
 }
 
 impl StateFile {
@@ -221,16 +239,19 @@ impl StateFile {
         })?;
         let (tx, rx) = mpsc::channel();
         let writer_path = path.to_owned();
+        let shared = Arc::new(OutboxShared::default());
+        let writer_shared = shared.clone();
         let writer = std::thread::Builder::new()
             .name("keyward-state-writer".into())
-            .spawn(move || writer_loop(conn, rx, writer_path))
+            .spawn(move || writer_loop(conn, rx, writer_path, &writer_shared))
             .map_err(|source| StoreError::Io {
                 path: path.to_owned(),
                 source,
             })?;
         Ok((
             SqliteStore {
-                tx,
+                tx: Arc::new(tx),
+                outbox: shared,
                 writer: Some(writer),
                 path: path.to_owned(),
                 _held: self.held(),
@@ -272,7 +293,7 @@ impl Drop for SqliteStore {
         }
         // Closing the channel ends the writer after it drained everything.
         let (dead_tx, _) = mpsc::channel();
-        drop(std::mem::replace(&mut self.tx, dead_tx));
+        drop(std::mem::replace(&mut self.tx, Arc::new(dead_tx)));
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
@@ -309,12 +330,25 @@ fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
     Ok(loaded)
 }
 
-fn writer_loop(mut conn: Connection, rx: Receiver<Cmd>, path: PathBuf) {
+fn writer_loop(mut conn: Connection, rx: Receiver<Cmd>, path: PathBuf, outbox: &OutboxShared) {
     let mut commits: u64 = 0;
     while let Ok(first) = rx.recv() {
+        // Outbox commands run on their own, in order with the transitions.
+        let first = match first {
+            Cmd::Outbox(cmd) => {
+                outbox::run(&mut conn, cmd, outbox);
+                continue;
+            }
+            other => other,
+        };
         let mut batch = vec![first];
+        let mut after = None;
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
+                Ok(Cmd::Outbox(cmd)) => {
+                    after = Some(cmd);
+                    break;
+                }
                 Ok(cmd) => batch.push(cmd),
                 Err(_) => break,
             }
@@ -322,7 +356,7 @@ fn writer_loop(mut conn: Connection, rx: Receiver<Cmd>, path: PathBuf) {
         let durable = batch
             .iter()
             .any(|c| matches!(c, Cmd::Write(t, _) if t.durable));
-        let result = commit(&mut conn, &batch, durable);
+        let result = commit(&mut conn, &batch, durable, outbox);
         commits += 1;
         if commits.is_multiple_of(256) {
             let _ = prune(&conn);
@@ -339,20 +373,39 @@ fn writer_loop(mut conn: Connection, rx: Receiver<Cmd>, path: PathBuf) {
                 Cmd::Barrier(done) => {
                     let _ = done.try_send(());
                 }
+                Cmd::Outbox(cmd) => outbox::run(&mut conn, cmd, outbox),
             }
+        }
+        if let Some(cmd) = after {
+            outbox::run(&mut conn, cmd, outbox);
         }
     }
 }
 
-fn commit(conn: &mut Connection, batch: &[Cmd], durable: bool) -> Result<(), String> {
+fn commit(
+    conn: &mut Connection,
+    batch: &[Cmd],
+    durable: bool,
+    outbox: &OutboxShared,
+) -> Result<(), String> {
     let run = |conn: &mut Connection| -> rusqlite::Result<()> {
         if durable {
             conn.pragma_update(None, "synchronous", "FULL")?;
         }
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut queued = false;
         for cmd in batch {
             let Cmd::Write(t, _) = cmd else { continue };
             write_one(&tx, t)?;
+            // The transition's alerts, in its own database transaction: on disk together.
+            let entries = outbox.entries(t);
+            if !entries.is_empty() {
+                outbox::insert(&tx, &entries, t.at)?;
+                queued = true;
+            }
+        }
+        if queued {
+            outbox::trim(&tx, outbox)?;
         }
         tx.commit()?;
         if durable {

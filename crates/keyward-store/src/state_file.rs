@@ -325,6 +325,8 @@ fn initialise(path: &Path, create: bool) -> Result<(), StoreError> {
         });
     }
     conn.execute_batch(SCHEMA).map_err(sql)?;
+    conn.execute_batch(crate::outbox::OUTBOX_SCHEMA)
+        .map_err(sql)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(sql)?;
     conn.pragma_update(None, "application_id", APPLICATION_ID)

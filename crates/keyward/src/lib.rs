@@ -31,7 +31,9 @@ pub async fn serve_reloadable(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let admin = bind_admin(&cfg).await?;
-    let live = open(cfg, source, keyward_store::Init::Refuse).await?;
+    // Boxed: opening the state (a Redis connection in fleet mode) is a large future, and
+    // it runs once.
+    let live = Box::pin(open(cfg, source, keyward_store::Init::Refuse)).await?;
     run(live, listener, admin, shutdown).await
 }
 
@@ -76,7 +78,9 @@ pub async fn open(
     source: Option<std::path::PathBuf>,
     init: keyward_store::Init,
 ) -> Result<std::sync::Arc<gateway::Live>, ServeError> {
-    let (tokens, engine, fleet) = match &cfg.fleet {
+    let metrics = std::sync::Arc::new(gateway::metrics::Metrics::new());
+    let mask = gateway::caller_bound::SecretMask::default();
+    let (tokens, engine, fleet, alerts) = match &cfg.fleet {
         None => {
             let state = keyward_store::StateFile::lock(&cfg.state, init)?;
             if let Some(aside) = state.moved_aside() {
@@ -84,6 +88,13 @@ pub async fn open(
             }
             let tokens = std::sync::Arc::new(state.tokens(sealer(&cfg)?)?);
             let (store, loaded) = state.store()?;
+            // The alert rules are in place before the first transition (restore may
+            // make some), so none is written without its alerts.
+            let alerts = gateway::alerts::Alerts::new(
+                gateway::alerts::Queue::Durable(store.outbox()),
+                metrics.clone(),
+            );
+            alerts.configure(&cfg, mask.clone());
             let engine = keyward_core::health::HealthEngine::new(
                 cfg.policy.clone(),
                 std::sync::Arc::new(SystemClock),
@@ -91,7 +102,7 @@ pub async fn open(
                 seed(),
             );
             engine.restore(loaded.records, loaded.denylist);
-            (tokens, engine, None)
+            (tokens, engine, None, alerts)
         }
         Some(f) => {
             let tokens = token_store(&cfg)?;
@@ -104,22 +115,33 @@ pub async fn open(
                 ca_pem: f.ca_pem().map_err(ServeError::Io)?,
             })
             .await?;
+            // Fleet mode: this replica's alerts wait in its memory (there is no state
+            // file); it queues those of the transitions it performs.
+            let alerts =
+                gateway::alerts::Alerts::new(gateway::alerts::Queue::memory(), metrics.clone());
+            alerts.configure(&cfg, mask.clone());
             let engine = keyward_core::health::HealthEngine::new(
                 cfg.policy.clone(),
                 std::sync::Arc::new(SystemClock),
-                std::sync::Arc::new(store.clone()),
+                std::sync::Arc::new(gateway::alerts::AlertingSink::new(
+                    std::sync::Arc::new(store.clone()),
+                    alerts.clone(),
+                )),
                 seed(),
             );
             engine.restore(loaded.records, loaded.denylist);
             store.attach(engine.clone());
             tracing::info!(replica = %replica, redis = %f.display_url(), prefix = %f.prefix, "fleet mode: state shared through Redis");
-            (tokens, engine, Some(store))
+            (tokens, engine, Some(store), alerts)
         }
     };
-    let metrics = std::sync::Arc::new(gateway::metrics::Metrics::new());
     let oauth = std::sync::Arc::new(gateway::oauth::OAuth::new(Some(tokens), metrics.clone()));
+    oauth.set_alerts(alerts.clone());
     let mut gw =
         gateway::Gateway::build(cfg, engine, metrics, oauth).map_err(ServeError::Client)?;
+    // Now with the configuration's secrets to mask in what alerts say.
+    alerts.configure(&gw.cfg, gw.mask.clone());
+    gw.alerts = alerts;
     if let Some(f) = &fleet {
         gw.oauth.set_fleet(f.clone());
     }

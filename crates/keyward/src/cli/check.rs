@@ -71,7 +71,11 @@ fn verdict(c: &Check) -> (&'static str, bool, String) {
 
 pub(super) fn run(args: CheckArgs) -> Result<ExitCode, CliError> {
     let cfg =
-        keyward::config::Config::load(&args.config).map_err(|e| CliError::Config(e.to_string()))?;
+        keyward::config::Config::load(&args.config).map_err(|e| {
+            CliError::Config(format!(
+                "{e}\n(`keyward check` calls the providers itself, so it needs every secret the config names: run it with the gateway's environment; `keyward status` asks the running gateway with only the admin token)"
+            ))
+        })?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

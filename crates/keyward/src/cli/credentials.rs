@@ -45,6 +45,9 @@ pub(super) enum CredentialsCommand {
     List {
         #[arg(long, default_value = "keyward.toml")]
         config: PathBuf,
+        /// JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Forget a credential's stored OAuth tokens.
     Remove {
@@ -119,7 +122,7 @@ fn load_config(path: &std::path::Path) -> Result<Config, CliError> {
 pub(super) fn run(cmd: CredentialsCommand) -> Result<ExitCode, CliError> {
     match cmd {
         CredentialsCommand::Import { id, file, config } => import(&id, &file, &config),
-        CredentialsCommand::List { config } => list(&config),
+        CredentialsCommand::List { config, json } => list(&config, json),
         CredentialsCommand::Remove { id, config } => remove(&id, &config),
     }
 }
@@ -369,11 +372,17 @@ fn tell_gateway(cfg: &Config, out: &mut impl Write) -> Result<(), CliError> {
     writeln!(out, "{line}").map_err(CliError::Write)
 }
 
-fn list(config: &std::path::Path) -> Result<ExitCode, CliError> {
+fn list(config: &std::path::Path, json: bool) -> Result<ExitCode, CliError> {
     let cfg = load_config(config)?;
     // Read-only: safe beside a running gateway (no lock, never a checkpoint).
     let store = match keyward::token_store_read_only(&cfg) {
         Ok(s) => s,
+        Err(keyward_store::TokenError::Store(keyward_store::StoreError::Missing { .. }))
+            if json =>
+        {
+            writeln!(io::stdout().lock(), "[]").map_err(CliError::Write)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Err(keyward_store::TokenError::Store(keyward_store::StoreError::Missing { .. })) => {
             writeln!(
                 io::stdout().lock(),
@@ -388,6 +397,23 @@ fn list(config: &std::path::Path) -> Result<ExitCode, CliError> {
     let rows = store.list().map_err(|e| CliError::Usage(e.to_string()))?;
     let now = keyward::SystemClock.now();
     let mut out = io::stdout().lock();
+    if json {
+        let items: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "credential": r.credential,
+                    "grant": r.grant_fingerprint,
+                    "version": r.version,
+                    "expires_at": r.expires_at.map(|e| e.rfc3339()),
+                    "expired": r.expires_at.is_some_and(|e| e <= now),
+                    "updated": r.updated.rfc3339(),
+                })
+            })
+            .collect();
+        writeln!(out, "{:#}", serde_json::Value::Array(items)).map_err(CliError::Write)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if rows.is_empty() {
         writeln!(out, "no OAuth tokens stored in {}", cfg.state_label())
             .map_err(CliError::Write)?;

@@ -10,7 +10,7 @@ mod state;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::error::CliError;
 
@@ -37,6 +37,9 @@ enum Command {
     Reset(state::ResetArgs),
     /// Take a credential out of rotation until it is reset.
     Disable(state::DisableArgs),
+    /// Ask the running gateway to probe a credential now (health is left as it is);
+    /// exits 1 unless the probe succeeded.
+    Recheck(state::RecheckArgs),
     /// Run the gateway.
     Serve(serve::ServeArgs),
     /// Probe every configured credential now and print what each can do; exits 1 if any
@@ -48,6 +51,11 @@ enum Command {
     /// Work with config files.
     #[command(subcommand)]
     Config(serve::ConfigCommand),
+    /// Print a shell completion script: `keyward completions bash > /etc/bash_completion.d/keyward`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Run the simulated provider (for trying Keyward without real keys).
     #[cfg(feature = "sim")]
     Sim(simulated::SimArgs),
@@ -65,10 +73,19 @@ pub(crate) fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::History(args) => state::history(args),
         Command::Reset(args) => state::reset(args),
         Command::Disable(args) => state::disable(args),
+        Command::Recheck(args) => state::recheck(args),
         Command::Serve(args) => serve::serve(args),
         Command::Check(args) => check::run(args),
         Command::Config(cmd) => serve::config(cmd),
         Command::Credentials(cmd) => credentials::run(cmd),
+        Command::Completions { shell } => {
+            // Into memory first: a closed pipe is then an error to report, not a panic.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "keyward", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &script)
+                .map_err(CliError::Write)?;
+            Ok(ExitCode::SUCCESS)
+        }
         #[cfg(feature = "sim")]
         Command::Sim(args) => simulated::sim(args),
         #[cfg(feature = "sim")]

@@ -29,8 +29,15 @@ pub(super) struct ServeArgs {
 pub(super) enum ConfigCommand {
     /// Check a config file: every problem, with its path in the file.
     Check {
+        /// The config file (or --config; default: ./keyward.toml).
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
         /// The config file.
-        file: PathBuf,
+        #[arg(long, conflicts_with = "file")]
+        config: Option<PathBuf>,
+        /// JSON for scripts: `valid`, the counts and warnings, or every problem.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -121,24 +128,33 @@ pub(super) fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
 
 fn load(path: &std::path::Path) -> Result<Config, CliError> {
     Config::load(path).map_err(|e| match e {
-        ConfigError::Read { .. } => CliError::Usage(e.to_string()),
+        ConfigError::Read { .. } => CliError::Usage(format!(
+            "{e}: pass the config file with --config FILE (examples/keyward.toml is a commented one to start from)"
+        )),
         ConfigError::Invalid { .. } => CliError::Config(e.to_string()),
     })
 }
 
 pub(super) fn config(cmd: ConfigCommand) -> Result<ExitCode, CliError> {
     match cmd {
-        ConfigCommand::Check { file } => {
+        ConfigCommand::Check { file, config, json } => {
+            let file = file
+                .or(config)
+                .unwrap_or_else(|| PathBuf::from("keyward.toml"));
+            if json {
+                return check_json(&file);
+            }
             let cfg = load(&file)?;
             let mut out = std::io::stdout().lock();
             writeln!(
                 out,
-                "{} is valid: {} endpoint(s), {} credential(s), {} route(s), {} gateway key(s); state in {}",
+                "{} is valid: {} endpoint(s), {} credential(s), {} route(s), {} gateway key(s), {} webhook(s); state in {}",
                 file.display(),
                 cfg.endpoints.len(),
                 cfg.credentials.len(),
                 cfg.routes.len(),
                 cfg.gateway_keys.len(),
+                cfg.alerts.webhooks.len(),
                 cfg.state_label()
             )
             .map_err(CliError::Write)?;
@@ -148,4 +164,40 @@ pub(super) fn config(cmd: ConfigCommand) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `keyward config check --json`: one object on stdout, valid or not (exit 1 when not).
+fn check_json(file: &std::path::Path) -> Result<ExitCode, CliError> {
+    let problem = |p: &keyward::config::ConfigProblem| serde_json::json!({"path": p.path, "message": p.message});
+    let (doc, code) = match Config::load(file) {
+        Ok(cfg) => (
+            serde_json::json!({
+                "file": file.display().to_string(),
+                "valid": true,
+                "endpoints": cfg.endpoints.len(),
+                "credentials": cfg.credentials.len(),
+                "routes": cfg.routes.len(),
+                "gateway_keys": cfg.gateway_keys.len(),
+                "webhooks": cfg.alerts.webhooks.len(),
+                "state": cfg.state_label(),
+                "warnings": cfg.warnings.iter().map(problem).collect::<Vec<_>>(),
+            }),
+            ExitCode::SUCCESS,
+        ),
+        Err(ConfigError::Invalid { problems, .. }) => (
+            serde_json::json!({
+                "file": file.display().to_string(),
+                "valid": false,
+                "problems": problems.iter().map(problem).collect::<Vec<_>>(),
+            }),
+            ExitCode::FAILURE,
+        ),
+        Err(e @ ConfigError::Read { .. }) => {
+            return Err(CliError::Usage(format!(
+                "{e}: pass the config file as `keyward config check FILE`"
+            )))
+        }
+    };
+    writeln!(std::io::stdout().lock(), "{doc:#}").map_err(CliError::Write)?;
+    Ok(code)
 }

@@ -1,8 +1,9 @@
 //! The operator's commands: `keyward status`, `history`, `reset` and `disable`.
 //!
 //! Each talks to the running gateway's admin API (address and token from the config's
-//! `listen` and `[admin]`), which knows everything live: in-flight counts, last success,
-//! OAuth grants. When no gateway answers they fall back to the state file: `status` and
+//! `listen` and `[admin]`, read without resolving any provider secret: see
+//! [`keyward::config::Operator`]; or `--admin-url` and `$KEYWARD_ADMIN_TOKEN` without a
+//! config), which knows everything live: in-flight counts, last success, OAuth grants. When no gateway answers they fall back to the state file: `status` and
 //! `history` read it read-only (safe beside a running gateway: no lock, never a
 //! checkpoint), `reset` and `disable` take the state file's lock and apply the transition
 //! through the same health engine, for the next start — refused while a gateway holds it.
@@ -15,7 +16,7 @@ use clap::Args;
 use keyward_core::health::Health;
 use std::time::Duration;
 
-use keyward::config::Config;
+use keyward::config::{Config, Operator};
 use keyward_store::StoreReader;
 use serde_json::{json, Value};
 
@@ -25,15 +26,30 @@ use crate::error::CliError;
 /// state file's path).
 #[derive(Debug, Args)]
 pub(super) struct Target {
-    /// The gateway's config file.
-    #[arg(long, default_value = "keyward.toml")]
-    config: PathBuf,
+    /// The gateway's config file (default: ./keyward.toml). Only `listen`, `state` and
+    /// `[admin]` are read to reach a running gateway: provider secrets need not be set.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Read this state file directly instead of asking the gateway.
     #[arg(long)]
     state: Option<PathBuf>,
-    /// The admin API's base URL, if not the config's `listen` address.
+    /// The admin API's base URL, if not the config's (`[admin] listen`, else `listen`).
+    /// Without a config, the token comes from $KEYWARD_ADMIN_TOKEN.
     #[arg(long)]
     admin_url: Option<String>,
+}
+
+/// The admin token's variable when no config names one.
+const TOKEN_ENV: &str = "KEYWARD_ADMIN_TOKEN";
+
+impl Target {
+    /// The config file's path: `--config`, or `keyward.toml` when it exists.
+    fn config_path(&self) -> Option<PathBuf> {
+        self.config.clone().or_else(|| {
+            let default = PathBuf::from("keyward.toml");
+            default.exists().then_some(default)
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +84,20 @@ pub(super) struct ResetArgs {
 }
 
 #[derive(Debug, Args)]
+pub(super) struct RecheckArgs {
+    /// The credential id.
+    credential: String,
+    /// Send a one-token request to this upstream model instead of the key-validity call.
+    #[arg(long)]
+    model: Option<String>,
+    #[command(flatten)]
+    target: Target,
+    /// JSON for scripts instead of a line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
 pub(super) struct DisableArgs {
     /// The credential id.
     credential: String,
@@ -94,12 +124,13 @@ pub(super) enum Called {
 }
 
 impl Admin {
+    /// The admin API of a fully loaded config (its own listener, else `listen`).
     pub(super) fn from(cfg: &Config, url: Option<&str>) -> Option<Admin> {
         let admin = cfg.admin.as_ref()?;
         let base = match url {
             Some(u) => u.trim_end_matches('/').to_owned(),
             None => {
-                let mut addr = cfg.listen;
+                let mut addr = admin.listen.unwrap_or(cfg.listen);
                 if addr.ip().is_unspecified() {
                     addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
                 }
@@ -110,6 +141,52 @@ impl Admin {
             base,
             token: admin.token.expose().to_owned(),
         })
+    }
+
+    /// The admin API to ask: from the config's `[admin]` (its token resolved, nothing
+    /// else), or `--admin-url` with `$KEYWARD_ADMIN_TOKEN`. `None`: there is no admin API
+    /// to ask (read the state instead).
+    fn of(op: Option<&Operator>, url: Option<&str>) -> Result<Option<Admin>, CliError> {
+        let url = url.map(|u| u.trim_end_matches('/').to_owned());
+        let admin = op.and_then(|o| o.admin.as_ref());
+        let token = match admin {
+            Some(a) => match &a.token {
+                Ok(t) => t.expose().to_owned(),
+                Err(why) => {
+                    return Err(CliError::Usage(format!(
+                        "{why}: the admin API needs it; run with the gateway's environment (e.g. `set -a; . /etc/keyward/keyward.env; set +a`), or read the state file instead with --state FILE"
+                    )))
+                }
+            },
+            None => match (&url, std::env::var(TOKEN_ENV)) {
+                (Some(_), Ok(t)) if !t.trim().is_empty() => t.trim().to_owned(),
+                (Some(u), _) => {
+                    return Err(CliError::Usage(format!(
+                        "--admin-url {u} needs the admin token: set {TOKEN_ENV}, or pass --config with the gateway's config (its [admin] token)"
+                    )))
+                }
+                (None, _) => return Ok(None),
+            },
+        };
+        let base = match (url, op) {
+            (Some(u), _) => u,
+            (None, Some(o)) => o.admin_url(),
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(Admin { base, token }))
+    }
+
+    /// The admin API's refusal, with what to do next.
+    fn refused(&self, code: u16, message: &str) -> CliError {
+        let next = match code {
+            401 => format!(" — the token is not the running gateway's: check the [admin] token's variable (the gateway at {} was started with its own value)", self.base),
+            403 => " — the admin API answers only local peers: run this on the gateway's host, or set `allow_remote = true` in [admin]".to_owned(),
+            404 if !message.contains("lists") => {
+                " — `keyward status` lists the credentials the gateway knows".to_owned()
+            }
+            _ => String::new(),
+        };
+        CliError::Usage(format!("the admin API refused ({code}): {message}{next}"))
     }
 
     pub(super) fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Called {
@@ -152,20 +229,38 @@ impl Admin {
     }
 }
 
-/// The config, or `None` if the file does not exist (state-file-only use).
-fn config(t: &Target) -> Result<Option<Config>, CliError> {
-    if !t.config.exists() {
+/// What the config says about reaching the gateway (no provider secret resolved), or
+/// `None` without a config file.
+fn operator(t: &Target) -> Result<Option<Operator>, CliError> {
+    let Some(path) = t.config_path() else {
         return Ok(None);
+    };
+    if !path.exists() {
+        return Err(CliError::Usage(format!(
+            "no config at {}: pass --config with the gateway's config file, --admin-url with the running gateway's address, or --state with its state file",
+            path.display()
+        )));
     }
-    Config::load(&t.config)
+    Operator::load(&path)
         .map(Some)
         .map_err(|e| CliError::Config(e.to_string()))
 }
 
-fn state_path(t: &Target, cfg: Option<&Config>) -> PathBuf {
+/// The whole config (provider secrets resolved): for what needs more than the admin API
+/// (the fleet's Redis, writing the state file).
+fn config(t: &Target) -> Result<Option<Config>, CliError> {
+    let Some(path) = t.config_path().filter(|p| p.exists()) else {
+        return Ok(None);
+    };
+    Config::load(&path)
+        .map(Some)
+        .map_err(|e| CliError::Config(format!("{e}\n(no gateway answered, so this command reads the state itself, which needs the whole config: run it with the gateway's environment, or start the gateway)")))
+}
+
+fn state_path(t: &Target, op: Option<&Operator>) -> PathBuf {
     t.state
         .clone()
-        .or_else(|| cfg.map(|c| c.state.clone()))
+        .or_else(|| op.map(|c| c.state.clone()))
         .unwrap_or_else(|| PathBuf::from("keyward-state.db"))
 }
 
@@ -180,41 +275,43 @@ fn note_fallback(admin: &Admin, state: &std::path::Path) {
 }
 
 pub(super) fn status(args: StatusArgs) -> Result<ExitCode, CliError> {
-    if args.target.state.is_none() {
-        let cfg = config(&args.target)?;
-        if let Some(admin) = cfg
-            .as_ref()
-            .and_then(|c| Admin::from(c, args.target.admin_url.as_deref()))
-        {
-            match admin.call(reqwest::Method::GET, "/admin/credentials", None) {
-                Called::Ok(v) => return print_live_status(&v, args.json),
-                Called::Refused(code, m) => {
-                    return Err(CliError::Usage(format!(
-                        "the admin API refused ({code}): {m}"
-                    )))
-                }
-                Called::Unreachable => {
-                    if let Some(fleet) = cfg.as_ref().and_then(|c| c.fleet.as_ref()) {
-                        let mut err = io::stderr().lock();
-                        let _ = writeln!(
-                            err,
-                            "no gateway answered at {}; showing the fleet state in Redis instead",
-                            admin.base
-                        );
-                        return status_from_fleet(fleet, args.json);
-                    }
-                    let path = state_path(&args.target, cfg.as_ref());
-                    note_fallback(&admin, &path);
-                    return status_from_file(&path, args.json);
+    if let Some(state) = &args.target.state {
+        return status_from_file(state, args.json);
+    }
+    let op = operator(&args.target)?;
+    if let Some(admin) = Admin::of(op.as_ref(), args.target.admin_url.as_deref())? {
+        match admin.call(reqwest::Method::GET, "/admin/credentials", None) {
+            Called::Ok(v) => return print_live_status(&v, args.json),
+            Called::Refused(code, m) => return Err(admin.refused(code, &m)),
+            Called::Unreachable => {
+                if op.as_ref().is_some_and(|o| o.fleet) {
+                    let mut err = io::stderr().lock();
+                    let _ = writeln!(
+                        err,
+                        "no gateway answered at {}; showing the fleet state in Redis instead",
+                        admin.base
+                    );
+                } else {
+                    note_fallback(&admin, &state_path(&args.target, op.as_ref()));
                 }
             }
         }
-        if let Some(fleet) = cfg.as_ref().and_then(|c| c.fleet.as_ref()) {
-            return status_from_fleet(fleet, args.json);
-        }
-        return status_from_file(&state_path(&args.target, cfg.as_ref()), args.json);
     }
-    status_from_file(&state_path(&args.target, None), args.json)
+    if op.as_ref().is_some_and(|o| o.fleet) {
+        if let Some(fleet) = config(&args.target)?.and_then(|c| c.fleet) {
+            return status_from_fleet(&fleet, args.json);
+        }
+    }
+    let path = state_path(&args.target, op.as_ref());
+    match status_from_file(&path, args.json) {
+        Err(CliError::State(keyward_store::StoreError::Missing { .. })) if op.is_none() => {
+            Err(CliError::Usage(format!(
+                "no keyward.toml here and no state file at {}: pass --config with the gateway's config file, --admin-url with a running gateway's address, or --state with its state file",
+                path.display()
+            )))
+        }
+        other => other,
+    }
 }
 
 /// One line per credential from the admin API's list.
@@ -444,31 +541,28 @@ fn describe(h: &Health) -> (String, &'static str) {
 pub(super) fn history(args: HistoryArgs) -> Result<ExitCode, CliError> {
     let mut state = args.target.state.clone();
     if state.is_none() {
-        let cfg = config(&args.target)?;
-        let path = state_path(&args.target, cfg.as_ref());
-        if let Some(admin) = cfg
-            .as_ref()
-            .and_then(|c| Admin::from(c, args.target.admin_url.as_deref()))
-        {
+        let op = operator(&args.target)?;
+        let path = state_path(&args.target, op.as_ref());
+        if let Some(admin) = Admin::of(op.as_ref(), args.target.admin_url.as_deref())? {
             let p = format!(
                 "/admin/credentials/{}/history?limit={}",
                 args.credential, args.limit
             );
             match admin.call(reqwest::Method::GET, &p, None) {
                 Called::Ok(v) => return print_live_history(&args.credential, &v, args.json),
-                Called::Refused(code, m) => {
-                    return Err(CliError::Usage(format!(
-                        "the admin API refused ({code}): {m}"
-                    )))
-                }
+                Called::Refused(code, m) => return Err(admin.refused(code, &m)),
                 Called::Unreachable => {
-                    if cfg.as_ref().and_then(|c| c.fleet.as_ref()).is_none() {
+                    if !op.as_ref().is_some_and(|o| o.fleet) {
                         note_fallback(&admin, &path);
                     }
                 }
             }
         }
-        if let Some(fleet) = cfg.as_ref().and_then(|c| c.fleet.as_ref()) {
+        let fleet = match op.as_ref().is_some_and(|o| o.fleet) {
+            true => config(&args.target)?.and_then(|c| c.fleet),
+            false => None,
+        };
+        if let Some(fleet) = &fleet {
             let rt = fleet_runtime()?;
             let rows = rt.block_on(async {
                 let (store, _) = fleet_member(fleet).await?;
@@ -566,25 +660,15 @@ pub(super) fn operate(
     target: &Target,
     disable: Option<&str>,
 ) -> Result<ExitCode, CliError> {
-    let Some(cfg) = config(target)? else {
-        return Err(CliError::Usage(format!(
-            "no config at {}: pass --config with the gateway's config file",
-            target.config.display()
-        )));
-    };
-    if !cfg.credentials.iter().any(|c| &*c.id == credential) {
-        return Err(CliError::Usage(format!(
-            "no credential {credential:?} in {}",
-            target.config.display()
-        )));
-    }
+    let op = operator(target)?;
     let verb = if disable.is_some() {
         "disabled"
     } else {
         "reset"
     };
     let mut out = io::stdout().lock();
-    if let Some(admin) = Admin::from(&cfg, target.admin_url.as_deref()) {
+    let admin = Admin::of(op.as_ref(), target.admin_url.as_deref())?;
+    if let Some(admin) = &admin {
         let (path, body) = match disable {
             Some(reason) => (
                 format!("/admin/credentials/{credential}/disable"),
@@ -602,21 +686,35 @@ pub(super) fn operate(
                 .map_err(CliError::Write)?;
                 return Ok(ExitCode::SUCCESS);
             }
-            Called::Refused(code, m) => {
-                return Err(CliError::Usage(format!(
-                    "the admin API refused ({code}): {m}"
-                )))
-            }
+            Called::Refused(code, m) => return Err(admin.refused(code, &m)),
             Called::Unreachable => {}
         }
+    }
+    // No gateway answered: the state itself is changed, which needs the whole config.
+    let Some(cfg) = config(target)? else {
+        return Err(CliError::Usage(match &admin {
+            Some(a) => format!("no gateway answered at {}, and without a config the state cannot be changed instead: start the gateway, or pass --config with its config file", a.base),
+            None => "no config: pass --config with the gateway's config file (or --admin-url with the running gateway's address)".into(),
+        }));
+    };
+    if !cfg.credentials.iter().any(|c| &*c.id == credential) {
+        return Err(CliError::Usage(format!(
+            "no credential {credential:?} in the config: `keyward status` lists the credentials"
+        )));
     }
     if let Some(fleet) = cfg.fleet.clone() {
         return operate_fleet(cfg, &fleet, credential, disable, verb);
     }
     // No gateway: apply the transition to the state file through the engine itself.
-    let (store, loaded) = keyward_store::SqliteStore::open(&cfg.state).map_err(|e| {
-        refused_beside_gateway(e, Admin::from(&cfg, target.admin_url.as_deref()).as_ref())
-    })?;
+    let (store, loaded) = keyward_store::SqliteStore::open(&cfg.state)
+        .map_err(|e| refused_beside_gateway(e, admin.as_ref()))?;
+    // The change's alerts go into the state file's outbox with it: the gateway delivers
+    // them when it starts.
+    let alerts = keyward::gateway::alerts::Alerts::new(
+        keyward::gateway::alerts::Queue::Durable(store.outbox()),
+        std::sync::Arc::new(keyward::gateway::metrics::Metrics::new()),
+    );
+    alerts.configure(&cfg, keyward::gateway::caller_bound::SecretMask::default());
     let engine = keyward_core::health::HealthEngine::new(
         cfg.policy.clone(),
         std::sync::Arc::new(keyward::SystemClock),
@@ -748,6 +846,75 @@ fn operate_fleet(
     )
     .map_err(CliError::Write)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `keyward recheck`: the running gateway probes a credential now (the status page's
+/// Re-check). Health is left as it is; exits 1 unless the probe succeeded.
+pub(super) fn recheck(args: RecheckArgs) -> Result<ExitCode, CliError> {
+    if args.target.state.is_some() {
+        return Err(CliError::Usage(
+            "recheck asks the running gateway to probe; --state cannot do that: drop it".into(),
+        ));
+    }
+    let op = operator(&args.target)?;
+    let Some(admin) = Admin::of(op.as_ref(), args.target.admin_url.as_deref())? else {
+        return Err(CliError::Usage(
+            "recheck asks the running gateway: pass --config with its config (an [admin] table), or --admin-url with $KEYWARD_ADMIN_TOKEN; `keyward check --config FILE` probes without a gateway".into(),
+        ));
+    };
+    let mut path = format!("/admin/credentials/{}/probe", args.credential);
+    if let Some(m) = &args.model {
+        let encoded: String = m
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    char::from(b).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        path.push_str(&format!("?model={encoded}"));
+    }
+    let v = match admin.call(reqwest::Method::POST, &path, None) {
+        Called::Ok(v) => v,
+        Called::Refused(code, m) => return Err(admin.refused(code, &m)),
+        Called::Unreachable => {
+            return Err(CliError::Usage(format!(
+                "no gateway answered at {}: recheck asks the running gateway; start it, or run `keyward check --config FILE`, which probes without one",
+                admin.base
+            )))
+        }
+    };
+    let ok = v["result"] == "ok";
+    let mut out = io::stdout().lock();
+    if args.json {
+        writeln!(out, "{v:#}").map_err(CliError::Write)?;
+    } else {
+        let result = v["result"].as_str().unwrap_or("?");
+        let mut line = format!(
+            "{} {}: {result}",
+            args.credential,
+            v["check"].as_str().unwrap_or("key")
+        );
+        if let Some(class) = v["class"].as_str() {
+            line.push_str(&format!(" ({class})"));
+        }
+        if let Some(detail) = v["detail"].as_str().filter(|d| !d.is_empty()) {
+            line.push_str(&format!(": {detail}"));
+        }
+        if ok {
+            line.push_str(&format!(
+                "; health is unchanged (`keyward reset {}` puts it back if it is out)",
+                args.credential
+            ));
+        }
+        writeln!(out, "{line}").map_err(CliError::Write)?;
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 pub(super) fn reset(args: ResetArgs) -> Result<ExitCode, CliError> {

@@ -11,8 +11,10 @@
 //!   tables' validation, and the warnings;
 //! - `durations`: durations as written (`"15s"`, `"5m"`) and timeout overrides.
 
+mod alerts;
 mod durations;
 mod model;
+mod operator;
 mod parse;
 mod raw;
 mod secret;
@@ -25,10 +27,12 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+pub use alerts::{AlertEvent, Alerts, Webhook, WebhookFormat};
 pub use model::{
     Admin, Config, Credential, Endpoint, Fleet, GatewayKey, Limits, OAuthConfig, Route, Server,
     Target, Timeouts, TokenStyle, API_NAMES,
 };
+pub use operator::{Operator, OperatorAdmin};
 pub use parse::MIN_ADMIN_TOKEN_CHARS;
 pub use secret::Secret;
 

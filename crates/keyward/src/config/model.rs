@@ -202,6 +202,8 @@ pub struct Config {
     /// Fleet mode: the state is shared through Redis (`state = "redis://…"`); `state`
     /// then holds no file.
     pub fleet: Option<Fleet>,
+    /// Alerts: webhooks and their outbox's limits.
+    pub alerts: super::Alerts,
     /// What is accepted but risky (a remote admin API on a public address, …): printed by
     /// `keyward config check` and logged by `serve` at start and on reload.
     pub warnings: Vec<ConfigProblem>,

@@ -434,6 +434,7 @@ impl Config {
         let limits = limits(&raw.limits, &mut problem);
         let server = server(&raw, admin.as_ref(), &mut problem);
         let (state, fleet) = fleet_state(&raw, base, &resolve, &mut problem);
+        let alerts = super::alerts::alerts(raw.alerts.as_ref(), &resolve, &mut problem);
         let removed_credential_retention = match raw.removed_credential_retention.as_deref() {
             None => Duration::from_secs(7 * 86_400),
             Some(v) => humantime_duration(v).unwrap_or_else(|| {
@@ -459,7 +460,8 @@ impl Config {
         if !p.is_empty() {
             return Err(p);
         }
-        let warnings = warnings(listen, &server, admin.as_ref());
+        let mut warnings = warnings(listen, &server, admin.as_ref());
+        warnings.extend(super::alerts::warnings(&alerts));
         Ok(Config {
             warnings,
             server,
@@ -476,6 +478,7 @@ impl Config {
             state_key,
             removed_credential_retention,
             fleet,
+            alerts,
         })
     }
 }

@@ -45,6 +45,9 @@ pub(super) struct RawConfig {
     /// Fleet mode's settings (with `state = "redis://…"`).
     #[serde(default)]
     pub(super) fleet: Option<RawFleet>,
+    /// `[alerts]` and its `[[alerts.webhooks]]`.
+    #[serde(default)]
+    pub(super) alerts: Option<super::alerts::RawAlerts>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -630,6 +630,7 @@ async fn config_status(
             "endpoints": gw.cfg.endpoints.keys().map(|k| &**k).collect::<Vec<_>>(),
             "state_file": gw.cfg.fleet.is_none().then(|| gw.cfg.state.clone()),
             "fleet": gw.cfg.fleet.as_ref().map(|f| json!({"redis": f.display_url(), "prefix": f.prefix, "status": gw.fleet.as_ref().map(keyward_store::RedisStore::status)})),
+            "alerts": gw.alerts.describe(&gw.cfg),
         }),
     )
 }

@@ -135,6 +135,8 @@ pub struct Metrics {
     pub refusals: super::refusals::Refusals,
     /// The last hour of attempts and errors per credential, for the status page.
     pub rates: super::rates::Rates,
+    /// `keyward_alerts_*`: webhook messages queued, delivered, failed, dropped.
+    pub alerts: super::alerts::AlertMetrics,
 }
 
 const STATES: [&str; 5] = ["healthy", "cooling", "suspect", "probing", "disabled"];
@@ -278,7 +280,9 @@ impl Metrics {
             "Requests answered 503 because limits.max_buffered_body_bytes stayed full for limits.body_wait",
             body_budget_rejections.clone(),
         );
+        let alerts = super::alerts::AlertMetrics::register(&mut registry);
         Metrics {
+            alerts,
             refusals: super::refusals::Refusals::default(),
             caller_auth_failures,
             unrouted_requests,

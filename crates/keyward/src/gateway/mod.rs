@@ -28,6 +28,7 @@
 //! only.
 
 pub mod admin;
+pub mod alerts;
 pub mod answer;
 mod attempt;
 pub mod body_budget;
@@ -86,6 +87,8 @@ pub struct Gateway {
     pub body_budget: Arc<body_budget::BodyBudget>,
     /// Every secret of this configuration, masked in whatever reaches a caller.
     pub mask: caller_bound::SecretMask,
+    /// Alerts (webhooks); shared across reloads like the metrics.
+    pub alerts: Arc<alerts::Alerts>,
     creds: HashMap<Arc<str>, Arc<Credential>>,
     routes: HashMap<String, Arc<Route>>,
     specs: HashMap<String, Arc<RouteSpec>>,
@@ -214,6 +217,7 @@ impl Gateway {
                 .chain(cfg.admin.iter().map(|a| a.token.expose())),
         );
         Ok(Gateway {
+            alerts: alerts::Alerts::off(metrics.clone()),
             body_budget: Arc::new(body_budget::BodyBudget::new(
                 cfg.limits.max_buffered_body_bytes,
             )),
@@ -442,6 +446,7 @@ pub async fn run_listeners(
     let prober = tokio::spawn(prober::run(gw.clone()));
     let refresher = tokio::spawn(refresh_ahead(gw.clone()));
     let watcher = tokio::spawn(gw.clone().watch());
+    let alerts = tokio::spawn(alerts::deliver(gw.clone()));
     let now = gw.current();
     let limits = listener::ConnLimits::from_config(&now.cfg.server);
     let metrics = now.metrics.clone();
@@ -487,6 +492,7 @@ pub async fn run_listeners(
     prober.abort();
     refresher.abort();
     watcher.abort();
+    alerts.abort();
     result
 }
 

@@ -126,6 +126,8 @@ pub struct OAuth {
     /// `KEYWARD_FAILPOINT=after-token-store`: stop right after a refresh is committed
     /// (crash tests kill the process there).
     pause_after_store: bool,
+    /// Where a failed refresh is reported (webhooks).
+    alerts: std::sync::OnceLock<Arc<super::alerts::Alerts>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,6 +163,18 @@ impl OAuth {
             metrics,
             pause_after_store: std::env::var("KEYWARD_FAILPOINT")
                 .is_ok_and(|v| v == "after-token-store"),
+            alerts: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Failed refreshes raise alerts through `alerts`.
+    pub fn set_alerts(&self, alerts: Arc<super::alerts::Alerts>) {
+        let _ = self.alerts.set(alerts);
+    }
+
+    fn alert_refresh_failed(&self, credential: &str, why: &str, dead: bool, now: Timestamp) {
+        if let Some(a) = self.alerts.get() {
+            a.oauth_refresh_failed(credential, why, dead, now);
         }
     }
 
@@ -492,7 +506,13 @@ impl OAuth {
                 Err(CallError::Transient(why)) => {
                     warn!(credential = %cred.id, error = %why, "OAuth token endpoint failing: credential kept, requests fail over meanwhile");
                     self.count(&cred.id, "unavailable");
-                    *lock(&slot.unavailable_until) = Some((now.plus(UNAVAILABLE_FOR), why.clone()));
+                    // One alert per outage: the first failure after a success.
+                    let first = lock(&slot.unavailable_until)
+                        .replace((now.plus(UNAVAILABLE_FOR), why.clone()))
+                        .is_none();
+                    if first {
+                        self.alert_refresh_failed(&cred.id, &why, false, now);
+                    }
                     return Err(AccessError::Unavailable {
                         credential: cred.id.to_string(),
                         why,
@@ -517,6 +537,7 @@ impl OAuth {
                     );
                     warn!(credential = %cred.id, reason = %evidence, "OAuth grant revoked: credential disabled");
                     self.count(&cred.id, "revoked");
+                    self.alert_refresh_failed(&cred.id, &evidence, true, now);
                     *lock(&slot.revoked) = Some((evidence.clone(), row.grant_fingerprint.clone()));
                     if let Some(ack) = engine.revoke_grant(&cred.id, &evidence) {
                         let _ = tokio::task::spawn_blocking(move || ack.wait()).await;

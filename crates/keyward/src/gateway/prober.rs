@@ -81,6 +81,7 @@ fn report_incidents(gw: &Gateway) {
     use super::metrics::{EndpointLabel, EndpointOutcome};
     use keyward_core::health::IncidentEvent;
     for event in gw.engine.take_incident_events() {
+        gw.alerts.incident(&event, gw.engine.now());
         let (endpoint, outcome, active) = match &event {
             IncidentEvent::Started(i) => {
                 let names: Vec<&str> = i.credentials.iter().map(|c| &**c).collect();

@@ -174,6 +174,8 @@ impl Live {
         )?;
         gw.fleet = old.fleet.clone();
         gw.body_budget = old.body_budget.clone();
+        gw.alerts = old.alerts.clone();
+        gw.alerts.configure(&gw.cfg, gw.mask.clone());
         match self.current.write() {
             Ok(mut g) => *g = Arc::new(gw),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(gw),

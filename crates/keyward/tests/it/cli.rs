@@ -236,3 +236,249 @@ fn status_and_history_read_the_state_file_while_a_gateway_holds_it() {
         .unwrap()
         .contains("no state file at"));
 }
+
+/// `keyward ARGS` with nothing in its environment but `env`, run in `cwd`.
+fn bare(args: &[&str], env: &[(&str, &str)], cwd: &std::path::Path) -> (i32, String, String) {
+    let out = keyward()
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .env("NO_COLOR", "1")
+        .current_dir(cwd)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_reach_a_running_gateway_with_only_its_admin_token() {
+    use crate::support::*;
+    const A: &str = "sk-ant-cli-op-a-0001";
+    const B: &str = "sk-ant-cli-op-b-0002";
+    let h = start(
+        "cli-operator",
+        ANTHROPIC,
+        &[Cred::new("a", A), Cred::new("b", B)],
+        &route("claude", "anthropic", "claude-x", &["a", "b"]),
+        "\n[admin]\ntoken = \"env:KW_ADMIN\"\n",
+    )
+    .await;
+    let cfg = h.config.to_str().unwrap().to_owned();
+    let token = [("KW_ADMIN", ADMIN_TOKEN)];
+    // The test config listens on port 0: the address the gateway got is given with
+    // --admin-url; the token still comes from the config's [admin] table.
+    let url = h.url.clone();
+    let at = |args: &[&str]| -> Vec<String> {
+        args.iter()
+            .map(|a| (*a).to_owned())
+            .chain([
+                "--config".to_owned(),
+                cfg.clone(),
+                "--admin-url".to_owned(),
+                url.clone(),
+            ])
+            .collect()
+    };
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let args = at(args);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        bare(&args, env, &h.dir)
+    };
+    // The provider keys' variables are not set: the commands need only the admin token.
+    let (code, out, err) = run(&["status"], &token);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 credential(s), 2 usable"), "{out}");
+    let (code, out, _) = run(&["status", "--json"], &token);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["credentials"].as_array().unwrap().len(), 2, "{v}");
+    let (code, out, err) = run(&["disable", "a", "--reason", "rotating"], &token);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("now disabled"), "{out}");
+    let (code, out, _) = run(&["history", "a", "--json"], &token);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["to"]["state"], "disabled", "{v}");
+    let (code, out, _) = run(&["reset", "a"], &token);
+    assert_eq!(code, 0);
+    assert!(out.contains("now healthy"), "{out}");
+    // Re-check: the gateway probes now; the exit code says whether the key works.
+    let (code, out, err) = run(&["recheck", "b"], &token);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("b key: ok"), "{out}");
+    h.sim.set(A, keyward_sim::Behaviour::Revoked);
+    let (code, out, _) = run(&["recheck", "a", "--json"], &token);
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["result"].as_str(), v["class"].as_str()),
+        (Some("failed"), Some("auth_permanent")),
+        "{v}"
+    );
+    // Without a config: the address and $KEYWARD_ADMIN_TOKEN.
+    let elsewhere = tempdir("cli-operator-elsewhere");
+    let (code, out, err) = bare(
+        &["status", "--admin-url", &h.url],
+        &[("KEYWARD_ADMIN_TOKEN", ADMIN_TOKEN)],
+        &elsewhere,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 credential(s)"), "{out}");
+    // What goes wrong says what to do next, and never shows a secret.
+    let (code, out, err) = run(&["status"], &[]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("environment variable KW_ADMIN (the [admin] token) is not set")
+            && err.contains("--state"),
+        "{err}"
+    );
+    let (code, _, err) = bare(&["status", "--admin-url", &h.url], &[], &elsewhere);
+    assert_eq!(code, 2);
+    assert!(err.contains("set KEYWARD_ADMIN_TOKEN"), "{err}");
+    let (code, _, err) = run(&["status"], &[("KW_ADMIN", "not-the-gateways-token-123")]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("refused (401)") && err.contains("not the running gateway's"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["reset", "nope"], &token);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("refused (404)") && err.contains("no credential") && err.contains("lists"),
+        "{err}"
+    );
+    let (code, _, err) = bare(&["status", "--config", "missing.toml"], &token, &h.dir);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no config at missing.toml: pass --config"),
+        "{err}"
+    );
+    for text in [out, err] {
+        for s in [A, B, ADMIN_TOKEN] {
+            assert!(!text.contains(s), "a secret in {text}");
+        }
+    }
+}
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    let dir = tempdir("completions");
+    for (shell, marker) in [
+        ("bash", "_keyward()"),
+        ("zsh", "#compdef keyward"),
+        ("fish", "complete -c keyward"),
+        ("powershell", "Register-ArgumentCompleter"),
+        ("elvish", "edit:completion:arg-completer[keyward]"),
+    ] {
+        let (code, out, err) = bare(&["completions", shell], &[], &dir);
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(out.contains(marker), "{shell}: {out}");
+        assert!(out.contains("status") && out.contains("config"), "{shell}");
+    }
+    let (code, _, err) = bare(&["completions", "tcsh"], &[], &dir);
+    assert_eq!(code, 2);
+    assert!(err.contains("possible values"), "{err}");
+}
+
+#[test]
+fn config_check_takes_the_file_either_way_and_speaks_json() {
+    let dir = tempdir("config-check");
+    let good = dir.join("good.toml");
+    std::fs::write(
+        &good,
+        "[[gateway_keys]]\nname = \"k\"\nkey = \"env:KW_GW\"\n[[alerts.webhooks]]\nname = \"ops\"\nurl = \"https://hooks.example/x\"\n",
+    )
+    .unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[gateway_keys]]\nname = \"k\"\nkey = \"env:UNSET_GW\"\n",
+    )
+    .unwrap();
+    let env = [("KW_GW", "gateway-key-0123456789")];
+    let g = good.to_str().unwrap();
+    for args in [
+        vec!["config", "check", g],
+        vec!["config", "check", "--config", g],
+    ] {
+        let (code, out, err) = bare(&args, &env, &dir);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains("is valid") && out.contains("1 webhook(s)"),
+            "{out}"
+        );
+    }
+    let (code, out, _) = bare(&["config", "check", "--json", g], &env, &dir);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["valid"].as_bool(), v["webhooks"].as_u64()),
+        (Some(true), Some(1)),
+        "{v}"
+    );
+    let (code, out, _) = bare(
+        &[
+            "config",
+            "check",
+            "--json",
+            "--config",
+            bad.to_str().unwrap(),
+        ],
+        &env,
+        &dir,
+    );
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["problems"][0]["path"], "gateway_keys[0].key", "{v}");
+    // Both at once is a usage error; neither looks for ./keyward.toml and says how to pass one.
+    let (code, _, _) = bare(&["config", "check", g, "--config", g], &env, &dir);
+    assert_eq!(code, 2);
+    let (code, _, err) = bare(&["config", "check"], &env, &dir);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("keyward.toml") && err.contains("--config FILE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn every_read_command_has_json_and_every_config_reader_has_config() {
+    let dir = tempdir("cli-flags");
+    let help = |args: &[&str]| {
+        let (code, out, err) = bare(&[args, &["--help"][..]].concat(), &[], &dir);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out
+    };
+    for read in [
+        &["status"][..],
+        &["history"],
+        &["check"],
+        &["credentials", "list"],
+        &["config", "check"],
+    ] {
+        assert!(help(read).contains("--json"), "{read:?} has no --json");
+    }
+    for reads_config in [
+        &["status"][..],
+        &["history"],
+        &["reset"],
+        &["disable"],
+        &["recheck"],
+        &["serve"],
+        &["check"],
+        &["credentials", "import"],
+        &["credentials", "list"],
+        &["credentials", "remove"],
+        &["config", "check"],
+    ] {
+        assert!(
+            help(reads_config).contains("--config"),
+            "{reads_config:?} has no --config"
+        );
+    }
+}

@@ -13,6 +13,7 @@
 mod support;
 
 mod admin;
+mod alerts;
 mod chaos;
 mod check;
 mod cli;

@@ -10,11 +10,11 @@ use crate::support::{route, start_prepared, Cred, Harness, ANTHROPIC};
 use keyward_sim::{Sim, TokenEndpoint};
 use serde_json::json;
 
-const CLAUDE: &str = "kind = \"oauth\"\nsubscription = true\n[credentials.oauth]\ntoken_url = \"{sim}/v1/oauth/token\"\nclient_id = \"keyward-tests\"\n";
+pub(crate) const CLAUDE: &str = "kind = \"oauth\"\nsubscription = true\n[credentials.oauth]\ntoken_url = \"{sim}/v1/oauth/token\"\nclient_id = \"keyward-tests\"\n";
 
 /// Imports `grant`'s fresh tokens (lifetime `ttl`) for credential `id` through the CLI, as
 /// an operator would, checking that nothing secret is printed.
-fn import(
+pub(crate) fn import(
     sim: &Sim,
     cfg: &std::path::Path,
     env: &[(String, String)],
