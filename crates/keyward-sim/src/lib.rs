@@ -33,6 +33,7 @@
 
 pub mod redis_server;
 
+mod aws;
 mod azure;
 mod control;
 mod errors;
@@ -188,6 +189,7 @@ struct Inner {
     counts: HashMap<String, Counts>,
     content_events: usize,
     oauth: OAuthSim,
+    aws: aws::AwsSim,
 }
 
 /// A scripted provider. Cheap to clone; clones share state.
@@ -341,6 +343,13 @@ impl Sim {
             .route("/v1/oauth/token", post(token_endpoint))
             .route("/oauth/token", post(token_endpoint))
             .route("/_sim/oauth/{grant}", post(control_grant))
+            .route("/", post(aws::sts))
+            .route("/model/{model}/invoke", post(aws::invoke))
+            .route(
+                "/model/{model}/invoke-with-response-stream",
+                post(aws::invoke_stream),
+            )
+            .route("/openai/v1/chat/completions", post(aws::openai_chat))
             .with_state(self)
             // Like a provider's front door: a body over the limit is read to its end, then
             // refused with a plain-text 413 (axum's own limit answers before the body is

@@ -44,7 +44,8 @@ impl EventStreamToSse {
         }
         self.buf.extend_from_slice(chunk);
         while let Some(prelude) = self.buf.get(..4) {
-            let total = u32::from_be_bytes([prelude[0], prelude[1], prelude[2], prelude[3]]) as usize;
+            let total =
+                u32::from_be_bytes([prelude[0], prelude[1], prelude[2], prelude[3]]) as usize;
             if total < OVERHEAD || total > self.max_event.saturating_add(OVERHEAD) {
                 self.fail(&mut out, "a message length out of bounds");
                 return out;
@@ -153,9 +154,18 @@ mod tests {
     fn chunk(event: &str) -> Vec<u8> {
         let payload = json!({"bytes": aws_smithy_types::base64::encode(event)}).to_string();
         let m = Message::new(payload.into_bytes())
-            .add_header(Header::new(":message-type", HeaderValue::String("event".into())))
-            .add_header(Header::new(":event-type", HeaderValue::String("chunk".into())))
-            .add_header(Header::new(":content-type", HeaderValue::String("application/json".into())));
+            .add_header(Header::new(
+                ":message-type",
+                HeaderValue::String("event".into()),
+            ))
+            .add_header(Header::new(
+                ":event-type",
+                HeaderValue::String("chunk".into()),
+            ))
+            .add_header(Header::new(
+                ":content-type",
+                HeaderValue::String("application/json".into()),
+            ));
         let mut out = Vec::new();
         write_message_to(&m, &mut out).unwrap();
         out
@@ -164,7 +174,9 @@ mod tests {
     #[test]
     fn chunks_become_messages_events_whatever_the_read_boundaries() {
         let mut wire = chunk(r#"{"type":"message_start","message":{"id":"m"}}"#);
-        wire.extend(chunk(r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"Hi"}}"#));
+        wire.extend(chunk(
+            r#"{"type":"content_block_delta","delta":{"type":"text_delta","text":"Hi"}}"#,
+        ));
         for split in [1, 3, 7, 64, wire.len()] {
             let mut d = EventStreamToSse::new(1 << 20);
             let mut out = Vec::new();
@@ -183,13 +195,22 @@ mod tests {
     #[test]
     fn an_exception_becomes_an_error_event_naming_it() {
         let m = Message::new(br#"{"message":"Too many requests, please wait"}"#.to_vec())
-            .add_header(Header::new(":message-type", HeaderValue::String("exception".into())))
-            .add_header(Header::new(":exception-type", HeaderValue::String("throttlingException".into())));
+            .add_header(Header::new(
+                ":message-type",
+                HeaderValue::String("exception".into()),
+            ))
+            .add_header(Header::new(
+                ":exception-type",
+                HeaderValue::String("throttlingException".into()),
+            ));
         let mut wire = Vec::new();
         write_message_to(&m, &mut wire).unwrap();
         let out = String::from_utf8(EventStreamToSse::new(1 << 20).push(&wire)).unwrap();
         assert!(out.starts_with("event: error\ndata: "), "{out}");
-        assert!(out.contains("\"throttlingException\":{\"message\":\"Too many requests"), "{out}");
+        assert!(
+            out.contains("\"throttlingException\":{\"message\":\"Too many requests"),
+            "{out}"
+        );
         assert!(out.contains("rate_limit_error"), "{out}");
     }
 

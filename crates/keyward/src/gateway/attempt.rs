@@ -207,14 +207,14 @@ impl Failover {
             warn!(credential = %cred.id, target = %target.endpoint, "skipped candidate: its upstream URL does not parse");
             return None;
         };
-        match upstream::request(
-            axum::http::Method::POST,
-            url,
+        let call = super::cloud::request::Call {
+            inbound: self.inbound,
+            stream: self.prep.stream,
             endpoint,
-            (cred.kind, secret),
-            Some(&self.caller),
-            Some(body),
-        ) {
+            cred,
+            secret,
+        };
+        match super::cloud::request::build(gw, call, url, Some(&self.caller), body) {
             Ok(req) => Some(req),
             Err(e) => {
                 warn!(credential = %cred.id, reason = %e, "skipped candidate");
@@ -297,15 +297,13 @@ impl Failover {
         failure: Failure,
     ) -> Result<Step, (AttemptScope, Failure)> {
         let (gw, cred) = (s.gw, s.cred);
-        let Some(cfg) = cred.oauth.as_ref() else {
+        if !gw.refreshable(cred) {
             return Err((attempt, failure));
-        };
+        }
         // "Expired" is always worth one refresh per token; any other rejection of a token
         // issued moments ago is a verdict (or an incident).
         let worth = failure.class == Class::AuthTransient
-            || gw
-                .oauth
-                .worth_refreshing(&cred.id, s.secret, gw.engine.now());
+            || gw.worth_refreshing(cred, s.secret, gw.engine.now());
         if !matches!(failure.class, Class::AuthTransient | Class::AuthPermanent)
             || self.refreshed
             || !worth
@@ -323,11 +321,7 @@ impl Failover {
             self.note(failure, &cred.id);
             return Ok(Step::Next);
         }
-        let outcome = Box::pin(
-            gw.oauth
-                .refresh_after_rejection(cred, cfg, &gw.engine, s.secret),
-        )
-        .await;
+        let outcome = Box::pin(gw.refresh_after_rejection(cred, s.secret)).await;
         self.note(failure, &cred.id);
         Ok(match outcome {
             Ok(_) => {
@@ -401,7 +395,11 @@ impl Failover {
         headers: &[(String, String)],
     ) -> Step {
         let headroom = headroom(headers);
-        let framer = framer_for(self.inbound, s.gw.cfg.limits.max_event_bytes);
+        let framer = framer_for(
+            self.inbound,
+            s.endpoint.provider,
+            s.gw.cfg.limits.max_event_bytes,
+        );
         match hold_stream(resp, self.api, framer, s.timeouts.first_token).await {
             Held::Failed {
                 status_hint,

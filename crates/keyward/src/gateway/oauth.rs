@@ -126,6 +126,9 @@ pub struct OAuth {
     /// `KEYWARD_FAILPOINT=after-token-store`: stop right after a refresh is committed
     /// (crash tests kill the process there).
     pause_after_store: bool,
+    /// Cloud credentials' short-lived material (STS keys, Google and Entra tokens), kept
+    /// fresh by the same rules; shared across reloads with this.
+    pub(crate) cloud: Arc<super::cloud::Cloud>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,6 +161,7 @@ impl OAuth {
             fleet: std::sync::OnceLock::new(),
             client,
             slots: Mutex::new(HashMap::new()),
+            cloud: Arc::new(super::cloud::Cloud::new(metrics.clone())),
             metrics,
             pause_after_store: std::env::var("KEYWARD_FAILPOINT")
                 .is_ok_and(|v| v == "after-token-store"),

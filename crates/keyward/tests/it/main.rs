@@ -16,6 +16,7 @@ mod admin;
 mod chaos;
 mod check;
 mod cli;
+mod cloud;
 mod e2e;
 mod fleet;
 mod mixed_traffic;
