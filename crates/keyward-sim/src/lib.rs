@@ -35,6 +35,7 @@ pub mod redis_server;
 
 mod aws;
 mod azure;
+mod cloud_tokens;
 mod control;
 mod errors;
 mod gemini;
@@ -190,6 +191,7 @@ struct Inner {
     content_events: usize,
     oauth: OAuthSim,
     aws: aws::AwsSim,
+    cloud: cloud_tokens::CloudTokens,
 }
 
 /// A scripted provider. Cheap to clone; clones share state.
@@ -344,6 +346,12 @@ impl Sim {
             .route("/oauth/token", post(token_endpoint))
             .route("/_sim/oauth/{grant}", post(control_grant))
             .route("/", post(aws::sts))
+            .route("/token", post(cloud_tokens::google_token))
+            .route("/{tenant}/oauth2/v2.0/token", post(cloud_tokens::entra_token))
+            .route(
+                "/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{model_action}",
+                post(cloud_tokens::vertex),
+            )
             .route("/model/{model}/invoke", post(aws::invoke))
             .route(
                 "/model/{model}/invoke-with-response-stream",
@@ -384,6 +392,15 @@ impl Sim {
                 grant_key = Some(grant);
             }
         }
+        // A cloud access token (Google, Entra): counted under its account or app.
+        if let Some((name, expires)) = inner.cloud.bearer.get(key).cloned() {
+            if wall_instant() >= expires {
+                forced = Some(Behaviour::ExpiredToken);
+            }
+            grant_key = Some(name);
+        } else if key.starts_with("sim-cat-") {
+            forced = Some(Behaviour::Revoked);
+        }
         let key = grant_key.as_deref().unwrap_or(key);
         let scripted = match inner.scripts.get_mut(key) {
             // A probe sees what the next request would, without using it up.
@@ -423,6 +440,14 @@ impl Sim {
             .push(Attempt { at, outcome, probe });
         (behaviour, incident, events)
     }
+}
+
+/// Seconds since the Unix epoch, by the wall clock.
+#[allow(clippy::disallowed_methods)]
+fn wall_unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The sim plays a real provider in real time: its timeline is wall-clock.

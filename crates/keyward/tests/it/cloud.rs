@@ -273,3 +273,182 @@ async fn a_failing_sts_disables_nothing_and_traffic_fails_over() {
     .await;
     assert_eq!(h.state_of("credential/bedrock-role"), "healthy");
 }
+
+const AZURE: &[(&str, &str, &str)] = &[("azure", "azure-openai", "")];
+
+fn entra(tenant: &str, client: &str, secret_file: &str) -> String {
+    format!("kind = \"cloud\"\n[credentials.entra]\ntenant_id = \"{tenant}\"\nclient_id = \"{client}\"\nclient_secret = \"file:{secret_file}\"\nauthority = \"{{sim}}\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entra_token_endpoint_outage_disables_nothing() {
+    let h = start_prepared(
+        "cloud-entra-down",
+        AZURE,
+        &[
+            Cred::new("azure-entra", "").on("azure").with(&format!(
+                "priority = 10\n{}",
+                entra("tenant-1", "app-1", "entra-secret")
+            )),
+            Cred::new("azure-key", "azure-api-key-value-1").on("azure"),
+        ],
+        &format!(
+            "{}{ADMIN}",
+            crate::support::route("gpt", "azure", "gpt-4o", &["azure-entra", "azure-key"])
+        ),
+        "",
+        "full",
+        |sim, cfg, _| {
+            sim.entra_app(
+                "tenant-1",
+                "app-1",
+                "entra-client-secret-1",
+                Duration::from_secs(3600),
+            );
+            sim.set_entra_token_endpoint(TokenEndpoint::Unavailable);
+            std::fs::write(cfg.with_file_name("entra-secret"), "entra-client-secret-1").unwrap();
+        },
+    )
+    .await;
+    for _ in 0..10 {
+        let r = h.chat("gpt", false).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-keyward-credential"), "azure-key");
+    }
+    assert_eq!(h.state_of("credential/azure-entra"), "healthy");
+    let calls = h.sim.cloud_token_calls("app-1");
+    assert!(
+        !calls.is_empty() && calls.len() <= 9,
+        "the token endpoint was hammered or never called: {calls:?}"
+    );
+    assert!(calls.iter().all(|c| c == "unavailable"), "{calls:?}");
+    // The endpoint comes back: the app's token is fetched and traffic returns to it.
+    h.sim.set_entra_token_endpoint(TokenEndpoint::Ok);
+    h.eventually("an Entra token issued", || {
+        h.sim.cloud_token_calls("app-1").contains(&"ok".to_owned())
+    })
+    .await;
+    let r = h.chat("gpt", false).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-keyward-credential"), "azure-entra");
+    // A token the provider expires early is refreshed and retried, invisibly.
+    h.sim.expire_cloud_tokens();
+    let r = h.chat("gpt", true).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-keyward-credential"), "azure-entra");
+    assert_eq!(h.state_of("credential/azure-entra"), "healthy");
+    assert_nothing_leaked(&h, &["entra-client-secret-1", "sim-cat-"]).await;
+}
+
+const VERTEX: &[(&str, &str, &str)] = &[("vertex", "vertex-ai", "")];
+const CLAUDE_VERTEX: &str = "claude-sonnet-4@20250514";
+
+/// Writes the test service account's key file (its token endpoint the sim's) as `file`,
+/// registers the key with the sim as `email`'s.
+fn service_account(sim: &keyward_sim::Sim, cfg: &std::path::Path, file: &str, email: &str) {
+    use base64::Engine as _;
+    let text = include_str!("fixtures/service-account.json");
+    let mut sa: serde_json::Value = serde_json::from_str(text).unwrap();
+    sa["client_email"] = email.into();
+    sa["token_uri"] = format!("{}/token", sim_url(cfg)).into();
+    let pem = sa["private_key"].as_str().unwrap().to_owned();
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    sim.google_service_account(
+        email,
+        sa["private_key_id"].as_str().unwrap(),
+        &der,
+        Duration::from_secs(3600),
+    );
+    std::fs::write(cfg.with_file_name(file), sa.to_string()).unwrap();
+}
+
+/// The sim's URL, as the harness wrote it into the config.
+fn sim_url(cfg: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(cfg).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("base_url = \""))
+        .map(|l| l.trim_end_matches('"').to_owned())
+        .unwrap()
+}
+
+fn google(file: &str) -> String {
+    format!("kind = \"cloud\"\n[credentials.google]\nservice_account_file = \"{file}\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_vertex_service_account_key_disables_with_create_a_new_key() {
+    let routes = format!(
+        "[routes.claude]\ntargets = [{{ endpoint = \"vertex\", model = \"{CLAUDE_VERTEX}\", credentials = [\"sa-old\", \"sa-new\"] }}]\n[routes.gemini-pro]\ntargets = [{{ endpoint = \"vertex\", model = \"gemini-2.5-pro\", credentials = [\"sa-new\"] }}]\n{ADMIN}"
+    );
+    let h = start_prepared(
+        "cloud-vertex",
+        VERTEX,
+        &[
+            Cred::new("sa-old", "")
+                .on("vertex")
+                .with(&format!("priority = 10\n{}", google("sa-old.json"))),
+            Cred::new("sa-new", "")
+                .on("vertex")
+                .with(&google("sa-new.json")),
+        ],
+        &routes,
+        "",
+        "full",
+        |sim, cfg, _| {
+            service_account(sim, cfg, "sa-old.json", "old@p.iam.gserviceaccount.com");
+            service_account(sim, cfg, "sa-new.json", "new@p.iam.gserviceaccount.com");
+        },
+    )
+    .await;
+    // Claude on Vertex, whole and streamed, and Gemini on Vertex.
+    let r = h.messages("claude", false).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-keyward-credential"), "sa-old");
+    assert_eq!(r.json()["type"], "message");
+    let r = h.messages("claude", true).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("event: message_stop"), "{}", r.body);
+    let r = h
+        .post(
+            "/v1beta/models/gemini-pro:generateContent",
+            serde_json::json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("candidates"), "{}", r.body);
+    // The old key is deleted; its access token runs out; the next refresh is refused.
+    h.sim.google_delete_key("old@p.iam.gserviceaccount.com");
+    h.sim.expire_cloud_tokens();
+    for _ in 0..3 {
+        let r = h.messages("claude", false).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-keyward-credential"), "sa-new");
+    }
+    assert_eq!(h.state_of("credential/sa-old"), "disabled");
+    let status = h.status().to_string();
+    assert!(status.contains("create a new key"), "{status}");
+    assert!(status.contains("old@p.iam.gserviceaccount.com"), "{status}");
+    assert_eq!(
+        h.sim
+            .cloud_token_calls("old@p.iam.gserviceaccount.com")
+            .iter()
+            .filter(|c| *c == "refused")
+            .count(),
+        1,
+        "the refused key was asked again"
+    );
+    assert_eq!(h.state_of("credential/sa-new"), "healthy");
+    let key: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/service-account.json")).unwrap();
+    let key_line = key["private_key"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .nth(3)
+        .unwrap()
+        .to_owned();
+    assert_nothing_leaked(&h, &["sim-cat-", "PRIVATE KEY", &key_line]).await;
+}
