@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use crate::errors::{rfc3339, Shape};
 use crate::inference::inference;
 use crate::oauth::TokenEndpoint;
-use crate::{wall_instant, Sim};
+use crate::{wall_instant, wall_time, Sim};
 
 /// One access key the sim knows.
 #[derive(Debug, Clone)]
@@ -137,10 +137,10 @@ impl Sim {
         uri: &Uri,
         headers: &HeaderMap,
         body: &[u8],
-    ) -> Result<String, Response<Body>> {
+    ) -> Result<String, Refusal> {
         let auth = header(headers, "authorization").unwrap_or_default();
         let Some(rest) = auth.strip_prefix("AWS4-HMAC-SHA256 ") else {
-            return Err(aws_error(
+            return Err(refusal(
                 403,
                 "MissingAuthenticationTokenException",
                 "Missing Authentication Token",
@@ -168,7 +168,7 @@ impl Sim {
             (inner.aws.keys.get(akid).cloned(), inner.aws.skew_secs)
         };
         let invalid = || {
-            aws_error(
+            refusal(
                 403,
                 "UnrecognizedClientException",
                 "The security token included in the request is invalid.",
@@ -182,7 +182,7 @@ impl Sim {
             return Err(invalid());
         }
         if key.expires.is_some_and(|e| wall_instant() >= e) {
-            return Err(aws_error(
+            return Err(refusal(
                 403,
                 "ExpiredTokenException",
                 "The security token included in the request is expired",
@@ -190,7 +190,7 @@ impl Sim {
         }
         let amz_date = header(headers, "x-amz-date").unwrap_or_default();
         let Some(signed_at) = parse_amz_date(amz_date) else {
-            return Err(aws_error(
+            return Err(refusal(
                 400,
                 "IncompleteSignatureException",
                 "Date must be in ISO-8601 'basic format'.",
@@ -199,7 +199,7 @@ impl Sim {
         let now = skewed(wall_time(), skew);
         let window = Duration::from_secs(300);
         if signed_at + window < now {
-            return Err(aws_error(
+            return Err(refusal(
                 403,
                 "InvalidSignatureException",
                 &format!(
@@ -210,7 +210,7 @@ impl Sim {
             ));
         }
         if signed_at > now + window {
-            return Err(aws_error(
+            return Err(refusal(
                 403,
                 "InvalidSignatureException",
                 &format!(
@@ -261,7 +261,7 @@ impl Sim {
                 sign(req, &params.into()).ok().map(|o| o.into_parts().1)
             });
         if recomputed.as_deref() != Some(signature.as_str()) {
-            return Err(aws_error(403, "InvalidSignatureException", "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details."));
+            return Err(refusal(403, "InvalidSignatureException", "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details."));
         }
         Ok(key.name)
     }
@@ -307,14 +307,19 @@ impl Sim {
     }
 }
 
-fn header<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    h.get(name).and_then(|v| v.to_str().ok())
+/// AWS's refusal of a request: status, error type, message.
+type Refusal = (u16, &'static str, String);
+
+fn refusal(status: u16, ty: &'static str, message: &str) -> Refusal {
+    (status, ty, message.to_owned())
 }
 
-/// The sim plays AWS in real time: its clock is the wall clock (plus any skew).
-#[allow(clippy::disallowed_methods)]
-fn wall_time() -> SystemTime {
-    SystemTime::now()
+fn refused((status, ty, message): Refusal) -> Response<Body> {
+    aws_error(status, ty, &message)
+}
+
+fn header<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    h.get(name).and_then(|v| v.to_str().ok())
 }
 
 fn skewed(t: SystemTime, secs: i64) -> SystemTime {
@@ -415,7 +420,7 @@ pub(crate) async fn openai_chat(
 ) -> Response<Body> {
     let name = match sim.verify_sigv4(&method, &uri, &headers, &body) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(r) => return refused(r),
     };
     let mut h = HeaderMap::new();
     if let Ok(v) = HeaderValue::from_str(&format!("Bearer {name}")) {
@@ -424,7 +429,6 @@ pub(crate) async fn openai_chat(
     inference(sim, Shape::OpenAi, &h, &body).await
 }
 
-#[allow(clippy::too_many_arguments)] // one request's parts
 async fn bedrock(
     sim: Sim,
     model: String,
@@ -436,7 +440,7 @@ async fn bedrock(
 ) -> Response<Body> {
     let name = match sim.verify_sigv4(&method, &uri, &headers, &body) {
         Ok(n) => n,
-        Err(r) => return r,
+        Err(r) => return refused(r),
     };
     if sim
         .lock()

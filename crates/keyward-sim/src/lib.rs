@@ -442,18 +442,23 @@ impl Sim {
     }
 }
 
-/// Seconds since the Unix epoch, by the wall clock.
-#[allow(clippy::disallowed_methods)]
-fn wall_unix_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// The sim plays a real provider in real time: its timeline is wall-clock.
 #[allow(clippy::disallowed_methods)]
 fn wall_instant() -> std::time::Instant {
     std::time::Instant::now()
+}
+
+/// The wall clock's date (AWS and Google check request times against it).
+#[allow(clippy::disallowed_methods)]
+fn wall_time() -> std::time::SystemTime {
+    std::time::SystemTime::now()
+}
+
+/// Seconds since the Unix epoch, by the wall clock.
+fn wall_unix_secs() -> u64 {
+    wall_time()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn behaviour_name(b: &Behaviour) -> String {
