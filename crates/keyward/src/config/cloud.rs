@@ -1095,3 +1095,36 @@ client_secret = "env:ENTRA_SECRET"
         );
     }
 }
+
+#[cfg(test)]
+mod example {
+    use std::path::Path;
+
+    use super::super::Config;
+
+    /// `examples/cloud.toml` is valid but for the two files it names that are not here
+    /// (the web-identity token and the service account key).
+    #[test]
+    fn the_cloud_example_is_valid() {
+        let any = |v: &str| Some(format!("example-{}", v.to_lowercase()));
+        let text = include_str!("../../../../examples/cloud.toml");
+        match Config::parse(text, Path::new("/nonexistent/keyward"), &any) {
+            Ok(_) => panic!("the example's key files are not here"),
+            Err(p) => {
+                assert_eq!(p.len(), 2, "{p:?}");
+                assert!(
+                    p[0].message.contains(
+                        "cannot read /var/run/secrets/eks.amazonaws.com/serviceaccount/token"
+                    ),
+                    "{p:?}"
+                );
+                assert!(
+                    p[1].message.contains(
+                        "cannot read the service account key /etc/keyward/vertex-sa.json"
+                    ),
+                    "{p:?}"
+                );
+            }
+        }
+    }
+}
