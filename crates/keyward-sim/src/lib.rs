@@ -28,8 +28,9 @@
 //! (`inference` for Anthropic Messages and OpenAI Chat Completions, `openai`, `azure`,
 //! `gemini`), with `stream` (SSE answers), `hostile` (bodies that misbehave), `errors`
 //! (each behaviour's error in each provider's shape), `respond` (the request's key, JSON
-//! responses), `probes` (the cheap endpoints), `control` (`/_sim/…`) and `oauth` (the
-//! token endpoint and its grants).
+//! responses), `probes` (the cheap endpoints), `control` (`/_sim/…`), `oauth` (the
+//! token endpoint and its grants), `aws` (Bedrock behind SigV4 verification, and STS) and
+//! `cloud_tokens` (Google's and Entra's token endpoints, and Vertex AI).
 
 pub mod redis_server;
 
