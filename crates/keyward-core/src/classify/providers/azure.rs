@@ -1,6 +1,7 @@
 //! Azure OpenAI: the OpenAI envelope, with Azure's own codes — `DeploymentNotFound` (the
-//! "model" is a deployment in the URL), `"401"` for a wrong key or regional endpoint,
-//! `"429"` rate limits per deployment with `retry-after`, `content_filter` with
+//! "model" is a deployment in the URL), `"401"` for a wrong key or regional endpoint (or,
+//! for an Entra ID bearer, an expired token), `AuthenticationTypeDisabled` when the
+//! resource takes Entra ID only, `"429"` rate limits per deployment with `retry-after`, `content_filter` with
 //! `innererror.code = ResponsibleAIPolicyViolation`, `OperationNotSupported` — and a bare
 //! `{"error":{"code":"404","message":"Resource not found"}}` for a deployment, path or
 //! api-version it does not know.
