@@ -452,3 +452,139 @@ async fn a_deleted_vertex_service_account_key_disables_with_create_a_new_key() {
         .to_owned();
     assert_nothing_leaked(&h, &["sim-cat-", "PRIVATE KEY", &key_line]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_is_read_again_when_its_session_expires() {
+    let h = start_prepared(
+        "cloud-profile",
+        BEDROCK,
+        &[Cred::new("bedrock-profile", "").on("bedrock").with(
+            "kind = \"cloud\"\n[credentials.aws]\nprofile = \"bedrock\"\ncredentials_file = \"aws-credentials\"\n",
+        )],
+        &format!("{}{ADMIN}", bedrock_route("claude", &["bedrock-profile"])),
+        "",
+        "full",
+        |sim, cfg, _| {
+            sim.aws_session_key("ASIAFIRST00000000001", "first-secret-value", "first-session-token", Duration::from_secs(3600));
+            std::fs::write(
+                cfg.with_file_name("aws-credentials"),
+                "[bedrock]\naws_access_key_id = ASIAFIRST00000000001\naws_secret_access_key = first-secret-value\naws_session_token = first-session-token\n",
+            )
+            .unwrap();
+        },
+    )
+    .await;
+    let r = h.messages("claude", false).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // AWS ends the old session; a tool renews the file with the next one.
+    h.sim.aws_expire_sessions();
+    std::fs::write(
+        h.dir.join("aws-credentials"),
+        "[bedrock]\naws_access_key_id = ASIASECOND0000000002\naws_secret_access_key = second-secret-value\naws_session_token = second-session-token\n",
+    )
+    .unwrap();
+    h.sim.aws_session_key(
+        "ASIASECOND0000000002",
+        "second-secret-value",
+        "second-session-token",
+        Duration::from_secs(3600),
+    );
+    for stream in [false, true] {
+        let r = h.messages("claude", stream).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(h.sim.counts("ASIASECOND0000000002").requests, 2);
+    assert_eq!(h.state_of("credential/bedrock-profile"), "healthy");
+    assert_nothing_leaked(
+        &h,
+        &[
+            "first-secret-value",
+            "first-session-token",
+            "second-secret-value",
+            "second-session-token",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skewed_clock_disables_no_key() {
+    let h = start_prepared(
+        "cloud-skew",
+        BEDROCK,
+        &[Cred::new("bedrock-key", "").on("bedrock").with(&static_key(
+            "bedrock-key",
+            "AKIASKEW000000000001",
+            "k-secret",
+        ))],
+        &format!("{}{ADMIN}", bedrock_route("claude", &["bedrock-key"])),
+        "",
+        "full",
+        |sim, cfg, _| {
+            sim.aws_key("AKIASKEW000000000001", "skew-secret-value-1");
+            std::fs::write(cfg.with_file_name("k-secret"), "skew-secret-value-1").unwrap();
+        },
+    )
+    .await;
+    // AWS's clock is 10 minutes ahead of this host's: every signature is "expired".
+    h.sim.aws_skew(600);
+    for _ in 0..4 {
+        let r = h.messages("claude", false).await;
+        assert!(r.status >= 500, "{}", r.body);
+        assert!(!r.body.contains("skew-secret-value-1"));
+    }
+    // Its probe sees the same: never confirmed into a disable.
+    h.eventually("the key's probe", || {
+        h.logs()
+            .lines()
+            .any(|l| l.contains("probe finished") && l.contains("bedrock-key"))
+    })
+    .await;
+    assert_ne!(h.state_of("credential/bedrock-key"), "disabled");
+    assert!(
+        h.logs().contains("Signature expired"),
+        "the skew was never seen"
+    );
+    h.sim.aws_skew(0);
+    h.eventually("the key serves again once the clocks agree", || {
+        h.state_of("credential/bedrock-key") == "healthy"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_format_callers_reach_bedrocks_openai_endpoint_signed() {
+    let h = start_prepared(
+        "cloud-bedrock-chat",
+        BEDROCK,
+        &[Cred::new("bedrock-key", "")
+            .on("bedrock")
+            .with(&static_key("bedrock-key", "AKIACHAT000000000001", "k-secret"))],
+        &format!(
+            "[routes.gpt-oss]\ntargets = [{{ endpoint = \"bedrock\", model = \"openai.gpt-oss-120b-1:0\", credentials = [\"bedrock-key\"] }}]\n{ADMIN}"
+        ),
+        "",
+        "full",
+        |sim, cfg, _| {
+            sim.aws_key("AKIACHAT000000000001", "chat-secret-value-1");
+            std::fs::write(cfg.with_file_name("k-secret"), "chat-secret-value-1").unwrap();
+        },
+    )
+    .await;
+    let r = h.chat("gpt-oss", false).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["object"], "chat.completion");
+    let r = h.chat("gpt-oss", true).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("data: [DONE]"), "{}", r.body);
+    assert_eq!(h.sim.counts("AKIACHAT000000000001").requests, 2);
+    // Anthropic's count_tokens is not Bedrock's: such a request is not sent there.
+    let r = h
+        .post(
+            "/v1/messages/count_tokens",
+            serde_json::json!({"model": "gpt-oss", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_ne!(r.status, 200, "{}", r.body);
+    assert_eq!(h.sim.counts("AKIACHAT000000000001").requests, 2);
+}

@@ -190,7 +190,17 @@ impl Cloud {
         let _gate = slot.gate.lock().await;
         let now = engine.now();
         if let Some((why, _)) = lock(&slot.dead).clone() {
-            return Err(AccessError::Revoked(why));
+            // Dead until the operator acts: a reset (after fixing the role's trust
+            // policy, say) clears the disable, and the issuer is asked again.
+            let key = keyward_core::health::ScopeKey::Credential(cred.id.clone());
+            if matches!(
+                engine.health(&key),
+                Some(keyward_core::health::Health::Disabled { .. })
+            ) {
+                return Err(AccessError::Revoked(why));
+            }
+            info!(credential = %cred.id, "cloud credential reset by the operator: asking its issuer again");
+            *lock(&slot.dead) = None;
         }
         if let Some(c) = read(&slot.current) {
             let newer = seen.is_none_or(|s| c.generation > s);
