@@ -588,3 +588,36 @@ async fn openai_format_callers_reach_bedrocks_openai_endpoint_signed() {
     assert_ne!(r.status, 200, "{}", r.body);
     assert_eq!(h.sim.counts("AKIACHAT000000000001").requests, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_requests_on_an_expired_session_cause_one_sts_call() {
+    let h = start_prepared(
+        "cloud-sts-single-flight",
+        BEDROCK,
+        &[Cred::new("bedrock-role", "").on("bedrock").with(&format!(
+            "kind = \"cloud\"\n[credentials.aws]\nweb_identity_token_file = \"web-identity\"\nrole_arn = \"{ROLE}\"\nsts_endpoint = \"{{sim}}\"\n"
+        ))],
+        &format!("{}{ADMIN}", bedrock_route("claude", &["bedrock-role"])),
+        "",
+        "full",
+        |sim, cfg, _| {
+            sim.aws_web_identity("wit-3", ROLE, "role-c", Duration::from_secs(3600));
+            std::fs::write(cfg.with_file_name("web-identity"), "wit-3").unwrap();
+        },
+    )
+    .await;
+    assert_eq!(h.messages("claude", false).await.status, 200);
+    assert_eq!(h.sim.sts_calls("role-c"), ["ok"]);
+    h.sim.aws_expire_sessions();
+    let replies =
+        futures_util::future::join_all((0..20).map(|i| h.messages("claude", i % 2 == 0))).await;
+    for r in &replies {
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(
+        h.sim.sts_calls("role-c"),
+        ["ok", "ok"],
+        "one refresh for all"
+    );
+    assert_eq!(h.state_of("credential/bedrock-role"), "healthy");
+}

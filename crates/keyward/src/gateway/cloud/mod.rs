@@ -84,6 +84,9 @@ struct Current {
     expires_at: Option<Timestamp>,
     generation: u64,
     fresh_until: Timestamp,
+    /// The configuration's fingerprint it was fetched under (a reload with another key
+    /// drops it).
+    config: String,
 }
 
 #[derive(Debug, Default)]
@@ -239,6 +242,7 @@ impl Cloud {
                     expires_at: f.expires_at,
                     generation,
                     fresh_until: now.plus(FETCHED_RECENTLY),
+                    config: auth.fingerprint(),
                 };
                 match slot.current.write() {
                     Ok(mut g) => *g = Some(current),
@@ -280,8 +284,10 @@ impl Cloud {
             let Some(fp) = keep.get(&**id) else {
                 return false;
             };
-            // A dead credential comes back only with another key.
-            lock(&slot.dead).as_ref().is_none_or(|(_, dead)| dead == fp)
+            // Material fetched with another key is dropped; a dead credential comes back
+            // only with another key.
+            read(&slot.current).is_none_or(|c| c.config == *fp)
+                && lock(&slot.dead).as_ref().is_none_or(|(_, dead)| dead == fp)
         });
     }
 
@@ -406,5 +412,69 @@ impl super::Gateway {
             }
             (None, None) => Err(AccessError::NotImported(cred.id.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AwsAuth, AwsSource};
+    use keyward_core::classify::CredentialKind;
+    use keyward_core::health::{ManualClock, NullSink};
+
+    fn cred(key_id: &str, secret: &str) -> Credential {
+        Credential {
+            id: "bedrock-1".into(),
+            endpoint: "bedrock".into(),
+            secret: None,
+            kind: CredentialKind::Cloud,
+            oauth: None,
+            cloud: Some(CloudAuth::Aws(AwsAuth {
+                source: AwsSource::Static {
+                    access_key_id: key_id.into(),
+                    secret_access_key: Arc::new(SecretString::from(secret.to_owned())),
+                    session_token: None,
+                },
+                refresh_ahead: Duration::from_secs(300),
+            })),
+            bucket: None,
+            priority: 0,
+            models: None,
+        }
+    }
+
+    fn key_of(cloud: &Cloud, id: &Arc<str>) -> String {
+        match cloud.material(id).as_deref() {
+            Some(Material::Aws(k)) => k.access_key_id.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reload_with_another_key_drops_the_old_keys_and_a_static_key_is_not_renewable() {
+        let engine = HealthEngine::new(
+            keyward_core::health::Policy::default(),
+            Arc::new(ManualClock::at(Timestamp(1_764_763_200_000))),
+            Arc::new(NullSink),
+            1,
+        );
+        let cloud = Cloud::new(Arc::new(crate::gateway::metrics::Metrics::new()));
+        let old = cred("AKIAOLD0000000000001", "old-secret");
+        let auth = old.cloud.clone().unwrap();
+        let handle = cloud.access(&old, &auth, &engine).await.unwrap();
+        assert!(handle.starts_with("aws:AKIAOLD0000000000001:"), "{handle}");
+        assert!(!handle.contains("old-secret"));
+        assert!(!Cloud::renewable(&auth));
+        assert!(!cloud.worth_refreshing(&old, &auth, &handle, engine.now()));
+        // The same key again: kept.
+        cloud.retain(std::slice::from_ref(&old));
+        assert_eq!(key_of(&cloud, &old.id), "AKIAOLD0000000000001");
+        // Another key under the same id: the old keys are dropped, the new ones fetched.
+        let new = cred("AKIANEW0000000000002", "new-secret");
+        cloud.retain(std::slice::from_ref(&new));
+        assert!(cloud.material(&new.id).is_none());
+        let auth = new.cloud.clone().unwrap();
+        cloud.access(&new, &auth, &engine).await.unwrap();
+        assert_eq!(key_of(&cloud, &new.id), "AKIANEW0000000000002");
     }
 }
