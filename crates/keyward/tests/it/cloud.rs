@@ -621,3 +621,49 @@ async fn twenty_concurrent_requests_on_an_expired_session_cause_one_sts_call() {
     );
     assert_eq!(h.state_of("credential/bedrock-role"), "healthy");
 }
+
+#[test]
+fn config_check_explains_cloud_mistakes_without_printing_a_secret() {
+    let dir = std::env::temp_dir().join(format!("keyward-cloud-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("sa.json"),
+        "{\"type\": \"service_account\", \"client_email\": \"x\"",
+    )
+    .unwrap();
+    std::fs::write(dir.join("aws-secret"), "aws-secret-value-not-to-print").unwrap();
+    let cfg = dir.join("keyward.toml");
+    std::fs::write(
+        &cfg,
+        "[[gateway_keys]]\nname = \"t\"\nkey = \"env:KW_GW\"\n\n\
+         [endpoints.bedrock]\nprovider = \"bedrock\"\n\n\
+         [endpoints.vertex]\nprovider = \"vertex-ai\"\nregion = \"us-east5\"\nproject = \"p\"\n\n\
+         [[credentials]]\nid = \"b\"\nendpoint = \"bedrock\"\nkind = \"cloud\"\n[credentials.aws]\naccess_key_id = \"AKIAEXAMPLE\"\nsecret_access_key = \"file:aws-secret\"\n\n\
+         [[credentials]]\nid = \"v\"\nendpoint = \"vertex\"\nkind = \"cloud\"\n[credentials.google]\nservice_account_file = \"sa.json\"\n\n\
+         [[credentials]]\nid = \"v2\"\nendpoint = \"vertex\"\nkind = \"cloud\"\n[credentials.google]\nservice_account_file = \"missing.json\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(["config", "check"])
+        .arg(&cfg)
+        .env("KW_GW", "kw-gateway-key-value")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    for want in [
+        "endpoints.bedrock.region: missing: Bedrock requests are signed for a region",
+        "credentials[1].google.service_account_file:",
+        "is not JSON (line 1, column",
+        "credentials[2].google.service_account_file: cannot read the service account key",
+    ] {
+        assert!(text.contains(want), "wanted {want:?} in:\n{text}");
+    }
+    assert!(!text.contains("aws-secret-value-not-to-print"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
