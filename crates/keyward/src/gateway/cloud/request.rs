@@ -87,7 +87,7 @@ pub(crate) fn build(
     let (url, body) = if cloud_shape {
         (
             stream_url(url, call)?,
-            adapt_body(provider, call.inbound, body),
+            adapt_body(provider, call.inbound, body, &betas(provider, caller)),
         )
     } else {
         (url, body)
@@ -166,10 +166,36 @@ fn stream_url(url: Uri, call: Call<'_>) -> Result<Uri, BuildError> {
     }
 }
 
+/// The caller's `anthropic-beta` flags, which Bedrock takes in the body
+/// (`anthropic_beta`), not as a header; Vertex AI takes the header as it is.
+fn betas(provider: Provider, caller: Option<&HeaderMap>) -> Vec<String> {
+    if provider != Provider::Bedrock {
+        return Vec::new();
+    }
+    caller
+        .map(|h| {
+            h.get_all("anthropic-beta")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .filter(|b| !b.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// An Anthropic Messages body as Bedrock's and Vertex AI's Claude take it: no `model`
 /// (it is in the URL), their `anthropic_version`, and for Bedrock no `stream` (the URL
-/// says it). Anything else is sent as it came.
-pub(crate) fn adapt_body(provider: Provider, inbound: Inbound, body: Vec<u8>) -> Vec<u8> {
+/// says it) and the caller's beta flags as `anthropic_beta`. Anything else is sent as it
+/// came.
+pub(crate) fn adapt_body(
+    provider: Provider,
+    inbound: Inbound,
+    body: Vec<u8>,
+    betas: &[String],
+) -> Vec<u8> {
     if !matches!(inbound, Inbound::Messages | Inbound::CountTokens) {
         return body;
     }
@@ -186,6 +212,12 @@ pub(crate) fn adapt_body(provider: Provider, inbound: Inbound, body: Vec<u8>) ->
     };
     o.entry("anthropic_version")
         .or_insert_with(|| Value::String(version.into()));
+    if !betas.is_empty() && !o.contains_key("anthropic_beta") {
+        o.insert(
+            "anthropic_beta".into(),
+            Value::Array(betas.iter().cloned().map(Value::String).collect()),
+        );
+    }
     serde_json::to_vec(&Value::Object(o)).unwrap_or(body)
 }
 
@@ -267,21 +299,24 @@ mod tests {
             Provider::Bedrock,
             Inbound::Messages,
             body.clone(),
+            &["tools-1".into()],
         ))
         .unwrap();
         assert!(b.get("model").is_none() && b.get("stream").is_none());
         assert_eq!(b["anthropic_version"], "bedrock-2023-05-31");
+        assert_eq!(b["anthropic_beta"], serde_json::json!(["tools-1"]));
         let v: Value = serde_json::from_slice(&adapt_body(
             Provider::VertexAi,
             Inbound::Messages,
             body.clone(),
+            &[],
         ))
         .unwrap();
         assert!(v.get("model").is_none());
         assert_eq!(v["stream"], true);
         assert_eq!(v["anthropic_version"], "vertex-2023-10-16");
         assert_eq!(
-            adapt_body(Provider::Bedrock, Inbound::Chat, body.clone()),
+            adapt_body(Provider::Bedrock, Inbound::Chat, body.clone(), &[]),
             body
         );
     }
