@@ -96,7 +96,7 @@ impl Failover {
         let secret = match secret {
             Ok(s) => s,
             Err(e) => {
-                warn!(credential = %cred.id, reason = %e, "skipped candidate: no usable OAuth token");
+                warn!(credential = %cred.id, reason = %e, "skipped candidate: no usable token (OAuth or cloud)");
                 return Step::Next;
             }
         };
@@ -284,7 +284,8 @@ impl Failover {
         self.after_failure(s, advice, failure, true)
     }
 
-    /// An OAuth access token the provider rejects (expired, or revoked with its session):
+    /// An OAuth access token or a cloud credential's short-lived token (STS keys, a Google
+    /// or Entra token) the provider rejects (expired, or revoked with its session):
     /// no verdict yet. Refresh (once per request; one refresh per credential however many
     /// requests see it) and retry on the same credential. The token endpoint's answer is
     /// definitive for the grant (`invalid_grant` disables it with a "log in again"
