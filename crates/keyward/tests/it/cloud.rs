@@ -518,7 +518,8 @@ async fn a_skewed_clock_disables_no_key() {
             "k-secret",
         ))],
         &format!("{}{ADMIN}", bedrock_route("claude", &["bedrock-key"])),
-        "",
+        // Inconclusive probes retried quickly, so recovery shows within the wait.
+        "probe_retry = \"300ms\"\nprobe_retry_max = \"1s\"\n",
         "full",
         |sim, cfg, _| {
             sim.aws_key("AKIASKEW000000000001", "skew-secret-value-1");
