@@ -229,3 +229,28 @@ mod tests {
             .contains("out of bounds"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever bytes arrive, however split: no panic, at most one error event, and
+        /// nothing after it; the output is bounded by the input (plus one error event).
+        #[test]
+        fn arbitrary_bytes_never_panic_and_end_in_at_most_one_error(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+            split in 1usize..64,
+        ) {
+            let mut d = EventStreamToSse::new(1024);
+            let mut out = Vec::new();
+            for piece in bytes.chunks(split) {
+                out.extend(d.push(piece));
+            }
+            let text = String::from_utf8_lossy(&out);
+            prop_assert!(text.matches("event: error").count() <= 1);
+            prop_assert!(out.len() <= bytes.len() * 2 + 512);
+        }
+    }
+}

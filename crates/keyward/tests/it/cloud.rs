@@ -588,6 +588,15 @@ async fn openai_format_callers_reach_bedrocks_openai_endpoint_signed() {
         .await;
     assert_ne!(r.status, 200, "{}", r.body);
     assert_eq!(h.sim.counts("AKIACHAT000000000001").requests, 2);
+    // `keyward check` probes the key the way the gateway's probes do: signed, and fine.
+    let (ok, text) = crate::support::keyward_cli(&h.config, &h.env, &["check"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("bedrock-key"), "{text}");
+    assert!(!text.contains("chat-secret-value-1"), "{text}");
+    assert_eq!(
+        h.sim.counts("AKIACHAT000000000001").probes + h.sim.counts("AKIACHAT000000000001").requests,
+        3
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
