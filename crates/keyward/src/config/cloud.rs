@@ -73,6 +73,27 @@ impl CloudAuth {
         }
     }
 
+    /// Who this credential is, for operators: the access key id, profile or role; the
+    /// service account and key id; the app and tenant. Never a secret.
+    pub fn identity(&self) -> String {
+        match self {
+            CloudAuth::Aws(a) => match &a.source {
+                AwsSource::Static { access_key_id, .. } => {
+                    format!("aws access key {access_key_id}")
+                }
+                AwsSource::Profile { name, file, .. } => {
+                    format!("aws profile {name} of {}", file.display())
+                }
+                AwsSource::WebIdentity { role_arn, .. } => format!("aws role {role_arn}"),
+            },
+            CloudAuth::Google(g) => format!(
+                "google service account {} (key {})",
+                g.account.client_email, g.account.private_key_id
+            ),
+            CloudAuth::Entra(e) => format!("entra app {} in tenant {}", e.client_id, e.tenant_id),
+        }
+    }
+
     /// The long-lived secrets in the config (masked in whatever reaches a caller).
     pub fn secrets(&self) -> Vec<&str> {
         match self {

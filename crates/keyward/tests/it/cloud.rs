@@ -169,6 +169,12 @@ async fn an_unknown_access_key_is_disabled_after_its_probe_naming_the_key_not_th
     }
     assert_eq!(h.sim.counts("AKIAGOOD000000000003").requests, before + 3);
     assert_eq!(h.state_of("credential/bedrock-ok"), "healthy");
+    // The admin API says which key each credential is, never its secret.
+    let (_, admin) = h.get_text("/admin/credentials", Some(ADMIN_TOKEN)).await;
+    assert!(
+        admin.contains("aws access key AKIAGONE000000000001"),
+        "{admin}"
+    );
     assert_nothing_leaked(
         &h,
         &[
