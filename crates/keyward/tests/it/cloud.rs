@@ -683,3 +683,52 @@ fn config_check_explains_cloud_mistakes_without_printing_a_secret() {
     assert!(!text.contains("aws-secret-value-not-to-print"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_entra_client_secret_disables_at_once_with_create_a_new_secret() {
+    let h = start_prepared(
+        "cloud-entra-wrong",
+        AZURE,
+        &[
+            Cred::new("azure-entra", "").on("azure").with(&format!(
+                "priority = 10\n{}",
+                entra("tenant-1", "app-2", "entra-secret")
+            )),
+            Cred::new("azure-key", "azure-api-key-value-2").on("azure"),
+        ],
+        &format!(
+            "{}{ADMIN}",
+            crate::support::route("gpt", "azure", "gpt-4o", &["azure-entra", "azure-key"])
+        ),
+        "",
+        "full",
+        |sim, cfg, _| {
+            sim.entra_app(
+                "tenant-1",
+                "app-2",
+                "the-current-secret-2",
+                Duration::from_secs(3600),
+            );
+            std::fs::write(cfg.with_file_name("entra-secret"), "a-deleted-secret-2").unwrap();
+        },
+    )
+    .await;
+    for _ in 0..4 {
+        let r = h.chat("gpt", false).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-keyward-credential"), "azure-key");
+    }
+    h.eventually("the Entra credential disabled", || {
+        h.state_of("credential/azure-entra") == "disabled"
+    })
+    .await;
+    let status = h.status().to_string();
+    assert!(status.contains("AADSTS7000215"), "{status}");
+    assert!(status.contains("create a new client secret"), "{status}");
+    assert_eq!(
+        h.sim.cloud_token_calls("app-2"),
+        ["refused"],
+        "a refused secret is not tried again"
+    );
+    assert_nothing_leaked(&h, &["a-deleted-secret-2", "the-current-secret-2"]).await;
+}
