@@ -380,12 +380,39 @@ fn sts_error(status: u16, code: &str, message: &str) -> Response<Body> {
 }
 
 /// `POST /` with `Action=AssumeRoleWithWebIdentity`.
-pub(crate) async fn sts(State(sim): State<Sim>, body: Bytes) -> Response<Body> {
+/// Like STS, it answers JSON (credentials with an epoch `Expiration`) to a caller that
+/// accepts only `application/json`, and the documented XML otherwise.
+pub(crate) async fn sts(State(sim): State<Sim>, headers: HeaderMap, body: Bytes) -> Response<Body> {
     let fields = crate::oauth::form_fields(&body);
     if fields.get("Action").map(String::as_str) != Some("AssumeRoleWithWebIdentity") {
         return sts_error(400, "InvalidAction", "Could not find operation");
     }
-    sim.assume_role(&fields)
+    let r = sim.assume_role(&fields);
+    if header(&headers, "accept") != Some("application/json") || r.status() != StatusCode::OK {
+        return r;
+    }
+    let xml = axum::body::to_bytes(r.into_body(), 1 << 16)
+        .await
+        .unwrap_or_default();
+    let xml = String::from_utf8_lossy(&xml);
+    let tag = |name: &str| {
+        xml.split(&format!("<{name}>"))
+            .nth(1)
+            .and_then(|t| t.split(&format!("</{name}>")).next())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let expiration = humantime::parse_rfc3339(&tag("Expiration"))
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    crate::respond::json_response(
+        StatusCode::OK,
+        json!({"AssumeRoleWithWebIdentityResponse": {"AssumeRoleWithWebIdentityResult": {"Credentials": {
+            "AccessKeyId": tag("AccessKeyId"), "SecretAccessKey": tag("SecretAccessKey"),
+            "SessionToken": tag("SessionToken"), "Expiration": expiration}}}}),
+        &[],
+    )
 }
 
 pub(crate) async fn invoke(

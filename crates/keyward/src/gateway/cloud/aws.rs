@@ -198,6 +198,7 @@ async fn assume_role(
     let answer = post_form(
         client,
         &format!("{sts_url}/"),
+        "text/xml",
         &[
             ("Action", "AssumeRoleWithWebIdentity"),
             ("Version", "2011-06-15"),

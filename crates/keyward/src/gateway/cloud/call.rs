@@ -38,17 +38,20 @@ impl Answer {
     }
 }
 
-/// Posts `fields` as a form to `url`; transport failures and issuer trouble (5xx, 429)
-/// are retried twice with backoff (about a second in all), then reported transient.
+/// Posts `fields` as a form to `url`, accepting `accept` (STS answers JSON when asked
+/// for it; its XML is what the query protocol documents); transport failures and issuer
+/// trouble (5xx, 429) are retried twice with backoff (about a second in all), then
+/// reported transient.
 pub(super) async fn post_form(
     client: &reqwest::Client,
     url: &str,
+    accept: &'static str,
     fields: &[(&str, &str)],
 ) -> Result<Answer, FetchError> {
     let once = || async {
         let resp = client
             .post(url)
-            .header("accept", "application/json")
+            .header("accept", accept)
             .form(fields)
             .send()
             .await

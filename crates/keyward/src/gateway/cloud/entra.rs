@@ -26,6 +26,7 @@ pub(super) async fn fetch(
     let answer = post_form(
         client,
         &auth.token_url(),
+        "application/json",
         &[
             ("grant_type", "client_credentials"),
             ("client_id", &auth.client_id),

@@ -70,6 +70,7 @@ pub(super) async fn fetch(
     let answer = post_form(
         client,
         &auth.token_url,
+        "application/json",
         &[
             ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
             ("assertion", jwt.expose_secret()),
