@@ -137,7 +137,7 @@ impl Cloud {
         self.refresh(cred, auth, engine, seen).await
     }
 
-    /// The AWS keys behind `handle` (or newer ones of the same credential).
+    /// `id`'s current material (the AWS keys a request is signed with), if fetched.
     pub(crate) fn material(&self, id: &Arc<str>) -> Option<Arc<Material>> {
         read(&self.slot(id).current).map(|c| c.material)
     }
@@ -151,16 +151,23 @@ impl Cloud {
         rejected: &str,
         now: Timestamp,
     ) -> bool {
-        if !renewable(auth) {
+        if !Cloud::renewable(auth) {
             return false;
         }
         let slot = self.slot(&cred.id);
         !read(&slot.current).is_some_and(|c| &*c.handle == rejected && now < c.fresh_until)
     }
 
-    /// Whether this credential's material can be renewed without a person.
+    /// Whether this credential's material can be renewed without a person (anything but
+    /// a static access key: a profile is read again, STS and token endpoints asked again).
     pub(crate) fn renewable(auth: &CloudAuth) -> bool {
-        renewable(auth)
+        !matches!(
+            auth,
+            CloudAuth::Aws(crate::config::AwsAuth {
+                source: crate::config::AwsSource::Static { .. },
+                ..
+            })
+        )
     }
 
     /// A refresh after the provider rejected `rejected` as expired: the handle to retry
@@ -334,16 +341,6 @@ impl Cloud {
             })
             .inc();
     }
-}
-
-fn renewable(auth: &CloudAuth) -> bool {
-    !matches!(
-        auth,
-        CloudAuth::Aws(crate::config::AwsAuth {
-            source: crate::config::AwsSource::Static { .. },
-            ..
-        })
-    )
 }
 
 fn margin(auth: &CloudAuth) -> Duration {
