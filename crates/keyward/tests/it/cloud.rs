@@ -732,3 +732,45 @@ async fn a_wrong_entra_client_secret_disables_at_once_with_create_a_new_secret()
     );
     assert_nothing_leaked(&h, &["a-deleted-secret-2", "the-current-secret-2"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skewed_clock_at_googles_token_endpoint_says_fix_the_clock_and_disables_nothing() {
+    let h = start_prepared(
+        "cloud-vertex-skew",
+        VERTEX,
+        &[Cred::new("sa", "").on("vertex").with(&google("sa.json"))],
+        &format!(
+            "[routes.claude]\ntargets = [{{ endpoint = \"vertex\", model = \"{CLAUDE_VERTEX}\", credentials = [\"sa\"] }}]\n{ADMIN}"
+        ),
+        "",
+        "full",
+        |sim, cfg, _| {
+            // Google's clock is 10 minutes ahead before the gateway asks for a token.
+            sim.google_skew(600);
+            service_account(sim, cfg, "sa.json", "skew@p.iam.gserviceaccount.com");
+        },
+    )
+    .await;
+    let r = h.messages("claude", false).await;
+    assert!(r.status >= 500, "{}", r.body);
+    h.eventually("the skew reported", || {
+        h.logs().contains("fix the clock (NTP), not the key")
+    })
+    .await;
+    assert_ne!(h.state_of("credential/sa"), "disabled");
+    assert!(h
+        .sim
+        .cloud_token_calls("skew@p.iam.gserviceaccount.com")
+        .iter()
+        .all(|c| c == "skewed"));
+    h.sim.google_skew(0);
+    h.eventually("a token once the clocks agree", || {
+        h.sim
+            .cloud_token_calls("skew@p.iam.gserviceaccount.com")
+            .contains(&"ok".to_owned())
+    })
+    .await;
+    let r = h.messages("claude", false).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_ne!(h.state_of("credential/sa"), "disabled");
+}
