@@ -45,7 +45,7 @@ fn reset_headers(style: &str, secs: u64) -> Vec<(&'static str, String)> {
     }
 }
 
-fn rfc3339(t: std::time::SystemTime) -> String {
+pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
     let secs = t
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

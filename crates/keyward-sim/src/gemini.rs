@@ -26,8 +26,8 @@ fn google_error(
 
 #[derive(Deserialize, Default)]
 pub(crate) struct GeminiQuery {
-    alt: Option<String>,
-    key: Option<String>,
+    pub(crate) alt: Option<String>,
+    pub(crate) key: Option<String>,
 }
 
 pub(crate) async fn gemini(

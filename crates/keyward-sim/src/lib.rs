@@ -28,12 +28,15 @@
 //! (`inference` for Anthropic Messages and OpenAI Chat Completions, `openai`, `azure`,
 //! `gemini`), with `stream` (SSE answers), `hostile` (bodies that misbehave), `errors`
 //! (each behaviour's error in each provider's shape), `respond` (the request's key, JSON
-//! responses), `probes` (the cheap endpoints), `control` (`/_sim/…`) and `oauth` (the
-//! token endpoint and its grants).
+//! responses), `probes` (the cheap endpoints), `control` (`/_sim/…`), `oauth` (the
+//! token endpoint and its grants), `aws` (Bedrock behind SigV4 verification, and STS) and
+//! `cloud_tokens` (Google's and Entra's token endpoints, and Vertex AI).
 
 pub mod redis_server;
 
+mod aws;
 mod azure;
+mod cloud_tokens;
 mod control;
 mod errors;
 mod gemini;
@@ -188,6 +191,8 @@ struct Inner {
     counts: HashMap<String, Counts>,
     content_events: usize,
     oauth: OAuthSim,
+    aws: aws::AwsSim,
+    cloud: cloud_tokens::CloudTokens,
 }
 
 /// A scripted provider. Cheap to clone; clones share state.
@@ -341,6 +346,19 @@ impl Sim {
             .route("/v1/oauth/token", post(token_endpoint))
             .route("/oauth/token", post(token_endpoint))
             .route("/_sim/oauth/{grant}", post(control_grant))
+            .route("/", post(aws::sts))
+            .route("/token", post(cloud_tokens::google_token))
+            .route("/{tenant}/oauth2/v2.0/token", post(cloud_tokens::entra_token))
+            .route(
+                "/v1/projects/{project}/locations/{location}/publishers/{publisher}/models/{model_action}",
+                post(cloud_tokens::vertex),
+            )
+            .route("/model/{model}/invoke", post(aws::invoke))
+            .route(
+                "/model/{model}/invoke-with-response-stream",
+                post(aws::invoke_stream),
+            )
+            .route("/openai/v1/chat/completions", post(aws::openai_chat))
             .with_state(self)
             // Like a provider's front door: a body over the limit is read to its end, then
             // refused with a plain-text 413 (axum's own limit answers before the body is
@@ -374,6 +392,15 @@ impl Sim {
                 }
                 grant_key = Some(grant);
             }
+        }
+        // A cloud access token (Google, Entra): counted under its account or app.
+        if let Some((name, expires)) = inner.cloud.bearer.get(key).cloned() {
+            if wall_instant() >= expires {
+                forced = Some(Behaviour::ExpiredToken);
+            }
+            grant_key = Some(name);
+        } else if key.starts_with("sim-cat-") {
+            forced = Some(Behaviour::Revoked);
         }
         let key = grant_key.as_deref().unwrap_or(key);
         let scripted = match inner.scripts.get_mut(key) {
@@ -420,6 +447,19 @@ impl Sim {
 #[allow(clippy::disallowed_methods)]
 fn wall_instant() -> std::time::Instant {
     std::time::Instant::now()
+}
+
+/// The wall clock's date (AWS and Google check request times against it).
+#[allow(clippy::disallowed_methods)]
+fn wall_time() -> std::time::SystemTime {
+    std::time::SystemTime::now()
+}
+
+/// Seconds since the Unix epoch, by the wall clock.
+fn wall_unix_secs() -> u64 {
+    wall_time()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn behaviour_name(b: &Behaviour) -> String {

@@ -226,7 +226,7 @@ pub(crate) async fn token_endpoint(State(sim): State<Sim>, body: Bytes) -> Respo
     }
 }
 
-fn form_fields(body: &[u8]) -> HashMap<String, String> {
+pub(crate) fn form_fields(body: &[u8]) -> HashMap<String, String> {
     let decode = |s: &str| {
         let s = s.replace('+', " ");
         let b = s.as_bytes();

@@ -3,6 +3,7 @@
 //! it means for the stream (content, terminal, error, …) and the token usage reported so
 //! far. Sans-IO: bytes in, events out; the gateway decides what to forward when.
 
+use crate::eventstream::EventStreamToSse;
 use crate::json_stream::{JsonArrayFramer, JsonItem};
 use crate::sse::SseFramer;
 use crate::stream::{gemini_element, inspect_sse, Api, EventKind};
@@ -13,6 +14,8 @@ use crate::usage::{self, Usage};
 pub struct EventFramer {
     kind: Kind,
     usage: Usage,
+    /// Bedrock's AWS event stream, decoded into the SSE the framer reads.
+    aws: Option<EventStreamToSse>,
 }
 
 #[derive(Debug)]
@@ -42,6 +45,16 @@ impl EventFramer {
         EventFramer {
             kind: Kind::Sse(SseFramer::new(max_event)),
             usage: Usage::default(),
+            aws: None,
+        }
+    }
+
+    /// Bedrock's AWS event stream (`InvokeModelWithResponseStream`), read and forwarded
+    /// as the Anthropic Messages SSE it carries; messages up to `max_event` bytes.
+    pub fn aws_event_stream(max_event: usize) -> EventFramer {
+        EventFramer {
+            aws: Some(EventStreamToSse::new(max_event)),
+            ..EventFramer::sse(max_event)
         }
     }
 
@@ -54,11 +67,16 @@ impl EventFramer {
                 closed: false,
             },
             usage: Usage::default(),
+            aws: None,
         }
     }
 
     /// Feeds bytes as they arrive.
     pub fn push(&mut self, chunk: &[u8]) {
+        if let (Some(aws), Kind::Sse(f)) = (&mut self.aws, &mut self.kind) {
+            f.push(&aws.push(chunk));
+            return;
+        }
         match &mut self.kind {
             Kind::Sse(f) => f.push(chunk),
             Kind::Array { framer, .. } => framer.push(chunk),

@@ -11,6 +11,9 @@
 //!   tool-use delta — not `message_start`, pings, role-only chunks or keep-alives), which
 //!   is *terminal*, and which is an in-band *error*: a stream is complete only at its
 //!   terminal event.
+//! - [`eventstream::EventStreamToSse`] turns Bedrock's AWS event-stream framing into the
+//!   Anthropic Messages SSE it carries (the binary framing decoded by
+//!   `aws-smithy-eventstream`).
 //! - [`splice`] rewrites only the `model` value of a request body, by splicing its bytes;
 //!   everything else goes upstream byte for byte.
 //!
@@ -31,6 +34,7 @@
 //! ```
 
 pub mod events;
+pub mod eventstream;
 pub mod json_stream;
 pub mod splice;
 pub mod sse;

@@ -9,9 +9,11 @@
 //! - `parse`: [`Config::load`] and [`Config::parse`], which turn the one into the other;
 //! - `sections`: the `[limits]`, `[server]`, `state`/`[fleet]` and `[credentials.oauth]`
 //!   tables' validation, and the warnings;
+//! - `cloud`: `kind = "cloud"` credentials' `[aws]`, `[google]` and `[entra]` tables;
 //! - `durations`: durations as written (`"15s"`, `"5m"`) and timeout overrides.
 
 mod alerts;
+mod cloud;
 mod durations;
 mod model;
 mod operator;
@@ -28,6 +30,10 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 pub use alerts::{AlertEvent, Alerts, Webhook, WebhookFormat};
+pub use cloud::{
+    read_profile, AwsAuth, AwsSource, CloudAuth, EntraAuth, GoogleAuth, ProfileError, ProfileKeys,
+    ServiceAccount, ServiceAccountError,
+};
 pub use model::{
     Admin, Config, Credential, Endpoint, Fleet, GatewayKey, Limits, OAuthConfig, Route, Server,
     Target, Timeouts, TokenStyle, API_NAMES,

@@ -31,6 +31,10 @@ pub struct Endpoint {
     pub base_url: String,
     /// Azure OpenAI's `api-version`.
     pub api_version: Option<String>,
+    /// Bedrock's and Vertex AI's region.
+    pub region: Option<String>,
+    /// Vertex AI's project id.
+    pub project: Option<String>,
 }
 
 /// An upstream credential.
@@ -44,6 +48,8 @@ pub struct Credential {
     pub kind: CredentialKind,
     /// How to refresh this credential's OAuth tokens.
     pub oauth: Option<OAuthConfig>,
+    /// A cloud credential's keys or key file (`kind = "cloud"`).
+    pub cloud: Option<super::CloudAuth>,
     pub bucket: Option<Arc<str>>,
     pub priority: i32,
     pub models: Option<Vec<Arc<str>>>,

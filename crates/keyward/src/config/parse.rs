@@ -166,12 +166,7 @@ impl Config {
                 );
                 Provider::Unknown
             });
-            if !(e.base_url.starts_with("http://") || e.base_url.starts_with("https://")) {
-                problem(
-                    format!("{path}.base_url"),
-                    format!("{:?} must start with http:// or https://", e.base_url),
-                );
-            }
+            let base_url = super::cloud::endpoint_base_url(&path, e, provider, &mut problem);
             if provider == Provider::AzureOpenAi && e.api_version.is_none() {
                 problem(
                     format!("{path}.api_version"),
@@ -184,8 +179,10 @@ impl Config {
                 Endpoint {
                     id,
                     provider,
-                    base_url: e.base_url.trim_end_matches('/').to_owned(),
+                    base_url,
                     api_version: e.api_version.clone(),
+                    region: e.region.clone(),
+                    project: e.project.clone(),
                 },
             );
         }
@@ -229,6 +226,20 @@ impl Config {
                 .oauth
                 .as_ref()
                 .and_then(|o| oauth_config(&path, o, kind, provider, &mut problem));
+            let cloud = super::cloud::cloud_auth(
+                &super::cloud::Cx {
+                    path: &path,
+                    kind,
+                    provider,
+                    base,
+                    env,
+                    resolve: &resolve,
+                },
+                c.aws.as_ref(),
+                c.google.as_ref(),
+                c.entra.as_ref(),
+                &mut problem,
+            );
             let subscription_provider =
                 matches!(provider, Some(Provider::Anthropic | Provider::OpenAi));
             if kind == CredentialKind::OAuth && subscription_provider && !c.subscription {
@@ -238,6 +249,17 @@ impl Config {
                 );
             }
             let secret = match (&c.secret, &oauth) {
+                (Some(_), _) if kind == CredentialKind::Cloud => {
+                    problem(
+                        format!("{path}.secret"),
+                        "a cloud credential takes its keys from its [aws], [google] or [entra] table, not a secret".into(),
+                    );
+                    continue;
+                }
+                (None, None) if kind == CredentialKind::Cloud => match cloud {
+                    Some(_) => None,
+                    None => continue,
+                },
                 (Some(_), Some(_)) => {
                     problem(
                         format!("{path}.secret"),
@@ -265,6 +287,7 @@ impl Config {
                     secret,
                     kind,
                     oauth,
+                    cloud,
                     bucket: c.bucket.as_deref().map(Into::into),
                     priority: c.priority,
                     models: c

@@ -101,9 +101,17 @@ pub(super) struct RawGatewayKey {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawEndpoint {
     pub(super) provider: String,
-    pub(super) base_url: String,
+    /// Optional for Bedrock and Vertex AI, whose URL follows from `region`.
+    #[serde(default)]
+    pub(super) base_url: Option<String>,
     #[serde(default)]
     pub(super) api_version: Option<String>,
+    /// Bedrock's and Vertex AI's region (`us-east-1`, `europe-west1`, `global`).
+    #[serde(default)]
+    pub(super) region: Option<String>,
+    /// Vertex AI's Google Cloud project id.
+    #[serde(default)]
+    pub(super) project: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +126,13 @@ pub(super) struct RawCredential {
     /// Refreshing OAuth: tokens come from the state file (`keyward credentials import`).
     #[serde(default)]
     pub(super) oauth: Option<RawOAuth>,
+    /// Cloud credentials (`kind = "cloud"`): one of these tables.
+    #[serde(default)]
+    pub(super) aws: Option<super::cloud::RawAws>,
+    #[serde(default)]
+    pub(super) google: Option<super::cloud::RawGoogle>,
+    #[serde(default)]
+    pub(super) entra: Option<super::cloud::RawEntra>,
     /// Opt-in for consumer subscription tokens (Claude, ChatGPT/Codex).
     #[serde(default)]
     pub(super) subscription: bool,

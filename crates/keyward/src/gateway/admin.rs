@@ -217,6 +217,7 @@ fn describe(gw: &Gateway, id: &str) -> Option<Value> {
         "endpoint": &*c.endpoint,
         "fingerprint": gw.fingerprint(c),
         "kind": c.kind.as_str(),
+        "identity": c.cloud.as_ref().map(crate::config::CloudAuth::identity),
         "last_success": gw.engine.last_success(id).map(|t| t.rfc3339()),
         "bucket": c.bucket.as_deref(),
         "priority": c.priority,

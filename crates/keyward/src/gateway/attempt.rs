@@ -96,7 +96,7 @@ impl Failover {
         let secret = match secret {
             Ok(s) => s,
             Err(e) => {
-                warn!(credential = %cred.id, reason = %e, "skipped candidate: no usable OAuth token");
+                warn!(credential = %cred.id, reason = %e, "skipped candidate: no usable token (OAuth or cloud)");
                 return Step::Next;
             }
         };
@@ -207,14 +207,14 @@ impl Failover {
             warn!(credential = %cred.id, target = %target.endpoint, "skipped candidate: its upstream URL does not parse");
             return None;
         };
-        match upstream::request(
-            axum::http::Method::POST,
-            url,
+        let call = super::cloud::request::Call {
+            inbound: self.inbound,
+            stream: self.prep.stream,
             endpoint,
-            (cred.kind, secret),
-            Some(&self.caller),
-            Some(body),
-        ) {
+            cred,
+            secret,
+        };
+        match super::cloud::request::build(gw, call, url, Some(&self.caller), body) {
             Ok(req) => Some(req),
             Err(e) => {
                 warn!(credential = %cred.id, reason = %e, "skipped candidate");
@@ -284,7 +284,8 @@ impl Failover {
         self.after_failure(s, advice, failure, true)
     }
 
-    /// An OAuth access token the provider rejects (expired, or revoked with its session):
+    /// An OAuth access token or a cloud credential's short-lived token (STS keys, a Google
+    /// or Entra token) the provider rejects (expired, or revoked with its session):
     /// no verdict yet. Refresh (once per request; one refresh per credential however many
     /// requests see it) and retry on the same credential. The token endpoint's answer is
     /// definitive for the grant (`invalid_grant` disables it with a "log in again"
@@ -297,15 +298,13 @@ impl Failover {
         failure: Failure,
     ) -> Result<Step, (AttemptScope, Failure)> {
         let (gw, cred) = (s.gw, s.cred);
-        let Some(cfg) = cred.oauth.as_ref() else {
+        if !gw.refreshable(cred) {
             return Err((attempt, failure));
-        };
+        }
         // "Expired" is always worth one refresh per token; any other rejection of a token
         // issued moments ago is a verdict (or an incident).
         let worth = failure.class == Class::AuthTransient
-            || gw
-                .oauth
-                .worth_refreshing(&cred.id, s.secret, gw.engine.now());
+            || gw.worth_refreshing(cred, s.secret, gw.engine.now());
         if !matches!(failure.class, Class::AuthTransient | Class::AuthPermanent)
             || self.refreshed
             || !worth
@@ -323,11 +322,7 @@ impl Failover {
             self.note(failure, &cred.id);
             return Ok(Step::Next);
         }
-        let outcome = Box::pin(
-            gw.oauth
-                .refresh_after_rejection(cred, cfg, &gw.engine, s.secret),
-        )
-        .await;
+        let outcome = Box::pin(gw.refresh_after_rejection(cred, s.secret)).await;
         self.note(failure, &cred.id);
         Ok(match outcome {
             Ok(_) => {
@@ -403,7 +398,11 @@ impl Failover {
         headers: &[(String, String)],
     ) -> Step {
         let headroom = headroom(headers);
-        let framer = framer_for(self.inbound, s.gw.cfg.limits.max_event_bytes);
+        let framer = framer_for(
+            self.inbound,
+            s.endpoint.provider,
+            s.gw.cfg.limits.max_event_bytes,
+        );
         match hold_stream(resp, self.api, framer, s.timeouts.first_token).await {
             Held::Failed {
                 status_hint,

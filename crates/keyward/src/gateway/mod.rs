@@ -34,6 +34,7 @@ mod attempt;
 pub mod body_budget;
 pub mod caller_bound;
 pub mod caller_error;
+pub(crate) mod cloud;
 pub mod failover;
 mod inbound;
 pub mod listener;
@@ -209,10 +210,17 @@ impl Gateway {
                 (name.clone(), per_target)
             })
             .collect();
+        oauth.cloud.retain(&cfg.credentials);
         let mask = caller_bound::SecretMask::new(
             cfg.credentials
                 .iter()
                 .filter_map(|c| c.secret.as_ref().map(crate::config::Secret::expose))
+                .chain(
+                    cfg.credentials
+                        .iter()
+                        .filter_map(|c| c.cloud.as_ref())
+                        .flat_map(crate::config::CloudAuth::secrets),
+                )
                 .chain(cfg.gateway_keys.iter().map(|k| k.key.expose()))
                 .chain(cfg.admin.iter().map(|a| a.token.expose())),
         );
@@ -239,6 +247,9 @@ impl Gateway {
     /// The secret to send with `cred` now: its key, or its current OAuth access token
     /// (refreshed first when it is about to expire).
     pub async fn auth(&self, cred: &Credential) -> Result<Arc<str>, oauth::AccessError> {
+        if let Some(auth) = &cred.cloud {
+            return self.oauth.cloud.access(cred, auth, &self.engine).await;
+        }
         match (&cred.secret, &cred.oauth) {
             (Some(s), _) => Ok(s.shared()),
             (None, Some(cfg)) => self.oauth.access(cred, cfg, &self.engine).await,
@@ -295,6 +306,9 @@ impl Gateway {
 /// `cred`'s fingerprint when a configuration is built: the key's, or the OAuth grant's as
 /// imported (`none` before an import).
 fn fingerprint(cred: &Credential, oauth: &oauth::OAuth) -> String {
+    if let Some(auth) = &cred.cloud {
+        return auth.fingerprint();
+    }
     match &cred.secret {
         Some(s) => s.fingerprint(),
         None => oauth
@@ -504,6 +518,9 @@ async fn refresh_ahead(live: Arc<Live>) {
         let gw = live.current();
         if gw.cfg.credentials.iter().any(|c| c.oauth.is_some()) {
             gw.oauth.refresh_due(&gw.cfg.credentials, &gw.engine);
+        }
+        if gw.cfg.credentials.iter().any(|c| c.cloud.is_some()) {
+            gw.oauth.cloud.refresh_due(&gw.cfg.credentials, &gw.engine);
         }
     }
 }

@@ -128,6 +128,9 @@ pub struct OAuth {
     pause_after_store: bool,
     /// Where a failed refresh is reported (webhooks).
     alerts: std::sync::OnceLock<Arc<super::alerts::Alerts>>,
+    /// Cloud credentials' short-lived material (STS keys, Google and Entra tokens), kept
+    /// fresh by the same rules; shared across reloads with this.
+    pub(crate) cloud: Arc<super::cloud::Cloud>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,6 +163,7 @@ impl OAuth {
             fleet: std::sync::OnceLock::new(),
             client,
             slots: Mutex::new(HashMap::new()),
+            cloud: Arc::new(super::cloud::Cloud::new(metrics.clone())),
             metrics,
             pause_after_store: std::env::var("KEYWARD_FAILPOINT")
                 .is_ok_and(|v| v == "after-token-store"),

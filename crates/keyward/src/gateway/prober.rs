@@ -211,9 +211,14 @@ async fn probe_alone(gw: &Gateway, probe: &ProbeRequest) -> ProbeOutcome {
                     .status
                     .map(|s| format!("{s} "))
                     .unwrap_or_default();
+                let remedy = gw
+                    .credential(&probe.credential)
+                    .and_then(|c| super::cloud::probe::remedy(gw, &c, &f))
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default();
                 ProbeOutcome::Confirmed {
                     evidence: format!(
-                        "confirmed by probe: {status}{}={}",
+                        "confirmed by probe: {status}{}={}{remedy}",
                         f.evidence.kind.as_str(),
                         f.evidence.value
                     ),
@@ -255,6 +260,12 @@ pub async fn check(
         Ok(s) => s,
         Err(e) => return Check::Unknown(e.to_string()),
     };
+    if let Some(built) = super::cloud::probe::request(gw, &cred, &endpoint, model, &secret, kind) {
+        return match built {
+            Ok(req) => send(gw, &endpoint, &cred, req).await,
+            Err(e) => Check::Unknown(e.to_string()),
+        };
+    }
     let base = &endpoint.base_url;
     let (method, url, body) = match (endpoint.provider, kind) {
         (Provider::Anthropic, ProbeKind::KeyValidity) => (
@@ -302,6 +313,16 @@ pub async fn check(
         Ok(req) => req,
         Err(e) => return Check::Unknown(e.to_string()),
     };
+    send(gw, &endpoint, &cred, req).await
+}
+
+/// Sends a probe's request and classifies what came back.
+async fn send(
+    gw: &Gateway,
+    endpoint: &crate::config::Endpoint,
+    cred: &crate::config::Credential,
+    req: axum::http::Request<http_body_util::Full<bytes::Bytes>>,
+) -> Check {
     let resp = match tokio::time::timeout(gw.cfg.timeouts.headers, gw.client.send(req)).await {
         Err(_) => return Check::Unreachable("timed out".into()),
         Ok(Err(e)) => {

@@ -25,7 +25,14 @@ use super::verdict::Verdicts;
 use super::Gateway;
 
 /// The framer for `inbound`'s stream: a Gemini JSON-array stream, or SSE.
-pub(super) fn framer_for(inbound: Inbound, max_event: usize) -> EventFramer {
+pub(super) fn framer_for(
+    inbound: Inbound,
+    provider: keyward_core::classify::Provider,
+    max_event: usize,
+) -> EventFramer {
+    if let Some(f) = super::cloud::request::framer(inbound, provider, max_event) {
+        return f;
+    }
     match inbound {
         Inbound::Gemini(call) if !call.sse => EventFramer::json_array(max_event),
         _ => EventFramer::sse(max_event),

@@ -171,21 +171,29 @@ impl Inbound {
     /// Whether an endpoint of `provider` speaks this API.
     pub fn served_by(self, provider: Provider) -> bool {
         match self {
-            Inbound::Messages | Inbound::CountTokens => provider == Provider::Anthropic,
-            Inbound::Chat | Inbound::Embeddings => {
-                provider.speaks_openai() || provider == Provider::Gemini
+            Inbound::Messages => matches!(
+                provider,
+                Provider::Anthropic | Provider::Bedrock | Provider::VertexAi
+            ),
+            Inbound::CountTokens => provider == Provider::Anthropic,
+            Inbound::Chat => {
+                provider.speaks_openai() || matches!(provider, Provider::Gemini | Provider::Bedrock)
             }
+            Inbound::Embeddings => provider.speaks_openai() || provider == Provider::Gemini,
             Inbound::Responses => matches!(
                 provider,
                 Provider::OpenAi | Provider::AzureOpenAi | Provider::OpenAiCompatible
             ),
-            Inbound::Gemini(_) => provider == Provider::Gemini,
+            Inbound::Gemini(_) => matches!(provider, Provider::Gemini | Provider::VertexAi),
         }
     }
 }
 
 /// The upstream URL for `inbound` at `endpoint`, for upstream model `model`.
 pub fn url(inbound: Inbound, endpoint: &Endpoint, model: &str) -> String {
+    if let Some(u) = super::cloud::request::url(inbound, endpoint, model) {
+        return u;
+    }
     let base = &endpoint.base_url;
     let tail = match inbound {
         Inbound::Messages => return format!("{base}/v1/messages"),
@@ -284,6 +292,8 @@ mod tests {
             provider,
             base_url: "https://api.example.test".into(),
             api_version: None,
+            region: None,
+            project: None,
         }
     }
 

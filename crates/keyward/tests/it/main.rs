@@ -17,6 +17,7 @@ mod alerts;
 mod chaos;
 mod check;
 mod cli;
+mod cloud;
 mod e2e;
 mod fleet;
 mod mixed_traffic;

@@ -1,6 +1,7 @@
 //! Azure OpenAI: the OpenAI envelope, with Azure's own codes — `DeploymentNotFound` (the
-//! "model" is a deployment in the URL), `"401"` for a wrong key or regional endpoint,
-//! `"429"` rate limits per deployment with `retry-after`, `content_filter` with
+//! "model" is a deployment in the URL), `"401"` for a wrong key or regional endpoint (or,
+//! for an Entra ID bearer, an expired token), `AuthenticationTypeDisabled` when the
+//! resource takes Entra ID only, `"429"` rate limits per deployment with `retry-after`, `content_filter` with
 //! `innererror.code = ResponsibleAIPolicyViolation`, `OperationNotSupported` — and a bare
 //! `{"error":{"code":"404","message":"Resource not found"}}` for a deployment, path or
 //! api-version it does not know.
@@ -19,6 +20,15 @@ pub(crate) fn classify(cx: &Cx<'_, '_>) -> Option<Rule> {
         "DeploymentNotFound" => by_code(cx, Class::ModelNotFound, Scope::CredentialModel).what(
             "the deployment named by this target does not exist (or was created minutes ago)",
         ),
+        // A bearer token (Entra ID) the resource does not accept: "Access token is
+        // missing, invalid, audience is incorrect (…), or have expired." Refreshable.
+        "401" if cx.refreshable() && cx.message().contains("Access token") => {
+            by_code(cx, Class::AuthTransient, Scope::Credential)
+                .what("the Entra ID access token expired, or is for another audience")
+        }
+        // `disableLocalAuth` on the resource: no api-key works, Entra ID is required.
+        "AuthenticationTypeDisabled" => by_code(cx, Class::AuthPermanent, Scope::Endpoint)
+            .what("the resource refuses api-keys (key-based authentication is disabled): use an Entra ID credential"),
         "401" | "InvalidSubscriptionKey" | "AuthenticationFailed" => {
             by_code(cx, Class::AuthPermanent, Scope::Credential).what(
                 "the api-key is invalid for this resource (or the regional endpoint is wrong)",

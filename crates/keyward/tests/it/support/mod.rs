@@ -195,6 +195,12 @@ async fn start_inner(
         if *provider == "azure-openai" {
             toml.push_str("api_version = \"2024-10-21\"\n");
         }
+        if *provider == "bedrock" {
+            toml.push_str("region = \"us-east-1\"\n");
+        }
+        if *provider == "vertex-ai" {
+            toml.push_str("region = \"us-east5\"\nproject = \"keyward-test\"\n");
+        }
         toml.push('\n');
     }
     let mut env: Vec<(String, String)> = vec![
