@@ -286,17 +286,28 @@ fn entra(tenant: &str, client: &str, secret_file: &str) -> String {
     format!("kind = \"cloud\"\n[credentials.entra]\ntenant_id = \"{tenant}\"\nclient_id = \"{client}\"\nclient_secret = \"file:{secret_file}\"\nauthority = \"{{sim}}\"\n")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_entra_token_endpoint_outage_disables_nothing() {
-    let h = start_prepared(
-        "cloud-entra-down",
+/// An Azure route over an Entra ID credential (preferred) and an api-key one, with the
+/// app registered at the sim's token endpoint and its client secret written to a file.
+struct EntraSetup {
+    app: &'static str,
+    /// The client secret the sim's tenant knows.
+    registered_secret: &'static str,
+    /// The client secret the gateway is given.
+    written_secret: &'static str,
+    api_key: &'static str,
+    token_endpoint: TokenEndpoint,
+}
+
+async fn start_entra(name: &str, e: EntraSetup) -> Harness {
+    start_prepared(
+        name,
         AZURE,
         &[
             Cred::new("azure-entra", "").on("azure").with(&format!(
                 "priority = 10\n{}",
-                entra("tenant-1", "app-1", "entra-secret")
+                entra("tenant-1", e.app, "entra-secret")
             )),
-            Cred::new("azure-key", "azure-api-key-value-1").on("azure"),
+            Cred::new("azure-key", e.api_key).on("azure"),
         ],
         &format!(
             "{}{ADMIN}",
@@ -307,12 +318,27 @@ async fn an_entra_token_endpoint_outage_disables_nothing() {
         |sim, cfg, _| {
             sim.entra_app(
                 "tenant-1",
-                "app-1",
-                "entra-client-secret-1",
+                e.app,
+                e.registered_secret,
                 Duration::from_secs(3600),
             );
-            sim.set_entra_token_endpoint(TokenEndpoint::Unavailable);
-            std::fs::write(cfg.with_file_name("entra-secret"), "entra-client-secret-1").unwrap();
+            sim.set_entra_token_endpoint(e.token_endpoint);
+            std::fs::write(cfg.with_file_name("entra-secret"), e.written_secret).unwrap();
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entra_token_endpoint_outage_disables_nothing() {
+    let h = start_entra(
+        "cloud-entra-down",
+        EntraSetup {
+            app: "app-1",
+            registered_secret: "entra-client-secret-1",
+            written_secret: "entra-client-secret-1",
+            api_key: "azure-api-key-value-1",
+            token_endpoint: TokenEndpoint::Unavailable,
         },
     )
     .await;
@@ -686,30 +712,14 @@ fn config_check_explains_cloud_mistakes_without_printing_a_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_entra_client_secret_disables_at_once_with_create_a_new_secret() {
-    let h = start_prepared(
+    let h = start_entra(
         "cloud-entra-wrong",
-        AZURE,
-        &[
-            Cred::new("azure-entra", "").on("azure").with(&format!(
-                "priority = 10\n{}",
-                entra("tenant-1", "app-2", "entra-secret")
-            )),
-            Cred::new("azure-key", "azure-api-key-value-2").on("azure"),
-        ],
-        &format!(
-            "{}{ADMIN}",
-            crate::support::route("gpt", "azure", "gpt-4o", &["azure-entra", "azure-key"])
-        ),
-        "",
-        "full",
-        |sim, cfg, _| {
-            sim.entra_app(
-                "tenant-1",
-                "app-2",
-                "the-current-secret-2",
-                Duration::from_secs(3600),
-            );
-            std::fs::write(cfg.with_file_name("entra-secret"), "a-deleted-secret-2").unwrap();
+        EntraSetup {
+            app: "app-2",
+            registered_secret: "the-current-secret-2",
+            written_secret: "a-deleted-secret-2",
+            api_key: "azure-api-key-value-2",
+            token_endpoint: TokenEndpoint::Ok,
         },
     )
     .await;
