@@ -7,7 +7,10 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 
-use super::FetchError;
+use keyward_core::health::Timestamp;
+use secrecy::SecretString;
+
+use super::{FetchError, Fetched, Material};
 
 /// One issuer call's limit.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -113,6 +116,22 @@ impl TokenResponse {
             .then(|| Duration::try_from_secs_f64(s.min(86_400.0)).ok())
             .flatten()
     }
+}
+
+/// An OAuth token endpoint's success (`issuer` names it in the error when the answer has
+/// no token): the bearer token, and when it expires (an hour from `now` when not said).
+pub(super) fn bearer(answer: &Answer, now: Timestamp, issuer: &str) -> Result<Fetched, FetchError> {
+    let t: TokenResponse = serde_json::from_slice(&answer.body).map_err(|_| {
+        FetchError::Transient(format!(
+            "{issuer} answered {} without an access_token",
+            answer.status
+        ))
+    })?;
+    let lifetime = t.lifetime().unwrap_or(Duration::from_secs(3600));
+    Ok(Fetched {
+        material: Material::Bearer(SecretString::from(t.access_token)),
+        expires_at: Some(now.plus(lifetime)),
+    })
 }
 
 /// An RFC 6749 §5.2 error answer: `error` and `error_description`.

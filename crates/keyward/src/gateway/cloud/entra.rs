@@ -9,13 +9,11 @@
 //! permanent. 5xx, 429 and timeouts are the endpoint's trouble: transient, nothing
 //! disabled.
 
-use std::time::Duration;
-
 use keyward_core::health::Timestamp;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
-use super::call::{oauth_error, post_form, short, TokenResponse};
-use super::{FetchError, Fetched, Material};
+use super::call::{bearer, oauth_error, post_form, short};
+use super::{FetchError, Fetched};
 use crate::config::EntraAuth;
 
 pub(super) async fn fetch(
@@ -36,17 +34,7 @@ pub(super) async fn fetch(
     )
     .await?;
     if answer.ok() {
-        let t: TokenResponse = serde_json::from_slice(&answer.body).map_err(|_| {
-            FetchError::Transient(format!(
-                "Entra answered {} without an access_token",
-                answer.status
-            ))
-        })?;
-        let lifetime = t.lifetime().unwrap_or(Duration::from_secs(3600));
-        return Ok(Fetched {
-            material: Material::Bearer(SecretString::from(t.access_token)),
-            expires_at: Some(now.plus(lifetime)),
-        });
+        return bearer(&answer, now, "Entra");
     }
     let (error, description) = oauth_error(&answer.body);
     Err(refusal(auth, answer.status, &error, &description))
@@ -81,6 +69,10 @@ fn refusal(auth: &EntraAuth, status: u16, error: &str, description: &str) -> Fet
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use secrecy::SecretString;
+
     use super::*;
 
     fn auth() -> EntraAuth {

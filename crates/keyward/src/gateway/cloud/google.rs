@@ -19,8 +19,8 @@ use keyward_core::health::Timestamp;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
-use super::call::{oauth_error, post_form, short, TokenResponse};
-use super::{FetchError, Fetched, Material};
+use super::call::{bearer, oauth_error, post_form, short};
+use super::{FetchError, Fetched};
 use crate::config::GoogleAuth;
 
 /// How long an assertion is valid (Google's maximum is an hour).
@@ -78,17 +78,7 @@ pub(super) async fn fetch(
     )
     .await?;
     if answer.ok() {
-        let t: TokenResponse = serde_json::from_slice(&answer.body).map_err(|_| {
-            FetchError::Transient(format!(
-                "the token endpoint answered {} without an access_token",
-                answer.status
-            ))
-        })?;
-        let lifetime = t.lifetime().unwrap_or(Duration::from_secs(3600));
-        return Ok(Fetched {
-            material: Material::Bearer(SecretString::from(t.access_token)),
-            expires_at: Some(now.plus(lifetime)),
-        });
+        return bearer(&answer, now, "the token endpoint");
     }
     let (error, description) = oauth_error(&answer.body);
     Err(refusal(auth, answer.status, &error, &description))
