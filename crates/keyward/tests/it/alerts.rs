@@ -145,6 +145,21 @@ fn disabled_hits(rx: &Receiver) -> Vec<Hit> {
         .collect()
 }
 
+/// A gateway over keys `a` (preferred) and `b` on one route, with the alerts in `alerts`
+/// and the webhook secret written beside its config.
+async fn start_two_keys(name: &str, alerts: &str) -> Harness {
+    start_prepared(
+        name,
+        ANTHROPIC,
+        &[Cred::new("a", A).with("priority = 10"), Cred::new("b", B)],
+        &route("claude", "anthropic", "claude-x", &["a", "b"]),
+        alerts,
+        "full",
+        |_, cfg, _| write_secret(cfg),
+    )
+    .await
+}
+
 async fn revoke_a(h: &Harness) {
     h.sim.set(A, Behaviour::Revoked);
     assert_eq!(h.messages("claude", false).await.status, 200);
@@ -162,16 +177,7 @@ async fn a_revoked_key_sends_one_signed_alert_and_a_reset_another() {
         "{}\n[[alerts.webhooks]]\nname = \"chat\"\nurl = \"http://127.0.0.1:{port}/hook?slack\"\nformat = \"slack\"\nevents = [\"credential.disabled\"]\n",
         alerts_toml(port)
     );
-    let h = start_prepared(
-        "alerts-signed",
-        ANTHROPIC,
-        &[Cred::new("a", A).with("priority = 10"), Cred::new("b", B)],
-        &route("claude", "anthropic", "claude-x", &["a", "b"]),
-        &slack,
-        "full",
-        |_, cfg, _| write_secret(cfg),
-    )
-    .await;
+    let h = start_two_keys("alerts-signed", &slack).await;
     revoke_a(&h).await;
     until("the disable's alerts", || async {
         disabled_hits(&rx).len() >= 2
@@ -286,16 +292,7 @@ async fn a_failing_receiver_gets_the_alert_once_it_answers() {
     let port = listener.local_addr().unwrap().port();
     let rx = serve_receiver(listener);
     rx.status.store(503, Ordering::SeqCst);
-    let h = start_prepared(
-        "alerts-retry",
-        ANTHROPIC,
-        &[Cred::new("a", A).with("priority = 10"), Cred::new("b", B)],
-        &route("claude", "anthropic", "claude-x", &["a", "b"]),
-        &alerts_toml(port),
-        "full",
-        |_, cfg, _| write_secret(cfg),
-    )
-    .await;
+    let h = start_two_keys("alerts-retry", &alerts_toml(port)).await;
     revoke_a(&h).await;
     // Refused twice at least (retried with backoff), then accepted.
     until("two failed deliveries", || async {
@@ -329,16 +326,7 @@ async fn an_alert_queued_while_the_receiver_is_down_survives_a_restart() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let mut h = start_prepared(
-        "alerts-durable",
-        ANTHROPIC,
-        &[Cred::new("a", A).with("priority = 10"), Cred::new("b", B)],
-        &route("claude", "anthropic", "claude-x", &["a", "b"]),
-        &alerts_toml(port),
-        "full",
-        |_, cfg, _| write_secret(cfg),
-    )
-    .await;
+    let mut h = start_two_keys("alerts-durable", &alerts_toml(port)).await;
     revoke_a(&h).await;
     until("a failed delivery", || async {
         metric(&h, "failed_deliveries").await >= 1.0
