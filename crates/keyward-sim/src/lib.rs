@@ -44,6 +44,9 @@ mod openai;
 mod probes;
 mod respond;
 mod stream;
+mod tools;
+
+pub use tools::TOOL_ARGUMENTS;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -188,6 +191,8 @@ struct Inner {
     counts: HashMap<String, Counts>,
     content_events: usize,
     oauth: OAuthSim,
+    /// The request bodies each key received, in order (inference requests).
+    received: HashMap<String, Vec<Value>>,
 }
 
 /// A scripted provider. Cheap to clone; clones share state.
@@ -243,6 +248,21 @@ impl Sim {
         self.lock()
             .scripts
             .insert(key.to_owned(), behaviours.into_iter().collect());
+    }
+
+    /// The inference request bodies `key` received so far, in order (what the gateway
+    /// sent upstream: a translated request's shape, say).
+    pub fn received(&self, key: &str) -> Vec<Value> {
+        self.lock().received.get(key).cloned().unwrap_or_default()
+    }
+
+    /// Records an inference request body `key` received; returns how many it has.
+    fn record(&self, key: &str, body: &[u8]) -> u64 {
+        let v = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let mut inner = self.lock();
+        let list = inner.received.entry(key.to_owned()).or_default();
+        list.push(v);
+        list.len() as u64
     }
 
     /// Every request `key` received so far, in order, with when and how it was answered.

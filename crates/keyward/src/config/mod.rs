@@ -27,7 +27,7 @@ use serde::Deserialize;
 
 pub use model::{
     Admin, Config, Credential, Endpoint, Fleet, GatewayKey, Limits, OAuthConfig, Route, Server,
-    Target, Timeouts, TokenStyle, API_NAMES,
+    Target, Timeouts, TokenStyle, Translation, API_NAMES,
 };
 pub use parse::MIN_ADMIN_TOKEN_CHARS;
 pub use secret::Secret;

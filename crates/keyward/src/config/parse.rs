@@ -14,7 +14,7 @@ use super::raw::RawConfig;
 use super::sections::{fleet_state, limits, oauth_config, server, warnings};
 use super::{
     Admin, Config, ConfigError, ConfigProblem, Credential, Endpoint, GatewayKey, Route, Secret,
-    Target, Timeouts, API_NAMES,
+    Target, Timeouts, Translation, API_NAMES,
 };
 
 impl Config {
@@ -413,6 +413,20 @@ impl Config {
                     });
                 }
             }
+            let translation = Translation {
+                lossy: r.lossy_translation.unwrap_or(true),
+                default_max_tokens: match r.default_max_tokens {
+                    Some(0) => {
+                        problem(
+                            format!("{path}.default_max_tokens"),
+                            "must be at least 1 (it is the answer's length when a caller of another API gives none)".into(),
+                        );
+                        1
+                    }
+                    Some(n) => n,
+                    None => Translation::default().default_max_tokens,
+                },
+            };
             if let Some(cf) = &r.context_fallback {
                 if !raw.routes.contains_key(cf) {
                     problem(
@@ -428,6 +442,7 @@ impl Config {
                     targets,
                     context_fallback: r.context_fallback.clone(),
                     timeouts: rt,
+                    translation,
                 },
             );
         }

@@ -24,3 +24,4 @@ mod rotation;
 mod scenarios;
 mod security;
 mod status_page;
+mod translation;

@@ -1,0 +1,402 @@
+//! Cross-format failover through the real gateway: a route's fallback of another wire
+//! family serves the caller during a primary overload, in the caller's format — whole and
+//! streamed, tool calls and their ids across a switch of provider mid-conversation, errors
+//! — and what each upstream received is checked in the sim.
+
+use keyward_sim::{Behaviour, TOOL_ARGUMENTS};
+use serde_json::{json, Value};
+
+use crate::support::{start, Cred, Harness};
+
+const ANT_KEY: &str = "sk-ant-xlate-primary-1";
+const OAI_KEY: &str = "sk-oai-xlate-fallback-1";
+
+const ENDPOINTS: &[(&str, &str, &str)] =
+    &[("anthropic", "anthropic", ""), ("openai", "openai", "/v1")];
+
+/// `claude`: Anthropic first, OpenAI as its fallback; `gpt`: the reverse.
+fn routes(extra: &str) -> String {
+    format!(
+        "[routes.claude]\n{extra}targets = [{{ endpoint = \"anthropic\", model = \"claude-x\", credentials = [\"ant\"] }}]\n\
+         fallbacks = [{{ endpoint = \"openai\", model = \"gpt-x\", credentials = [\"oai\"] }}]\n\n\
+         [routes.gpt]\n{extra}targets = [{{ endpoint = \"openai\", model = \"gpt-x\", credentials = [\"oai\"] }}]\n\
+         fallbacks = [{{ endpoint = \"anthropic\", model = \"claude-x\", credentials = [\"ant\"] }}]\n"
+    )
+}
+
+async fn harness(name: &str, extra: &str) -> Harness {
+    start(
+        name,
+        ENDPOINTS,
+        &[
+            Cred::new("ant", ANT_KEY),
+            Cred::new("oai", OAI_KEY).on("openai"),
+        ],
+        &routes(extra),
+        "",
+    )
+    .await
+}
+
+/// The `data` of each SSE event, with its event name.
+fn events(body: &str) -> Vec<(String, Value)> {
+    body.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .filter_map(|e| {
+            let name = e
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap_or("")
+                .to_owned();
+            let data = e.lines().find_map(|l| l.strip_prefix("data: "))?;
+            Some((name, serde_json::from_str(data).unwrap_or(json!(data))))
+        })
+        .collect()
+}
+
+fn weather_tool_anthropic() -> Value {
+    json!([{"name": "weather", "description": "The weather in a city", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]}}])
+}
+
+fn weather_tool_openai() -> Value {
+    json!([{"type": "function", "function": {"name": "weather", "description": "The weather in a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]}}}])
+}
+
+#[tokio::test]
+async fn an_anthropic_caller_is_served_by_the_openai_fallback_whole_and_streamed() {
+    let h = harness("xlate-a2o", "").await;
+    h.sim.set(ANT_KEY, Behaviour::Overloaded);
+    let r = h
+        .post("/v1/messages", json!({"model": "claude", "max_tokens": 50, "system": "Be brief.", "temperature": 0.5,
+                                      "stop_sequences": ["END"], "messages": [{"role": "user", "content": "hi"}]}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["content"][0]["text"], "Hello from keyward-sim.");
+    assert_eq!(v["stop_reason"], "end_turn");
+    assert_eq!(v["usage"]["input_tokens"], 12);
+    assert!(
+        r.header("x-keyward-target").starts_with("openai/"),
+        "{:?}",
+        r.headers
+    );
+    let sent = h.sim.received(OAI_KEY).pop().unwrap();
+    assert_eq!(sent["model"], "gpt-x");
+    assert_eq!(
+        sent["messages"][0],
+        json!({"role": "system", "content": "Be brief."})
+    );
+    assert_eq!(
+        sent["messages"][1],
+        json!({"role": "user", "content": "hi"})
+    );
+    assert_eq!(sent["max_completion_tokens"], 50);
+    assert_eq!(sent["stop"], json!(["END"]));
+    assert_eq!(sent["temperature"], 0.5);
+
+    let r = h.messages("claude", true).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let evs = events(&r.body);
+    let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"message_start"), "{}", r.body);
+    assert_eq!(names.last(), Some(&"message_stop"), "{}", r.body);
+    let text: String = evs
+        .iter()
+        .filter(|(n, _)| n == "content_block_delta")
+        .map(|(_, d)| d["delta"]["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(text, "tok0 tok1 tok2 tok3 ");
+    let delta = evs.iter().find(|(n, _)| n == "message_delta").unwrap();
+    assert_eq!(delta.1["delta"]["stop_reason"], "end_turn");
+    assert_eq!(delta.1["usage"]["output_tokens"], 8);
+    let sent = h.sim.received(OAI_KEY).pop().unwrap();
+    assert_eq!(sent["stream"], true);
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+}
+
+#[tokio::test]
+async fn a_chat_caller_is_served_by_the_anthropic_fallback_with_a_default_max_tokens() {
+    let h = harness("xlate-o2a", "default_max_tokens = 777\n").await;
+    h.sim.set(OAI_KEY, Behaviour::Overloaded);
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "gpt", "messages": [
+            {"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "Hello from keyward-sim."
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(v["usage"]["prompt_tokens"], 12);
+    let sent = h.sim.received(ANT_KEY).pop().unwrap();
+    assert_eq!(sent["max_tokens"], 777);
+    assert_eq!(sent["system"][0]["text"], "Be brief.");
+    assert_eq!(sent["model"], "claude-x");
+
+    let r = h.chat("gpt", true).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let evs = events(&r.body);
+    assert_eq!(evs.last().unwrap().1, json!("[DONE]"), "{}", r.body);
+    let text: String = evs
+        .iter()
+        .filter_map(|(_, d)| {
+            d["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(text, "tok0 tok1 tok2 tok3 ");
+    let finish: Vec<&Value> = evs
+        .iter()
+        .map(|(_, d)| &d["choices"][0]["finish_reason"])
+        .filter(|f| !f.is_null())
+        .collect();
+    assert_eq!(finish, [&json!("stop")]);
+}
+
+#[tokio::test]
+async fn a_tool_conversation_survives_a_switch_of_provider_in_both_directions() {
+    let h = harness("xlate-tools", "").await;
+    // Turn 1 (Anthropic caller): the primary is overloaded, OpenAI calls the tool.
+    h.sim.set(ANT_KEY, Behaviour::Overloaded);
+    let mut messages = vec![json!({"role": "user", "content": "Weather in Paris?"})];
+    let mut first = None;
+    for stream in [false, true] {
+        let r = h
+            .post(
+                "/v1/messages",
+                json!({"model": "claude", "max_tokens": 100, "stream": stream,
+                                          "tools": weather_tool_anthropic(), "messages": messages}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let (id, input) = if stream {
+            let evs = events(&r.body);
+            let start = evs
+                .iter()
+                .find(|(n, d)| {
+                    n == "content_block_start" && d["content_block"]["type"] == "tool_use"
+                })
+                .unwrap_or_else(|| panic!("no tool_use block: {}", r.body));
+            let args: String = evs
+                .iter()
+                .filter(|(_, d)| d["delta"]["type"] == "input_json_delta")
+                .map(|(_, d)| d["delta"]["partial_json"].as_str().unwrap().to_owned())
+                .collect();
+            let stop = evs.iter().find(|(n, _)| n == "message_delta").unwrap();
+            assert_eq!(stop.1["delta"]["stop_reason"], "tool_use");
+            (
+                start.1["content_block"]["id"].as_str().unwrap().to_owned(),
+                serde_json::from_str::<Value>(&args).unwrap(),
+            )
+        } else {
+            let v = r.json();
+            assert_eq!(v["stop_reason"], "tool_use");
+            let call = v["content"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|b| b["type"] == "tool_use")
+                .unwrap()
+                .clone();
+            assert_eq!(call["name"], "weather");
+            (
+                call["id"].as_str().unwrap().to_owned(),
+                call["input"].clone(),
+            )
+        };
+        assert!(
+            id.starts_with("call_sim_"),
+            "the OpenAI call id is kept: {id}"
+        );
+        assert_eq!(
+            input,
+            serde_json::from_str::<Value>(TOOL_ARGUMENTS).unwrap()
+        );
+        first.get_or_insert((id, input));
+    }
+    let (id, input) = first.unwrap();
+    messages.push(json!({"role": "assistant", "content": [{"type": "tool_use", "id": id, "name": "weather", "input": input}]}));
+    messages.push(json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": id, "content": "sunny, 21C"}]}));
+    // What OpenAI received: the tool as a function.
+    let sent = h.sim.received(OAI_KEY).pop().unwrap();
+    assert_eq!(sent["tools"][0]["function"]["name"], "weather");
+    // Turn 2: the primary recovered and gets the history of OpenAI's call, ids paired.
+    h.sim.set(ANT_KEY, Behaviour::Ok);
+    h.eventually_served_by(
+        "anthropic",
+        json!({"model": "claude", "max_tokens": 100,
+                                       "tools": weather_tool_anthropic(), "messages": messages}),
+        "/v1/messages",
+    )
+    .await;
+    let r = h
+        .post("/v1/messages", json!({"model": "claude", "max_tokens": 100, "tools": weather_tool_anthropic(), "messages": messages}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["content"][0]["text"], "The tool said: sunny, 21C");
+    let sent = h.sim.received(ANT_KEY).pop().unwrap();
+    let use_id = &sent["messages"][1]["content"][0]["id"];
+    assert_eq!(&sent["messages"][2]["content"][0]["tool_use_id"], use_id);
+
+    // The reverse: a Chat caller whose tool call came from Anthropic, answered by OpenAI.
+    h.sim.set(OAI_KEY, Behaviour::Overloaded);
+    let r = h
+        .post("/v1/chat/completions", json!({"model": "gpt", "tools": weather_tool_openai(),
+                                              "messages": [{"role": "user", "content": "Weather in Paris?"}]}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+    let call = v["choices"][0]["message"]["tool_calls"][0].clone();
+    assert!(
+        call["id"].as_str().unwrap().starts_with("toolu_sim_"),
+        "{call}"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(call["function"]["arguments"].as_str().unwrap()).unwrap(),
+        serde_json::from_str::<Value>(TOOL_ARGUMENTS).unwrap()
+    );
+    let sent = h.sim.received(ANT_KEY).pop().unwrap();
+    assert_eq!(
+        sent["tools"][0]["input_schema"]["required"],
+        json!(["city"])
+    );
+    h.sim.set(OAI_KEY, Behaviour::Ok);
+    let history = json!({"model": "gpt", "tools": weather_tool_openai(), "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": null, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "rain"}]});
+    h.eventually_served_by("openai", history.clone(), "/v1/chat/completions")
+        .await;
+    let sent = h.sim.received(OAI_KEY).pop().unwrap();
+    assert_eq!(sent["messages"][1]["tool_calls"][0]["id"], call["id"]);
+    assert_eq!(sent["messages"][2]["tool_call_id"], call["id"]);
+}
+
+impl Harness {
+    /// Sends `body` to `path` until an answer comes from `endpoint` (a cooled primary is
+    /// tried again once its short cooldown ends); bounded.
+    async fn eventually_served_by(&self, endpoint: &str, body: Value, path: &str) {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let r = self.post(path, body.clone()).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            if r.header("x-keyward-target")
+                .starts_with(&format!("{endpoint}/"))
+            {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "never served by {endpoint}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn errors_reach_the_caller_in_its_own_format_and_a_broken_translated_stream_says_so() {
+    let h = start(
+        "xlate-errors",
+        ENDPOINTS,
+        &[Cred::new("ant", ANT_KEY), Cred::new("oai", OAI_KEY).on("openai")],
+        "[routes.onlyclaude]\ntargets = [{ endpoint = \"anthropic\", model = \"claude-x\", credentials = [\"ant\"] }]\n\
+         [routes.onlygpt]\ntargets = [{ endpoint = \"openai\", model = \"gpt-x\", credentials = [\"oai\"] }]\n",
+        "",
+    )
+    .await;
+    // The caller's own bad request, answered by a target of another family.
+    h.sim.set(ANT_KEY, Behaviour::BadRequest);
+    let r = h.chat("onlyclaude", false).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    assert!(v["error"]["message"].is_string());
+    assert!(v.get("type").is_none(), "not Anthropic's envelope: {v}");
+    // A caller body that is not its API's shape: its 400, in its format.
+    let r = h
+        .post(
+            "/v1/messages",
+            json!({"model": "onlygpt", "max_tokens": 5, "messages": "nope"}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["type"], "error");
+    // An in-band error after the stream committed: the caller's own error event.
+    h.sim.set(OAI_KEY, Behaviour::MidStreamError { after: 2 });
+    let r = h.messages("onlygpt", true).await;
+    let evs = events(&r.body);
+    let last = evs.last().unwrap();
+    assert_eq!(last.0, "error", "{}", r.body);
+    assert_eq!(last.1["type"], "error");
+    assert!(evs.iter().any(|(n, _)| n == "content_block_delta"));
+    assert!(!evs.iter().any(|(n, _)| n == "message_stop"), "{}", r.body);
+    // Cut before its terminal event: an in-band error, never a completion.
+    h.sim.set(OAI_KEY, Behaviour::StreamCut { after: 2 });
+    let r = h.messages("onlygpt", true).await;
+    let evs = events(&r.body);
+    assert_eq!(evs.last().unwrap().0, "error", "{}", r.body);
+    assert!(!evs.iter().any(|(n, _)| n == "message_stop"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn a_route_that_forbids_lossy_translation_skips_a_fallback_that_would_lose_features() {
+    let h = harness("xlate-lossless", "lossy_translation = false\n").await;
+    h.sim.set(ANT_KEY, Behaviour::Overloaded);
+    let cached = json!({"model": "claude", "max_tokens": 20, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "long context", "cache_control": {"type": "ephemeral"}}]}]});
+    let r = h.post("/v1/messages", cached).await;
+    assert!(r.status >= 500, "{}", r.body);
+    assert_eq!(r.json()["type"], "error");
+    assert!(
+        h.sim.received(OAI_KEY).is_empty(),
+        "the lossy fallback was not called"
+    );
+    assert!(
+        h.logs().contains("lossy_translation = false"),
+        "the skip is logged"
+    );
+    // Nothing lost: served.
+    let r = h.messages("claude", false).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(h.sim.received(OAI_KEY).len(), 1);
+}
+
+#[tokio::test]
+async fn during_a_primary_overload_every_request_is_answered_with_few_upstream_calls() {
+    let h = harness("xlate-overload", "").await;
+    h.sim.set(ANT_KEY, Behaviour::Overloaded);
+    let n = 40;
+    for i in 0..n {
+        let stream = i % 2 == 1;
+        let r = if i % 4 < 2 {
+            h.messages_about("claude", stream, &format!("q{i}")).await
+        } else {
+            h.chat_about("gpt", stream, &format!("q{i}")).await
+        };
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+        if stream {
+            assert!(
+                r.body.contains("message_stop") || r.body.contains("[DONE]"),
+                "{}",
+                r.body
+            );
+        }
+    }
+    let calls = h.sim.counts(ANT_KEY).requests + h.sim.counts(OAI_KEY).requests;
+    let per_request = calls as f64 / f64::from(n);
+    eprintln!("cross-family failover: {calls} upstream calls for {n} requests ({per_request:.2} per request)");
+    assert!(
+        per_request <= 1.3,
+        "{per_request:.2} upstream calls per request"
+    );
+}
