@@ -400,3 +400,50 @@ async fn during_a_primary_overload_every_request_is_answered_with_few_upstream_c
         "{per_request:.2} upstream calls per request"
     );
 }
+
+/// The official SDKs drive a tool-calling conversation, whole and streamed, that switches
+/// wire family mid-way (primary overloaded, then recovered); they check their parsed
+/// objects, and the primary's history shows the fallback's call paired with its result.
+#[tokio::test]
+async fn official_sdks_keep_a_tool_conversation_across_a_switch_of_wire_family() {
+    let h = harness("xlate-sdk", "").await;
+    let sim_url = h._server.url();
+    let v = crate::support::run_sdk(
+        &h,
+        "anthropic_xlate_tools",
+        &[
+            ("KEYWARD_SIM_URL", &sim_url),
+            ("KEYWARD_PRIMARY_KEY", ANT_KEY),
+        ],
+    )
+    .await;
+    let call_id = v["call_id"].as_str().unwrap();
+    assert!(
+        call_id.starts_with("call_sim_"),
+        "the OpenAI fallback made the call: {v}"
+    );
+    let paired = h.sim.received(ANT_KEY).iter().any(|b| {
+        let m = &b["messages"];
+        m[1]["content"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|x| x["type"] == "tool_use" && x["id"] == call_id)
+        }) && m[2]["content"][0]["tool_use_id"] == call_id
+    });
+    assert!(
+        paired,
+        "the recovered primary got the fallback's call and its result"
+    );
+    let v = crate::support::run_sdk(
+        &h,
+        "openai_xlate_tools",
+        &[
+            ("KEYWARD_SIM_URL", &sim_url),
+            ("KEYWARD_PRIMARY_KEY", OAI_KEY),
+        ],
+    )
+    .await;
+    assert!(
+        v["call_id"].as_str().unwrap().starts_with("toolu_sim_"),
+        "{v}"
+    );
+}
