@@ -11,7 +11,7 @@ use keyward_core::classify::{CredentialKind, Provider};
 
 use super::durations::{humantime_duration, override_timeouts, zero_timeout};
 use super::raw::RawConfig;
-use super::sections::{fleet_state, limits, oauth_config, server, warnings};
+use super::sections::{families, fleet_state, limits, oauth_config, server, warnings};
 use super::{
     Admin, Config, ConfigError, ConfigProblem, Credential, Endpoint, GatewayKey, Route, Secret,
     Target, Timeouts, Translation, API_NAMES,
@@ -315,6 +315,7 @@ impl Config {
             }
         }
         let mut routes = BTreeMap::new();
+        let mut route_warnings = Vec::new();
         for (name, r) in &raw.routes {
             let path = format!("routes.{}", quote(name));
             if r.targets.is_empty() {
@@ -427,6 +428,15 @@ impl Config {
                     None => Translation::default().default_max_tokens,
                 },
             };
+            families(
+                &path,
+                r.targets.len(),
+                &targets,
+                &endpoints,
+                translation,
+                &mut problem,
+                &mut route_warnings,
+            );
             if let Some(cf) = &r.context_fallback {
                 if !raw.routes.contains_key(cf) {
                     problem(
@@ -474,7 +484,8 @@ impl Config {
         if !p.is_empty() {
             return Err(p);
         }
-        let warnings = warnings(listen, &server, admin.as_ref());
+        let mut warnings = warnings(listen, &server, admin.as_ref());
+        warnings.extend(route_warnings);
         Ok(Config {
             warnings,
             server,
