@@ -48,6 +48,9 @@ pub struct Options {
     pub default_max_tokens: u64,
     /// Unix seconds, for the `created` field of Chat Completions and Responses answers.
     pub created: u64,
+    /// Unique per answer: the tool call ids invented for a provider that gives none
+    /// (Gemini) are `call_<nonce>_<n>`, so a conversation never holds one id twice.
+    pub nonce: u64,
 }
 
 impl Default for Options {
@@ -55,6 +58,7 @@ impl Default for Options {
         Options {
             default_max_tokens: 4096,
             created: 0,
+            nonce: 0,
         }
     }
 }
@@ -166,7 +170,7 @@ pub fn request(
         Api::Messages => anthropic::write_request(&ir, model, stream, opts, &mut losses)?,
         Api::ChatCompletions => chat::write_request(&ir, model, stream, &mut losses)?,
         Api::Responses => responses::write_request(&ir, &mut losses)?,
-        Api::Gemini => gemini::write_request(&ir, &mut losses)?,
+        Api::Gemini => gemini::write_request(&ir, stream, &mut losses)?,
     };
     Ok(Translated {
         body: out.to_string().into_bytes(),
@@ -187,7 +191,7 @@ pub fn response(
         Api::Messages => anthropic::read_response(&v)?,
         Api::ChatCompletions => chat::read_response(&v)?,
         Api::Responses => responses::read_response(&v)?,
-        Api::Gemini => gemini::read_response(&v)?,
+        Api::Gemini => gemini::read_response(&v, opts)?,
     };
     let out = match to {
         Api::Messages => anthropic::write_response(&ir),

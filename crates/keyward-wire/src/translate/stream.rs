@@ -48,7 +48,7 @@ impl StreamTranslator {
             Api::Messages => Reader::Messages,
             Api::ChatCompletions => Reader::Chat(chat::Reader::default()),
             Api::Responses => Reader::Responses(responses::Reader::default()),
-            Api::Gemini => Reader::Gemini(gemini::Reader::default()),
+            Api::Gemini => Reader::Gemini(gemini::Reader::new(opts.nonce)),
         };
         let writer = match to {
             Api::Messages => Writer::Messages(anthropic::Writer::default()),

@@ -24,6 +24,15 @@ use super::upstream::{self, GeminiCall, Inbound};
 use crate::clock::wall_clock;
 use crate::config::Route;
 
+/// A number unique to one translated answer in this process, and unlikely to repeat
+/// across restarts (the tool call ids invented for Gemini's calls carry it).
+fn nonce() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    (crate::seed() ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) & 0xffff_ffff_ffff
+}
+
 /// One attempt's crossing: the caller's family and the target's API.
 #[derive(Debug, Clone)]
 pub(super) struct Crossing {
@@ -102,6 +111,7 @@ impl Crossing {
                 created: wall_clock()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
+                nonce: nonce(),
             },
         })
     }

@@ -40,7 +40,8 @@ async fn harness(name: &str, extra: &str) -> Harness {
 
 /// The `data` of each SSE event, with its event name.
 fn events(body: &str) -> Vec<(String, Value)> {
-    body.split("\n\n")
+    body.replace("\r\n", "\n")
+        .split("\n\n")
         .filter(|e| !e.trim().is_empty())
         .filter_map(|e| {
             let name = e
@@ -446,4 +447,192 @@ async fn official_sdks_keep_a_tool_conversation_across_a_switch_of_wire_family()
         v["call_id"].as_str().unwrap().starts_with("toolu_sim_"),
         "{v}"
     );
+}
+
+const GEM_KEY: &str = "gm-xlate-fallback-1";
+
+async fn gemini_harness(name: &str) -> Harness {
+    start(
+        name,
+        &[("anthropic", "anthropic", ""), ("openai", "openai", "/v1"), ("gemini", "gemini", "")],
+        &[Cred::new("ant", ANT_KEY), Cred::new("oai", OAI_KEY).on("openai"), Cred::new("gem", GEM_KEY).on("gemini")],
+        "[routes.claude]\ntargets = [{ endpoint = \"anthropic\", model = \"claude-x\", credentials = [\"ant\"] }]\n\
+         fallbacks = [{ endpoint = \"gemini\", model = \"gemini-x\", credentials = [\"gem\"] }]\n\
+         [routes.gem]\ntargets = [{ endpoint = \"gemini\", model = \"gemini-x\", credentials = [\"gem\"] }]\n\
+         fallbacks = [{ endpoint = \"openai\", model = \"gpt-x\", credentials = [\"oai\"] }]\n",
+        "",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_anthropic_caller_is_served_by_a_gemini_fallback_tools_included() {
+    let h = gemini_harness("xlate-a2g").await;
+    h.sim.set(ANT_KEY, Behaviour::Overloaded);
+    let r = h
+        .post(
+            "/v1/messages",
+            json!({"model": "claude", "max_tokens": 64, "system": "Be brief.", "top_k": 5,
+                                      "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["content"][0]["text"], "Hello from keyward-sim.");
+    assert!(r.header("x-keyward-target").starts_with("gemini/"));
+    let sent = h.sim.received(GEM_KEY).pop().unwrap();
+    assert_eq!(sent["systemInstruction"]["parts"][0]["text"], "Be brief.");
+    assert_eq!(
+        sent["contents"][0],
+        json!({"role": "user", "parts": [{"text": "hi"}]})
+    );
+    assert_eq!(sent["generationConfig"]["maxOutputTokens"], 64);
+    assert_eq!(sent["generationConfig"]["topK"], 5);
+
+    let r = h.messages("claude", true).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let evs = events(&r.body);
+    assert_eq!(evs.last().unwrap().0, "message_stop", "{}", r.body);
+    let text: String = evs
+        .iter()
+        .filter_map(|(_, d)| d["delta"]["text"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(text, "tok0 tok1 tok2 tok3 ");
+
+    // A tool call from Gemini gets an id; its result goes back to Gemini by name.
+    for stream in [false, true] {
+        let r = h
+            .post("/v1/messages", json!({"model": "claude", "max_tokens": 64, "stream": stream, "tools": weather_tool_anthropic(),
+                                          "messages": [{"role": "user", "content": "Weather?"}]}))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let call = if stream {
+            let evs = events(&r.body);
+            let start = evs
+                .iter()
+                .find(|(_, d)| d["content_block"]["type"] == "tool_use")
+                .unwrap()
+                .1["content_block"]
+                .clone();
+            let args: String = evs
+                .iter()
+                .filter_map(|(_, d)| d["delta"]["partial_json"].as_str().map(str::to_owned))
+                .collect();
+            assert_eq!(
+                serde_json::from_str::<Value>(&args).unwrap(),
+                serde_json::from_str::<Value>(TOOL_ARGUMENTS).unwrap()
+            );
+            assert_eq!(
+                evs.iter().find(|(n, _)| n == "message_delta").unwrap().1["delta"]["stop_reason"],
+                "tool_use"
+            );
+            start
+        } else {
+            let v = r.json();
+            assert_eq!(v["stop_reason"], "tool_use");
+            v["content"][0].clone()
+        };
+        assert_eq!(call["name"], "weather");
+        let id = call["id"].as_str().unwrap().to_owned();
+        assert!(id.starts_with("call_"), "{id}");
+        let history = json!({"model": "claude", "max_tokens": 64, "tools": weather_tool_anthropic(), "messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": id, "name": "weather", "input": {"city": "Paris"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": id, "content": "hail"}]}]});
+        let r = h.post("/v1/messages", history).await;
+        assert_eq!(
+            r.json()["content"][0]["text"],
+            "The tool said: hail",
+            "{}",
+            r.body
+        );
+        let sent = h.sim.received(GEM_KEY).pop().unwrap();
+        assert_eq!(
+            sent["contents"][1]["parts"][0]["functionCall"]["name"],
+            "weather"
+        );
+        assert_eq!(
+            sent["contents"][2]["parts"][0]["functionResponse"],
+            json!({"name": "weather", "response": {"result": "hail"}})
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_gemini_caller_is_served_by_an_openai_fallback_whole_and_streamed() {
+    let h = gemini_harness("xlate-g2o").await;
+    h.sim.set(GEM_KEY, Behaviour::Overloaded);
+    let ask = json!({"systemInstruction": {"parts": [{"text": "Be brief."}]},
+                     "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+                     "generationConfig": {"maxOutputTokens": 40, "stopSequences": ["END"]}});
+    let r = h
+        .post("/v1beta/models/gem:generateContent", ask.clone())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(
+        v["candidates"][0]["content"]["parts"][0]["text"],
+        "Hello from keyward-sim."
+    );
+    assert_eq!(v["candidates"][0]["finishReason"], "STOP");
+    assert_eq!(v["usageMetadata"]["promptTokenCount"], 12);
+    let sent = h.sim.received(OAI_KEY).pop().unwrap();
+    assert_eq!(sent["model"], "gpt-x");
+    assert_eq!(sent["messages"][0]["content"], "Be brief.");
+    assert_eq!(sent["max_completion_tokens"], 40);
+
+    for path in [
+        "/v1beta/models/gem:streamGenerateContent?alt=sse",
+        "/v1beta/models/gem:streamGenerateContent",
+    ] {
+        let r = h.post(path, ask.clone()).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        let chunks: Vec<Value> = if path.ends_with("sse") {
+            events(&r.body).into_iter().map(|(_, d)| d).collect()
+        } else {
+            serde_json::from_str::<Vec<Value>>(&r.body)
+                .unwrap_or_else(|e| panic!("not a JSON array ({e}): {}", r.body))
+        };
+        let text: String = chunks
+            .iter()
+            .filter_map(|c| {
+                c["candidates"][0]["content"]["parts"][0]["text"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        assert_eq!(text, "tok0 tok1 tok2 tok3 ", "{path}");
+        assert_eq!(
+            chunks.last().unwrap()["candidates"][0]["finishReason"],
+            "STOP",
+            "{path}"
+        );
+    }
+    // A Gemini caller's function call, answered by OpenAI, and its response sent back.
+    let tools = json!([{"functionDeclarations": [{"name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]}]);
+    let r = h
+        .post("/v1beta/models/gem:generateContent", json!({"contents": [{"role": "user", "parts": [{"text": "Weather?"}]}], "tools": tools}))
+        .await;
+    let v = r.json();
+    let call = &v["candidates"][0]["content"]["parts"][0]["functionCall"];
+    assert_eq!(call["name"], "weather", "{v}");
+    assert_eq!(
+        call["args"],
+        serde_json::from_str::<Value>(TOOL_ARGUMENTS).unwrap()
+    );
+    let r = h
+        .post("/v1beta/models/gem:generateContent", json!({"tools": tools, "contents": [
+            {"role": "user", "parts": [{"text": "Weather?"}]},
+            {"role": "model", "parts": [{"functionCall": {"name": "weather", "args": {"city": "Paris"}}}]},
+            {"role": "user", "parts": [{"functionResponse": {"name": "weather", "response": {"result": "fog"}}}]}]}))
+        .await;
+    assert_eq!(
+        r.json()["candidates"][0]["content"]["parts"][0]["text"],
+        "The tool said: fog",
+        "{}",
+        r.body
+    );
+    let sent = h.sim.received(OAI_KEY).pop().unwrap();
+    let id = &sent["messages"][1]["tool_calls"][0]["id"];
+    assert!(id.is_string());
+    assert_eq!(&sent["messages"][2]["tool_call_id"], id, "{sent}");
 }
