@@ -241,7 +241,38 @@ def openai_xlate_tools():
     done(all(checks.values()), checks=checks, call_id=call.id)
 
 
+def openai_responses_xlate():
+    """The Responses API answered by an Anthropic fallback: a tool call and its result,
+    whole and through the SDK's stream helper."""
+    c = openai_client()
+    tools = [{"type": "function", "name": "weather", "description": "The weather in a city",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]}}]
+    checks = {}
+    sim_set("overloaded")
+    r = c.responses.create(model="gpt", input="Weather in Paris?", tools=tools)
+    call = next(i for i in r.output if i.type == "function_call")
+    checks["call_whole"] = r.status == "completed" and call.name == "weather" and json.loads(call.arguments) == WEATHER
+    with c.responses.stream(model="gpt", input="Weather in Paris?", tools=tools) as s:
+        final = s.get_final_response()
+    scall = next(i for i in final.output if i.type == "function_call")
+    checks["call_stream"] = scall.name == "weather" and json.loads(scall.arguments) == WEATHER
+    history = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"type": "function_call", "call_id": call.call_id, "name": "weather", "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
+    ]
+    r = c.responses.create(model="gpt", input=history, tools=tools)
+    checks["answer_whole"] = r.output_text == "The tool said: sunny"
+    with c.responses.stream(model="gpt", input=history, tools=tools) as s:
+        deltas = "".join(e.delta for e in s if e.type == "response.output_text.delta")
+        final = s.get_final_response()
+    checks["answer_stream"] = deltas == "The tool said: sunny" and final.output_text == deltas and final.usage.output_tokens > 0
+    sim_set("ok")
+    done(all(checks.values()), checks=checks, call_id=call.call_id)
+
+
 SCENARIOS = {
+    "openai_responses_xlate": openai_responses_xlate,
     "anthropic_xlate_tools": anthropic_xlate_tools,
     "openai_xlate_tools": openai_xlate_tools,
     "anthropic_ok": anthropic_ok,

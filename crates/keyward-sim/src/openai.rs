@@ -19,6 +19,7 @@ pub(crate) async fn openai_responses(
     body: Bytes,
 ) -> Response<Body> {
     let key = key_of(&headers);
+    sim.record(&key, &body);
     let (behaviour, incident, events) = sim.take(&key, false);
     let req: ChatRequest = serde_json::from_slice(&body).unwrap_or_default();
     if let Some(r) = early_error(Shape::OpenAi, &behaviour, incident) {

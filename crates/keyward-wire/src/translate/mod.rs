@@ -169,7 +169,7 @@ pub fn request(
     let out = match to {
         Api::Messages => anthropic::write_request(&ir, model, stream, opts, &mut losses)?,
         Api::ChatCompletions => chat::write_request(&ir, model, stream, &mut losses)?,
-        Api::Responses => responses::write_request(&ir, &mut losses)?,
+        Api::Responses => responses::write_request(&ir, model, stream, &mut losses)?,
         Api::Gemini => gemini::write_request(&ir, stream, &mut losses)?,
     };
     Ok(Translated {
@@ -196,7 +196,7 @@ pub fn response(
     let out = match to {
         Api::Messages => anthropic::write_response(&ir),
         Api::ChatCompletions => chat::write_response(&ir, opts),
-        Api::Responses => responses::write_response(&ir),
+        Api::Responses => responses::write_response(&ir, opts),
         Api::Gemini => gemini::write_response(&ir),
     };
     Ok(out.to_string().into_bytes())

@@ -53,7 +53,7 @@ impl StreamTranslator {
         let writer = match to {
             Api::Messages => Writer::Messages(anthropic::Writer::default()),
             Api::ChatCompletions => Writer::Chat(chat::Writer::new(opts.created)),
-            Api::Responses => Writer::Responses(responses::Writer::new(false)),
+            Api::Responses => Writer::Responses(responses::Writer::new(opts.created)),
             Api::Gemini => Writer::Gemini(gemini::Writer::new(array)),
         };
         StreamTranslator {
@@ -111,7 +111,7 @@ impl StreamTranslator {
             },
             Reader::Responses(r) => {
                 if let Ok(v) = serde_json::from_slice::<Value>(data) {
-                    r.read(&v, &mut self.events);
+                    r.read(name, &v, &mut self.events);
                 }
             }
             Reader::Gemini(r) => {

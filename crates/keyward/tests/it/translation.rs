@@ -436,6 +436,19 @@ async fn official_sdks_keep_a_tool_conversation_across_a_switch_of_wire_family()
     );
     let v = crate::support::run_sdk(
         &h,
+        "openai_responses_xlate",
+        &[
+            ("KEYWARD_SIM_URL", &sim_url),
+            ("KEYWARD_PRIMARY_KEY", OAI_KEY),
+        ],
+    )
+    .await;
+    assert!(
+        v["call_id"].as_str().unwrap().starts_with("toolu_sim_"),
+        "{v}"
+    );
+    let v = crate::support::run_sdk(
+        &h,
         "openai_xlate_tools",
         &[
             ("KEYWARD_SIM_URL", &sim_url),
@@ -635,4 +648,103 @@ async fn a_gemini_caller_is_served_by_an_openai_fallback_whole_and_streamed() {
     let id = &sent["messages"][1]["tool_calls"][0]["id"];
     assert!(id.is_string());
     assert_eq!(&sent["messages"][2]["tool_call_id"], id, "{sent}");
+}
+
+#[tokio::test]
+async fn the_responses_api_crosses_both_ways() {
+    let h = start(
+        "xlate-responses",
+        ENDPOINTS,
+        &[Cred::new("ant", ANT_KEY), Cred::new("oai", OAI_KEY).on("openai")],
+        "[routes.gpt]\ntargets = [{ endpoint = \"openai\", model = \"gpt-x\", credentials = [\"oai\"] }]\n\
+         fallbacks = [{ endpoint = \"anthropic\", model = \"claude-x\", credentials = [\"ant\"] }]\n\
+         [routes.codex]\ntargets = [{ endpoint = \"openai\", model = \"codex-x\", credentials = [\"oai\"], apis = [\"responses\"] }]\n",
+        "",
+    )
+    .await;
+    // A Responses caller served by Anthropic: text, then a tool call, whole and streamed.
+    h.sim.set(OAI_KEY, Behaviour::Overloaded);
+    let r = h
+        .post("/v1/responses", json!({"model": "gpt", "instructions": "Be brief.", "input": "hi", "max_output_tokens": 30}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["object"], "response");
+    assert_eq!(v["status"], "completed");
+    assert_eq!(
+        v["output"][0]["content"][0]["text"],
+        "Hello from keyward-sim."
+    );
+    let sent = h.sim.received(ANT_KEY).pop().unwrap();
+    assert_eq!(sent["system"][0]["text"], "Be brief.");
+    assert_eq!(sent["max_tokens"], 30);
+    let tools = json!([{"type": "function", "name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]);
+    let r = h
+        .post("/v1/responses", json!({"model": "gpt", "input": [{"role": "user", "content": "Weather?"}], "tools": tools, "stream": true}))
+        .await;
+    let evs = events(&r.body);
+    assert_eq!(evs.last().unwrap().0, "response.completed", "{}", r.body);
+    let done = &evs.last().unwrap().1["response"];
+    let call = done["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "function_call")
+        .unwrap()
+        .clone();
+    assert_eq!(call["name"], "weather");
+    assert_eq!(
+        serde_json::from_str::<Value>(call["arguments"].as_str().unwrap()).unwrap(),
+        serde_json::from_str::<Value>(TOOL_ARGUMENTS).unwrap()
+    );
+    let args: String = evs
+        .iter()
+        .filter(|(n, _)| n == "response.function_call_arguments.delta")
+        .map(|(_, d)| d["delta"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(args, call["arguments"].as_str().unwrap());
+    let r = h
+        .post("/v1/responses", json!({"model": "gpt", "tools": tools, "input": [
+            {"role": "user", "content": "Weather?"},
+            {"type": "function_call", "call_id": call["call_id"], "name": "weather", "arguments": call["arguments"]},
+            {"type": "function_call_output", "call_id": call["call_id"], "output": "snow"}]}))
+        .await;
+    assert_eq!(
+        r.json()["output"][0]["content"][0]["text"],
+        "The tool said: snow",
+        "{}",
+        r.body
+    );
+    // A stored conversation cannot cross: the fallback is skipped.
+    let r = h
+        .post(
+            "/v1/responses",
+            json!({"model": "gpt", "input": "again", "previous_response_id": "resp_1"}),
+        )
+        .await;
+    assert!(r.status >= 500, "{}", r.body);
+    assert!(
+        h.logs().contains("previous_response_id"),
+        "the skip is logged"
+    );
+
+    // An Anthropic caller on a Responses-only target, whole and streamed.
+    h.sim.set(OAI_KEY, Behaviour::Ok);
+    let r = h.messages("codex", false).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["content"][0]["text"], "Hello from keyward-sim.");
+    let sent = h.sim.received(OAI_KEY).pop().unwrap();
+    assert_eq!(
+        sent["input"][0]["content"][0],
+        json!({"type": "input_text", "text": "hi"})
+    );
+    assert_eq!(sent["store"], false);
+    let r = h.messages("codex", true).await;
+    let evs = events(&r.body);
+    assert_eq!(evs.last().unwrap().0, "message_stop", "{}", r.body);
+    let text: String = evs
+        .iter()
+        .filter_map(|(_, d)| d["delta"]["text"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(text, "tok0 tok1 tok2 tok3 ");
 }
