@@ -357,7 +357,7 @@ fn write_block(p: &Part, losses: &mut Losses) -> Option<Value> {
 fn stop_of(reason: Option<&str>, seq: Option<&str>) -> Stop {
     match reason {
         Some("max_tokens" | "model_context_window_exceeded") => Stop::MaxTokens,
-        Some("stop_sequence") => Stop::StopSequence(seq.map(str::to_owned)),
+        Some("stop_sequence") => Stop::Sequence(seq.map(str::to_owned)),
         Some("tool_use") => Stop::ToolUse,
         Some("refusal") => Stop::ContentFilter,
         _ => Stop::End,
@@ -368,7 +368,7 @@ fn stop_str(s: &Stop) -> (&'static str, Value) {
     match s {
         Stop::End => ("end_turn", Value::Null),
         Stop::MaxTokens => ("max_tokens", Value::Null),
-        Stop::StopSequence(seq) => ("stop_sequence", json!(seq)),
+        Stop::Sequence(seq) => ("stop_sequence", json!(seq)),
         Stop::ToolUse => ("tool_use", Value::Null),
         Stop::ContentFilter => ("refusal", Value::Null),
     }

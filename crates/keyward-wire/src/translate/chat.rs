@@ -417,7 +417,7 @@ fn stop_of(reason: &str) -> Stop {
 
 fn stop_str(s: &Stop) -> &'static str {
     match s {
-        Stop::End | Stop::StopSequence(_) => "stop",
+        Stop::End | Stop::Sequence(_) => "stop",
         Stop::MaxTokens => "length",
         Stop::ToolUse => "tool_calls",
         Stop::ContentFilter => "content_filter",

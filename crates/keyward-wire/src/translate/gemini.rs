@@ -67,6 +67,22 @@ pub(crate) fn read_request(
     let Some(Value::Array(contents)) = v.get("contents") else {
         return Err(malformed(API, "no `contents` list"));
     };
+    read_contents(contents, &mut r, losses);
+    read_tools(&v, &mut r, losses);
+    if let Some(g) = field(&v, "generationConfig", "generation_config") {
+        read_generation(g, &mut r, losses);
+    }
+    if field(&v, "safetySettings", "safety_settings").is_some() {
+        losses.drop("safetySettings");
+    }
+    if field(&v, "cachedContent", "cached_content").is_some() {
+        losses.refuse("cachedContent");
+    }
+    Ok(r)
+}
+
+/// The turns, ids invented for calls that have none and paired with their responses.
+fn read_contents(contents: &[Value], r: &mut Request, losses: &mut Losses) {
     // Calls not yet answered, by name: a response without an id answers the oldest.
     let mut open: HashMap<String, Vec<String>> = HashMap::new();
     let mut n = 0;
@@ -159,6 +175,10 @@ pub(crate) fn read_request(
         }
         super::chat::push_turn(&mut r.messages, role, parts);
     }
+}
+
+/// The function declarations (built-in tools are lost) and the tool config.
+fn read_tools(v: &Value, r: &mut Request, losses: &mut Losses) {
     for t in v
         .get("tools")
         .and_then(Value::as_array)
@@ -185,7 +205,7 @@ pub(crate) fn read_request(
             });
         }
     }
-    if let Some(fc) = field(&v, "toolConfig", "tool_config")
+    if let Some(fc) = field(v, "toolConfig", "tool_config")
         .and_then(|t| field(t, "functionCallingConfig", "function_calling_config"))
     {
         let allowed = strings(field(fc, "allowedFunctionNames", "allowed_function_names"));
@@ -199,57 +219,52 @@ pub(crate) fn read_request(
             _ => None,
         };
     }
-    if let Some(g) = field(&v, "generationConfig", "generation_config") {
-        r.max_tokens = field(g, "maxOutputTokens", "max_output_tokens").and_then(Value::as_u64);
-        r.temperature = f64_of(g, "temperature");
-        r.top_p = field(g, "topP", "top_p").and_then(Value::as_f64);
-        r.top_k = field(g, "topK", "top_k").and_then(Value::as_u64);
-        r.stop = strings(field(g, "stopSequences", "stop_sequences"));
-        if field(g, "candidateCount", "candidate_count")
-            .and_then(Value::as_u64)
-            .is_some_and(|n| n > 1)
-        {
-            losses.refuse("candidateCount>1");
-        }
-        let modalities = strings(field(g, "responseModalities", "response_modalities"));
-        if modalities.iter().any(|m| m != "TEXT") {
-            losses.refuse("audio or image output");
-        }
-        let mime = field(g, "responseMimeType", "response_mime_type").and_then(Value::as_str);
-        if mime == Some("application/json") {
-            r.json = Some(JsonOutput {
-                name: "output".into(),
-                schema: field(g, "responseJsonSchema", "response_json_schema")
-                    .or_else(|| field(g, "responseSchema", "response_schema"))
-                    .cloned(),
-                strict: None,
-            });
-        }
-        if let Some(t) = field(g, "thinkingConfig", "thinking_config") {
-            r.reasoning = field(t, "thinkingBudget", "thinking_budget")
-                .and_then(Value::as_i64)
-                .and_then(|b| u64::try_from(b).ok())
-                .filter(|b| *b > 0)
-                .map(Reasoning::Budget);
-        }
-        for (camel, snake, feature) in [
-            ("presencePenalty", "presence_penalty", "penalties"),
-            ("frequencyPenalty", "frequency_penalty", "penalties"),
-            ("seed", "seed", "seed"),
-            ("responseLogprobs", "response_logprobs", "logprobs"),
-        ] {
-            if field(g, camel, snake).is_some() {
-                losses.drop(feature);
-            }
+}
+
+/// The generation config: length, sampling, stops, JSON output, thinking.
+fn read_generation(g: &Value, r: &mut Request, losses: &mut Losses) {
+    r.max_tokens = field(g, "maxOutputTokens", "max_output_tokens").and_then(Value::as_u64);
+    r.temperature = f64_of(g, "temperature");
+    r.top_p = field(g, "topP", "top_p").and_then(Value::as_f64);
+    r.top_k = field(g, "topK", "top_k").and_then(Value::as_u64);
+    r.stop = strings(field(g, "stopSequences", "stop_sequences"));
+    if field(g, "candidateCount", "candidate_count")
+        .and_then(Value::as_u64)
+        .is_some_and(|n| n > 1)
+    {
+        losses.refuse("candidateCount>1");
+    }
+    let modalities = strings(field(g, "responseModalities", "response_modalities"));
+    if modalities.iter().any(|m| m != "TEXT") {
+        losses.refuse("audio or image output");
+    }
+    let mime = field(g, "responseMimeType", "response_mime_type").and_then(Value::as_str);
+    if mime == Some("application/json") {
+        r.json = Some(JsonOutput {
+            name: "output".into(),
+            schema: field(g, "responseJsonSchema", "response_json_schema")
+                .or_else(|| field(g, "responseSchema", "response_schema"))
+                .cloned(),
+            strict: None,
+        });
+    }
+    if let Some(t) = field(g, "thinkingConfig", "thinking_config") {
+        r.reasoning = field(t, "thinkingBudget", "thinking_budget")
+            .and_then(Value::as_i64)
+            .and_then(|b| u64::try_from(b).ok())
+            .filter(|b| *b > 0)
+            .map(Reasoning::Budget);
+    }
+    for (camel, snake, feature) in [
+        ("presencePenalty", "presence_penalty", "penalties"),
+        ("frequencyPenalty", "frequency_penalty", "penalties"),
+        ("seed", "seed", "seed"),
+        ("responseLogprobs", "response_logprobs", "logprobs"),
+    ] {
+        if field(g, camel, snake).is_some() {
+            losses.drop(feature);
         }
     }
-    if field(&v, "safetySettings", "safety_settings").is_some() {
-        losses.drop("safetySettings");
-    }
-    if field(&v, "cachedContent", "cached_content").is_some() {
-        losses.refuse("cachedContent");
-    }
-    Ok(r)
 }
 
 pub(crate) fn write_request(
@@ -420,7 +435,7 @@ fn stop_str(s: &Stop) -> &'static str {
     match s {
         Stop::MaxTokens => "MAX_TOKENS",
         Stop::ContentFilter => "SAFETY",
-        Stop::End | Stop::StopSequence(_) | Stop::ToolUse => "STOP",
+        Stop::End | Stop::Sequence(_) | Stop::ToolUse => "STOP",
     }
 }
 

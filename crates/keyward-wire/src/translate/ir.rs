@@ -176,7 +176,7 @@ pub(crate) enum Stop {
     #[default]
     End,
     MaxTokens,
-    StopSequence(Option<String>),
+    Sequence(Option<String>),
     ToolUse,
     ContentFilter,
 }

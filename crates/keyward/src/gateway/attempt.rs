@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use super::answer::{decorate, pass_on_error, passthrough, Sent};
 use super::caller_bound;
-use super::crossing::{Crossing, Refused};
+use super::crossing::{untranslatable, Crossing, Refused};
 use super::failover::{Failover, Step};
 use super::stream::{framer_for, hold_body, hold_stream, stream_response, Held, Pump};
 use super::upstream::{self, Inbound};
@@ -112,7 +112,8 @@ impl Failover {
         };
         let out = match self.outgoing(target, crossing.as_ref(), &cred.id) {
             Ok(out) => out,
-            Err(step) => return step,
+            Err(Refused::Skip) => return Step::Next,
+            Err(Refused::Caller(e)) => return Step::Answer(e.response(self.api)),
         };
         let Some(req) = self.request(cand.target, target, endpoint, &cred, &secret, out) else {
             return Step::Next;
@@ -207,13 +208,13 @@ impl Failover {
 
     /// The body for `target` and the API it goes to: the caller's with only its `model`
     /// value rewritten (Gemini names it in the URL instead), or translated for the
-    /// target's own API. `Err`: the step instead (a target skipped, the caller's 400).
+    /// target's own API. `Err`: why not (the target is skipped, or the caller gets its 400).
     fn outgoing(
         &self,
         target: &TargetSpec,
         crossing: Option<&Crossing>,
         credential: &str,
-    ) -> Result<Outgoing, Step> {
+    ) -> Result<Outgoing, Refused> {
         let Some(c) = crossing else {
             let body = match &self.prep.model_at {
                 Some(at) => splice::replace_at(&self.prep.body, at.clone(), &target.model)
@@ -226,14 +227,11 @@ impl Failover {
             });
         };
         let (body, model, stream) = (&self.prep.body, &target.model, self.prep.stream);
-        match c.request(body, model, stream, &self.route, credential) {
-            Ok(body) => Ok(Outgoing {
-                api: c.upstream,
-                body,
-            }),
-            Err(Refused::Skip) => Err(Step::Next),
-            Err(Refused::Caller(e)) => Err(Step::Answer(e.response(self.api))),
-        }
+        let body = c.request(body, model, stream, &self.route, credential)?;
+        Ok(Outgoing {
+            api: c.upstream,
+            body,
+        })
     }
 
     /// The upstream request for this candidate: `out`'s body to its API, the credential's
@@ -436,9 +434,12 @@ impl Failover {
         }
         let body = match &s.crossing {
             None => body,
-            Some(c) => match c.answer(&body, s.endpoint.provider, s.cred.kind) {
+            Some(c) => match c.answer(&body) {
                 Ok(translated) => translated,
-                Err(failure) => return self.fail_over(s, attempt, failure),
+                Err(e) => {
+                    let failure = untranslatable(&e, s.endpoint.provider, s.cred.kind);
+                    return self.fail_over(s, attempt, failure);
+                }
             },
         };
         s.gw.metrics.attempt(&s.cred.id, "ok");

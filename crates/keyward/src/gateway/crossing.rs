@@ -33,6 +33,18 @@ fn nonce() -> u64 {
     (crate::seed() ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) & 0xffff_ffff_ffff
 }
 
+/// An answer that does not translate: a failure of the attempt (the upstream's answer
+/// is not what its API defines), classified as a bad gateway.
+pub(super) fn untranslatable(
+    e: &TranslateError,
+    provider: Provider,
+    kind: CredentialKind,
+) -> Failure {
+    let mut f = classify(&Attempt::response(provider, 502, b"").credential(kind));
+    f.explanation = format!("the answer could not be translated for the caller: {e}");
+    f
+}
+
 /// One attempt's crossing: the caller's family and the target's API.
 #[derive(Debug, Clone)]
 pub(super) struct Crossing {
@@ -154,21 +166,9 @@ impl Crossing {
         }
     }
 
-    /// A whole answer in the caller's format; a body that does not translate is a failure
-    /// of the attempt.
-    pub(super) fn answer(
-        &self,
-        body: &[u8],
-        provider: Provider,
-        kind: CredentialKind,
-    ) -> Result<Bytes, Failure> {
-        translate::response(self.upstream.api(), self.caller, body, &self.opts)
-            .map(Bytes::from)
-            .map_err(|e| {
-                let mut f = classify(&Attempt::response(provider, 502, b"").credential(kind));
-                f.explanation = format!("the answer could not be translated for the caller: {e}");
-                f
-            })
+    /// A whole answer in the caller's format.
+    pub(super) fn answer(&self, body: &[u8]) -> Result<Bytes, TranslateError> {
+        translate::response(self.upstream.api(), self.caller, body, &self.opts).map(Bytes::from)
     }
 
     /// An upstream error body in the caller's format (kept as it was when it is not an
