@@ -150,7 +150,11 @@ fn read_block(b: &Value, losses: &mut Losses) -> Option<Part> {
         }
         "thinking" => Some(Part::Thinking {
             text: str_of(b, "thinking").unwrap_or_default().to_owned(),
-            signature: str_of(b, "signature").map(str::to_owned),
+            // An empty signature (reasoning from another provider, shown to an
+            // Anthropic caller) proves nothing.
+            signature: str_of(b, "signature")
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
         }),
         "redacted_thinking" => {
             losses.drop("redacted_thinking");
@@ -308,7 +312,8 @@ pub(crate) fn write_request(
 
 fn write_block(p: &Part, losses: &mut Losses) -> Option<Value> {
     Some(match p {
-        Part::Text(t) if t.is_empty() => return None,
+        // Anthropic refuses blank text blocks.
+        Part::Text(t) if t.trim().is_empty() => return None,
         Part::Text(t) => json!({"type": "text", "text": t}),
         Part::Image(Image::Base64 { media_type, data }) => {
             json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
