@@ -260,7 +260,13 @@ impl Sim {
     fn record(&self, key: &str, body: &[u8]) -> u64 {
         let v = serde_json::from_slice(body).unwrap_or(Value::Null);
         let mut inner = self.lock();
-        let list = inner.received.entry(key.to_owned()).or_default();
+        // An OAuth access token's requests are kept under its grant, as they are counted.
+        let key = inner
+            .oauth
+            .access
+            .get(key)
+            .map_or_else(|| key.to_owned(), |(grant, _)| grant.clone());
+        let list = inner.received.entry(key).or_default();
         list.push(v);
         list.len() as u64
     }
