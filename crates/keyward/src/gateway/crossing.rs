@@ -215,3 +215,97 @@ impl Crossing {
         .boxed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Timeouts, Translation};
+
+    fn route() -> Route {
+        Route {
+            name: "r".into(),
+            targets: Vec::new(),
+            context_fallback: None,
+            timeouts: Timeouts::default(),
+            translation: Translation::default(),
+        }
+    }
+
+    fn plan(
+        inbound: Inbound,
+        provider: Provider,
+        apis: Option<&[&'static str]>,
+        stream: bool,
+    ) -> Option<Inbound> {
+        Crossing::plan(inbound, provider, apis, stream, &route()).map(|c| c.upstream)
+    }
+
+    #[test]
+    fn a_target_is_called_with_its_own_api_that_its_configuration_allows() {
+        assert_eq!(
+            plan(Inbound::Messages, Provider::OpenAi, None, false),
+            Some(Inbound::Chat)
+        );
+        assert_eq!(
+            plan(Inbound::Messages, Provider::Groq, None, true),
+            Some(Inbound::Chat)
+        );
+        assert_eq!(
+            plan(
+                Inbound::Messages,
+                Provider::OpenAi,
+                Some(&["responses"]),
+                false
+            ),
+            Some(Inbound::Responses)
+        );
+        assert_eq!(
+            plan(Inbound::Chat, Provider::OpenAi, Some(&["responses"]), true),
+            Some(Inbound::Responses)
+        );
+        assert_eq!(
+            plan(Inbound::Chat, Provider::Anthropic, None, false),
+            Some(Inbound::Messages)
+        );
+        assert_eq!(
+            plan(Inbound::Messages, Provider::Gemini, None, true),
+            Some(Inbound::Gemini(GeminiCall {
+                stream: true,
+                sse: true
+            }))
+        );
+        assert_eq!(
+            plan(Inbound::Responses, Provider::Gemini, None, false),
+            Some(Inbound::Gemini(GeminiCall {
+                stream: false,
+                sse: true
+            }))
+        );
+        // Never translated: counting tokens, embeddings; never translated to: Bedrock.
+        assert_eq!(
+            plan(Inbound::CountTokens, Provider::OpenAi, None, false),
+            None
+        );
+        assert_eq!(
+            plan(Inbound::Embeddings, Provider::Anthropic, None, false),
+            None
+        );
+        assert_eq!(
+            plan(Inbound::Messages, Provider::Bedrock, None, false),
+            None
+        );
+        // A target whose list allows none of its own APIs cannot serve.
+        assert_eq!(
+            plan(
+                Inbound::Messages,
+                Provider::OpenAi,
+                Some(&["embeddings"]),
+                false
+            ),
+            None
+        );
+        assert!(reachable(Inbound::Messages, Provider::OpenAi));
+        assert!(!reachable(Inbound::CountTokens, Provider::OpenAi));
+        assert!(!reachable(Inbound::Chat, Provider::Bedrock));
+    }
+}

@@ -283,21 +283,23 @@ async fn a_tool_conversation_survives_a_switch_of_provider_in_both_directions() 
 }
 
 impl Harness {
-    /// Sends `body` to `path` until an answer comes from `endpoint` (a cooled primary is
+    /// Sends `body` to `path` until a success comes from `endpoint` (a cooled primary is
     /// tried again once its short cooldown ends); bounded.
     async fn eventually_served_by(&self, endpoint: &str, body: Value, path: &str) {
         let until = std::time::Instant::now() + std::time::Duration::from_secs(15);
         loop {
             let r = self.post(path, body.clone()).await;
-            assert_eq!(r.status, 200, "{}", r.body);
-            if r.header("x-keyward-target")
-                .starts_with(&format!("{endpoint}/"))
+            if r.status == 200
+                && r.header("x-keyward-target")
+                    .starts_with(&format!("{endpoint}/"))
             {
                 return;
             }
             assert!(
                 std::time::Instant::now() < until,
-                "never served by {endpoint}"
+                "never served by {endpoint}; last answer {}: {}",
+                r.status,
+                r.body
             );
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
@@ -747,4 +749,91 @@ async fn the_responses_api_crosses_both_ways() {
         .filter_map(|(_, d)| d["delta"]["text"].as_str().map(str::to_owned))
         .collect();
     assert_eq!(text, "tok0 tok1 tok2 tok3 ");
+}
+
+/// A translated stream that fails before its first content is a failed attempt like any
+/// other (classified by the target's provider, invisible to the caller), and the caller
+/// gets its own error format when nothing else can serve.
+#[tokio::test]
+async fn a_translated_stream_failing_before_content_fails_over_invisibly() {
+    let h = harness("xlate-precommit", "").await;
+    h.sim.set(OAI_KEY, Behaviour::Overloaded);
+    h.sim.set(ANT_KEY, Behaviour::MidStreamError { after: 0 });
+    let r = h.chat("gpt", true).await;
+    assert!(r.status >= 500, "{}", r.body);
+    let v = r.json();
+    assert!(
+        v["error"]["message"].is_string(),
+        "Chat's error envelope: {v}"
+    );
+    assert!(v.get("type").is_none(), "not Anthropic's: {v}");
+    // The Anthropic attempt's in-band overload was read as such.
+    h.eventually("the fallback's failure classified", || {
+        h.logs().lines().any(|l| {
+            l.contains("candidate failed")
+                && l.contains("\"credential\":\"ant\"")
+                && l.contains("\"class\":\"overloaded\"")
+        })
+    })
+    .await;
+    // Recovered: the same request streams from the fallback.
+    h.sim.set(ANT_KEY, Behaviour::Ok);
+    h.eventually_served_by(
+        "anthropic",
+        json!({"model": "gpt", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        "/v1/chat/completions",
+    )
+    .await;
+}
+
+/// The same with Gemini on either side: Anthropic callers answered by Gemini while
+/// Anthropic is overloaded; then Gemini callers answered by OpenAI while Gemini is.
+#[tokio::test]
+async fn during_an_overload_gemini_serves_and_is_served_with_few_upstream_calls() {
+    let h = gemini_harness("xlate-overload-gemini").await;
+    let n = 20;
+    let calls = || -> u64 {
+        [ANT_KEY, GEM_KEY, OAI_KEY]
+            .iter()
+            .map(|k| h.sim.counts(k).requests)
+            .sum()
+    };
+    h.sim.set(ANT_KEY, Behaviour::Overloaded);
+    for i in 0..n {
+        let r = h
+            .messages_about("claude", i % 2 == 1, &format!("a{i}"))
+            .await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+        assert!(
+            r.body.contains("message_stop") || r.body.contains("\"stop_reason\""),
+            "{}",
+            r.body
+        );
+    }
+    let anthropic_callers = calls();
+    h.sim.set(ANT_KEY, Behaviour::Ok);
+    h.sim.set(GEM_KEY, Behaviour::Overloaded);
+    for i in 0..n {
+        let action = if i % 2 == 1 {
+            "streamGenerateContent?alt=sse"
+        } else {
+            "generateContent"
+        };
+        let body = json!({"contents": [{"role": "user", "parts": [{"text": format!("g{i}")}]}]});
+        let r = h.post(&format!("/v1beta/models/gem:{action}"), body).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+        assert!(r.body.contains("finishReason"), "{}", r.body);
+    }
+    let gemini_callers = calls() - anthropic_callers;
+    for (who, calls) in [
+        ("Anthropic callers, Gemini fallback", anthropic_callers),
+        ("Gemini callers, OpenAI fallback", gemini_callers),
+    ] {
+        let per_request = calls as f64 / f64::from(n);
+        eprintln!("{who}: {calls} upstream calls for {n} requests ({per_request:.2} per request)");
+        assert!(
+            per_request <= 1.3,
+            "{who}: {per_request:.2} upstream calls per request"
+        );
+    }
 }
