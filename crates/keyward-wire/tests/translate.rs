@@ -18,6 +18,7 @@ const OPTS: Options = Options {
     default_max_tokens: 4096,
     created: 1_700_000_000,
     nonce: 0xabc,
+    compatible_chat: false,
 };
 
 fn api(name: &str) -> Api {
@@ -57,7 +58,11 @@ fn actual(case: &Value) -> Value {
             let body = input.to_string();
             let model = case["model"].as_str().unwrap();
             let streamed = case["stream"].as_bool().unwrap();
-            match translate::request(from, to, body.as_bytes(), model, streamed, &OPTS) {
+            let opts = Options {
+                compatible_chat: case["compatible_chat"].as_bool().unwrap_or(false),
+                ..OPTS
+            };
+            match translate::request(from, to, body.as_bytes(), model, streamed, &opts) {
                 Ok(t) => json!({
                     "body": parsed(&t.body),
                     "losses": t.losses.iter().map(|l| json!({"feature": l.feature, "effect": l.effect})).collect::<Vec<_>>(),

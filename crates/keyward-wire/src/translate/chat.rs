@@ -259,6 +259,7 @@ pub(crate) fn write_request(
     r: &Request,
     model: &str,
     stream: bool,
+    opts: &Options,
     losses: &mut Losses,
 ) -> Result<Value, TranslateError> {
     let mut messages = Vec::new();
@@ -362,7 +363,12 @@ pub(crate) fn write_request(
         }
     }
     if let Some(n) = r.max_tokens {
-        out.insert("max_completion_tokens".into(), json!(n));
+        let field = if opts.compatible_chat {
+            "max_tokens"
+        } else {
+            "max_completion_tokens"
+        };
+        out.insert(field.into(), json!(n));
     }
     if let Some(t) = r.temperature {
         out.insert("temperature".into(), json!(t));
@@ -401,7 +407,9 @@ pub(crate) fn write_request(
     }
     if stream {
         out.insert("stream".into(), json!(true));
-        out.insert("stream_options".into(), json!({"include_usage": true}));
+        if !opts.compatible_chat {
+            out.insert("stream_options".into(), json!({"include_usage": true}));
+        }
     }
     Ok(Value::Object(out))
 }

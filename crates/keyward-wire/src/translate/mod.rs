@@ -51,6 +51,10 @@ pub struct Options {
     /// Unique per answer: the tool call ids invented for a provider that gives none
     /// (Gemini) are `call_<nonce>_<n>`, so a conversation never holds one id twice.
     pub nonce: u64,
+    /// A Chat Completions target that is not OpenAI's own (Mistral, Groq, a local
+    /// server…): sent the older `max_tokens` rather than `max_completion_tokens`, and no
+    /// `stream_options` (some refuse fields they do not know).
+    pub compatible_chat: bool,
 }
 
 impl Default for Options {
@@ -59,6 +63,7 @@ impl Default for Options {
             default_max_tokens: 4096,
             created: 0,
             nonce: 0,
+            compatible_chat: false,
         }
     }
 }
@@ -168,7 +173,7 @@ pub fn request(
     }
     let out = match to {
         Api::Messages => anthropic::write_request(&ir, model, stream, opts, &mut losses)?,
-        Api::ChatCompletions => chat::write_request(&ir, model, stream, &mut losses)?,
+        Api::ChatCompletions => chat::write_request(&ir, model, stream, opts, &mut losses)?,
         Api::Responses => responses::write_request(&ir, model, stream, &mut losses)?,
         Api::Gemini => gemini::write_request(&ir, stream, &mut losses)?,
     };

@@ -124,6 +124,7 @@ impl Crossing {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
                 nonce: nonce(),
+                compatible_chat: !matches!(provider, Provider::OpenAi | Provider::AzureOpenAi),
             },
         })
     }
