@@ -118,6 +118,9 @@ pub enum Behaviour {
     StreamCut { after: usize },
     /// Go silent after this many content events, for this long, then end cleanly.
     StreamStall { after: usize, ms: u64 },
+    /// Pause this long after this many content events, sending a keep-alive every 200 ms
+    /// (an Anthropic `ping` event, an SSE comment for Chat Completions), then go on.
+    PingStall { after: usize, ms: u64 },
     /// The stream ends after its last content but without its terminal event.
     MissingTerminal,
     /// The stream's terminal event comes (Chat Completions: the `finish_reason` chunk with

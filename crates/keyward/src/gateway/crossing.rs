@@ -197,19 +197,18 @@ impl Crossing {
         let body = BodyDataStream::new(resp.into_body());
         futures_util::stream::unfold(Some((body, t)), |state| async move {
             let (mut body, mut t) = state?;
-            loop {
-                match body.next().await {
-                    Some(Ok(chunk)) => match t.push(&chunk) {
-                        Ok(out) if out.is_empty() => {}
-                        Ok(out) => return Some((Ok(Bytes::from(out)), Some((body, t)))),
-                        // An oversized event: the stream ends here, reported as broken.
-                        Err(_) => return None,
-                    },
-                    Some(Err(e)) => return Some((Err(e), None)),
-                    None => {
-                        let out = t.finish();
-                        return (!out.is_empty()).then(|| (Ok(Bytes::from(out)), None));
-                    }
+            match body.next().await {
+                // Upstream bytes that translate to nothing (a ping, a role-only chunk) still
+                // pass, as an empty chunk: the idle limit is reset by any bytes.
+                Some(Ok(chunk)) => match t.push(&chunk) {
+                    Ok(out) => Some((Ok(Bytes::from(out)), Some((body, t)))),
+                    // An oversized event: the stream ends here, reported as broken.
+                    Err(_) => None,
+                },
+                Some(Err(e)) => Some((Err(e), None)),
+                None => {
+                    let out = t.finish();
+                    (!out.is_empty()).then(|| (Ok(Bytes::from(out)), None))
                 }
             }
         })

@@ -837,3 +837,52 @@ async fn during_an_overload_gemini_serves_and_is_served_with_few_upstream_calls(
         );
     }
 }
+
+/// Keep-alives that translate to nothing still count as the upstream being alive: a
+/// translated stream pausing longer than the idle limit, pinging all along, completes.
+#[tokio::test]
+async fn keep_alives_of_a_translated_stream_hold_off_the_idle_limit() {
+    let h = start(
+        "xlate-pings",
+        ENDPOINTS,
+        &[Cred::new("ant", ANT_KEY), Cred::new("oai", OAI_KEY).on("openai")],
+        "[routes.onlyclaude]\nidle_timeout = \"1s\"\ntargets = [{ endpoint = \"anthropic\", model = \"claude-x\", credentials = [\"ant\"] }]\n",
+        "",
+    )
+    .await;
+    h.sim.set(
+        ANT_KEY,
+        Behaviour::PingStall {
+            after: 1,
+            ms: 2_400,
+        },
+    );
+    let r = h.chat("onlyclaude", true).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let evs = events(&r.body);
+    assert_eq!(evs.last().unwrap().1, json!("[DONE]"), "{}", r.body);
+    let text: String = evs
+        .iter()
+        .filter_map(|(_, d)| {
+            d["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(text, "tok0 tok1 tok2 tok3 ");
+    // Without keep-alives, the same pause is a stall.
+    h.sim.set(
+        ANT_KEY,
+        Behaviour::StreamStall {
+            after: 1,
+            ms: 2_400,
+        },
+    );
+    let r = h.chat("onlyclaude", true).await;
+    assert!(
+        r.body.contains("stream_interrupted") || r.body.contains("stalled"),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains("[DONE]"), "{}", r.body);
+}
