@@ -886,3 +886,77 @@ async fn keep_alives_of_a_translated_stream_hold_off_the_idle_limit() {
     );
     assert!(!r.body.contains("[DONE]"), "{}", r.body);
 }
+
+/// An Anthropic caller's tool conversation on a Responses-only target (a Codex token),
+/// whole and streamed: the call, then its result sent back as a function call output.
+#[tokio::test]
+async fn an_anthropic_tool_conversation_runs_on_a_responses_only_target() {
+    let h = start(
+        "xlate-codex-tools",
+        ENDPOINTS,
+        &[Cred::new("ant", ANT_KEY), Cred::new("oai", OAI_KEY).on("openai")],
+        "[routes.codex]\ntargets = [{ endpoint = \"openai\", model = \"codex-x\", credentials = [\"oai\"], apis = [\"responses\"] }]\n",
+        "",
+    )
+    .await;
+    let ask = json!([{"role": "user", "content": "Weather?"}]);
+    for stream in [false, true] {
+        let r = h
+            .post("/v1/messages", json!({"model": "codex", "max_tokens": 50, "stream": stream, "tools": weather_tool_anthropic(), "messages": ask}))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let (id, input, stop) = if stream {
+            let evs = events(&r.body);
+            let start = evs
+                .iter()
+                .find(|(_, d)| d["content_block"]["type"] == "tool_use")
+                .unwrap_or_else(|| panic!("{}", r.body))
+                .1
+                .clone();
+            let args: String = evs
+                .iter()
+                .filter_map(|(_, d)| d["delta"]["partial_json"].as_str().map(str::to_owned))
+                .collect();
+            let stop = evs.iter().find(|(n, _)| n == "message_delta").unwrap().1["delta"]
+                ["stop_reason"]
+                .clone();
+            (
+                start["content_block"]["id"].clone(),
+                serde_json::from_str::<Value>(&args).unwrap(),
+                stop,
+            )
+        } else {
+            let v = r.json();
+            (
+                v["content"][0]["id"].clone(),
+                v["content"][0]["input"].clone(),
+                v["stop_reason"].clone(),
+            )
+        };
+        assert_eq!(id, "call_sim_resp", "{}", r.body);
+        assert_eq!(
+            input,
+            serde_json::from_str::<Value>(TOOL_ARGUMENTS).unwrap()
+        );
+        assert_eq!(stop, "tool_use");
+    }
+    let history = json!([
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "call_sim_resp", "name": "weather", "input": {"city": "Paris"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_sim_resp", "content": "mist"}]}]);
+    let r = h
+        .post("/v1/messages", json!({"model": "codex", "max_tokens": 50, "stream": true, "tools": weather_tool_anthropic(), "messages": history}))
+        .await;
+    let text: String = events(&r.body)
+        .iter()
+        .filter_map(|(_, d)| d["delta"]["text"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(text, "The tool said: mist", "{}", r.body);
+    let sent = h.sim.received(OAI_KEY).pop().unwrap();
+    assert_eq!(sent["input"][1]["type"], "function_call");
+    assert_eq!(
+        sent["input"][2],
+        json!({"type": "function_call_output", "call_id": "call_sim_resp", "output": "mist"})
+    );
+    assert_eq!(sent["tools"][0]["strict"], false);
+}
