@@ -39,7 +39,7 @@ pub(crate) fn read_request(
         let role = match str_of(m, "role") {
             Some("user") => Role::User,
             Some("assistant") => Role::Assistant,
-            other => return Err(malformed(API, format!("a message's role is {other:?}"))),
+            other => return Err(super::bad_role(API, other)),
         };
         let parts = match m.get("content") {
             Some(Value::String(s)) => vec![Part::Text(s.clone())],

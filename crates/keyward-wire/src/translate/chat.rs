@@ -141,7 +141,7 @@ pub(crate) fn read_request(
                 push_turn(&mut r.messages, Role::User, vec![part]);
             }
             Some("function") => losses.drop("legacy function messages"),
-            other => return Err(malformed(API, format!("a message's role is {other:?}"))),
+            other => return Err(super::bad_role(API, other)),
         }
     }
     if let Some(Value::Array(tools)) = v.get("tools") {

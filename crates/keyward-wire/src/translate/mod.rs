@@ -139,6 +139,14 @@ pub(crate) fn malformed(api: Api, what: impl Into<String>) -> TranslateError {
     }
 }
 
+/// A message whose role is missing or unknown (quoted bounded: it is the caller's text).
+pub(crate) fn bad_role(api: Api, role: Option<&str>) -> TranslateError {
+    match role {
+        Some(r) => malformed(api, format!("a message's role is {:?}", json::bounded(r))),
+        None => malformed(api, "a message has no role"),
+    }
+}
+
 fn parse_object(api: Api, body: &[u8]) -> Result<serde_json::Map<String, Value>, TranslateError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
@@ -294,6 +302,14 @@ pub(crate) mod json {
                 .map(str::to_owned)
                 .collect(),
             _ => Vec::new(),
+        }
+    }
+
+    /// A caller-supplied string quoted in an error: at most 40 characters.
+    pub(crate) fn bounded(s: &str) -> String {
+        match s.char_indices().nth(40) {
+            None => s.to_owned(),
+            Some((at, _)) => format!("{}…", &s[..at]),
         }
     }
 
