@@ -10,6 +10,13 @@ Each scenario prints one JSON line and exits 0 when the SDK behaved as expected:
                                          exactly one attempt (its retries on by default),
                                          the message naming every credential in KEYWARD_EXPECT
 
+  anthropic_xlate_tools / openai_xlate_tools
+                                         a tool-calling conversation, whole and streamed,
+                                         that switches wire family mid-way: the primary
+                                         (KEYWARD_PRIMARY_KEY at the sim KEYWARD_SIM_URL) is
+                                         overloaded, then recovered; the fallback speaks the
+                                         other family; the SDK's parsed objects are checked
+
 KEYWARD_MODEL overrides the model (route) a scenario calls ("claude" / "gpt").
 """
 import json
@@ -139,7 +146,135 @@ def revoked(kind):
         done(ok, exception=type(e).__name__, status=status, attempts=seen["requests"], seconds=round(time.time() - t, 2), gateway=timing, missing=missing, message=message[:600])
 
 
+WEATHER = {"city": "Paris", "days": 2}
+
+
+def sim_set(kind):
+    """Sets the primary's behaviour at the sim (overloaded / ok)."""
+    url = os.environ["KEYWARD_SIM_URL"] + "/_sim/keys/" + os.environ["KEYWARD_PRIMARY_KEY"]
+    httpx.post(url, json={"kind": kind}, timeout=10).raise_for_status()
+
+
+def served_by(raw):
+    return (raw.headers.get("x-keyward-target") or "").split("/")[0]
+
+
+def until_served_by(endpoint, call):
+    """Calls `call()` (a raw response) until `endpoint` answers (the recovered primary's
+    short cooldown ends); bounded."""
+    deadline = time.time() + 20
+    while True:
+        raw = call()
+        if served_by(raw) == endpoint or time.time() > deadline:
+            return raw
+        time.sleep(0.2)
+
+
+def anthropic_xlate_tools():
+    c = anthropic_client()
+    tools = [{"name": "weather", "description": "The weather in a city",
+              "input_schema": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]}}]
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+    checks = {}
+    sim_set("overloaded")
+    raw = c.messages.with_raw_response.create(model="claude", max_tokens=100, tools=tools, messages=ask)
+    msg = raw.parse()
+    call = next(b for b in msg.content if b.type == "tool_use")
+    checks["turn1_whole"] = served_by(raw) == "openai" and msg.stop_reason == "tool_use" and call.name == "weather" and call.input == WEATHER
+    with c.messages.stream(model="claude", max_tokens=100, tools=tools, messages=ask) as s:
+        final = s.get_final_message()
+    scall = next(b for b in final.content if b.type == "tool_use")
+    checks["turn1_stream"] = final.stop_reason == "tool_use" and scall.name == "weather" and scall.input == WEATHER
+    history = ask + [
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in msg.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "sunny, 21C"}]},
+    ]
+    sim_set("ok")
+    raw = until_served_by("anthropic", lambda: c.messages.with_raw_response.create(model="claude", max_tokens=100, tools=tools, messages=history))
+    turn2 = raw.parse()
+    checks["turn2_whole"] = served_by(raw) == "anthropic" and turn2.stop_reason == "end_turn" and turn2.content[0].text == "The tool said: sunny, 21C"
+    sim_set("overloaded")
+    with c.messages.stream(model="claude", max_tokens=100, tools=tools, messages=history) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    checks["turn2_stream"] = text == "The tool said: sunny, 21C" and final.stop_reason == "end_turn" and final.usage.output_tokens > 0
+    sim_set("ok")
+    done(all(checks.values()), checks=checks, call_id=call.id)
+
+
+def openai_xlate_tools():
+    c = openai_client()
+    tools = [{"type": "function", "function": {"name": "weather", "description": "The weather in a city",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]}}}]
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+    checks = {}
+    sim_set("overloaded")
+    raw = c.chat.completions.with_raw_response.create(model="gpt", tools=tools, messages=ask)
+    r = raw.parse()
+    call = r.choices[0].message.tool_calls[0]
+    checks["turn1_whole"] = served_by(raw) == "anthropic" and r.choices[0].finish_reason == "tool_calls" and call.function.name == "weather" and json.loads(call.function.arguments) == WEATHER
+    names, args, finish = [], {}, None
+    for chunk in c.chat.completions.create(model="gpt", tools=tools, messages=ask, stream=True, stream_options={"include_usage": True}):
+        for ch in chunk.choices:
+            for tc in ch.delta.tool_calls or []:
+                if tc.function and tc.function.name:
+                    names.append(tc.function.name)
+                args[tc.index] = args.get(tc.index, "") + ((tc.function.arguments or "") if tc.function else "")
+            finish = ch.finish_reason or finish
+    checks["turn1_stream"] = names == ["weather"] and json.loads(args[0]) == WEATHER and finish == "tool_calls"
+    history = ask + [
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump(exclude_none=True)]},
+        {"role": "tool", "tool_call_id": call.id, "content": "rain"},
+    ]
+    sim_set("ok")
+    raw = until_served_by("openai", lambda: c.chat.completions.with_raw_response.create(model="gpt", tools=tools, messages=history))
+    turn2 = raw.parse()
+    checks["turn2_whole"] = served_by(raw) == "openai" and turn2.choices[0].message.content == "The tool said: rain"
+    sim_set("overloaded")
+    parts, usage = [], None
+    for chunk in c.chat.completions.create(model="gpt", tools=tools, messages=history, stream=True, stream_options={"include_usage": True}):
+        if chunk.choices:
+            parts.append(chunk.choices[0].delta.content or "")
+        usage = chunk.usage or usage
+    checks["turn2_stream"] = "".join(parts) == "The tool said: rain" and usage is not None and usage.completion_tokens > 0
+    sim_set("ok")
+    done(all(checks.values()), checks=checks, call_id=call.id)
+
+
+def openai_responses_xlate():
+    """The Responses API answered by an Anthropic fallback: a tool call and its result,
+    whole and through the SDK's stream helper."""
+    c = openai_client()
+    tools = [{"type": "function", "name": "weather", "description": "The weather in a city",
+              "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]}}]
+    checks = {}
+    sim_set("overloaded")
+    r = c.responses.create(model="gpt", input="Weather in Paris?", tools=tools)
+    call = next(i for i in r.output if i.type == "function_call")
+    checks["call_whole"] = r.status == "completed" and call.name == "weather" and json.loads(call.arguments) == WEATHER
+    with c.responses.stream(model="gpt", input="Weather in Paris?", tools=tools) as s:
+        final = s.get_final_response()
+    scall = next(i for i in final.output if i.type == "function_call")
+    checks["call_stream"] = scall.name == "weather" and json.loads(scall.arguments) == WEATHER
+    history = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"type": "function_call", "call_id": call.call_id, "name": "weather", "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
+    ]
+    r = c.responses.create(model="gpt", input=history, tools=tools)
+    checks["answer_whole"] = r.output_text == "The tool said: sunny"
+    with c.responses.stream(model="gpt", input=history, tools=tools) as s:
+        deltas = "".join(e.delta for e in s if e.type == "response.output_text.delta")
+        final = s.get_final_response()
+    checks["answer_stream"] = deltas == "The tool said: sunny" and final.output_text == deltas and final.usage.output_tokens > 0
+    sim_set("ok")
+    done(all(checks.values()), checks=checks, call_id=call.call_id)
+
+
 SCENARIOS = {
+    "openai_responses_xlate": openai_responses_xlate,
+    "anthropic_xlate_tools": anthropic_xlate_tools,
+    "openai_xlate_tools": openai_xlate_tools,
     "anthropic_ok": anthropic_ok,
     "openai_ok": openai_ok,
     "anthropic_exhausted": lambda: exhausted("anthropic"),

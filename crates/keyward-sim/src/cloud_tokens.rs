@@ -303,7 +303,7 @@ pub(crate) async fn vertex(
             (m.to_owned(), a.to_owned())
         });
     if publisher == "google" {
-        return crate::gemini::gemini(State(sim), Path(model_action), query, headers).await;
+        return crate::gemini::gemini(State(sim), Path(model_action), query, headers, body).await;
     }
     let stream = match action.as_str() {
         "rawPredict" => false,

@@ -35,8 +35,10 @@ pub(crate) async fn gemini(
     Path(model_action): Path<String>,
     axum::extract::Query(q): axum::extract::Query<GeminiQuery>,
     headers: HeaderMap,
+    body: bytes::Bytes,
 ) -> Response<Body> {
     let key = q.key.clone().unwrap_or_else(|| key_of(&headers));
+    sim.record(&key, &body);
     let (behaviour, incident, events) = sim.take(&key, false);
     let (model, action) = model_action
         .split_once(':')
@@ -88,14 +90,27 @@ pub(crate) async fn gemini(
         }
         json!({"candidates":[cand],"modelVersion":model,"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":4,"totalTokenCount":7}})
     };
-    if action != "streamGenerateContent" {
+    let sse = q.alt.as_deref() == Some("sse");
+    let stream = action == "streamGenerateContent";
+    if let Some(answer) = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|req| tool_turn(&req, model))
+    {
+        return match (stream, sse) {
+            (false, _) => json_response(StatusCode::OK, answer, &[]),
+            (true, true) => {
+                crate::stream::sse_response(Body::from(format!("data: {answer}\r\n\r\n")))
+            }
+            (true, false) => json_response(StatusCode::OK, json!([answer]), &[]),
+        };
+    }
+    if !stream {
         return json_response(
             StatusCode::OK,
             part("Hello from keyward-sim.".into(), true),
             &[],
         );
     }
-    let sse = q.alt.as_deref() == Some("sse");
     let mut elements: Vec<String> = Vec::new();
     for i in 0..events {
         if let Behaviour::StreamCut { after } = behaviour {
@@ -133,4 +148,33 @@ pub(crate) async fn gemini(
         }),
     );
     r
+}
+
+/// A tool-calling turn in Gemini's shape: a request whose last turn answers a function
+/// gets text quoting the answer; one offering functions gets a call of the first, whole,
+/// in one chunk (as Gemini streams calls).
+fn tool_turn(req: &Value, model: &str) -> Option<Value> {
+    let last = req.get("contents")?.as_array()?.last()?;
+    let answered = last["parts"].as_array().and_then(|parts| {
+        parts
+            .iter()
+            .find_map(|p| p.get("functionResponse"))
+            .map(|r| match &r["response"]["result"] {
+                Value::String(s) => s.clone(),
+                _ => r["response"].to_string(),
+            })
+    });
+    let part = match answered {
+        Some(text) => json!({"text": format!("The tool said: {text}")}),
+        None => {
+            let name = req["tools"][0]["functionDeclarations"][0]["name"].as_str()?;
+            let args: Value = serde_json::from_str(crate::TOOL_ARGUMENTS).unwrap_or_default();
+            json!({"functionCall": {"name": name, "args": args}})
+        }
+    };
+    Some(
+        json!({"candidates": [{"content": {"role": "model", "parts": [part]}, "finishReason": "STOP", "index": 0}],
+                "usageMetadata": {"promptTokenCount": 30, "candidatesTokenCount": 10, "totalTokenCount": 40},
+                "modelVersion": model}),
+    )
 }

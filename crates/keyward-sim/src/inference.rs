@@ -14,6 +14,7 @@ use crate::errors::{anthropic_error, early_error, openai_error, Shape};
 use crate::hostile::{connection_reset, hostile_body};
 use crate::respond::{json_response, key_of};
 use crate::stream::stream_response;
+use crate::tools;
 use crate::{Behaviour, Sim};
 
 #[derive(Debug, Deserialize, Default)]
@@ -47,6 +48,7 @@ pub(crate) async fn inference(
     body: &[u8],
 ) -> Response<Body> {
     let key = key_of(headers);
+    let n = sim.record(&key, body);
     let (behaviour, incident, events) = sim.take(&key, false);
     let Ok(req) = serde_json::from_slice::<ChatRequest>(body) else {
         return match shape {
@@ -83,6 +85,12 @@ pub(crate) async fn inference(
     }
     if let Some(r) = hostile_body(shape, &behaviour, &key, &req.model, req.stream) {
         return r;
+    }
+    if let Some(turn) = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| tools::turn(shape, &v, n))
+    {
+        return tools::respond(shape, &req.model, req.stream, &turn);
     }
     if !req.stream {
         return match shape {

@@ -47,6 +47,9 @@ mod openai;
 mod probes;
 mod respond;
 mod stream;
+mod tools;
+
+pub use tools::TOOL_ARGUMENTS;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -118,6 +121,9 @@ pub enum Behaviour {
     StreamCut { after: usize },
     /// Go silent after this many content events, for this long, then end cleanly.
     StreamStall { after: usize, ms: u64 },
+    /// Pause this long after this many content events, sending a keep-alive every 200 ms
+    /// (an Anthropic `ping` event, an SSE comment for Chat Completions), then go on.
+    PingStall { after: usize, ms: u64 },
     /// The stream ends after its last content but without its terminal event.
     MissingTerminal,
     /// The stream's terminal event comes (Chat Completions: the `finish_reason` chunk with
@@ -193,6 +199,8 @@ struct Inner {
     oauth: OAuthSim,
     aws: aws::AwsSim,
     cloud: cloud_tokens::CloudTokens,
+    /// The request bodies each key received, in order (inference requests).
+    received: HashMap<String, Vec<Value>>,
 }
 
 /// A scripted provider. Cheap to clone; clones share state.
@@ -248,6 +256,27 @@ impl Sim {
         self.lock()
             .scripts
             .insert(key.to_owned(), behaviours.into_iter().collect());
+    }
+
+    /// The inference request bodies `key` received so far, in order (what the gateway
+    /// sent upstream: a translated request's shape, say).
+    pub fn received(&self, key: &str) -> Vec<Value> {
+        self.lock().received.get(key).cloned().unwrap_or_default()
+    }
+
+    /// Records an inference request body `key` received; returns how many it has.
+    fn record(&self, key: &str, body: &[u8]) -> u64 {
+        let v = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let mut inner = self.lock();
+        // An OAuth access token's requests are kept under its grant, as they are counted.
+        let key = inner
+            .oauth
+            .access
+            .get(key)
+            .map_or_else(|| key.to_owned(), |(grant, _)| grant.clone());
+        let list = inner.received.entry(key).or_default();
+        list.push(v);
+        list.len() as u64
     }
 
     /// Every request `key` received so far, in order, with when and how it was answered.

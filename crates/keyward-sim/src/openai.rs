@@ -19,9 +19,16 @@ pub(crate) async fn openai_responses(
     body: Bytes,
 ) -> Response<Body> {
     let key = key_of(&headers);
+    sim.record(&key, &body);
     let (behaviour, incident, events) = sim.take(&key, false);
     let req: ChatRequest = serde_json::from_slice(&body).unwrap_or_default();
     if let Some(r) = early_error(Shape::OpenAi, &behaviour, incident) {
+        return r;
+    }
+    if let Some(r) = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| responses_tool_turn(&v, &req.model, req.stream))
+    {
         return r;
     }
     let done = json!({"id":"resp_sim","object":"response","status":"completed","model":req.model,
@@ -68,4 +75,65 @@ pub(crate) async fn openai_embeddings(
         json!({"object":"list","model":req.model,"data":[{"object":"embedding","index":0,"embedding":[0.25,-0.5,0.125]}],"usage":{"prompt_tokens":3,"total_tokens":3}}),
         &[],
     )
+}
+
+/// A tool-calling turn in the Responses shape: input ending in a function call's output
+/// gets text quoting it; a request offering functions gets a call of the first.
+fn responses_tool_turn(
+    req: &serde_json::Value,
+    model: &str,
+    stream: bool,
+) -> Option<Response<Body>> {
+    let last = req.get("input")?.as_array()?.last()?;
+    let item = if last["type"] == "function_call_output" {
+        let text = format!(
+            "The tool said: {}",
+            last["output"].as_str().unwrap_or_default()
+        );
+        json!({"type": "message", "id": "msg_sim", "role": "assistant", "status": "completed",
+               "content": [{"type": "output_text", "text": text, "annotations": []}]})
+    } else {
+        let name = req["tools"][0]["name"].as_str()?;
+        json!({"type": "function_call", "id": "fc_sim", "call_id": "call_sim_resp", "name": name,
+               "arguments": crate::TOOL_ARGUMENTS, "status": "completed"})
+    };
+    let done = json!({"id": "resp_sim_tool", "object": "response", "status": "completed", "model": model,
+                      "output": [item.clone()], "usage": {"input_tokens": 30, "output_tokens": 10, "total_tokens": 40}});
+    if !stream {
+        return Some(json_response(StatusCode::OK, done, &[]));
+    }
+    let ev = |data: serde_json::Value| {
+        format!(
+            "event: {}\ndata: {data}\n\n",
+            data["type"].as_str().unwrap_or_default()
+        )
+    };
+    let mut text = ev(
+        json!({"type": "response.created", "response": {"id": "resp_sim_tool", "model": model, "status": "in_progress", "output": []}}),
+    );
+    if item["type"] == "function_call" {
+        let mut added = item.clone();
+        added["arguments"] = json!("");
+        text.push_str(&ev(
+            json!({"type": "response.output_item.added", "output_index": 0, "item": added}),
+        ));
+        let (a, b) = crate::TOOL_ARGUMENTS.split_at(crate::TOOL_ARGUMENTS.len() / 2);
+        for piece in [a, b] {
+            text.push_str(&ev(json!({"type": "response.function_call_arguments.delta", "item_id": "fc_sim", "output_index": 0, "delta": piece})));
+        }
+    } else {
+        text.push_str(&ev(json!({"type": "response.output_item.added", "output_index": 0, "item": {"type": "message", "id": "msg_sim", "role": "assistant", "content": []}})));
+        for word in item["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .split_inclusive(' ')
+        {
+            text.push_str(&ev(json!({"type": "response.output_text.delta", "item_id": "msg_sim", "output_index": 0, "content_index": 0, "delta": word})));
+        }
+    }
+    text.push_str(&ev(
+        json!({"type": "response.output_item.done", "output_index": 0, "item": item}),
+    ));
+    text.push_str(&ev(json!({"type": "response.completed", "response": done})));
+    Some(sse_response(Body::from(text)))
 }

@@ -49,6 +49,18 @@ pub(crate) fn stream_response(
                 Behaviour::StreamStall { after, ms } if i == after => {
                     tokio::time::sleep(Duration::from_millis(ms)).await
                 }
+                Behaviour::PingStall { after, ms } if i == after => {
+                    let ping = match shape {
+                        Shape::Anthropic => "event: ping\ndata: {\"type\": \"ping\"}\n\n",
+                        Shape::OpenAi => ": keep-alive\n\n",
+                    };
+                    for _ in 0..ms / 200 {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        if !send(ping.to_owned()).await {
+                            return;
+                        }
+                    }
+                }
                 Behaviour::MidStreamError { after } if i == after => {
                     let err = match shape {
                         Shape::Anthropic => "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n".to_owned(),

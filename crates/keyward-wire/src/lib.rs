@@ -39,4 +39,5 @@ pub mod json_stream;
 pub mod splice;
 pub mod sse;
 pub mod stream;
+pub mod translate;
 pub mod usage;

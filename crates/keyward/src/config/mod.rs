@@ -36,7 +36,7 @@ pub use cloud::{
 };
 pub use model::{
     Admin, Config, Credential, Endpoint, Fleet, GatewayKey, Limits, OAuthConfig, Route, Server,
-    Target, Timeouts, TokenStyle, API_NAMES,
+    Target, Timeouts, TokenStyle, Translation, API_NAMES,
 };
 pub use operator::{Operator, OperatorAdmin};
 pub use parse::MIN_ADMIN_TOKEN_CHARS;

@@ -101,6 +101,27 @@ pub struct Route {
     /// The route to use when the prompt is too long for this one.
     pub context_fallback: Option<String>,
     pub timeouts: Timeouts,
+    /// How targets of another API than the caller's are served.
+    pub translation: Translation,
+}
+
+/// How a route's targets of another wire family are served (docs/translation.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Translation {
+    /// Whether a translation that drops a feature of the request may be sent
+    /// (`lossy_translation`); when not, such a target is skipped.
+    pub lossy: bool,
+    /// `max_tokens` for a target that requires it (Anthropic) when the caller gave none.
+    pub default_max_tokens: u64,
+}
+
+impl Default for Translation {
+    fn default() -> Self {
+        Translation {
+            lossy: true,
+            default_max_tokens: 4096,
+        }
+    }
 }
 
 /// Timeouts. Never one total deadline on a stream: headers, first content, then an idle

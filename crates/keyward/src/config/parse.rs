@@ -11,10 +11,10 @@ use keyward_core::classify::{CredentialKind, Provider};
 
 use super::durations::{humantime_duration, override_timeouts, zero_timeout};
 use super::raw::RawConfig;
-use super::sections::{fleet_state, limits, oauth_config, server, warnings};
+use super::sections::{families, fleet_state, limits, oauth_config, server, warnings};
 use super::{
     Admin, Config, ConfigError, ConfigProblem, Credential, Endpoint, GatewayKey, Route, Secret,
-    Target, Timeouts, API_NAMES,
+    Target, Timeouts, Translation, API_NAMES,
 };
 
 impl Config {
@@ -338,6 +338,7 @@ impl Config {
             }
         }
         let mut routes = BTreeMap::new();
+        let mut route_warnings = Vec::new();
         for (name, r) in &raw.routes {
             let path = format!("routes.{}", quote(name));
             if r.targets.is_empty() {
@@ -436,6 +437,29 @@ impl Config {
                     });
                 }
             }
+            let translation = Translation {
+                lossy: r.lossy_translation.unwrap_or(true),
+                default_max_tokens: match r.default_max_tokens {
+                    Some(0) => {
+                        problem(
+                            format!("{path}.default_max_tokens"),
+                            "must be at least 1 (it is the answer's length when a caller of another API gives none)".into(),
+                        );
+                        1
+                    }
+                    Some(n) => n,
+                    None => Translation::default().default_max_tokens,
+                },
+            };
+            families(
+                &path,
+                r.targets.len(),
+                &targets,
+                &endpoints,
+                translation,
+                &mut problem,
+                &mut route_warnings,
+            );
             if let Some(cf) = &r.context_fallback {
                 if !raw.routes.contains_key(cf) {
                     problem(
@@ -451,6 +475,7 @@ impl Config {
                     targets,
                     context_fallback: r.context_fallback.clone(),
                     timeouts: rt,
+                    translation,
                 },
             );
         }
@@ -485,6 +510,7 @@ impl Config {
         }
         let mut warnings = warnings(listen, &server, admin.as_ref());
         warnings.extend(super::alerts::warnings(&alerts));
+        warnings.extend(route_warnings);
         Ok(Config {
             warnings,
             server,

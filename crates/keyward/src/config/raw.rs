@@ -182,6 +182,10 @@ pub(super) struct RawRoute {
     #[serde(default)]
     pub(super) context_fallback: Option<String>,
     #[serde(default)]
+    pub(super) lossy_translation: Option<bool>,
+    #[serde(default)]
+    pub(super) default_max_tokens: Option<u64>,
+    #[serde(default)]
     pub(super) first_token_timeout: Option<String>,
     #[serde(default)]
     pub(super) idle_timeout: Option<String>,

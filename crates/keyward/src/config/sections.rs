@@ -1,15 +1,21 @@
 //! The validation of single tables: `[limits]`, `[server]`, `state` with `[fleet]`, and a
 //! credential's `[credentials.oauth]`; and the warnings (what is accepted but risky).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use keyward_core::classify::{CredentialKind, Provider};
+use keyward_wire::stream::Api;
 
 use super::durations::{humantime_duration, zero_timeout};
 use super::raw::{RawConfig, RawLimits, RawOAuth};
-use super::{Admin, ConfigProblem, Fleet, Limits, OAuthConfig, Secret, Server, TokenStyle};
+use super::{
+    Admin, ConfigProblem, Endpoint, Fleet, Limits, OAuthConfig, Secret, Server, Target, TokenStyle,
+    Translation,
+};
 
 /// `[limits]`, refusing zeros (a zero body limit refuses every request; zero attempts
 /// never call upstream) and a body budget smaller than one body.
@@ -356,4 +362,79 @@ pub(super) fn oauth_config(
         style,
         refresh_ahead,
     })
+}
+
+/// The wire family a target is called with (`None`: a provider requests are never
+/// translated to, and whose family the gateway does not name).
+fn family(target: &Target, endpoints: &BTreeMap<Arc<str>, Endpoint>) -> Option<Api> {
+    let provider = endpoints.get(&target.endpoint)?.provider;
+    match provider {
+        Provider::Anthropic => Some(Api::Messages),
+        Provider::Gemini => Some(Api::Gemini),
+        p if p.speaks_openai() => Some(match target.apis.as_deref() {
+            Some(["responses"]) => Api::Responses,
+            _ => Api::ChatCompletions,
+        }),
+        _ => None,
+    }
+}
+
+fn family_name(api: Api) -> &'static str {
+    match api {
+        Api::Messages => "Anthropic Messages",
+        Api::ChatCompletions => "OpenAI Chat Completions",
+        Api::Responses => "OpenAI Responses",
+        Api::Gemini => "Gemini generateContent",
+    }
+}
+
+/// A route's targets of another wire family than its first: served translated, with a
+/// warning naming what is lost; refused when they can never serve (the first target serves
+/// only embeddings, or the provider is one requests are never translated to).
+pub(super) fn families(
+    path: &str,
+    primaries: usize,
+    targets: &[Target],
+    endpoints: &BTreeMap<Arc<str>, Endpoint>,
+    translation: Translation,
+    problem: &mut dyn FnMut(String, String),
+    warnings: &mut Vec<ConfigProblem>,
+) {
+    let Some(first) = targets.first() else {
+        return;
+    };
+    let first_family = family(first, endpoints);
+    let embeddings_only = first.apis.as_deref() == Some(&["embeddings"]);
+    for (i, t) in targets.iter().enumerate().skip(1) {
+        let tp = if i < primaries {
+            format!("{path}.targets[{i}]")
+        } else {
+            format!("{path}.fallbacks[{}]", i - primaries)
+        };
+        let theirs = family(t, endpoints);
+        if theirs == first_family {
+            continue;
+        }
+        let Some(from) = first_family else {
+            continue;
+        };
+        let Some(to) = theirs else {
+            problem(tp, format!("its provider is not one requests are translated to: it can never serve this route's {} callers; route it to a target of their API", family_name(from)));
+            continue;
+        };
+        if embeddings_only {
+            problem(tp, format!("the route's first target serves embeddings only, which are never translated (nor served by another model): this {} target can never serve it; remove it", family_name(to)));
+            continue;
+        }
+        let lost = keyward_wire::translate::losses_between(from, to).join(", ");
+        let skip = if translation.lossy {
+            ""
+        } else {
+            "; lossy_translation = false: a request that uses any of them skips this target"
+        };
+        warnings.push(ConfigProblem {
+            path: tp,
+            message: format!("speaks {} where the route's first target speaks {}: requests are translated (docs/translation.md), losing {lost}{skip}", family_name(to), family_name(from)),
+        });
+    }
 }

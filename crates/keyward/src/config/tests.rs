@@ -359,6 +359,8 @@ fn env_more(v: &str) -> Option<String> {
         "ADMIN" => Some("adm-0123456789abcdef".into()),
         "SHORT" => Some("hunter2".into()),
         "K1_AGAIN" => Some("sk-ant-secret-1".into()),
+        "K_OAI" => Some("sk-oai-secret-2".into()),
+        "K_BR" => Some("br-secret-3".into()),
         _ => env(v),
     }
 }
@@ -461,5 +463,75 @@ fn risky_settings_load_with_a_warning_and_loopback_trust_follows_the_listeners()
         c.warnings.iter().any(|w| w.path == "server.trust_loopback"),
         "{:?}",
         c.warnings
+    );
+}
+
+const CROSS: &str = r#"
+[endpoints.openai]
+provider = "openai"
+base_url = "http://127.0.0.1:9/v1"
+
+[endpoints.bedrock]
+provider = "bedrock"
+base_url = "http://127.0.0.1:9"
+
+[[credentials]]
+id = "oai-1"
+endpoint = "openai"
+secret = "env:K_OAI"
+
+[[credentials]]
+id = "br-1"
+endpoint = "bedrock"
+secret = "env:K_BR"
+"#;
+
+#[test]
+fn a_fallback_of_another_family_warns_what_it_loses_and_one_that_can_never_serve_is_refused() {
+    let text = format!(
+        "{}{CROSS}\n[routes.mixed]\nlossy_translation = false\ndefault_max_tokens = 2048\ntargets = [{{ endpoint = \"anthropic\", model = \"c\", credentials = [\"team-1\"] }}]\nfallbacks = [{{ endpoint = \"openai\", model = \"g\", credentials = [\"oai-1\"] }}]\n",
+        GOOD
+    );
+    let c = Config::parse(&text, Path::new("/etc/keyward"), &env_more).unwrap();
+    let r = &c.routes["mixed"];
+    assert_eq!(
+        r.translation,
+        Translation {
+            lossy: false,
+            default_max_tokens: 2048
+        }
+    );
+    assert_eq!(c.routes["claude"].translation, Translation::default());
+    let w = c
+        .warnings
+        .iter()
+        .find(|w| w.path == "routes.mixed.fallbacks[0]")
+        .unwrap_or_else(|| panic!("{:?}", c.warnings));
+    assert!(w.message.contains("OpenAI Chat Completions"), "{w}");
+    assert!(w.message.contains("cache_control"), "{w}");
+    assert!(w.message.contains("lossy_translation = false"), "{w}");
+    // Embeddings are never translated; Bedrock is never translated to.
+    let p = problems_with(&format!(
+        "{GOOD}{CROSS}\n[routes.vec]\ntargets = [{{ endpoint = \"openai\", model = \"e\", credentials = [\"oai-1\"], apis = [\"embeddings\"] }}]\nfallbacks = [{{ endpoint = \"anthropic\", model = \"c\", credentials = [\"team-1\"] }}]\n[routes.br]\ntargets = [{{ endpoint = \"anthropic\", model = \"c\", credentials = [\"team-1\"] }}]\nfallbacks = [{{ endpoint = \"bedrock\", model = \"b\", credentials = [\"br-1\"] }}]\n"
+    ));
+    assert!(
+        p.iter().any(|p| p.starts_with(
+            "routes.vec.fallbacks[0]: the route's first target serves embeddings only"
+        )),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|p| p.starts_with(
+            "routes.br.fallbacks[0]: its provider is not one requests are translated to"
+        )),
+        "{p:?}"
+    );
+    let p = problems(&format!(
+        "{GOOD}\n[routes.z]\ndefault_max_tokens = 0\ntargets = [{{ endpoint = \"anthropic\", model = \"c\", credentials = [\"team-1\"] }}]\n"
+    ));
+    assert!(
+        p.iter()
+            .any(|p| p.starts_with("routes.z.default_max_tokens")),
+        "{p:?}"
     );
 }

@@ -15,8 +15,9 @@ use tracing::{info, warn};
 
 use super::answer::{decorate, pass_on_error, passthrough, Sent};
 use super::caller_bound;
+use super::crossing::{untranslatable, Crossing, Refused};
 use super::failover::{Failover, Step};
-use super::stream::{framer_for, hold_stream, stream_response, Held, Pump};
+use super::stream::{framer_for, hold_body, hold_stream, stream_response, Held, Pump};
 use super::upstream::{self, Inbound};
 use super::verdict::{
     carries_error, content_type, header_pairs, headroom, transport_kind, Verdicts,
@@ -27,6 +28,12 @@ use crate::config::{Credential, Endpoint, Timeouts};
 
 /// Most bytes of an upstream error body read for classification.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// The body an attempt sends, and the API it calls.
+struct Outgoing {
+    api: Inbound,
+    body: Vec<u8>,
+}
 
 /// An attempt on its way: what it was sent with.
 struct Sending<'a> {
@@ -39,6 +46,8 @@ struct Sending<'a> {
     timeouts: Timeouts,
     attempt_no: u32,
     sent: Instant,
+    /// The translation to and from the target's API, when it is not the caller's.
+    crossing: Option<Crossing>,
 }
 
 impl<'a> Sending<'a> {
@@ -84,7 +93,8 @@ impl Failover {
             return Step::Next;
         };
         let target = &spec.targets[cand.target];
-        let Some((cred, endpoint)) = self.servable(&gw, spec, cand.target, &attempt) else {
+        let Some((cred, endpoint, crossing)) = self.servable(&gw, spec, cand.target, &attempt)
+        else {
             return Step::Next;
         };
         // A key needs no await; an OAuth token's lookup (and refresh) is boxed so its
@@ -100,7 +110,12 @@ impl Failover {
                 return Step::Next;
             }
         };
-        let Some(req) = self.request(&gw, cand.target, target, endpoint, &cred, &secret) else {
+        let out = match self.outgoing(target, crossing.as_ref(), &cred.id) {
+            Ok(out) => out,
+            Err(Refused::Skip) => return Step::Next,
+            Err(Refused::Caller(e)) => return Step::Answer(e.response(self.api)),
+        };
+        let Some(req) = self.request(cand.target, target, endpoint, &cred, &secret, out) else {
             return Step::Next;
         };
         // The health spec is built from the route's targets in order.
@@ -118,6 +133,7 @@ impl Failover {
             timeouts,
             attempt_no,
             sent: stopwatch(),
+            crossing,
         };
         let headers_by = (tokio::time::Instant::now() + timeouts.headers).min(self.deadline_at);
         let resp = match tokio::time::timeout_at(headers_by, gw.client.send(req)).await {
@@ -145,14 +161,15 @@ impl Failover {
     }
 
     /// The admitted candidate's credential and endpoint, if its target may serve this
-    /// request; `None` skips it (the attempt is handed back when dropped).
+    /// request — natively, or translated for its own API; `None` skips it (the attempt is
+    /// handed back when dropped).
     fn servable<'g>(
         &self,
         gw: &'g Gateway,
         spec: &RouteSpec,
         target_index: usize,
         attempt: &AttemptScope,
-    ) -> Option<(Arc<Credential>, &'g Endpoint)> {
+    ) -> Option<(Arc<Credential>, &'g Endpoint, Option<Crossing>)> {
         let target = spec.targets.get(target_index)?;
         // Embeddings never fall back to another model (vectors would not compare).
         if self.inbound == Inbound::Embeddings
@@ -165,56 +182,86 @@ impl Failover {
         }
         let cred = gw.credential(&attempt.credential())?;
         let endpoint = gw.cfg.endpoints.get(&target.endpoint)?;
-        // A target serves only the inbound APIs its provider speaks, and those its
-        // configuration allows (a Codex token: the Responses API only).
-        let allowed = self
+        // A target serves the inbound APIs its provider speaks and its configuration
+        // allows (a Codex token: the Responses API only); another API, translated.
+        let apis = self
             .route
             .targets
             .get(target_index)
-            .and_then(|t| t.apis.as_ref())
-            .is_none_or(|apis| apis.contains(&self.inbound.name()));
-        if !self.inbound.served_by(endpoint.provider) || !allowed {
-            info!(credential = %cred.id, target = %target.endpoint, api = self.inbound.name(), "skipped candidate: its target does not serve this API");
-            return None;
+            .and_then(|t| t.apis.as_deref());
+        let allowed = apis.is_none_or(|apis| apis.contains(&self.inbound.name()));
+        if self.inbound.served_by(endpoint.provider) && allowed {
+            return Some((cred, endpoint, None));
         }
-        Some((cred, endpoint))
+        let crossing = Crossing::plan(
+            self.inbound,
+            endpoint.provider,
+            apis,
+            self.prep.stream,
+            &self.route,
+        );
+        if crossing.is_none() {
+            info!(credential = %cred.id, target = %target.endpoint, api = self.inbound.name(), "skipped candidate: its target does not serve this API");
+        }
+        Some((cred, endpoint, Some(crossing?)))
     }
 
-    /// The upstream request for this candidate: only the body's `model` value rewritten
-    /// (Gemini names it in the URL instead), the credential's auth, the caller's protocol
-    /// headers. `None` (logged) skips the candidate.
+    /// The body for `target` and the API it goes to: the caller's with only its `model`
+    /// value rewritten (Gemini names it in the URL instead), or translated for the
+    /// target's own API. `Err`: why not (the target is skipped, or the caller gets its 400).
+    fn outgoing(
+        &self,
+        target: &TargetSpec,
+        crossing: Option<&Crossing>,
+        credential: &str,
+    ) -> Result<Outgoing, Refused> {
+        let Some(c) = crossing else {
+            let body = match &self.prep.model_at {
+                Some(at) => splice::replace_at(&self.prep.body, at.clone(), &target.model)
+                    .unwrap_or_else(|_| self.prep.body.to_vec()),
+                None => self.prep.body.to_vec(),
+            };
+            return Ok(Outgoing {
+                api: self.inbound,
+                body,
+            });
+        };
+        let (body, model, stream) = (&self.prep.body, &target.model, self.prep.stream);
+        let body = c.request(body, model, stream, &self.route, credential)?;
+        Ok(Outgoing {
+            api: c.upstream,
+            body,
+        })
+    }
+
+    /// The upstream request for this candidate: `out`'s body to its API, the credential's
+    /// auth, the caller's protocol headers. `None` (logged) skips the candidate.
     fn request(
         &self,
-        gw: &Gateway,
         target_index: usize,
         target: &TargetSpec,
         endpoint: &Endpoint,
         cred: &Credential,
         secret: &Arc<str>,
+        out: Outgoing,
     ) -> Option<axum::http::Request<http_body_util::Full<Bytes>>> {
-        let body = match &self.prep.model_at {
-            Some(at) => splice::replace_at(&self.prep.body, at.clone(), &target.model)
-                .unwrap_or_else(|_| self.prep.body.to_vec()),
-            None => self.prep.body.to_vec(),
-        };
-        let Some(url) = gw.upstream_url(
-            &self.route.name,
-            target_index,
-            self.inbound,
-            endpoint,
-            &target.model,
-        ) else {
+        let Outgoing { api, body } = out;
+        let Some(url) =
+            self.gw
+                .upstream_url(&self.route.name, target_index, api, endpoint, &target.model)
+        else {
             warn!(credential = %cred.id, target = %target.endpoint, "skipped candidate: its upstream URL does not parse");
             return None;
         };
         let call = super::cloud::request::Call {
-            inbound: self.inbound,
+            // The API the target is called with (the caller's, or a crossing's).
+            inbound: api,
             stream: self.prep.stream,
             endpoint,
             cred,
             secret,
         };
-        match super::cloud::request::build(gw, call, url, Some(&self.caller), body) {
+        match super::cloud::request::build(&self.gw, call, url, Some(&self.caller), body) {
             Ok(req) => Some(req),
             Err(e) => {
                 warn!(credential = %cred.id, reason = %e, "skipped candidate");
@@ -241,6 +288,11 @@ impl Failover {
         let failure = s
             .verdicts()
             .of(Some(status), headers, &read.body, None, Phase::Headers);
+        // Passed on, an error is in the caller's format.
+        let read = match &s.crossing {
+            Some(c) => c.error(read, status),
+            None => read,
+        };
         let (attempt, failure) = match self.refresh_rejected_token(s, attempt, failure).await {
             Ok(step) => return step,
             Err(not_a_token_case) => not_a_token_case,
@@ -378,6 +430,16 @@ impl Failover {
                 .of(Some(status), headers, &body, None, Phase::Headers);
             return self.fail_over(s, attempt, failure);
         }
+        let body = match &s.crossing {
+            None => body,
+            Some(c) => match c.answer(&body) {
+                Ok(translated) => translated,
+                Err(e) => {
+                    let failure = untranslatable(&e, s.endpoint.provider, s.cred.kind);
+                    return self.fail_over(s, attempt, failure);
+                }
+            },
+        };
         s.gw.metrics.attempt(&s.cred.id, "ok");
         if let Some(u) = usage {
             s.gw.metrics
@@ -398,12 +460,18 @@ impl Failover {
         headers: &[(String, String)],
     ) -> Step {
         let headroom = headroom(headers);
-        let framer = framer_for(
-            self.inbound,
-            s.endpoint.provider,
-            s.gw.cfg.limits.max_event_bytes,
-        );
-        match hold_stream(resp, self.api, framer, s.timeouts.first_token).await {
+        let max_event = s.gw.cfg.limits.max_event_bytes;
+        let framer = framer_for(self.inbound, s.endpoint.provider, max_event);
+        let held = match &s.crossing {
+            // Translated as it arrives: held and committed by the caller's own rules
+            // (never a Bedrock or Vertex target: configuration refuses those crossings).
+            Some(c) => {
+                let rest = c.stream(resp, framer.is_array(), max_event);
+                hold_body(rest, self.api, framer, s.timeouts.first_token).await
+            }
+            None => hold_stream(resp, self.api, framer, s.timeouts.first_token).await,
+        };
+        match held {
             Held::Failed {
                 status_hint,
                 bytes,

@@ -232,7 +232,7 @@ async fn handle(
         gw.cfg
             .endpoints
             .get(&t.endpoint)
-            .is_some_and(|e| inbound.served_by(e.provider))
+            .is_some_and(|e| super::crossing::reachable(inbound, e.provider))
     });
     if !servable {
         return CallerError::bad_request(format!(

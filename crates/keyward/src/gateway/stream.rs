@@ -40,7 +40,7 @@ pub(super) fn framer_for(
 }
 
 /// An upstream body's remaining bytes, as they arrive.
-type Rest = futures_util::stream::BoxStream<'static, Result<Bytes, hyper::Error>>;
+pub(super) type Rest = futures_util::stream::BoxStream<'static, Result<Bytes, hyper::Error>>;
 
 pub(super) enum Held {
     /// The stream committed: its held bytes (preamble and first content) and the rest.
@@ -64,10 +64,25 @@ pub(super) enum Held {
 pub(super) async fn hold_stream(
     resp: upstream::Response,
     api: Api,
+    framer: EventFramer,
+    first_token: Duration,
+) -> Held {
+    hold_body(
+        BodyDataStream::new(resp.into_body()).boxed(),
+        api,
+        framer,
+        first_token,
+    )
+    .await
+}
+
+/// [`hold_stream`] on a body's bytes (a stream translated from another API's).
+pub(super) async fn hold_body(
+    mut rest: Rest,
+    api: Api,
     mut framer: EventFramer,
     first_token: Duration,
 ) -> Held {
-    let mut rest: Rest = BodyDataStream::new(resp.into_body()).boxed();
     let mut held: Vec<u8> = Vec::new();
     let limit = tokio::time::Instant::now() + first_token;
     loop {

@@ -648,8 +648,17 @@ async fn responses_embeddings_and_count_tokens_are_served_with_failover() {
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["input_tokens"], 12);
-    // A Messages caller is never sent to an OpenAI endpoint.
+    // A Messages caller of an OpenAI route is answered by OpenAI in Anthropic's format
+    // (translated, docs/translation.md); counting tokens is never translated.
     let r = h.messages("gpt", false).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["type"], "message", "{}", r.body);
+    let r = h
+        .post(
+            "/v1/messages/count_tokens",
+            json!({"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.json()["error"]["message"]
         .as_str()

@@ -26,3 +26,4 @@ mod rotation;
 mod scenarios;
 mod security;
 mod status_page;
+mod translation;
