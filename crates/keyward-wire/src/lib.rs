@@ -30,6 +30,7 @@
 //! assert_eq!(inspect_sse(Api::Messages, &delta), EventKind::Content);
 //! ```
 
+pub mod continuation;
 pub mod events;
 pub mod json_stream;
 pub mod splice;
