@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use keyward_core::classify::{CredentialKind, Provider};
 
-use super::durations::{humantime_duration, override_timeouts, zero_timeout};
+use super::durations::{humantime_duration, override_timeouts, retry_after_wait, zero_timeout};
 use super::raw::RawConfig;
 use super::sections::{fleet_state, limits, oauth_config, server, warnings};
 use super::{
@@ -300,6 +300,11 @@ impl Config {
             ("connect", &t.connect, &mut timeouts.connect),
             ("headers", &t.headers, &mut timeouts.headers),
             ("first_token", &t.first_token, &mut timeouts.first_token),
+            (
+                "first_content_budget",
+                &t.first_content_budget,
+                &mut timeouts.first_content_budget,
+            ),
             ("idle", &t.idle, &mut timeouts.idle),
             ("request", &t.request, &mut timeouts.request),
         ] {
@@ -314,6 +319,12 @@ impl Config {
                 }
             }
         }
+        retry_after_wait(
+            &mut timeouts,
+            "timeouts.retry_after_wait",
+            &t.retry_after_wait,
+            &mut problem,
+        );
         let mut routes = BTreeMap::new();
         for (name, r) in &raw.routes {
             let path = format!("routes.{}", quote(name));
@@ -328,6 +339,24 @@ impl Config {
                 &mut rt,
                 &path,
                 [&r.first_token_timeout, &r.idle_timeout, &r.headers_timeout],
+                &mut problem,
+            );
+            if let Some(v) = &r.first_content_budget {
+                match humantime_duration(v) {
+                    Some(d) if d.is_zero() => {
+                        problem(format!("{path}.first_content_budget"), zero_timeout());
+                    }
+                    Some(d) => rt.first_content_budget = d,
+                    None => problem(
+                        format!("{path}.first_content_budget"),
+                        format!("{v:?} is not a duration like \"15s\""),
+                    ),
+                }
+            }
+            retry_after_wait(
+                &mut rt,
+                &format!("{path}.retry_after_wait"),
+                &r.retry_after_wait,
                 &mut problem,
             );
             let mut targets = Vec::new();
@@ -428,6 +457,7 @@ impl Config {
                     targets,
                     context_fallback: r.context_fallback.clone(),
                     timeouts: rt,
+                    continue_streams: r.continue_streams.unwrap_or(true),
                 },
             );
         }
