@@ -17,7 +17,7 @@ pub(crate) fn stream_response(
     shape: Shape,
     model: String,
     behaviour: Behaviour,
-    events: usize,
+    tokens: std::ops::Range<usize>,
     emitted: Arc<std::sync::atomic::AtomicUsize>,
     echo: Option<String>,
 ) -> Response<Body> {
@@ -43,13 +43,14 @@ pub(crate) fn stream_response(
         if let Behaviour::SlowFirstToken { ms } = behaviour {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-        for i in 0..events {
+        // Faults count the events of this response (a continuation's too).
+        for (n, i) in tokens.enumerate() {
             match behaviour {
-                Behaviour::StreamCut { after } if i == after => return,
-                Behaviour::StreamStall { after, ms } if i == after => {
+                Behaviour::StreamCut { after } if n == after => return,
+                Behaviour::StreamStall { after, ms } if n == after => {
                     tokio::time::sleep(Duration::from_millis(ms)).await
                 }
-                Behaviour::MidStreamError { after } if i == after => {
+                Behaviour::MidStreamError { after } if n == after => {
                     let err = match shape {
                         Shape::Anthropic => "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n".to_owned(),
                         Shape::OpenAi => "data: {\"error\":{\"message\":\"The server had an error while processing your request.\",\"type\":\"server_error\"}}\n\n".to_owned(),
@@ -60,7 +61,7 @@ pub(crate) fn stream_response(
                 _ => {}
             }
             if let Behaviour::MalformedChunk { at } = behaviour {
-                if i == at {
+                if n == at {
                     let bad = match shape {
                         Shape::Anthropic => "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\n\n".to_owned(),
                         Shape::OpenAi => "data: {\"choices\":[{\"delta\":{\"content\":\n\n".to_owned(),
