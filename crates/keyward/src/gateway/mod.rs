@@ -33,6 +33,7 @@ mod attempt;
 pub mod body_budget;
 pub mod caller_bound;
 pub mod caller_error;
+mod continuation;
 pub mod failover;
 mod inbound;
 pub mod listener;

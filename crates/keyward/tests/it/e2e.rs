@@ -556,11 +556,25 @@ async fn a_stream_cut_after_content_ends_with_the_native_error_never_a_false_suc
         "",
     )
     .await;
+    // Cut after two tokens on every attempt, and one key: continued on it once (two more
+    // tokens), cut again, nowhere else to go.
+    h.sim.set_stream_length(20);
     h.sim
         .set("sk-ant-e2e-cut-01", Behaviour::StreamCut { after: 2 });
     let r = h.messages("claude", true).await;
     assert_eq!(r.status, 200, "committed after the first content");
-    assert!(r.body.contains("tok0") && r.body.contains("tok1"));
+    assert!(r.body.contains("tok0") && r.body.contains("tok3") && !r.body.contains("tok4"));
+    assert_eq!(
+        r.body.matches("\"text\":\"tok1 \"").count(),
+        1,
+        "nothing twice: {}",
+        r.body
+    );
+    assert!(
+        r.body.contains("stream closed") && r.body.contains("\"type\":\"api_error\""),
+        "an error agents retry: {}",
+        r.body
+    );
     assert!(!r.body.contains("message_stop"), "no fabricated completion");
     assert!(
         r.body.contains("event: error"),
@@ -1219,6 +1233,72 @@ async fn short_timeouts(name: &str, keys: [&'static str; 2]) -> Harness {
     .await
 }
 
+/// [`short_timeouts`] with streams never continued.
+async fn short_timeouts_no_continuation(name: &str, keys: [&'static str; 2]) -> Harness {
+    start(
+        name,
+        ANTHROPIC,
+        &[
+            Cred::new("k-a", keys[0]).with("priority = 10"),
+            Cred::new("k-b", keys[1]),
+        ],
+        &format!(
+            "{}continue_streams = false\n",
+            route("claude", "anthropic", "claude-x", &["k-a", "k-b"])
+        ),
+        "[timeouts]\nheaders = \"300ms\"\nfirst_token = \"300ms\"\nidle = \"300ms\"\n",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_stream_that_stalls_or_ends_badly_is_continued_into_one_answer() {
+    for (name, behaviour, what) in [
+        (
+            "cont-stall",
+            Behaviour::StreamStall {
+                after: 3,
+                ms: 5_000,
+            },
+            "idle timeout",
+        ),
+        (
+            "cont-no-terminal",
+            Behaviour::MissingTerminal,
+            "missing terminal event",
+        ),
+        ("cont-cut", Behaviour::StreamCut { after: 3 }, "cut"),
+    ] {
+        let h = short_timeouts(name, ["sk-ant-e2e-cont-01", "sk-ant-e2e-cont-02"]).await;
+        h.sim.set_stream_length(10);
+        h.sim.set("sk-ant-e2e-cont-01", behaviour);
+        let started = Instant::now();
+        let r = h.messages("claude", true).await;
+        assert_eq!(r.status, 200, "{what}");
+        assert!(
+            r.body
+                .trim_end()
+                .ends_with("data: {\"type\":\"message_stop\"}"),
+            "{what}: one whole answer: {}",
+            r.body
+        );
+        assert!(!r.body.contains("event: error"), "{what}: {}", r.body);
+        for i in 0..10 {
+            assert_eq!(
+                r.body.matches(&format!("\"text\":\"tok{i} \"")).count(),
+                1,
+                "{what}: tok{i} exactly once: {}",
+                r.body
+            );
+        }
+        assert_eq!(r.body.matches("event: message_stop").count(), 1, "{what}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{what}: bounded"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silence_and_a_slow_first_token_fail_over_within_their_timeouts() {
     // Silence before the headers.
@@ -1256,7 +1336,7 @@ async fn silence_and_a_slow_first_token_fail_over_within_their_timeouts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_committed_stream_that_stalls_or_ends_badly_ends_with_the_native_error() {
+async fn where_not_continued_a_broken_stream_ends_with_the_native_error() {
     for (name, behaviour, what) in [
         (
             "stall",
@@ -1277,7 +1357,8 @@ async fn a_committed_stream_that_stalls_or_ends_badly_ends_with_the_native_error
             "in-band error",
         ),
     ] {
-        let h = short_timeouts(name, ["sk-ant-e2e-end-01", "sk-ant-e2e-end-02"]).await;
+        let h =
+            short_timeouts_no_continuation(name, ["sk-ant-e2e-end-01", "sk-ant-e2e-end-02"]).await;
         h.sim.set("sk-ant-e2e-end-01", behaviour);
         let started = Instant::now();
         let r = h.messages("claude", true).await;
@@ -1319,7 +1400,10 @@ async fn a_committed_stream_that_stalls_or_ends_badly_ends_with_the_native_error
             name,
             &[("openai", "openai", "/v1")],
             &[Cred::new("o", "sk-proj-e2e-end-01").on("openai")],
-            &route("gpt", "openai", "gpt-4o", &["o"]),
+            &format!(
+                "{}continue_streams = false\n",
+                route("gpt", "openai", "gpt-4o", &["o"])
+            ),
             "[timeouts]\nidle = \"300ms\"\n",
         )
         .await;
