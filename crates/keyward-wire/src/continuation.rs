@@ -459,6 +459,88 @@ impl Splice {
     }
 }
 
+/// Holds a tool call's events until the call is whole, so a stream cut in the middle of
+/// its arguments has sent the caller nothing of it: the continuation asks for it again and
+/// the caller gets the complete call after the text it already has — never half a call.
+/// Anthropic: a `tool_use` block, from its start to its stop. Chat Completions: the
+/// `tool_calls` deltas, until the chunk with the `finish_reason` (a call is complete
+/// only there).
+#[derive(Debug, Clone)]
+pub struct ToolHold {
+    api: Api,
+    held: Vec<u8>,
+    /// Anthropic: the index of the tool block being held.
+    block: Option<u64>,
+}
+
+impl ToolHold {
+    /// A hold for `api`'s stream.
+    pub fn new(api: Api) -> ToolHold {
+        ToolHold {
+            api,
+            held: Vec::new(),
+            block: None,
+        }
+    }
+
+    /// Whether part of a tool call is held back.
+    pub fn holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// One or more whole events for the caller: what may be sent now.
+    pub fn feed(&mut self, events: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for raw in split_events(events) {
+            self.event(raw, &mut out);
+        }
+        out
+    }
+
+    fn event(&mut self, raw: Vec<u8>, out: &mut Vec<u8>) {
+        let ev = parse_event(raw.clone());
+        let v = serde_json::from_slice::<Value>(&ev.data).ok();
+        let (start, end) = match (self.api, &v) {
+            (Api::Messages, Some(v)) => {
+                let index = v.get("index").and_then(Value::as_u64);
+                match v.get("type").and_then(Value::as_str) {
+                    Some("content_block_start")
+                        if v.pointer("/content_block/type").and_then(Value::as_str)
+                            == Some("tool_use") =>
+                    {
+                        self.block = index;
+                        (true, false)
+                    }
+                    Some("content_block_stop") if index.is_some() && index == self.block => {
+                        self.block = None;
+                        (false, true)
+                    }
+                    // Anything else ends a hold too (never sit on a stream's tail).
+                    Some("message_delta" | "message_stop" | "error") => (false, true),
+                    _ => (false, false),
+                }
+            }
+            (Api::ChatCompletions, Some(v)) => {
+                let choice = v.pointer("/choices/0");
+                let tools = choice
+                    .and_then(|c| c.pointer("/delta/tool_calls"))
+                    .is_some_and(|t| !t.is_null());
+                let finished = choice
+                    .and_then(|c| c.get("finish_reason"))
+                    .is_some_and(|f| !f.is_null());
+                (tools && !finished, finished || v.get("error").is_some())
+            }
+            _ => (false, !self.held.is_empty()),
+        };
+        if start || (self.holding() && !end) {
+            self.held.extend(raw);
+            return;
+        }
+        out.append(&mut self.held);
+        out.extend(raw);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -661,5 +743,40 @@ mod tests {
             ..one
         };
         assert!(!Splice::replayable(Api::Messages, &two));
+    }
+
+    #[test]
+    fn a_tool_call_is_held_until_it_is_whole() {
+        let mut h = ToolHold::new(Api::Messages);
+        let text = anth_delta(0, "Let me look.");
+        assert_eq!(
+            h.feed(text.as_bytes()),
+            text.as_bytes(),
+            "text passes at once"
+        );
+        let start = "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t1\",\"name\":\"f\",\"input\":{}}}\n\n";
+        let args = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"a\"}}\n\n";
+        let stop =
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n";
+        assert!(h.feed(start.as_bytes()).is_empty());
+        assert!(h.feed(args.as_bytes()).is_empty());
+        assert!(h.holding());
+        let out = String::from_utf8(h.feed(stop.as_bytes())).unwrap();
+        assert_eq!(
+            out,
+            format!("{start}{args}{stop}"),
+            "the whole call at once, in order"
+        );
+        assert!(!h.holding());
+
+        let mut h = ToolHold::new(Api::ChatCompletions);
+        let call = "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c1\",\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]}}]}\n\n";
+        let more = "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{}\"}}]}}]}\n\n";
+        let fin =
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n";
+        assert!(h.feed(call.as_bytes()).is_empty());
+        assert!(h.feed(more.as_bytes()).is_empty());
+        let out = String::from_utf8(h.feed(fin.as_bytes())).unwrap();
+        assert_eq!(out, format!("{call}{more}{fin}"));
     }
 }
