@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use crate::errors::{anthropic_error, early_error, openai_error, Shape};
 use crate::hostile::{connection_reset, hostile_body};
 use crate::respond::{json_response, key_of};
-use crate::stream::stream_response;
+use crate::stream::{stream_response, Answer};
 use crate::{Behaviour, Sim};
 
 #[derive(Debug, Deserialize, Default)]
@@ -112,7 +112,12 @@ pub(crate) async fn inference(
     let emitted = sim.emitted.clone();
     let echo = (behaviour == Behaviour::EchoKeyInAnswer).then_some(key);
     let start = prefilled_tokens(&req.messages);
-    stream_response(shape, req.model, behaviour, start..events, emitted, echo)
+    let answer = Answer {
+        text: events,
+        tool: sim.tool_call(),
+        start,
+    };
+    stream_response(shape, req.model, behaviour, answer, emitted, echo)
 }
 
 /// How many tokens of the simulated answer (`tok0 tok1 …`) a final assistant turn
