@@ -9,6 +9,11 @@ Each scenario prints one JSON line and exits 0 when the SDK behaved as expected:
   anthropic_revoked / openai_revoked     every key of the route revoked: the SDK raises after
                                          exactly one attempt (its retries on by default),
                                          the message naming every credential in KEYWARD_EXPECT
+  anthropic_stream / openai_stream       one streamed answer read with the SDK's own stream
+                                         accumulation: its text must be KEYWARD_EXPECT_TEXT and,
+                                         when KEYWARD_EXPECT_TOOL is set (a JSON object), it must
+                                         end with exactly one complete tool call with those
+                                         arguments (a continued stream reads as one answer)
 
 KEYWARD_MODEL overrides the model (route) a scenario calls ("claude" / "gpt").
 """
@@ -139,7 +144,55 @@ def revoked(kind):
         done(ok, exception=type(e).__name__, status=status, attempts=seen["requests"], seconds=round(time.time() - t, 2), gateway=timing, missing=missing, message=message[:600])
 
 
+def expected_tool():
+    raw = os.environ.get("KEYWARD_EXPECT_TOOL")
+    return json.loads(raw) if raw else None
+
+
+def anthropic_stream():
+    c = anthropic_client(max_retries=0)
+    with c.messages.stream(model=model("anthropic"), max_tokens=64, messages=[{"role": "user", "content": "hi"}]) as s:
+        streamed = "".join(s.text_stream)
+        final = s.get_final_message()
+    text = "".join(b.text for b in final.content if b.type == "text")
+    tools = [{"name": b.name, "input": b.input} for b in final.content if b.type == "tool_use"]
+    want_tool = expected_tool()
+    tools_ok = tools == ([{"name": "get_weather", "input": want_tool}] if want_tool else [])
+    stop_ok = final.stop_reason == ("tool_use" if want_tool else "end_turn")
+    ok = text == streamed == os.environ["KEYWARD_EXPECT_TEXT"] and tools_ok and stop_ok
+    done(ok, text=text, tools=tools, stop=final.stop_reason, blocks=[b.type for b in final.content])
+
+
+def openai_stream():
+    c = openai_client(max_retries=0)
+    parts, calls, finish, chunks = [], {}, None, 0
+    stream = c.chat.completions.create(model=model("openai"), messages=[{"role": "user", "content": "hi"}], stream=True)
+    for chunk in stream:
+        chunks += 1
+        for ch in chunk.choices:
+            parts.append(ch.delta.content or "")
+            for tc in ch.delta.tool_calls or []:
+                call = calls.setdefault(tc.index, {"id": None, "name": None, "arguments": ""})
+                call["id"] = tc.id or call["id"]
+                if tc.function is not None:
+                    call["name"] = tc.function.name or call["name"]
+                    call["arguments"] += tc.function.arguments or ""
+            finish = ch.finish_reason or finish
+    text = "".join(parts)
+    want_tool = expected_tool()
+    try:
+        tools = [{"name": v["name"], "input": json.loads(v["arguments"])} for v in calls.values()]
+    except ValueError:
+        done(False, error="a tool call's arguments are not JSON", calls=calls)
+    tools_ok = tools == ([{"name": "get_weather", "input": want_tool}] if want_tool else [])
+    finish_ok = finish == ("tool_calls" if want_tool else "stop")
+    ok = text == os.environ["KEYWARD_EXPECT_TEXT"] and tools_ok and finish_ok
+    done(ok, text=text, tools=tools, finish=finish, chunks=chunks)
+
+
 SCENARIOS = {
+    "anthropic_stream": anthropic_stream,
+    "openai_stream": openai_stream,
     "anthropic_ok": anthropic_ok,
     "openai_ok": openai_ok,
     "anthropic_exhausted": lambda: exhausted("anthropic"),

@@ -482,6 +482,7 @@ impl Failover {
                     resume: None,
                     transcript: None,
                     splice: None,
+                    hold: None,
                 };
                 let mut headers = HeaderMap::new();
                 decorate(

@@ -19,7 +19,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Response};
 use bytes::Bytes;
 use keyward_core::health::{Candidate, Selection};
-use keyward_wire::continuation::{prefill, Mode, ResumePoint, Splice, Transcript};
+use keyward_wire::continuation::{prefill, Mode, ResumePoint, Splice, ToolHold, Transcript};
 use tracing::info;
 
 use super::failover::{Failover, Step};
@@ -89,6 +89,7 @@ impl Failover {
         if self.route.continue_streams && left > 0 {
             pump.transcript = Transcript::new(self.api);
             if pump.transcript.is_some() {
+                pump.hold = Some(ToolHold::new(self.api));
                 pump.resume = Some(Box::new(Continuation {
                     failover: self,
                     cand,

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use http_body_util::BodyDataStream;
 use keyward_core::classify::{CredentialKind, Phase, TransportError};
 use keyward_core::health::{AttemptScope, Headroom};
-use keyward_wire::continuation::{Splice, Transcript};
+use keyward_wire::continuation::{Splice, ToolHold, Transcript};
 use keyward_wire::events::EventFramer;
 use keyward_wire::stream::{Api, EventKind};
 use tracing::Instrument as _;
@@ -200,6 +200,8 @@ pub(super) struct Pump {
     pub(super) resume: Option<Box<Continuation>>,
     pub(super) transcript: Option<Transcript>,
     pub(super) splice: Option<Splice>,
+    /// With continuation on: a tool call's events held until the call is whole.
+    pub(super) hold: Option<ToolHold>,
 }
 
 /// How a break of the upstream stream ended.
@@ -313,6 +315,10 @@ impl Pump {
                 );
             }
         };
+        let out = match self.hold.as_mut() {
+            Some(h) => h.feed(&out),
+            None => out,
+        };
         if let Some(t) = self.transcript.as_mut() {
             t.observe(&out);
         }
@@ -413,9 +419,11 @@ impl Pump {
             if let Some(next) = Box::pin(c.resume(&point, retry_same)).await {
                 info!(route = %self.route, credential = %next.pump.up.credential, delivered = point.text.len(), "stream continued on a new attempt");
                 let Pump { prefix, up, .. } = next.pump;
-                // The broken attempt's usage is recorded as it is dropped.
+                // The broken attempt's usage is recorded as it is dropped; a tool call it
+                // had begun was never sent, and comes whole from the continuation.
                 self.up = up;
                 self.splice = Some(next.splice);
+                self.hold = Some(ToolHold::new(self.api));
                 let mut out = self.for_caller(prefix.unwrap_or_default());
                 if !self.finished {
                     out.extend(self.drain_events());

@@ -728,6 +728,65 @@ async fn the_official_sdks_succeed_fail_over_and_stop_on_exhaustion() {
     assert_eq!(o["attempts"], 1, "{o}");
 }
 
+/// A continued stream, read by the official SDKs' own stream accumulation, is one normal
+/// answer: the text whole and once, a tool call complete and once, one stop reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_sdks_read_a_continued_stream_as_one_answer() {
+    let h = start(
+        "sdk-continued",
+        sdk_endpoints(),
+        &[
+            Cred::new("a-cut", "sk-ant-sdk-cut-01").with("priority = 10"),
+            Cred::new("a-ok", "sk-ant-sdk-ok-02"),
+            Cred::new("o-cut", "sk-proj-sdk-cut-03")
+                .on("openai")
+                .with("priority = 10"),
+            Cred::new("o-ok", "sk-proj-sdk-ok-04").on("openai"),
+        ],
+        &format!(
+            "{}{}",
+            route("claude", "anthropic", "claude-x", &["a-cut", "a-ok"]),
+            route("gpt", "openai", "gpt-4o", &["o-cut", "o-ok"])
+        ),
+        "",
+    )
+    .await;
+    h.sim.set_stream_length(12);
+    let text: String = (0..12).map(|i| format!("tok{i} ")).collect();
+    let tool = r#"{"city": "Paris"}"#;
+    // (what, the cut, a tool call at the end)
+    let cases = [
+        ("text cut mid-answer", 5, false),
+        ("text cut, the tool call from the continuation", 5, true),
+        ("tool call cut mid-arguments", 12 + 1, true),
+    ];
+    for (what, after, with_tool) in cases {
+        h.sim.set_tool_call(with_tool);
+        // Every attempt on the first key is cut: the stream is continued there once,
+        // then on the second key.
+        h.sim
+            .set("sk-ant-sdk-cut-01", Behaviour::StreamCut { after });
+        h.sim
+            .set("sk-proj-sdk-cut-03", Behaviour::StreamCut { after });
+        let mut env = vec![("KEYWARD_EXPECT_TEXT", text.as_str())];
+        if with_tool {
+            env.push(("KEYWARD_EXPECT_TOOL", tool));
+        }
+        let (a, o) = tokio::join!(
+            run_sdk(&h, "anthropic_stream", &env),
+            run_sdk(&h, "openai_stream", &env)
+        );
+        eprintln!("{what}: anthropic {a}; openai {o}");
+    }
+    h.eventually("continuations logged", || {
+        h.logs()
+            .matches("stream continued on a new attempt")
+            .count()
+            >= 6
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_sdks_retry_a_transient_exhaustion_and_succeed() {
     let h = start(
