@@ -17,6 +17,10 @@ use super::{
     Target, Timeouts, API_NAMES,
 };
 
+/// What a derived first-content budget leaves a fallback after the slowest target's own
+/// limit.
+const FALLBACK_SHARE: Duration = Duration::from_secs(5);
+
 impl Config {
     /// Loads and validates `path`, resolving secrets from the environment and files.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -448,6 +452,15 @@ impl Config {
                         format!("{path}.context_fallback"),
                         format!("unknown route {cf:?}"),
                     );
+                }
+            }
+            // Unless a budget is set, a route whose targets wait longer for their first
+            // content (slow reasoning models) gets a budget that still leaves a fallback
+            // a few seconds after the slowest one's limit.
+            if r.first_content_budget.is_none() && t.first_content_budget.is_none() {
+                let slowest = targets.iter().map(|t| t.timeouts.first_token).max();
+                if let Some(s) = slowest {
+                    rt.first_content_budget = rt.first_content_budget.max(s + FALLBACK_SHARE);
                 }
             }
             routes.insert(
