@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs failoverbench (github.com/failoverbench/failoverbench, its own wall and runner)
+# Runs failoverbench (the public failoverbench/failoverbench repository: its own wall and runner)
 # against a locally started Keyward with its default timeouts and policies: each
 # scenario's model is a route to the wall with `fb-ok` as its fallback (S14:
 # `fb-ok-noprefill`; S12 also has a larger-context route). Prints the scorecard lines.
