@@ -103,6 +103,40 @@ async fn s01_429_with_retry_after_then_ok() {
     assert!(tries(&h, F).is_empty(), "no fallback model");
 }
 
+/// Another key of the same target answers at once: a reset is waited out only when the
+/// alternative is another model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s01_another_key_of_the_same_target_goes_before_waiting() {
+    const P2: &str = "sk-proj-scenario-primary-0003";
+    let h = start(
+        "s01-sibling",
+        &[("primary", "openai", "/v1"), ("fallback", "openai", "/v1")],
+        &[
+            Cred::new("p", P).on("primary").with("priority = 10"),
+            Cred::new("p2", P2).on("primary"),
+            Cred::new("f", F).on("fallback"),
+        ],
+        "[routes.gpt]\n\
+         targets = [{ endpoint = \"primary\", model = \"gpt-primary\", credentials = [\"p\", \"p2\"] }]\n\
+         fallbacks = [{ endpoint = \"fallback\", model = \"gpt-fallback\", credentials = [\"f\"] }]\n",
+        "",
+    )
+    .await;
+    h.sim.script(
+        P,
+        [Behaviour::RateLimited {
+            retry_after: Some(2),
+        }],
+    );
+    let started = Instant::now();
+    let r = h.chat("gpt", true).await;
+    assert_eq!(whole(&r), "primary/gpt-primary");
+    assert_eq!(r.header("x-keyward-credential"), "p2");
+    assert!(started.elapsed() < Duration::from_millis(1_500), "no wait");
+    assert_eq!(tries(&h, P).len(), 1);
+    assert!(tries(&h, F).is_empty());
+}
+
 /// A route with `retry_after_wait = "0s"` fails over at once instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s01_without_waiting_fails_over_at_once() {
