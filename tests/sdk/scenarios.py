@@ -14,6 +14,10 @@ Each scenario prints one JSON line and exits 0 when the SDK behaved as expected:
                                          when KEYWARD_EXPECT_TOOL is set (a JSON object), it must
                                          end with exactly one complete tool call with those
                                          arguments (a continued stream reads as one answer)
+  anthropic_broken / openai_broken       a stream that ends with Keyward's in-band error: the
+                                         SDK raises its own error type, whose message reads as
+                                         a closed stream ("stream closed"), the transient
+                                         wording agents retry
 
 KEYWARD_MODEL overrides the model (route) a scenario calls ("claude" / "gpt").
 """
@@ -190,7 +194,35 @@ def openai_stream():
     done(ok, text=text, tools=tools, finish=finish, chunks=chunks)
 
 
+def broken(kind):
+    t = time.time()
+    try:
+        if kind == "anthropic":
+            c = anthropic_client(max_retries=0)
+            with c.messages.stream(model=model(kind), max_tokens=64, messages=[{"role": "user", "content": "hi"}]) as s:
+                "".join(s.text_stream)
+        else:
+            c = openai_client(max_retries=0)
+            for _ in c.chat.completions.create(model=model(kind), messages=[{"role": "user", "content": "hi"}], stream=True):
+                pass
+        done(False, error="no exception")
+    except Exception as e:  # the SDK's own exception type is checked below
+        sdk = __import__(kind)
+        body = getattr(e, "body", None)
+        if kind == "anthropic":
+            err_type = (body or {}).get("error", {}).get("type") if isinstance(body, dict) else None
+            ok = isinstance(e, sdk.APIStatusError) and err_type == "api_error"
+        else:
+            err_type = body.get("type") if isinstance(body, dict) else None
+            ok = isinstance(e, sdk.APIError) and err_type == "server_error"
+        message = str(e)
+        ok = ok and "stream closed" in message and "retry" in message
+        done(ok, exception=type(e).__name__, type=err_type, seconds=round(time.time() - t, 2), message=message[:400])
+
+
 SCENARIOS = {
+    "anthropic_broken": lambda: broken("anthropic"),
+    "openai_broken": lambda: broken("openai"),
     "anthropic_stream": anthropic_stream,
     "openai_stream": openai_stream,
     "anthropic_ok": anthropic_ok,

@@ -787,6 +787,35 @@ async fn the_official_sdks_read_a_continued_stream_as_one_answer() {
     .await;
 }
 
+/// Where a stream cannot be continued, the official SDKs raise their own error for the
+/// in-band event, worded as the closed stream agents retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_sdks_raise_a_broken_stream_as_a_closed_stream() {
+    let off = |r: String| format!("{r}continue_streams = false\n");
+    let h = start(
+        "sdk-broken",
+        sdk_endpoints(),
+        &[
+            Cred::new("a", "sk-ant-sdk-broken-01"),
+            Cred::new("o", "sk-proj-sdk-broken-02").on("openai"),
+        ],
+        &format!(
+            "{}{}",
+            off(route("claude", "anthropic", "claude-x", &["a"])),
+            off(route("gpt", "openai", "gpt-4o", &["o"]))
+        ),
+        "",
+    )
+    .await;
+    h.sim.set_stream_length(12);
+    h.sim
+        .set("sk-ant-sdk-broken-01", Behaviour::StreamCut { after: 3 });
+    h.sim
+        .set("sk-proj-sdk-broken-02", Behaviour::StreamCut { after: 3 });
+    let (a, o) = tokio::join!(sdk(&h, "anthropic_broken"), sdk(&h, "openai_broken"));
+    eprintln!("anthropic {a}; openai {o}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_sdks_retry_a_transient_exhaustion_and_succeed() {
     let h = start(
