@@ -9,6 +9,15 @@ Each scenario prints one JSON line and exits 0 when the SDK behaved as expected:
   anthropic_revoked / openai_revoked     every key of the route revoked: the SDK raises after
                                          exactly one attempt (its retries on by default),
                                          the message naming every credential in KEYWARD_EXPECT
+  anthropic_stream / openai_stream       one streamed answer read with the SDK's own stream
+                                         accumulation: its text must be KEYWARD_EXPECT_TEXT and,
+                                         when KEYWARD_EXPECT_TOOL is set (a JSON object), it must
+                                         end with exactly one complete tool call with those
+                                         arguments (a continued stream reads as one answer)
+  anthropic_broken / openai_broken       a stream that ends with Keyward's in-band error: the
+                                         SDK raises its own error type, whose message reads as
+                                         a closed stream ("stream closed"), the transient
+                                         wording agents retry
 
   anthropic_xlate_tools / openai_xlate_tools
                                          a tool-calling conversation, whole and streamed,
@@ -271,10 +280,86 @@ def openai_responses_xlate():
     done(all(checks.values()), checks=checks, call_id=call.call_id)
 
 
+def expected_tool():
+    raw = os.environ.get("KEYWARD_EXPECT_TOOL")
+    return json.loads(raw) if raw else None
+
+
+def anthropic_stream():
+    c = anthropic_client(max_retries=0)
+    with c.messages.stream(model=model("anthropic"), max_tokens=64, messages=[{"role": "user", "content": "hi"}]) as s:
+        streamed = "".join(s.text_stream)
+        final = s.get_final_message()
+    text = "".join(b.text for b in final.content if b.type == "text")
+    tools = [{"name": b.name, "input": b.input} for b in final.content if b.type == "tool_use"]
+    want_tool = expected_tool()
+    tools_ok = tools == ([{"name": "get_weather", "input": want_tool}] if want_tool else [])
+    stop_ok = final.stop_reason == ("tool_use" if want_tool else "end_turn")
+    ok = text == streamed == os.environ["KEYWARD_EXPECT_TEXT"] and tools_ok and stop_ok
+    done(ok, text=text, tools=tools, stop=final.stop_reason, blocks=[b.type for b in final.content])
+
+
+def openai_stream():
+    c = openai_client(max_retries=0)
+    parts, calls, finish, chunks = [], {}, None, 0
+    stream = c.chat.completions.create(model=model("openai"), messages=[{"role": "user", "content": "hi"}], stream=True)
+    for chunk in stream:
+        chunks += 1
+        for ch in chunk.choices:
+            parts.append(ch.delta.content or "")
+            for tc in ch.delta.tool_calls or []:
+                call = calls.setdefault(tc.index, {"id": None, "name": None, "arguments": ""})
+                call["id"] = tc.id or call["id"]
+                if tc.function is not None:
+                    call["name"] = tc.function.name or call["name"]
+                    call["arguments"] += tc.function.arguments or ""
+            finish = ch.finish_reason or finish
+    text = "".join(parts)
+    want_tool = expected_tool()
+    try:
+        tools = [{"name": v["name"], "input": json.loads(v["arguments"])} for v in calls.values()]
+    except ValueError:
+        done(False, error="a tool call's arguments are not JSON", calls=calls)
+    tools_ok = tools == ([{"name": "get_weather", "input": want_tool}] if want_tool else [])
+    finish_ok = finish == ("tool_calls" if want_tool else "stop")
+    ok = text == os.environ["KEYWARD_EXPECT_TEXT"] and tools_ok and finish_ok
+    done(ok, text=text, tools=tools, finish=finish, chunks=chunks)
+
+
+def broken(kind):
+    t = time.time()
+    try:
+        if kind == "anthropic":
+            c = anthropic_client(max_retries=0)
+            with c.messages.stream(model=model(kind), max_tokens=64, messages=[{"role": "user", "content": "hi"}]) as s:
+                "".join(s.text_stream)
+        else:
+            c = openai_client(max_retries=0)
+            for _ in c.chat.completions.create(model=model(kind), messages=[{"role": "user", "content": "hi"}], stream=True):
+                pass
+        done(False, error="no exception")
+    except Exception as e:  # the SDK's own exception type is checked below
+        sdk = __import__(kind)
+        body = getattr(e, "body", None)
+        if kind == "anthropic":
+            err_type = (body or {}).get("error", {}).get("type") if isinstance(body, dict) else None
+            ok = isinstance(e, sdk.APIStatusError) and err_type == "api_error"
+        else:
+            err_type = body.get("type") if isinstance(body, dict) else None
+            ok = isinstance(e, sdk.APIError) and err_type == "server_error"
+        message = str(e)
+        ok = ok and "stream closed" in message and "retry" in message
+        done(ok, exception=type(e).__name__, type=err_type, seconds=round(time.time() - t, 2), message=message[:400])
+
+
 SCENARIOS = {
     "openai_responses_xlate": openai_responses_xlate,
     "anthropic_xlate_tools": anthropic_xlate_tools,
     "openai_xlate_tools": openai_xlate_tools,
+    "anthropic_broken": lambda: broken("anthropic"),
+    "openai_broken": lambda: broken("openai"),
+    "anthropic_stream": anthropic_stream,
+    "openai_stream": openai_stream,
     "anthropic_ok": anthropic_ok,
     "openai_ok": openai_ok,
     "anthropic_exhausted": lambda: exhausted("anthropic"),

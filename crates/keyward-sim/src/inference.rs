@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use crate::errors::{anthropic_error, early_error, openai_error, Shape};
 use crate::hostile::{connection_reset, hostile_body};
 use crate::respond::{json_response, key_of};
-use crate::stream::stream_response;
+use crate::stream::{stream_response, Answer};
 use crate::tools;
 use crate::{Behaviour, Sim};
 
@@ -119,5 +119,41 @@ pub(crate) async fn inference(
     }
     let emitted = sim.emitted.clone();
     let echo = (behaviour == Behaviour::EchoKeyInAnswer).then_some(key);
-    stream_response(shape, req.model, behaviour, events, emitted, echo)
+    let start = prefilled_tokens(&req.messages);
+    let answer = Answer {
+        text: events,
+        tool: sim.tool_call(),
+        start,
+    };
+    stream_response(shape, req.model, behaviour, answer, emitted, echo)
+}
+
+/// How many tokens of the simulated answer (`tok0 tok1 …`) a final assistant turn
+/// already holds: a prefilled request is answered with the rest, as a provider continues
+/// an assistant prefill. Anything else starts from the beginning.
+fn prefilled_tokens(messages: &[Value]) -> usize {
+    let Some(last) = messages
+        .last()
+        .filter(|m| m.get("role").and_then(Value::as_str) == Some("assistant"))
+    else {
+        return 0;
+    };
+    let text = match last.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(blocks)) => blocks
+            .iter()
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .collect(),
+        _ => return 0,
+    };
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let ours = words
+        .iter()
+        .enumerate()
+        .all(|(i, w)| *w == format!("tok{i}"));
+    if ours {
+        words.len()
+    } else {
+        0
+    }
 }

@@ -196,12 +196,18 @@ struct Inner {
     incident: bool,
     counts: HashMap<String, Counts>,
     content_events: usize,
+    /// Streamed answers end with a tool call (its arguments in [`TOOL_ARGS`] pieces).
+    tool_call: bool,
     oauth: OAuthSim,
     aws: aws::AwsSim,
     cloud: cloud_tokens::CloudTokens,
     /// The request bodies each key received, in order (inference requests).
     received: HashMap<String, Vec<Value>>,
 }
+
+/// The simulated tool call's arguments, as streamed in pieces (their concatenation is
+/// `{"city": "Paris"}`).
+pub const TOOL_ARGS: [&str; 3] = ["{\"city\"", ": \"Par", "is\"}"];
 
 /// A scripted provider. Cheap to clone; clones share state.
 #[derive(Debug, Clone, Default)]
@@ -315,6 +321,17 @@ impl Sim {
     /// How many content events a stream carries (default 8).
     pub fn set_stream_length(&self, events: usize) {
         self.lock().content_events = events.max(1);
+    }
+
+    /// Whether streamed answers (Messages, Chat) end with a tool call after their text:
+    /// a `get_weather` call whose arguments come in [`TOOL_ARGS`] pieces. Stream faults
+    /// count those pieces as content events after the text's.
+    pub fn set_tool_call(&self, on: bool) {
+        self.lock().tool_call = on;
+    }
+
+    pub(crate) fn tool_call(&self) -> bool {
+        self.lock().tool_call
     }
 
     /// One key's counts.

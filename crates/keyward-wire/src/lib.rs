@@ -33,6 +33,7 @@
 //! assert_eq!(inspect_sse(Api::Messages, &delta), EventKind::Content);
 //! ```
 
+pub mod continuation;
 pub mod events;
 pub mod eventstream;
 pub mod json_stream;

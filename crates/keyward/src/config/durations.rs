@@ -35,6 +35,32 @@ pub(super) fn override_timeouts(
     }
 }
 
+/// Applies a `retry_after_wait` setting over `t` (zero allowed: never wait).
+pub(super) fn retry_after_wait(
+    t: &mut Timeouts,
+    path: &str,
+    value: &Option<String>,
+    problem: &mut impl FnMut(String, String),
+) {
+    let Some(v) = value else {
+        return;
+    };
+    match humantime_duration(v) {
+        // Longer than a minute is no longer "short": a request would sit that long.
+        Some(d) if d <= std::time::Duration::from_secs(60) => t.retry_after_wait = d,
+        Some(_) => problem(
+            path.into(),
+            format!(
+                "{v:?} is too long to hold a request; give at most \"60s\" (\"0s\" never waits)"
+            ),
+        ),
+        None => problem(
+            path.into(),
+            format!("{v:?} is not a duration like \"5s\" (\"0s\" never waits)"),
+        ),
+    }
+}
+
 pub(super) fn humantime_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let (num, unit) = s.split_at(

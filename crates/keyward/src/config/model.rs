@@ -103,6 +103,10 @@ pub struct Route {
     pub timeouts: Timeouts,
     /// How targets of another API than the caller's are served.
     pub translation: Translation,
+    /// Whether a committed stream that is cut or stalls is continued on the same or the
+    /// next target (the text already delivered sent as the start of the answer), rather
+    /// than ended with the in-band error. `continue_streams` in the config; on by default.
+    pub continue_streams: bool,
 }
 
 /// How a route's targets of another wire family are served (docs/translation.md).
@@ -130,10 +134,20 @@ impl Default for Translation {
 pub struct Timeouts {
     pub connect: Duration,
     pub headers: Duration,
+    /// One attempt's first-content limit.
     pub first_token: Duration,
+    /// The request's first-content budget, across its attempts: from the first time a
+    /// stream is held, the caller's first content is due within this; an attempt's own
+    /// limit is cut to what remains, so a fallback after a slow primary still answers
+    /// inside it.
+    pub first_content_budget: Duration,
     pub idle: Duration,
     /// A request's deadline for starting attempts (not for an established stream).
     pub request: Duration,
+    /// A 429 whose `Retry-After` is at most this is waited out on the same target (when
+    /// no other credential of that target is next) instead of failing over to another
+    /// model; zero never waits.
+    pub retry_after_wait: Duration,
 }
 
 impl Default for Timeouts {
@@ -141,11 +155,15 @@ impl Default for Timeouts {
         Timeouts {
             connect: Duration::from_secs(5),
             headers: Duration::from_secs(30),
-            first_token: Duration::from_secs(15),
+            first_token: Duration::from_secs(10),
+            first_content_budget: Duration::from_secs(15),
             // Providers send keep-alives (Anthropic pings, SSE comments) well inside this;
             // a stream silent for 20 s has stalled.
             idle: Duration::from_secs(20),
             request: Duration::from_secs(90),
+            // Rate limiters ask for a second or two; waiting that long keeps the model
+            // the caller asked for (and its prompt cache) instead of switching models.
+            retry_after_wait: Duration::from_secs(5),
         }
     }
 }
@@ -156,6 +174,8 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub max_event_bytes: usize,
     pub max_attempts: u32,
+    /// Continuations of one committed stream at most (each a new upstream attempt).
+    pub max_continuations: u32,
     /// Request bodies held in memory at once, across all requests (a body reserves its
     /// `content-length`, or `max_body_bytes` when it has none, before it is read).
     pub max_buffered_body_bytes: usize,
@@ -169,6 +189,7 @@ impl Default for Limits {
             max_body_bytes: 32 << 20,
             max_event_bytes: 16 << 20,
             max_attempts: 6,
+            max_continuations: 2,
             max_buffered_body_bytes: 256 << 20,
             body_wait: Duration::from_secs(2),
         }

@@ -9,13 +9,17 @@ use std::time::Duration;
 
 use keyward_core::classify::{CredentialKind, Provider};
 
-use super::durations::{humantime_duration, override_timeouts, zero_timeout};
+use super::durations::{humantime_duration, override_timeouts, retry_after_wait, zero_timeout};
 use super::raw::RawConfig;
 use super::sections::{families, fleet_state, limits, oauth_config, server, warnings};
 use super::{
     Admin, Config, ConfigError, ConfigProblem, Credential, Endpoint, GatewayKey, Route, Secret,
     Target, Timeouts, Translation, API_NAMES,
 };
+
+/// What a derived first-content budget leaves a fallback after the slowest target's own
+/// limit.
+const FALLBACK_SHARE: Duration = Duration::from_secs(5);
 
 impl Config {
     /// Loads and validates `path`, resolving secrets from the environment and files.
@@ -323,6 +327,11 @@ impl Config {
             ("connect", &t.connect, &mut timeouts.connect),
             ("headers", &t.headers, &mut timeouts.headers),
             ("first_token", &t.first_token, &mut timeouts.first_token),
+            (
+                "first_content_budget",
+                &t.first_content_budget,
+                &mut timeouts.first_content_budget,
+            ),
             ("idle", &t.idle, &mut timeouts.idle),
             ("request", &t.request, &mut timeouts.request),
         ] {
@@ -337,6 +346,12 @@ impl Config {
                 }
             }
         }
+        retry_after_wait(
+            &mut timeouts,
+            "timeouts.retry_after_wait",
+            &t.retry_after_wait,
+            &mut problem,
+        );
         let mut routes = BTreeMap::new();
         let mut route_warnings = Vec::new();
         for (name, r) in &raw.routes {
@@ -352,6 +367,24 @@ impl Config {
                 &mut rt,
                 &path,
                 [&r.first_token_timeout, &r.idle_timeout, &r.headers_timeout],
+                &mut problem,
+            );
+            if let Some(v) = &r.first_content_budget {
+                match humantime_duration(v) {
+                    Some(d) if d.is_zero() => {
+                        problem(format!("{path}.first_content_budget"), zero_timeout());
+                    }
+                    Some(d) => rt.first_content_budget = d,
+                    None => problem(
+                        format!("{path}.first_content_budget"),
+                        format!("{v:?} is not a duration like \"15s\""),
+                    ),
+                }
+            }
+            retry_after_wait(
+                &mut rt,
+                &format!("{path}.retry_after_wait"),
+                &r.retry_after_wait,
                 &mut problem,
             );
             let mut targets = Vec::new();
@@ -468,6 +501,15 @@ impl Config {
                     );
                 }
             }
+            // Unless a budget is set, a route whose targets wait longer for their first
+            // content (slow reasoning models) gets a budget that still leaves a fallback
+            // a few seconds after the slowest one's limit.
+            if r.first_content_budget.is_none() && t.first_content_budget.is_none() {
+                let slowest = targets.iter().map(|t| t.timeouts.first_token).max();
+                if let Some(s) = slowest {
+                    rt.first_content_budget = rt.first_content_budget.max(s + FALLBACK_SHARE);
+                }
+            }
             routes.insert(
                 name.clone(),
                 Route {
@@ -476,6 +518,7 @@ impl Config {
                     context_fallback: r.context_fallback.clone(),
                     timeouts: rt,
                     translation,
+                    continue_streams: r.continue_streams.unwrap_or(true),
                 },
             );
         }

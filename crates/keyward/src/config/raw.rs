@@ -191,6 +191,12 @@ pub(super) struct RawRoute {
     pub(super) idle_timeout: Option<String>,
     #[serde(default)]
     pub(super) headers_timeout: Option<String>,
+    #[serde(default)]
+    pub(super) first_content_budget: Option<String>,
+    #[serde(default)]
+    pub(super) retry_after_wait: Option<String>,
+    #[serde(default)]
+    pub(super) continue_streams: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -199,8 +205,10 @@ pub(super) struct RawTimeouts {
     pub(super) connect: Option<String>,
     pub(super) headers: Option<String>,
     pub(super) first_token: Option<String>,
+    pub(super) first_content_budget: Option<String>,
     pub(super) idle: Option<String>,
     pub(super) request: Option<String>,
+    pub(super) retry_after_wait: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -209,6 +217,7 @@ pub(super) struct RawLimits {
     pub(super) max_body_bytes: Option<usize>,
     pub(super) max_event_bytes: Option<usize>,
     pub(super) max_attempts: Option<u32>,
+    pub(super) max_continuations: Option<u32>,
     pub(super) max_buffered_body_bytes: Option<usize>,
     pub(super) body_wait: Option<String>,
 }

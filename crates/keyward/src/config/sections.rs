@@ -81,6 +81,8 @@ pub(super) fn limits(raw: &RawLimits, problem: &mut dyn FnMut(String, String)) -
         max_attempts: u32::try_from(max_attempts).unwrap_or(u32::MAX).min(50),
         max_buffered_body_bytes,
         body_wait,
+        // Zero turns continuation off everywhere.
+        max_continuations: raw.max_continuations.unwrap_or(d.max_continuations).min(10),
     }
 }
 

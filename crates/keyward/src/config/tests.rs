@@ -535,3 +535,57 @@ fn a_fallback_of_another_family_warns_what_it_loses_and_one_that_can_never_serve
         "{p:?}"
     );
 }
+
+#[test]
+fn stream_recovery_settings_have_defaults_and_per_route_overrides() {
+    // GOOD's route waits 20 s for its first content: its derived budget leaves 5 s more.
+    let c = Config::parse(GOOD, Path::new("."), &env).unwrap();
+    let r = &c.routes["claude"];
+    assert!(r.continue_streams, "continuation is on by default");
+    assert_eq!(c.limits.max_continuations, 2);
+    assert_eq!(r.timeouts.first_content_budget, Duration::from_secs(25));
+    assert_eq!(r.timeouts.retry_after_wait, Duration::from_secs(5));
+    let d = Timeouts::default();
+    assert_eq!(
+        (d.first_token, d.first_content_budget),
+        (Duration::from_secs(10), Duration::from_secs(15))
+    );
+    let text = format!(
+        "{}continue_streams = false\nretry_after_wait = \"0s\"\nfirst_content_budget = \"12s\"\n\n[limits]\nmax_continuations = 0\n",
+        GOOD
+    );
+    let c = Config::parse(&text, Path::new("."), &env).unwrap();
+    let r = &c.routes["claude"];
+    assert!(!r.continue_streams);
+    assert_eq!(
+        r.timeouts.retry_after_wait,
+        Duration::ZERO,
+        "zero never waits"
+    );
+    assert_eq!(
+        r.timeouts.first_content_budget,
+        Duration::from_secs(12),
+        "an explicit budget is kept"
+    );
+    assert_eq!(c.limits.max_continuations, 0);
+    for (bad, path) in [
+        (
+            "retry_after_wait = \"2m\"\n",
+            "routes.claude.retry_after_wait",
+        ),
+        (
+            "first_content_budget = \"0s\"\n",
+            "routes.claude.first_content_budget",
+        ),
+        (
+            "first_content_budget = \"soon\"\n",
+            "routes.claude.first_content_budget",
+        ),
+    ] {
+        let problems = Config::parse(&format!("{GOOD}{bad}"), Path::new("."), &env).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.to_string().starts_with(path)),
+            "{bad}: {problems:?}"
+        );
+    }
+}

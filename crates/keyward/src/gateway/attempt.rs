@@ -4,20 +4,23 @@
 //! says what the loop does next.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use axum::http::HeaderMap;
 use bytes::Bytes;
 use keyward_core::classify::{Class, Failure, Phase, Scope, TransportError};
 use keyward_core::health::engine::FailureAdvice;
 use keyward_core::health::{AttemptScope, Candidate, RouteSpec, TargetSpec};
+use keyward_wire::continuation::rejects_prefill;
 use keyward_wire::splice;
 use tracing::{info, warn};
 
 use super::answer::{decorate, pass_on_error, passthrough, Sent};
 use super::caller_bound;
+use super::continuation::Committed;
 use super::crossing::{untranslatable, Crossing, Refused};
 use super::failover::{Failover, Step};
-use super::stream::{framer_for, hold_body, hold_stream, stream_response, Held, Pump};
+use super::stream::{framer_for, hold_body, hold_stream, Held, Pump, Upstream};
 use super::upstream::{self, Inbound};
 use super::verdict::{
     carries_error, content_type, header_pairs, headroom, transport_kind, Verdicts,
@@ -25,6 +28,9 @@ use super::verdict::{
 use super::Gateway;
 use crate::clock::stopwatch;
 use crate::config::{Credential, Endpoint, Timeouts};
+
+/// How far past a waited-out `Retry-After` the retry goes.
+const RESET_MARGIN: Duration = Duration::from_millis(50);
 
 /// Most bytes of an upstream error body read for classification.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -203,6 +209,13 @@ impl Failover {
         if crossing.is_none() {
             info!(credential = %cred.id, target = %target.endpoint, api = self.inbound.name(), "skipped candidate: its target does not serve this API");
         }
+        // A continuation does not cross families: the text already delivered, sent as the
+        // start of the answer, is a prefill only where the target's API has one, and a
+        // fresh answer spliced after it would repeat or contradict it.
+        if crossing.is_some() && self.resuming.is_some() {
+            info!(credential = %cred.id, target = %target.endpoint, "skipped candidate: a stream is not continued on a target of another API family");
+            return None;
+        }
         Some((cred, endpoint, Some(crossing?)))
     }
 
@@ -216,17 +229,29 @@ impl Failover {
         credential: &str,
     ) -> Result<Outgoing, Refused> {
         let Some(c) = crossing else {
-            let body = match &self.prep.model_at {
-                Some(at) => splice::replace_at(&self.prep.body, at.clone(), &target.model)
+            let body = match (&self.resuming, &self.prep.model_at) {
+                // A continuation's body was rewritten: its model is found again.
+                (Some(r), Some(_)) => splice::replace_model(r.body(), &target.model)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| r.body().to_vec()),
+                (Some(r), None) => r.body().to_vec(),
+                (None, Some(at)) => splice::replace_at(&self.prep.body, at.clone(), &target.model)
                     .unwrap_or_else(|_| self.prep.body.to_vec()),
-                None => self.prep.body.to_vec(),
+                (None, None) => self.prep.body.to_vec(),
             };
             return Ok(Outgoing {
                 api: self.inbound,
                 body,
             });
         };
-        let (body, model, stream) = (&self.prep.body, &target.model, self.prep.stream);
+        // A continuation (the caller's request with the text already delivered as the
+        // start of the answer) is translated like the first request.
+        let body = self
+            .resuming
+            .as_ref()
+            .map_or(&self.prep.body[..], |r| r.body());
+        let (model, stream) = (&target.model, self.prep.stream);
         let body = c.request(body, model, stream, &self.route, credential)?;
         Ok(Outgoing {
             api: c.upstream,
@@ -285,6 +310,19 @@ impl Failover {
         let read =
             caller_bound::read_body(resp, MAX_ERROR_BODY, s.timeouts.idle, self.deadline_at).await;
         self.upstream_time += s.sent.elapsed();
+        // A continuation the target refuses as prefill: a capability, not a fault (no
+        // verdict, and never the caller's error); the whole answer is asked for instead.
+        if let Some(r) = self.resuming.as_mut() {
+            if rejects_prefill(status, &read.body) {
+                drop(attempt);
+                info!(credential = %s.cred.id, "the target refuses assistant prefill: asking for the whole answer to splice");
+                return if r.replay_instead() {
+                    Step::Again
+                } else {
+                    Step::Next
+                };
+            }
+        }
         let failure = s
             .verdicts()
             .of(Some(status), headers, &read.body, None, Phase::Headers);
@@ -462,14 +500,20 @@ impl Failover {
         let headroom = headroom(headers);
         let max_event = s.gw.cfg.limits.max_event_bytes;
         let framer = framer_for(self.inbound, s.endpoint.provider, max_event);
+        let Some(first_token) = self.first_content_limit(s.timeouts.first_token) else {
+            // The request's first-content budget is spent: no verdict on this candidate.
+            info!(route = %self.route.name, "first-content budget spent: not trying further candidates");
+            drop(attempt);
+            return Step::Stop;
+        };
         let held = match &s.crossing {
             // Translated as it arrives: held and committed by the caller's own rules
             // (never a Bedrock or Vertex target: configuration refuses those crossings).
             Some(c) => {
                 let rest = c.stream(resp, framer.is_array(), max_event);
-                hold_body(rest, self.api, framer, s.timeouts.first_token).await
+                hold_body(rest, self.api, framer, first_token).await
             }
-            None => hold_stream(resp, self.api, framer, s.timeouts.first_token).await,
+            None => hold_stream(resp, self.api, framer, first_token).await,
         };
         match held {
             Held::Failed {
@@ -495,27 +539,36 @@ impl Failover {
                 framer,
             } => {
                 self.upstream_time += s.sent.elapsed();
-                let mut r = stream_response(Pump {
+                let pump = Pump {
                     gw: self.gw.clone(),
                     api: self.api,
                     prefix: Some(prefix),
-                    rest,
-                    framer,
+                    up: Upstream {
+                        gw: self.gw.clone(),
+                        rest,
+                        framer,
+                        attempt: Some(attempt),
+                        headroom,
+                        terminal,
+                        route: self.route.name.clone(),
+                        gateway_key: self.prep.gateway_key.clone(),
+                        provider: s.endpoint.provider,
+                        kind: s.cred.kind,
+                        credential: s.cred.id.clone(),
+                        token: s.cred.secret.is_none().then(|| s.secret.clone()),
+                    },
                     idle: s.timeouts.idle,
-                    attempt: Some(attempt),
-                    headroom,
-                    terminal,
                     done_sent: false,
                     finished: false,
                     route: self.route.name.clone(),
-                    gateway_key: self.prep.gateway_key.clone(),
-                    provider: s.endpoint.provider,
-                    kind: s.cred.kind,
-                    credential: s.cred.id.clone(),
-                    token: s.cred.secret.is_none().then(|| s.secret.clone()),
-                });
+                    resume: None,
+                    transcript: None,
+                    splice: None,
+                    hold: None,
+                };
+                let mut headers = HeaderMap::new();
                 decorate(
-                    r.headers_mut(),
+                    &mut headers,
                     &s.cred.id,
                     &s.target.endpoint,
                     &s.target.model,
@@ -523,7 +576,7 @@ impl Failover {
                     self.started,
                     self.upstream_time,
                 );
-                Step::Answer(r)
+                Step::Commit(Box::new(Committed { pump, headers }))
             }
         }
     }
@@ -565,7 +618,11 @@ impl Failover {
                 | Class::Network
                 | Class::RateLimit
         );
+        let wait = self.worth_waiting(s, &failure);
         self.note(failure, &s.cred.id);
+        if let Some(wait) = wait {
+            return Step::Wait(wait);
+        }
         if advice.retry_same && !self.retried_same && s.gw.spend_retry() {
             self.retried_same = true;
             return Step::Again;
@@ -575,6 +632,47 @@ impl Failover {
             return Step::Stop;
         }
         Step::Next
+    }
+}
+
+impl Failover {
+    /// A rate limit whose `Retry-After` is short enough to wait out on the same target
+    /// (the route's `retry_after_wait`, once per request, before the deadline, within
+    /// the retry budget): keeping the model the caller asked for beats switching models
+    /// for a second or two.
+    fn worth_waiting(&mut self, s: &Sending<'_>, failure: &Failure) -> Option<Duration> {
+        let after = failure.retry_after?;
+        if failure.class != Class::RateLimit
+            || after > s.timeouts.retry_after_wait
+            || self.waited_retry_after
+            || self.resuming.is_some()
+            || tokio::time::Instant::now() + after >= self.deadline_at
+            || !s.gw.spend_retry()
+        {
+            return None;
+        }
+        self.waited_retry_after = true;
+        info!(route = %self.route.name, credential = %s.cred.id, wait_ms = after.as_millis() as u64, "rate limited with a short Retry-After: waiting it out on the same target");
+        // Past the reset, so the cooldown it set has ended.
+        Some(after + RESET_MARGIN)
+    }
+
+    /// This attempt's first-content limit: its own, cut to what remains of the request's
+    /// first-content budget (which starts when the first stream is held). A continuation
+    /// has its own limit: the budget was for the caller's first content, long delivered.
+    fn first_content_limit(&mut self, own: Duration) -> Option<Duration> {
+        if self.resuming.is_some() {
+            return Some(own);
+        }
+        let now = tokio::time::Instant::now();
+        let since = *self.first_content_since.get_or_insert(now);
+        let left = self
+            .route
+            .timeouts
+            .first_content_budget
+            .checked_sub(now - since)
+            .filter(|d| !d.is_zero())?;
+        Some(own.min(left))
     }
 }
 

@@ -228,6 +228,7 @@ mod tests {
             context_fallback: None,
             timeouts: Timeouts::default(),
             translation: Translation::default(),
+            continue_streams: true,
         }
     }
 

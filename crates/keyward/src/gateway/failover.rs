@@ -19,6 +19,7 @@ use keyward_wire::stream::Api;
 use tracing::info;
 
 use super::answer::{self, with_attempts, SERVER_TIMING};
+use super::continuation::{Committed, Resuming};
 use super::upstream::Inbound;
 use super::{Gateway, Prepared};
 use crate::clock::stopwatch;
@@ -52,6 +53,13 @@ pub(super) enum Step {
     Stop,
     /// Start over on another route (the larger-context fallback).
     Reroute(Arc<Route>),
+    /// A short `Retry-After` worth waiting out on this candidate: the loop goes on to the
+    /// next candidate if it is another credential of the same target, else waits this
+    /// long and tries the same one again.
+    Wait(Duration),
+    /// A stream committed: the caller's answer, which the failover state may follow (to
+    /// continue the stream if it breaks).
+    Commit(Box<Committed>),
     /// The caller's answer: a success, a committed stream, or the caller's own error.
     Answer(Response<Body>),
 }
@@ -84,6 +92,12 @@ pub(super) struct Failover {
     /// Within one selection: the same candidate was retried once; a token refreshed once.
     pub(super) retried_same: bool,
     pub(super) refreshed: bool,
+    /// A `Retry-After` was waited out (once per request).
+    pub(super) waited_retry_after: bool,
+    /// When the first stream was held: the first-content budget runs from there.
+    pub(super) first_content_since: Option<tokio::time::Instant>,
+    /// Set while a committed stream is being continued (`continuation.rs`).
+    pub(super) resuming: Option<Resuming>,
 }
 
 /// Serves one inbound request.
@@ -151,6 +165,9 @@ impl Failover {
             waited: false,
             retried_same: false,
             refreshed: false,
+            waited_retry_after: false,
+            first_content_since: None,
+            resuming: None,
         }
     }
 
@@ -178,6 +195,17 @@ impl Failover {
                 match self.attempt(&spec, cand, attempt_no).await {
                     Step::Again => {}
                     Step::Next => i += 1,
+                    // Another credential of the same target answers now; else the reset
+                    // is waited out.
+                    Step::Wait(_)
+                        if candidates
+                            .get(i + 1)
+                            .is_some_and(|c| c.target == cand.target) =>
+                    {
+                        i += 1;
+                    }
+                    Step::Wait(d) => tokio::time::sleep(d).await,
+                    Step::Commit(c) => return self.commit(*c, cand),
                     Step::Stop => break 'route,
                     Step::Reroute(route) => {
                         self.route = route;
@@ -235,6 +263,16 @@ impl Failover {
         self.waited = true;
         tokio::time::sleep(wait + Duration::from_millis(5)).await;
         true
+    }
+
+    /// Takes one attempt from the request's budget (cap and deadline).
+    pub(super) fn budget_take(&mut self) -> bool {
+        self.budget.take(self.gw.engine.now())
+    }
+
+    /// Attempts made so far.
+    pub(super) fn attempts(&self) -> u32 {
+        self.budget.attempts()
     }
 
     /// Keeps the first failure (the real cause) and the latest.

@@ -35,6 +35,7 @@ pub mod body_budget;
 pub mod caller_bound;
 pub mod caller_error;
 pub(crate) mod cloud;
+mod continuation;
 mod crossing;
 pub mod failover;
 mod inbound;

@@ -13,13 +13,15 @@ use futures_util::StreamExt;
 use http_body_util::BodyDataStream;
 use keyward_core::classify::{CredentialKind, Phase, TransportError};
 use keyward_core::health::{AttemptScope, Headroom};
+use keyward_wire::continuation::{Splice, ToolHold, Transcript};
 use keyward_wire::events::EventFramer;
 use keyward_wire::stream::{Api, EventKind};
-use tracing::warn;
 use tracing::Instrument as _;
+use tracing::{info, warn};
 
 use super::attempt::record_failure;
 use super::caller_error::CallerError;
+use super::continuation::Continuation;
 use super::upstream::{self, Inbound};
 use super::verdict::Verdicts;
 use super::Gateway;
@@ -170,21 +172,16 @@ pub(super) async fn hold_body(
 /// (a usage chunk, `[DONE]`) before the gateway completes it itself.
 const TERMINAL_GRACE: Duration = Duration::from_secs(2);
 
-/// A committed stream: forwarded event by event, judged by its terminal event. It reads
-/// upstream only when the caller's connection takes more bytes: a slow reader gets
-/// backpressure, never an unbounded buffer.
-pub(super) struct Pump {
+/// The upstream side of a committed stream: one attempt's bytes, its framer and its
+/// verdict. A continued stream swaps it for the continuation's.
+pub(super) struct Upstream {
     pub(super) gw: Arc<Gateway>,
-    pub(super) api: Api,
-    pub(super) prefix: Option<Vec<u8>>,
     pub(super) rest: Rest,
     pub(super) framer: EventFramer,
-    pub(super) idle: Duration,
     pub(super) attempt: Option<AttemptScope>,
     pub(super) headroom: Option<Headroom>,
+    /// Its terminal event came.
     pub(super) terminal: bool,
-    pub(super) done_sent: bool,
-    pub(super) finished: bool,
     pub(super) route: Arc<str>,
     pub(super) gateway_key: Arc<str>,
     pub(super) provider: keyward_core::classify::Provider,
@@ -195,9 +192,9 @@ pub(super) struct Pump {
     pub(super) token: Option<Arc<str>>,
 }
 
-impl Drop for Pump {
-    /// However the stream ended (complete, broken, or the caller gone), the tokens its
-    /// events reported were used.
+impl Drop for Upstream {
+    /// However the attempt ended (complete, broken, continued elsewhere, or the caller
+    /// gone), the tokens its events reported were used, on its own credential.
     fn drop(&mut self) {
         self.gw.metrics.tokens(
             &self.credential,
@@ -208,20 +205,51 @@ impl Drop for Pump {
     }
 }
 
+/// A committed stream: forwarded event by event, judged by its terminal event. It reads
+/// upstream only when the caller's connection takes more bytes: a slow reader gets
+/// backpressure, never an unbounded buffer.
+pub(super) struct Pump {
+    pub(super) gw: Arc<Gateway>,
+    pub(super) api: Api,
+    pub(super) prefix: Option<Vec<u8>>,
+    pub(super) up: Upstream,
+    pub(super) idle: Duration,
+    pub(super) done_sent: bool,
+    pub(super) finished: bool,
+    pub(super) route: Arc<str>,
+    /// How to continue the stream if it is cut or stalls (`None`: end it with the
+    /// in-band error), what the caller has been sent, and the continuation's splice.
+    pub(super) resume: Option<Box<Continuation>>,
+    pub(super) transcript: Option<Transcript>,
+    pub(super) splice: Option<Splice>,
+    /// With continuation on: a tool call's events held until the call is whole.
+    pub(super) hold: Option<ToolHold>,
+}
+
+/// How a break of the upstream stream ended.
+enum Broken {
+    /// With the in-band error: these are the caller's last bytes.
+    Ended(Vec<u8>),
+    /// Continued on a new attempt: these bytes follow (possibly none yet).
+    Continued(Vec<u8>),
+}
+
 impl Pump {
     /// The next bytes for the caller, or `None` at the end: whole events (a secret is
     /// never split between two of them), masked.
     async fn next_bytes(&mut self) -> Option<Vec<u8>> {
         let out = self.next_events().await?;
-        Some(self.gw.mask.mask_owned(out, self.token.as_deref()))
+        Some(self.gw.mask.mask_owned(out, self.up.token.as_deref()))
     }
 
-    /// The next framed events, as upstream sent them.
+    /// The next framed events, as the caller is to receive them.
     async fn next_events(&mut self) -> Option<Vec<u8>> {
         if let Some(p) = self.prefix.take() {
             // Events already framed with the held ones may be waiting.
-            let mut out = p;
-            out.extend(self.drain_events());
+            let mut out = self.for_caller(p);
+            if !self.finished {
+                out.extend(self.drain_events());
+            }
             return Some(out);
         }
         if self.finished {
@@ -231,41 +259,48 @@ impl Pump {
             // After the terminal event only trailers may follow (a usage chunk, `[DONE]`):
             // an upstream that keeps the connection open is not allowed to hold a complete
             // answer hostage for the whole idle limit.
-            let wait = if self.terminal {
+            let wait = if self.up.terminal {
                 self.idle.min(TERMINAL_GRACE)
             } else {
                 self.idle
             };
-            match tokio::time::timeout(wait, self.rest.next()).await {
-                Err(_) if self.terminal => return self.finish_complete(),
+            let broken = match tokio::time::timeout(wait, self.up.rest.next()).await {
+                Err(_) if self.up.terminal => return self.finish_complete(),
                 Err(_) => {
-                    return Some(self.end_broken(
+                    self.broken(
                         TransportError::Timeout,
-                        "the upstream stream stalled (no bytes within the idle limit)",
-                    ))
+                        "the upstream stream stalled past the idle limit and its connection was closed (connection closed)",
+                    )
+                    .await
                 }
                 Ok(Some(Ok(chunk))) => {
-                    self.framer.push(&chunk);
+                    self.up.framer.push(&chunk);
                     let out = self.drain_events();
                     if self.finished || !out.is_empty() {
                         return Some(out);
                     }
+                    continue;
                 }
                 Ok(Some(Err(_))) => {
-                    return Some(self.end_broken(
+                    self.broken(
                         TransportError::Reset,
-                        "the upstream stream was cut before its terminal event",
-                    ))
+                        "the upstream connection closed before the answer was complete (stream closed)",
+                    )
+                    .await
                 }
+                Ok(None) if self.up.terminal => return self.finish_complete(),
                 Ok(None) => {
-                    if self.terminal {
-                        return self.finish_complete();
-                    }
-                    return Some(self.end_broken(
+                    self.broken(
                         TransportError::Reset,
-                        "the upstream stream ended before its terminal event",
-                    ));
+                        "the upstream connection closed before the answer was complete (stream closed)",
+                    )
+                    .await
                 }
+            };
+            match broken {
+                Broken::Ended(out) => return Some(out),
+                Broken::Continued(out) if !out.is_empty() || self.finished => return Some(out),
+                Broken::Continued(_) => {}
             }
         }
     }
@@ -274,17 +309,47 @@ impl Pump {
     /// Completions' `[DONE]` when upstream left it out), and a success for the attempt.
     fn finish_complete(&mut self) -> Option<Vec<u8>> {
         self.finished = true;
-        let out = self.framer.closing(self.api, self.done_sent);
-        if let Some(a) = self.attempt.take() {
-            self.gw.metrics.attempt(&self.credential, "ok");
-            self.gw.engine.record_success(a, self.headroom);
-        }
+        let out = self.up.framer.closing(self.api, self.done_sent);
+        self.record_success();
         (!out.is_empty()).then_some(out)
+    }
+
+    fn record_success(&mut self) {
+        if let Some(a) = self.up.attempt.take() {
+            self.gw.metrics.attempt(&self.up.credential, "ok");
+            self.gw.engine.record_success(a, self.up.headroom);
+        }
+    }
+
+    /// Events of the current attempt as the caller receives them: through the
+    /// continuation's splice when there is one, and followed by the transcript. A
+    /// continuation that does not repeat what the caller has ends the stream.
+    fn for_caller(&mut self, events: Vec<u8>) -> Vec<u8> {
+        let out = match self.splice.as_mut().map(|s| s.events(&events)) {
+            None => events,
+            Some(Ok(out)) => out,
+            Some(Err(e)) => {
+                warn!(route = %self.route, reason = %e, "continued stream diverged");
+                // Not the target's fault: its attempt ends without a verdict.
+                self.up.attempt.take();
+                return self.error_event(
+                    "the upstream stream was interrupted and its continuation did not match the text already sent (stream closed)",
+                );
+            }
+        };
+        let out = match self.hold.as_mut() {
+            Some(h) => h.feed(&out),
+            None => out,
+        };
+        if let Some(t) = self.transcript.as_mut() {
+            t.observe(&out);
+        }
+        out
     }
 
     fn drain_events(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
-        while let Some(piece) = self.framer.next(self.api) {
+        while let Some(piece) = self.up.framer.next(self.api) {
             let Ok(piece) = piece else {
                 out.extend(self.end_broken(
                     TransportError::Reset,
@@ -299,13 +364,13 @@ impl Pump {
                     self.gw.metrics.dropped_events.get_or_create(&label).inc();
                     continue;
                 }
-                EventKind::Terminal => self.terminal = true,
+                EventKind::Terminal => self.up.terminal = true,
                 EventKind::Done => {
-                    if self.framer.is_array() && !self.terminal {
+                    if self.up.framer.is_array() && !self.up.terminal {
                         // The array closed without a terminal element: incomplete.
                         out.extend(self.end_broken(
                             TransportError::Reset,
-                            "the upstream stream ended before its terminal event",
+                            "the upstream connection closed before the answer was complete (stream closed)",
                         ));
                         return out;
                     }
@@ -316,13 +381,13 @@ impl Pump {
                     // key shapes masked as in error bodies.
                     let text = String::from_utf8_lossy(&piece.out);
                     out.extend_from_slice(keyward_core::classify::mask_secrets(&text).as_bytes());
-                    if self.framer.is_array() {
+                    if self.up.framer.is_array() {
                         out.push(b']');
                     }
                     let failure =
                         self.verdicts()
                             .of(Some(200), &[], &piece.out, None, Phase::MidStream);
-                    if let Some(a) = self.attempt.take() {
+                    if let Some(a) = self.up.attempt.take() {
                         record_failure(&self.gw, a, &failure, &self.route);
                     }
                     self.finished = true;
@@ -330,13 +395,13 @@ impl Pump {
                 }
                 EventKind::Content | EventKind::Other => {}
             }
-            out.extend_from_slice(&piece.out);
+            out.extend(self.for_caller(piece.out));
+            if self.finished {
+                return out;
+            }
             if self.done_sent {
                 self.finished = true;
-                if let Some(a) = self.attempt.take() {
-                    self.gw.metrics.attempt(&self.credential, "ok");
-                    self.gw.engine.record_success(a, self.headroom);
-                }
+                self.record_success();
                 return out;
             }
         }
@@ -347,38 +412,76 @@ impl Pump {
     fn verdicts(&self) -> Verdicts<'_> {
         Verdicts {
             mask: &self.gw.mask,
-            provider: self.provider,
-            credential: self.kind,
-            token: self.token.as_deref(),
+            provider: self.up.provider,
+            credential: self.up.kind,
+            token: self.up.token.as_deref(),
         }
     }
 
-    /// Ends a committed stream that broke: the caller's native in-band error, never a
-    /// silent truncation presented as success.
-    fn end_broken(&mut self, t: TransportError, message: &str) -> Vec<u8> {
-        self.finished = true;
+    /// Records a break of the upstream stream against its attempt; returns whether the
+    /// policy allows the same target again.
+    fn record_break(&mut self, t: TransportError) -> bool {
         let label = self.gw.metrics.route(&self.route);
         self.gw.metrics.broken_streams.get_or_create(&label).inc();
         let failure = self
             .verdicts()
             .of(None, &[], b"", Some(t), Phase::MidStream);
-        if let Some(a) = self.attempt.take() {
-            record_failure(&self.gw, a, &failure, &self.route);
+        self.up
+            .attempt
+            .take()
+            .is_some_and(|a| record_failure(&self.gw, a, &failure, &self.route).retry_same)
+    }
+
+    /// The upstream stream was cut or stalled: continued on a new attempt when the route
+    /// allows it and the caller's stream can be, else ended with the in-band error.
+    async fn broken(&mut self, t: TransportError, message: &str) -> Broken {
+        let retry_same = self.record_break(t);
+        let point = self.transcript.as_ref().and_then(Transcript::point);
+        if let (Some(point), Some(c)) = (point, self.resume.as_mut()) {
+            if let Some(next) = Box::pin(c.resume(&point, retry_same)).await {
+                info!(route = %self.route, credential = %next.pump.up.credential, delivered = point.text.len(), "stream continued on a new attempt");
+                let Pump { prefix, up, .. } = next.pump;
+                // The broken attempt's usage is recorded as it is dropped; a tool call it
+                // had begun was never sent, and comes whole from the continuation.
+                self.up = up;
+                self.splice = Some(next.splice);
+                self.hold = Some(ToolHold::new(self.api));
+                let mut out = self.for_caller(prefix.unwrap_or_default());
+                if !self.finished {
+                    out.extend(self.drain_events());
+                }
+                return Broken::Continued(out);
+            }
         }
+        Broken::Ended(self.error_event(message))
+    }
+
+    /// Ends a committed stream that broke where it cannot be continued (an oversized
+    /// event, a Gemini array closed early).
+    fn end_broken(&mut self, t: TransportError, message: &str) -> Vec<u8> {
+        self.record_break(t);
+        self.error_event(message)
+    }
+
+    /// The caller's native in-band error, worded as the closed stream it is so agents
+    /// retry it — never a silent truncation presented as success.
+    fn error_event(&mut self, message: &str) -> Vec<u8> {
+        self.finished = true;
         let mut e = CallerError::new(
             StatusCode::BAD_GATEWAY,
             "api_error",
             "stream_interrupted",
-            format!("keyward: {message}; the response is incomplete"),
+            format!("keyward: {message}; the response is incomplete, retry the request"),
         );
         e.should_retry = Some(true);
-        self.framer
+        self.up
+            .framer
             .error_tail(e.stream_event(self.api), e.json_object())
     }
 }
 
 pub(super) fn stream_response(pump: Pump) -> Response<Body> {
-    let content_type = if pump.framer.is_array() {
+    let content_type = if pump.up.framer.is_array() {
         "application/json"
     } else {
         "text/event-stream"

@@ -477,10 +477,11 @@ async fn steady_traffic_survives_every_fault_in_turn() {
     for k in [K1, K2, O1, O2] {
         h.sim.set(k, Behaviour::Ok);
     }
+    // Each broken stream is continued on another key (a whole answer) or, when that
+    // breaks too, ends with the in-band error; never a truncated success (the checker).
     assert!(
-        out.iter().any(|o| o.in_band_error && o.api == "chat")
-            && out.iter().any(|o| o.in_band_error && o.api == "messages"),
-        "the cut streams ended with in-band errors"
+        h.logs().contains("stream continued on a new attempt"),
+        "cut and stalled streams were continued"
     );
     checker
         .check(&h, "cut and stalled streams", &out, false)

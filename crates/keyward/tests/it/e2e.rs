@@ -556,11 +556,25 @@ async fn a_stream_cut_after_content_ends_with_the_native_error_never_a_false_suc
         "",
     )
     .await;
+    // Cut after two tokens on every attempt, and one key: continued on it once (two more
+    // tokens), cut again, nowhere else to go.
+    h.sim.set_stream_length(20);
     h.sim
         .set("sk-ant-e2e-cut-01", Behaviour::StreamCut { after: 2 });
     let r = h.messages("claude", true).await;
     assert_eq!(r.status, 200, "committed after the first content");
-    assert!(r.body.contains("tok0") && r.body.contains("tok1"));
+    assert!(r.body.contains("tok0") && r.body.contains("tok3") && !r.body.contains("tok4"));
+    assert_eq!(
+        r.body.matches("\"text\":\"tok1 \"").count(),
+        1,
+        "nothing twice: {}",
+        r.body
+    );
+    assert!(
+        r.body.contains("stream closed") && r.body.contains("\"type\":\"api_error\""),
+        "an error agents retry: {}",
+        r.body
+    );
     assert!(!r.body.contains("message_stop"), "no fabricated completion");
     assert!(
         r.body.contains("event: error"),
@@ -721,6 +735,94 @@ async fn the_official_sdks_succeed_fail_over_and_stop_on_exhaustion() {
         "x-should-retry: false stops the SDK's retries: {a}"
     );
     assert_eq!(o["attempts"], 1, "{o}");
+}
+
+/// A continued stream, read by the official SDKs' own stream accumulation, is one normal
+/// answer: the text whole and once, a tool call complete and once, one stop reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_sdks_read_a_continued_stream_as_one_answer() {
+    let h = start(
+        "sdk-continued",
+        sdk_endpoints(),
+        &[
+            Cred::new("a-cut", "sk-ant-sdk-cut-01").with("priority = 10"),
+            Cred::new("a-ok", "sk-ant-sdk-ok-02"),
+            Cred::new("o-cut", "sk-proj-sdk-cut-03")
+                .on("openai")
+                .with("priority = 10"),
+            Cred::new("o-ok", "sk-proj-sdk-ok-04").on("openai"),
+        ],
+        &format!(
+            "{}{}",
+            route("claude", "anthropic", "claude-x", &["a-cut", "a-ok"]),
+            route("gpt", "openai", "gpt-4o", &["o-cut", "o-ok"])
+        ),
+        "",
+    )
+    .await;
+    h.sim.set_stream_length(12);
+    let text: String = (0..12).map(|i| format!("tok{i} ")).collect();
+    let tool = r#"{"city": "Paris"}"#;
+    // (what, the cut, a tool call at the end)
+    let cases = [
+        ("text cut mid-answer", 5, false),
+        ("text cut, the tool call from the continuation", 5, true),
+        ("tool call cut mid-arguments", 12 + 1, true),
+    ];
+    for (what, after, with_tool) in cases {
+        h.sim.set_tool_call(with_tool);
+        // Every attempt on the first key is cut: the stream is continued there once,
+        // then on the second key.
+        h.sim
+            .set("sk-ant-sdk-cut-01", Behaviour::StreamCut { after });
+        h.sim
+            .set("sk-proj-sdk-cut-03", Behaviour::StreamCut { after });
+        let mut env = vec![("KEYWARD_EXPECT_TEXT", text.as_str())];
+        if with_tool {
+            env.push(("KEYWARD_EXPECT_TOOL", tool));
+        }
+        let (a, o) = tokio::join!(
+            run_sdk(&h, "anthropic_stream", &env),
+            run_sdk(&h, "openai_stream", &env)
+        );
+        eprintln!("{what}: anthropic {a}; openai {o}");
+    }
+    h.eventually("continuations logged", || {
+        h.logs()
+            .matches("stream continued on a new attempt")
+            .count()
+            >= 6
+    })
+    .await;
+}
+
+/// Where a stream cannot be continued, the official SDKs raise their own error for the
+/// in-band event, worded as the closed stream agents retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_sdks_raise_a_broken_stream_as_a_closed_stream() {
+    let off = |r: String| format!("{r}continue_streams = false\n");
+    let h = start(
+        "sdk-broken",
+        sdk_endpoints(),
+        &[
+            Cred::new("a", "sk-ant-sdk-broken-01"),
+            Cred::new("o", "sk-proj-sdk-broken-02").on("openai"),
+        ],
+        &format!(
+            "{}{}",
+            off(route("claude", "anthropic", "claude-x", &["a"])),
+            off(route("gpt", "openai", "gpt-4o", &["o"]))
+        ),
+        "",
+    )
+    .await;
+    h.sim.set_stream_length(12);
+    h.sim
+        .set("sk-ant-sdk-broken-01", Behaviour::StreamCut { after: 3 });
+    h.sim
+        .set("sk-proj-sdk-broken-02", Behaviour::StreamCut { after: 3 });
+    let (a, o) = tokio::join!(sdk(&h, "anthropic_broken"), sdk(&h, "openai_broken"));
+    eprintln!("anthropic {a}; openai {o}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1228,6 +1330,72 @@ async fn short_timeouts(name: &str, keys: [&'static str; 2]) -> Harness {
     .await
 }
 
+/// [`short_timeouts`] with streams never continued.
+async fn short_timeouts_no_continuation(name: &str, keys: [&'static str; 2]) -> Harness {
+    start(
+        name,
+        ANTHROPIC,
+        &[
+            Cred::new("k-a", keys[0]).with("priority = 10"),
+            Cred::new("k-b", keys[1]),
+        ],
+        &format!(
+            "{}continue_streams = false\n",
+            route("claude", "anthropic", "claude-x", &["k-a", "k-b"])
+        ),
+        "[timeouts]\nheaders = \"300ms\"\nfirst_token = \"300ms\"\nidle = \"300ms\"\n",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_stream_that_stalls_or_ends_badly_is_continued_into_one_answer() {
+    for (name, behaviour, what) in [
+        (
+            "cont-stall",
+            Behaviour::StreamStall {
+                after: 3,
+                ms: 5_000,
+            },
+            "idle timeout",
+        ),
+        (
+            "cont-no-terminal",
+            Behaviour::MissingTerminal,
+            "missing terminal event",
+        ),
+        ("cont-cut", Behaviour::StreamCut { after: 3 }, "cut"),
+    ] {
+        let h = short_timeouts(name, ["sk-ant-e2e-cont-01", "sk-ant-e2e-cont-02"]).await;
+        h.sim.set_stream_length(10);
+        h.sim.set("sk-ant-e2e-cont-01", behaviour);
+        let started = Instant::now();
+        let r = h.messages("claude", true).await;
+        assert_eq!(r.status, 200, "{what}");
+        assert!(
+            r.body
+                .trim_end()
+                .ends_with("data: {\"type\":\"message_stop\"}"),
+            "{what}: one whole answer: {}",
+            r.body
+        );
+        assert!(!r.body.contains("event: error"), "{what}: {}", r.body);
+        for i in 0..10 {
+            assert_eq!(
+                r.body.matches(&format!("\"text\":\"tok{i} \"")).count(),
+                1,
+                "{what}: tok{i} exactly once: {}",
+                r.body
+            );
+        }
+        assert_eq!(r.body.matches("event: message_stop").count(), 1, "{what}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{what}: bounded"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silence_and_a_slow_first_token_fail_over_within_their_timeouts() {
     // Silence before the headers.
@@ -1265,7 +1433,7 @@ async fn silence_and_a_slow_first_token_fail_over_within_their_timeouts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_committed_stream_that_stalls_or_ends_badly_ends_with_the_native_error() {
+async fn where_not_continued_a_broken_stream_ends_with_the_native_error() {
     for (name, behaviour, what) in [
         (
             "stall",
@@ -1286,7 +1454,8 @@ async fn a_committed_stream_that_stalls_or_ends_badly_ends_with_the_native_error
             "in-band error",
         ),
     ] {
-        let h = short_timeouts(name, ["sk-ant-e2e-end-01", "sk-ant-e2e-end-02"]).await;
+        let h =
+            short_timeouts_no_continuation(name, ["sk-ant-e2e-end-01", "sk-ant-e2e-end-02"]).await;
         h.sim.set("sk-ant-e2e-end-01", behaviour);
         let started = Instant::now();
         let r = h.messages("claude", true).await;
@@ -1328,7 +1497,10 @@ async fn a_committed_stream_that_stalls_or_ends_badly_ends_with_the_native_error
             name,
             &[("openai", "openai", "/v1")],
             &[Cred::new("o", "sk-proj-e2e-end-01").on("openai")],
-            &route("gpt", "openai", "gpt-4o", &["o"]),
+            &format!(
+                "{}continue_streams = false\n",
+                route("gpt", "openai", "gpt-4o", &["o"])
+            ),
             "[timeouts]\nidle = \"300ms\"\n",
         )
         .await;

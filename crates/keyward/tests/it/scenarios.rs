@@ -87,20 +87,81 @@ async fn s01_429_with_retry_after_then_ok() {
     );
     let started = Instant::now();
     let r = h.chat("gpt", true).await;
-    whole(&r);
-    assert!(started.elapsed() < Duration::from_secs(5));
+    // A 2 s reset is waited out on the primary (`retry_after_wait`, 5 s by default):
+    // the model the caller asked for answers.
+    assert_eq!(whole(&r), "primary/gpt-primary");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "{took:?}");
     let t = tries(&h, P);
-    let first = t[0].at;
-    let early = t
-        .iter()
-        .filter(|a| a.at - first < Duration::from_millis(1500))
-        .count();
-    eprintln!("S01: {early} primary attempt(s) in the first 1.5 s");
-    assert!(early <= 2, "at most 2 primary attempts in 1.5 s: {t:?}");
-    // The primary is back once its reset has passed.
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(t.len(), 2, "the primary retried once: {t:?}");
+    let gap = t[1].at - t[0].at;
+    eprintln!("S01: the primary retried after {gap:?}; answered after {took:?}");
+    assert!(
+        gap >= Duration::from_millis(1_800),
+        "Retry-After honoured: {gap:?}"
+    );
+    assert!(tries(&h, F).is_empty(), "no fallback model");
+}
+
+/// Another key of the same target answers at once: a reset is waited out only when the
+/// alternative is another model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s01_another_key_of_the_same_target_goes_before_waiting() {
+    const P2: &str = "sk-proj-scenario-primary-0003";
+    let h = start(
+        "s01-sibling",
+        &[("primary", "openai", "/v1"), ("fallback", "openai", "/v1")],
+        &[
+            Cred::new("p", P).on("primary").with("priority = 10"),
+            Cred::new("p2", P2).on("primary"),
+            Cred::new("f", F).on("fallback"),
+        ],
+        "[routes.gpt]\n\
+         targets = [{ endpoint = \"primary\", model = \"gpt-primary\", credentials = [\"p\", \"p2\"] }]\n\
+         fallbacks = [{ endpoint = \"fallback\", model = \"gpt-fallback\", credentials = [\"f\"] }]\n",
+        "",
+    )
+    .await;
+    h.sim.script(
+        P,
+        [Behaviour::RateLimited {
+            retry_after: Some(2),
+        }],
+    );
+    let started = Instant::now();
     let r = h.chat("gpt", true).await;
     assert_eq!(whole(&r), "primary/gpt-primary");
+    assert_eq!(r.header("x-keyward-credential"), "p2");
+    assert!(started.elapsed() < Duration::from_millis(1_500), "no wait");
+    assert_eq!(tries(&h, P).len(), 1);
+    assert!(tries(&h, F).is_empty());
+}
+
+/// A route with `retry_after_wait = "0s"` fails over at once instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s01_without_waiting_fails_over_at_once() {
+    let h = start(
+        "s01-nowait",
+        &[("primary", "openai", "/v1"), ("fallback", "openai", "/v1")],
+        &[Cred::new("p", P).on("primary"), Cred::new("f", F).on("fallback")],
+        "[routes.gpt]\n\
+         targets = [{ endpoint = \"primary\", model = \"gpt-primary\", credentials = [\"p\"] }]\n\
+         fallbacks = [{ endpoint = \"fallback\", model = \"gpt-fallback\", credentials = [\"f\"] }]\n\
+         retry_after_wait = \"0s\"\n",
+        "",
+    )
+    .await;
+    h.sim.script(
+        P,
+        [Behaviour::RateLimited {
+            retry_after: Some(2),
+        }],
+    );
+    let started = Instant::now();
+    let r = h.chat("gpt", true).await;
+    assert_eq!(whole(&r), "fallback/gpt-fallback");
+    assert!(started.elapsed() < Duration::from_millis(1_500));
+    assert_eq!(tries(&h, P).len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,9 +252,11 @@ async fn s07_first_token_after_20_seconds() {
     assert_eq!(whole(&r), "fallback/gpt-fallback");
     let took = started.elapsed();
     eprintln!("S07: answered by the fallback after {took:?}");
+    // The primary's own 10 s limit fires; the fallback has the rest of the request's
+    // 15 s first-content budget: the whole answer inside 15 s.
     assert!(
-        took < Duration::from_secs(19),
-        "the 15 s first-content limit fired: {took:?}"
+        took >= Duration::from_millis(9_900) && took < Duration::from_secs(15),
+        "the 10 s first-content limit fired and the answer came inside 15 s: {took:?}"
     );
     assert_eq!(tries(&h, P).len(), 1);
 }
@@ -207,11 +270,61 @@ async fn s08_stream_dies_after_40_of_60_tokens() {
     let r = h.chat("gpt", true).await;
     assert_eq!(whole(&r), "fallback/gpt-fallback");
     assert_eq!(r.body.matches("\"content\":\"tok").count(), 60);
-    // Committed (40 tokens sent): the native in-band error, never a truncated success.
+    // Committed (40 tokens sent): continued with the 40 tokens as the start of the
+    // answer; the caller reads one whole answer, every token once.
+    h.sim.set(P, Behaviour::StreamCut { after: 40 });
+    let r = h.chat("gpt", true).await;
+    whole(&r);
+    assert_eq!(text_of(&r), tokens(60));
+    assert_eq!(r.body.matches("[DONE]").count(), 1);
+    assert_eq!(
+        r.body.matches("\"role\"").count(),
+        1,
+        "one role chunk: {}",
+        r.body
+    );
+    // Where it cannot be continued (off for the route), the in-band error, never a
+    // truncated success.
+    let h = start(
+        "s08-off",
+        &[("primary", "openai", "/v1"), ("fallback", "openai", "/v1")],
+        &[Cred::new("p", P).on("primary"), Cred::new("f", F).on("fallback")],
+        "[routes.gpt]\n\
+         targets = [{ endpoint = \"primary\", model = \"gpt-primary\", credentials = [\"p\"] }]\n\
+         fallbacks = [{ endpoint = \"fallback\", model = \"gpt-fallback\", credentials = [\"f\"] }]\n\
+         continue_streams = false\n",
+        "",
+    )
+    .await;
+    h.sim.set_stream_length(60);
     h.sim.set(P, Behaviour::StreamCut { after: 40 });
     let r = h.chat("gpt", true).await;
     broken(&r);
     assert!(r.body.contains("tok39 ") && !r.body.contains("tok40 "));
+    assert!(
+        r.body.contains("stream closed"),
+        "worded as a closed stream: {}",
+        r.body
+    );
+}
+
+/// The text of a Chat Completions stream, its content deltas joined.
+fn text_of(r: &Reply) -> String {
+    r.body
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// The simulated answer of `n` tokens.
+fn tokens(n: usize) -> String {
+    (0..n).map(|i| format!("tok{i} ")).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,13 +341,20 @@ async fn s09_stream_silent_after_20_tokens_for_30_seconds() {
     let started = Instant::now();
     let r = h.chat("gpt", true).await;
     let took = started.elapsed();
-    eprintln!("S09: stall ended with the in-band error after {took:?}");
-    broken(&r);
-    assert!(r.body.contains("tok19 ") && !r.body.contains("tok20 "));
+    eprintln!("S09: stall caught and the stream continued; whole after {took:?}");
+    // The idle limit catches the stall; the stream is continued on the fallback (a
+    // timeout is not retried on the silent target) with the 20 tokens as its start.
+    assert_eq!(
+        whole(&r),
+        "primary/gpt-primary",
+        "the caller's headers name the first"
+    );
+    assert_eq!(text_of(&r), tokens(40));
     assert!(
         took < Duration::from_secs(28),
         "the 20 s idle limit caught the stall: {took:?}"
     );
+    assert_eq!(tries(&h, F).len(), 1, "continued on the fallback");
     // The gateway is healthy afterwards.
     h.sim.set(P, Behaviour::Ok);
     let r = h.chat("gpt", true).await;
@@ -320,16 +440,29 @@ async fn s14_primary_cut_and_a_fallback_that_rejects_prefill() {
     h.sim.script(P, [Behaviour::StreamCut { after: 0 }]);
     let r = h.chat("gpt", true).await;
     assert_eq!(whole(&r), "fallback/gpt-fallback");
-    // Cut after content: the real cause, never the fallback's prefill rejection.
+    let clean = tries(&h, F).len();
+    // Cut after content, every time on the primary: continued there once (5 more
+    // tokens), then on the fallback, which refuses the prefill; asked for the whole
+    // answer instead, it repeats the 10 tokens delivered (swallowed) and the rest follows.
     h.sim.set(P, Behaviour::StreamCut { after: 5 });
     let r = h.chat("gpt", true).await;
-    broken(&r);
+    whole(&r);
+    assert_eq!(text_of(&r), tokens(20));
     assert!(!r.body.contains("prefill"), "{}", r.body);
     assert_eq!(
-        tries(&h, F).len(),
-        1,
-        "the fallback saw only the clean restart"
+        tries(&h, P).len(),
+        2 + 1,
+        "the primary: the first request's, then two"
     );
+    assert_eq!(
+        tries(&h, F).len(),
+        clean + 2,
+        "the fallback: the refused prefill, then the whole answer"
+    );
+    h.eventually("the refusal logged", || {
+        h.logs().contains("the target refuses assistant prefill")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,6 +565,17 @@ fn whole_messages(r: &Reply) -> String {
     r.header("x-keyward-target")
 }
 
+/// The text of a Messages stream, its text deltas joined.
+fn messages_text(r: &Reply) -> String {
+    r.body
+        .split("\n\n")
+        .filter_map(|e| e.split_once("data: ").map(|(_, d)| d))
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .filter(|v| v["type"] == "content_block_delta")
+        .filter_map(|v| v["delta"]["text"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// The fast scenarios once more through the Anthropic Messages API (the timeouts' paths
 /// are the same code as S06, S07 and S09, covered in `e2e.rs` on this API with short
 /// limits).
@@ -451,10 +595,40 @@ async fn the_same_behaviour_on_the_anthropic_api() {
     // S08: nothing committed → a whole answer elsewhere; committed → the in-band error.
     h.sim.script(AP, [Behaviour::StreamCut { after: 0 }]);
     whole_messages(&h.messages("claude", true).await);
+    // Committed, cut after 10 tokens: continued on the primary with the 10 tokens as an
+    // assistant prefill; one message, one text block, every token once.
     h.sim.script(AP, [Behaviour::StreamCut { after: 10 }]);
     let r = h.messages("claude", true).await;
-    assert_eq!(r.status, 200);
-    assert!(!r.body.contains("message_stop") && r.body.contains("event: error"));
+    whole_messages(&r);
+    assert_eq!(messages_text(&r), tokens(20));
+    assert_eq!(
+        r.body.matches("event: message_start").count(),
+        1,
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        r.body.matches("event: content_block_start").count(),
+        1,
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        r.body.matches("event: message_stop").count(),
+        1,
+        "{}",
+        r.body
+    );
+    // Cut every time with a fallback that refuses prefill: the primary once more, then
+    // the fallback's whole answer spliced after what was sent.
+    h.sim.set(AF, Behaviour::RejectsPrefill);
+    h.sim.set(AP, Behaviour::StreamCut { after: 4 });
+    let r = h.messages_about("claude", true, "cut twice").await;
+    whole_messages(&r);
+    assert_eq!(messages_text(&r), tokens(20));
+    assert!(!r.body.contains("prefill"), "{}", r.body);
+    h.sim.set(AP, Behaviour::Ok);
+    h.sim.set(AF, Behaviour::Ok);
     // S10: an invalid event dropped, the rest delivered.
     h.sim.script(AP, [Behaviour::MalformedChunk { at: 9 }]);
     let r = h.messages("claude", true).await;

@@ -587,9 +587,10 @@ impl Browser {
         r["result"]["result"]["value"].clone()
     }
 
-    /// Waits (bounded) until `expr` is true in the page.
+    /// Waits (bounded: generous, a loaded CI machine renders slowly) until `expr` is true
+    /// in the page.
     async fn until(&mut self, what: &str, expr: &str) {
-        let until = Instant::now() + Duration::from_secs(20);
+        let until = Instant::now() + Duration::from_secs(45);
         loop {
             if self
                 .eval(&format!(
