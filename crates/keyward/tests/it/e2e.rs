@@ -1182,11 +1182,16 @@ async fn minimal_detail_callers_learn_nothing_of_the_inventory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_reset_before_headers_fails_over_and_disables_nothing() {
-    let h = start(
+    // The default network cooldown starts at 1 s: on a loaded machine it could end
+    // before the state is read. A minute-long one holds whatever the machine's speed.
+    let h = start_policy(
         "reset",
         &[("primary", "anthropic", ""), ("secondary", "anthropic", "")],
         &[Cred::new("p1", "sk-ant-e2e-rs-01").on("primary"), Cred::new("s1", "sk-ant-e2e-rs-02").on("secondary")],
         "[routes.claude]\ntargets = [{ endpoint = \"primary\", model = \"claude-x\", credentials = [\"p1\"] }, { endpoint = \"secondary\", model = \"claude-x\", credentials = [\"s1\"] }]\n",
+        &format!(
+            "{DEFAULT_POLICY}[policy.network]\neffect = \"cool\"\nthreshold = 3\nretry_same = true\nhonour_retry_after = true\nbackoff = {{ base = \"60s\", max = \"60s\", jitter = 0.0 }}\n"
+        ),
         "",
     )
     .await;
