@@ -473,6 +473,7 @@ base_url = "http://127.0.0.1:9/v1"
 
 [endpoints.bedrock]
 provider = "bedrock"
+region = "us-east-1"
 base_url = "http://127.0.0.1:9"
 
 [[credentials]]

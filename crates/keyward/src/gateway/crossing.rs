@@ -307,6 +307,15 @@ mod tests {
         );
         assert!(reachable(Inbound::Messages, Provider::OpenAi));
         assert!(!reachable(Inbound::CountTokens, Provider::OpenAi));
-        assert!(!reachable(Inbound::Chat, Provider::Bedrock));
+        // Bedrock serves Chat callers natively (its OpenAI-compatible endpoint) and is
+        // never translated to: a Gemini caller cannot reach it.
+        assert!(reachable(Inbound::Chat, Provider::Bedrock));
+        assert!(!reachable(
+            Inbound::Gemini(GeminiCall {
+                stream: false,
+                sse: false
+            }),
+            Provider::Bedrock
+        ));
     }
 }
