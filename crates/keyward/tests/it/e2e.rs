@@ -1183,7 +1183,7 @@ async fn minimal_detail_callers_learn_nothing_of_the_inventory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_reset_before_headers_fails_over_and_disables_nothing() {
     // The default network cooldown starts at 1 s: on a loaded machine it could end
-    // before the state is read. A minute-long one holds whatever the machine's speed.
+    // before the state file is read. A minute-long one holds whatever the machine's speed.
     let h = start_policy(
         "reset",
         &[("primary", "anthropic", ""), ("secondary", "anthropic", "")],
@@ -1211,7 +1211,12 @@ async fn a_connection_reset_before_headers_fails_over_and_disables_nothing() {
         resets, 3,
         "the endpoint cools at its third consecutive network failure (policy) and gets no more"
     );
-    assert_eq!(h.state_of("endpoint/primary"), "cooling");
+    // The state file follows the engine through a background writer: read it until the
+    // cooldown is there (the test's minute-long one cannot have ended).
+    h.eventually("the endpoint's cooldown in the state file", || {
+        h.state_of("endpoint/primary") == "cooling"
+    })
+    .await;
     assert_eq!(
         h.state_of("credential/p1"),
         "healthy",

@@ -413,9 +413,9 @@ impl Harness {
             })
     }
 
-    /// Waits (bounded) until `f` holds.
+    /// Waits (bounded: 30 s, generous for a loaded CI machine) until `f` holds.
     pub(crate) async fn eventually(&self, what: &str, mut f: impl FnMut() -> bool) {
-        let until = Instant::now() + Duration::from_secs(10);
+        let until = Instant::now() + Duration::from_secs(30);
         while !f() {
             if Instant::now() >= until {
                 let tail = {
