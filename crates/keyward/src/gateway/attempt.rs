@@ -17,6 +17,7 @@ use super::answer::{decorate, pass_on_error, passthrough, Sent};
 use super::caller_bound;
 use super::failover::{Failover, Step};
 use super::stream::{framer_for, hold_stream, stream_response, Held, Pump};
+use super::telemetry;
 use super::upstream::{self, Inbound};
 use super::verdict::{
     carries_error, content_type, header_pairs, headroom, transport_kind, Verdicts,
@@ -87,6 +88,7 @@ impl Failover {
         let Some((cred, endpoint)) = self.servable(&gw, spec, cand.target, &attempt) else {
             return Step::Next;
         };
+        telemetry::credential(&cred.id);
         // A key needs no await; an OAuth token's lookup (and refresh) is boxed so its
         // large state is not part of every request's future.
         let secret = match &cred.secret {
@@ -133,6 +135,7 @@ impl Failover {
             }
         };
         let status = resp.status().as_u16();
+        telemetry::upstream_status(status);
         let headers = header_pairs(resp.headers());
         if status >= 400 {
             self.on_error_status(&s, attempt, resp, status, &headers)
