@@ -9,6 +9,8 @@ Each scenario prints one JSON line and exits 0 when the SDK behaved as expected:
   anthropic_revoked / openai_revoked     every key of the route revoked: the SDK raises after
                                          exactly one attempt (its retries on by default),
                                          the message naming every credential in KEYWARD_EXPECT
+                                         (status KEYWARD_STATUS, default 503: a gateway key's
+                                         dead_keys_status)
   anthropic_stream / openai_stream       one streamed answer read with the SDK's own stream
                                          accumulation: its text must be KEYWARD_EXPECT_TEXT and,
                                          when KEYWARD_EXPECT_TOOL is set (a JSON object), it must
@@ -133,7 +135,8 @@ def transient(kind):
 
 
 def revoked(kind):
-    """Every key revoked: one attempt with the SDK's default retries, a 503 naming them all."""
+    """Every key revoked: one attempt with the SDK's default retries, a 503 (or the gateway
+    key's dead_keys_status, KEYWARD_STATUS) naming them all."""
     expect = [c for c in os.environ.get("KEYWARD_EXPECT", "").split(",") if c]
     http, seen = counting_client()
     client = anthropic_client(http) if kind == "anthropic" else openai_client(http)
@@ -149,7 +152,8 @@ def revoked(kind):
         status = getattr(e, "status_code", None)
         message = str(e)
         missing = [c for c in expect if c not in message]
-        ok = isinstance(e, sdk.APIStatusError) and status == 503 and seen["requests"] == 1 and bool(expect) and not missing
+        want = int(os.environ.get("KEYWARD_STATUS", "503"))
+        ok = isinstance(e, sdk.APIStatusError) and status == want and seen["requests"] == 1 and bool(expect) and not missing
         response = getattr(e, "response", None)
         timing = response.headers.get("server-timing") if response is not None else None
         done(ok, exception=type(e).__name__, status=status, attempts=seen["requests"], seconds=round(time.time() - t, 2), gateway=timing, missing=missing, message=message[:600])

@@ -28,6 +28,10 @@ pub(crate) enum CliError {
     /// and the accepted values. Label: `usage`.
     #[error("{0}")]
     Usage(String),
+    /// Traces were configured but their exporter could not start; the message says what
+    /// to fix. Label: `config`.
+    #[error(transparent)]
+    Telemetry(#[from] keyward::telemetry::TelemetryError),
 }
 
 impl CliError {
@@ -38,7 +42,8 @@ impl CliError {
             CliError::Read { .. }
             | CliError::Write(_)
             | CliError::State(_)
-            | CliError::Config(_) => 1,
+            | CliError::Config(_)
+            | CliError::Telemetry(_) => 1,
         }
     }
 }

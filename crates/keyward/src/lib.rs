@@ -9,6 +9,7 @@ pub mod demo;
 pub mod gateway;
 
 pub mod clock;
+pub mod telemetry;
 
 pub use clock::SystemClock;
 

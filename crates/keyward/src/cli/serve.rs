@@ -48,24 +48,59 @@ pub(super) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .map_err(CliError::Write)
 }
 
-fn init_logs() {
+/// The JSON log on stderr (`KEYWARD_LOG`, default `info`), and the traces' layer when
+/// `traces` is on (it sees only the trace spans). With traces off, the trace spans are
+/// off for the log too (disabled where they are opened); with traces on, the log's lines
+/// carry them as well (a stream's lines are written inside its attempt's span).
+fn init_logs(traces: Option<&keyward::telemetry::Traces>) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let filter = match format!("{}=off", keyward::telemetry::TARGET).parse() {
+        Ok(d) if traces.is_none() => filter.add_directive(d),
+        _ => filter,
+    };
+    let log = tracing_subscriber::fmt::layer()
         .json()
-        .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_filter(filter);
+    // The trace spans' call sites get the interest "sometimes", so each span's creation
+    // asks the filters again. With "always" the per-layer filter state is not reset, and
+    // a `tracing::enabled!` check just before a span (the failover loop has one) leaves
+    // that span disabled for this layer (its attempt then missing from the trace).
+    let spans = traces.map(|t| {
+        let ours = |m: &tracing::Metadata<'_>| m.target() == keyward::telemetry::TARGET;
+        let filter = tracing_subscriber::filter::dynamic_filter_fn(move |m, _| ours(m))
+            .with_callsite_filter(move |m| {
+                if ours(m) {
+                    tracing::subscriber::Interest::sometimes()
+                } else {
+                    tracing::subscriber::Interest::never()
+                }
+            });
+        t.layer().with_filter(filter)
+    });
+    let _ = tracing_subscriber::registry()
+        .with(log)
+        .with(spans)
         .try_init();
 }
 
 pub(super) fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
     let cfg = load(&args.config)?;
-    init_logs();
+    // Before the runtime: the exporter's HTTP client has a runtime of its own.
+    let traces = keyward::telemetry::Traces::start(&cfg.telemetry)?;
+    init_logs(traces.as_ref());
+    if let Some(t) = &traces {
+        tracing::info!(url = %t.url, sampling_ratio = cfg.telemetry.sampling_ratio, "exporting traces over OTLP/HTTP");
+    }
     for w in &cfg.warnings {
         tracing::warn!(config = %args.config.display(), warning = %w, "risky config");
     }
     let rt = runtime()?;
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
         // Bind first (a port in use is reported as such), then open the state, and only
         // then say where the gateway listens: what is printed is what serves.
         let addr = args.listen.unwrap_or(cfg.listen);
@@ -122,7 +157,13 @@ pub(super) fn serve(args: ServeArgs) -> Result<ExitCode, CliError> {
         keyward::run(live, listener, admin, shutdown)
             .await
             .map_err(fail)
-    })?;
+    });
+    // After the runtime (the exporter blocks while it sends what is buffered).
+    drop(rt);
+    if let Some(t) = traces {
+        t.shutdown();
+    }
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

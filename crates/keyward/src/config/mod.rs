@@ -21,6 +21,7 @@ mod parse;
 mod raw;
 mod secret;
 mod sections;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 
@@ -41,6 +42,7 @@ pub use model::{
 pub use operator::{Operator, OperatorAdmin};
 pub use parse::MIN_ADMIN_TOKEN_CHARS;
 pub use secret::Secret;
+pub use telemetry::Telemetry;
 
 /// One problem in a config file, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]

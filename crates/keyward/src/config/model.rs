@@ -19,6 +19,10 @@ pub struct GatewayKey {
     pub name: Arc<str>,
     pub key: Secret,
     pub detail: Detail,
+    /// The HTTP status of the error its callers get when every credential of a route is
+    /// out for a permanent cause (revoked, no credit), instead of 503: for a client that
+    /// retries every 5xx whatever `x-should-retry` says (docs/clients.md). `None`: 503.
+    pub dead_keys_status: Option<u16>,
 }
 
 /// An upstream endpoint.
@@ -252,6 +256,8 @@ pub struct Config {
     pub fleet: Option<Fleet>,
     /// Alerts: webhooks and their outbox's limits.
     pub alerts: super::Alerts,
+    /// OpenTelemetry traces (read at start).
+    pub telemetry: super::Telemetry,
     /// What is accepted but risky (a remote admin API on a public address, …): printed by
     /// `keyward config check` and logged by `serve` at start and on reload.
     pub warnings: Vec<ConfigProblem>,

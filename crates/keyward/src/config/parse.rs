@@ -101,11 +101,21 @@ impl Config {
         };
         let mut gateway_keys = Vec::new();
         for (i, k) in raw.gateway_keys.iter().enumerate() {
+            if let Some(s) = k
+                .dead_keys_status
+                .filter(|s| !DEAD_KEYS_STATUSES.contains(s))
+            {
+                problem(
+                    format!("gateway_keys[{i}].dead_keys_status"),
+                    format!("{s} is not offered: use 400 (for clients that retry every 5xx), 500, 502 or 503 (the default); never 401/403 (a client blames its own key) or 429 (a client retries it)"),
+                );
+            }
             if let Some(key) = resolve(&format!("gateway_keys[{i}].key"), &k.key, &mut problem) {
                 gateway_keys.push(GatewayKey {
                     name: k.name.as_str().into(),
                     key,
                     detail: k.detail,
+                    dead_keys_status: k.dead_keys_status,
                 });
             }
         }
@@ -526,6 +536,7 @@ impl Config {
         let server = server(&raw, admin.as_ref(), &mut problem);
         let (state, fleet) = fleet_state(&raw, base, &resolve, &mut problem);
         let alerts = super::alerts::alerts(raw.alerts.as_ref(), &resolve, &mut problem);
+        let telemetry = super::telemetry::telemetry(raw.telemetry.as_ref(), &mut problem);
         let removed_credential_retention = match raw.removed_credential_retention.as_deref() {
             None => Duration::from_secs(7 * 86_400),
             Some(v) => humantime_duration(v).unwrap_or_else(|| {
@@ -571,9 +582,13 @@ impl Config {
             removed_credential_retention,
             fleet,
             alerts,
+            telemetry,
         })
     }
 }
+
+/// The statuses a gateway key's `dead_keys_status` may choose.
+pub(super) const DEAD_KEYS_STATUSES: [u16; 4] = [400, 500, 502, 503];
 
 /// The shortest admin token accepted: shorter ones can be guessed online.
 pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;

@@ -48,6 +48,9 @@ pub(super) struct RawConfig {
     /// `[alerts]` and its `[[alerts.webhooks]]`.
     #[serde(default)]
     pub(super) alerts: Option<super::alerts::RawAlerts>,
+    /// `[telemetry]`: OpenTelemetry traces.
+    #[serde(default)]
+    pub(super) telemetry: Option<super::telemetry::RawTelemetry>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -95,6 +98,9 @@ pub(super) struct RawGatewayKey {
     pub(super) key: String,
     #[serde(default)]
     pub(super) detail: Detail,
+    /// The status of the "every credential is dead" error for this key's callers.
+    #[serde(default)]
+    pub(super) dead_keys_status: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -590,3 +590,45 @@ fn stream_recovery_settings_have_defaults_and_per_route_overrides() {
         );
     }
 }
+
+#[test]
+fn dead_keys_status_and_telemetry_are_checked() {
+    let key = "[[gateway_keys]]\nname = \"agents\"\nkey = \"env:GW_KEY\"\n";
+    let with = |line: &str| GOOD.replacen(key, &format!("{key}{line}\n"), 1);
+    let c = Config::parse(
+        &with("dead_keys_status = 400"),
+        Path::new("/etc/keyward"),
+        &env,
+    )
+    .unwrap();
+    assert_eq!(c.gateway_keys[0].dead_keys_status, Some(400));
+    assert_eq!(c.telemetry, Telemetry::default(), "traces off by default");
+    for refused in ["401", "403", "429", "200"] {
+        let p = problems(&with(&format!("dead_keys_status = {refused}")));
+        assert!(
+            p.iter()
+                .any(|p| p.contains("gateway_keys[0].dead_keys_status")
+                    && p.contains("never 401/403")),
+            "{refused}: {p:?}"
+        );
+    }
+    let text = format!(
+        "{GOOD}\n[telemetry]\notlp_endpoint = \"http://collector:4318/\"\nservice_name = \"gw\"\nsampling_ratio = 0.25\n"
+    );
+    let c = Config::parse(&text, Path::new("/etc/keyward"), &env).unwrap();
+    assert_eq!(
+        c.telemetry.otlp_endpoint.as_deref(),
+        Some("http://collector:4318")
+    );
+    assert_eq!(c.telemetry.service_name.as_deref(), Some("gw"));
+    assert!((c.telemetry.sampling_ratio - 0.25).abs() < f64::EPSILON);
+    let p = problems(&format!(
+        "{GOOD}\n[telemetry]\notlp_endpoint = \"collector:4317\"\nsampling_ratio = -1\n"
+    ));
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(
+        p[0].contains("telemetry.otlp_endpoint") && p[0].contains("4317"),
+        "{p:?}"
+    );
+    assert!(p[1].contains("telemetry.sampling_ratio"), "{p:?}");
+}

@@ -145,6 +145,7 @@ pub(super) fn decorate(
     upstream: Duration,
 ) {
     use std::fmt::Write as _;
+    super::telemetry::answered_by(model);
     let gateway = started.elapsed().saturating_sub(upstream);
     if let Ok(v) = HeaderValue::from_str(credential) {
         h.insert(X_KEYWARD_CREDENTIAL, v);
@@ -222,7 +223,47 @@ pub(super) fn unavailable(
         ),
     };
     e.should_retry = Some(retry_in.is_some());
-    e.response(api)
+    let mut r = e.response(api);
+    if retry_in.is_none() {
+        // A gateway key may ask for another status for this answer ([`for_key`]).
+        r.extensions_mut().insert(DeadKeys(e));
+    }
+    r
+}
+
+/// The "every credential is out for a permanent cause" error of [`unavailable`], kept
+/// on its response (an extension, never sent) so [`for_key`] can restate it.
+#[derive(Debug, Clone)]
+pub struct DeadKeys(CallerError);
+
+/// `r` as the caller's gateway key wants it: when it is the dead-keys error and the key
+/// sets `dead_keys_status` (for a client that retries every 5xx whatever
+/// `x-should-retry` says, docs/clients.md), the same message and retry signals under
+/// that status and its native error type; any other answer as it is.
+pub(super) fn for_key(
+    cfg: &crate::config::Config,
+    gateway_key: &str,
+    api: Api,
+    r: Response<Body>,
+) -> Response<Body> {
+    let Some(DeadKeys(e)) = r.extensions().get::<DeadKeys>() else {
+        return r;
+    };
+    let status = cfg
+        .gateway_keys
+        .iter()
+        .find(|k| &*k.name == gateway_key)
+        .and_then(|k| k.dead_keys_status)
+        .and_then(|s| StatusCode::from_u16(s).ok());
+    let Some(status) = status.filter(|s| *s != e.status) else {
+        return r;
+    };
+    let restated = e.clone().with_status(status).response(api);
+    let (mut parts, _) = r.into_parts();
+    let (fresh, body) = restated.into_parts();
+    parts.status = fresh.status;
+    parts.headers.extend(fresh.headers);
+    Response::from_parts(parts, body)
 }
 
 /// The full-detail text of [`unavailable`]: the incidents first (they explain the rest),

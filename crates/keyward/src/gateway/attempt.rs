@@ -21,6 +21,7 @@ use super::continuation::Committed;
 use super::crossing::{untranslatable, Crossing, Refused};
 use super::failover::{Failover, Step};
 use super::stream::{framer_for, hold_body, hold_stream, Held, Pump, Upstream};
+use super::telemetry;
 use super::upstream::{self, Inbound};
 use super::verdict::{
     carries_error, content_type, header_pairs, headroom, transport_kind, Verdicts,
@@ -103,6 +104,7 @@ impl Failover {
         else {
             return Step::Next;
         };
+        telemetry::credential(&cred.id);
         // A key needs no await; an OAuth token's lookup (and refresh) is boxed so its
         // large state is not part of every request's future.
         let secret = match &cred.secret {
@@ -155,6 +157,7 @@ impl Failover {
             }
         };
         let status = resp.status().as_u16();
+        telemetry::upstream_status(status);
         let headers = header_pairs(resp.headers());
         if status >= 400 {
             self.on_error_status(&s, attempt, resp, status, &headers)
@@ -576,7 +579,11 @@ impl Failover {
                     self.started,
                     self.upstream_time,
                 );
-                Step::Commit(Box::new(Committed { pump, headers }))
+                Step::Commit(Box::new(Committed {
+                    pump,
+                    headers,
+                    span: tracing::Span::current(),
+                }))
             }
         }
     }

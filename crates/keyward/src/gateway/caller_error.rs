@@ -122,6 +122,18 @@ impl CallerError {
         )
     }
 
+    /// The same error under `status`, with the native error type that status has (a 400
+    /// is an `invalid_request_error`; a 5xx an `api_error`).
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self.kind = if status.is_client_error() {
+            "invalid_request_error"
+        } else {
+            "api_error"
+        };
+        self
+    }
+
     /// Renders the error for `api`.
     pub fn response(&self, api: Api) -> Response<Body> {
         let body = match api {

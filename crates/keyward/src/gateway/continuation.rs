@@ -29,6 +29,9 @@ use super::stream::{stream_response, Pump};
 pub(super) struct Committed {
     pub(super) pump: Pump,
     pub(super) headers: HeaderMap,
+    /// The attempt's span: the stream is pumped in it (its usage and end are the
+    /// attempt's), though it is answered from the failover loop.
+    pub(super) span: tracing::Span,
 }
 
 /// A committed stream's way to continue.
@@ -84,7 +87,11 @@ impl Failover {
     /// The caller's response for a committed stream. The failover state goes with the
     /// stream when the route continues broken streams.
     pub(super) fn commit(self, c: Committed, cand: Candidate) -> Response<Body> {
-        let Committed { mut pump, headers } = c;
+        let Committed {
+            mut pump,
+            headers,
+            span,
+        } = c;
         let left = self.gw.cfg.limits.max_continuations;
         if self.route.continue_streams && left > 0 {
             pump.transcript = Transcript::new(self.api);
@@ -98,7 +105,7 @@ impl Failover {
                 }));
             }
         }
-        let mut r = stream_response(pump);
+        let mut r = span.in_scope(|| stream_response(pump));
         r.headers_mut().extend(headers);
         r
     }

@@ -16,7 +16,9 @@ use keyward_core::classify::Failure;
 use keyward_core::health::budget::RequestBudget;
 use keyward_core::health::{RequestSpec, RouteSpec, Selection, Timestamp, Unavailable};
 use keyward_wire::stream::Api;
-use tracing::info;
+use tracing::{info, Instrument as _};
+
+use super::telemetry;
 
 use super::answer::{self, with_attempts, SERVER_TIMING};
 use super::continuation::{Committed, Resuming};
@@ -192,7 +194,9 @@ impl Failover {
                     break 'route;
                 }
                 let attempt_no = self.budget.attempts();
-                match self.attempt(&spec, cand, attempt_no).await {
+                let span =
+                    telemetry::attempt_span(&self.gw, self.inbound, &spec, cand.target, attempt_no);
+                match self.attempt(&spec, cand, attempt_no).instrument(span).await {
                     Step::Again => {}
                     Step::Next => i += 1,
                     // Another credential of the same target answers now; else the reset
@@ -277,6 +281,7 @@ impl Failover {
 
     /// Keeps the first failure (the real cause) and the latest.
     pub(super) fn note(&mut self, failure: Failure, credential: &Arc<str>) {
+        telemetry::failed(&failure);
         let t = Tried {
             failure,
             credential: credential.clone(),

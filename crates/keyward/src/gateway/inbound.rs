@@ -20,6 +20,7 @@ use serde_json::json;
 use tracing::Instrument as _;
 
 use super::caller_error::{self, CallerError};
+use super::telemetry;
 use super::upstream::{GeminiCall, Inbound};
 use super::{answer, body_budget, failover, metrics, refusals, Gateway, Prepared, Snapshot};
 use crate::config::{Config, Detail};
@@ -248,9 +249,14 @@ async fn handle(
         );
     let route_name = route.name.clone();
     let id = request_id();
-    let span =
-        tracing::info_span!("request", id = %id, route = %route_name, gateway_key = %key_name);
-    let mut r = failover::serve(
+    // The trace's request span (disabled unless traces are on) is the log span's parent,
+    // so a stream's end, which outlives this handler, still ends inside it; both are
+    // entered, so the attempts' spans find it as their parent.
+    let traced = telemetry::request_span(&id, inbound, &model, &route_name, &key_name);
+    let span = traced.in_scope(
+        || tracing::info_span!("request", id = %id, route = %route_name, gateway_key = %key_name),
+    );
+    let r = failover::serve(
         gw.clone(),
         inbound,
         Prepared {
@@ -266,8 +272,11 @@ async fn handle(
         detail,
     )
     .instrument(span.clone())
+    .instrument(traced.clone())
     .await;
+    let mut r = answer::for_key(&gw.cfg, &key_name, api, r);
     count_request(&gw, &route_name, &key_name, &r);
+    telemetry::answered(&traced, &r);
     // The line's fields are built only when it is written (not at the default level).
     if tracing::enabled!(tracing::Level::INFO) {
         span.in_scope(|| log_answered(&r, stream));

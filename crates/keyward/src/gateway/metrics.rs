@@ -319,6 +319,7 @@ impl Metrics {
         gateway_key: &Arc<str>,
         usage: keyward_wire::usage::Usage,
     ) {
+        super::telemetry::usage(usage);
         for (kind, n) in [("input", usage.input), ("output", usage.output)] {
             if n > 0 {
                 self.tokens

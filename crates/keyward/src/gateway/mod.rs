@@ -48,6 +48,7 @@ pub mod rates;
 pub mod refusals;
 pub mod reload;
 mod stream;
+mod telemetry;
 pub mod upstream;
 mod verdict;
 
