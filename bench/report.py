@@ -54,6 +54,7 @@ peers_meta = load("peers.json")
 sstreams = load("scale_streams.json")
 sconfig = load("scale_config.json")
 ssoak = load("scale_soak.json")
+bench_sel = load("divan_health.json")
 peers = defaultdict(list)
 if os.path.exists(os.path.join(out, "peers.csv")):
     for r in csv.DictReader(open(os.path.join(out, "peers.csv"))):
@@ -300,6 +301,19 @@ if dh:
     for site in dh["sites"][:12]:
         p(f"| {site['bytes_per_stream']:,} | {site['block_bytes']:,} | {site['owner']} | {' ← '.join(f'`{f}`' for f in site['frames'][:2])} |")
     p()
+    hy = owners.get("upstream connection (hyper client)", 0) + owners.get("caller connection (hyper server)", 0)
+    kw = sum(b for o, b in owners.items() if o.startswith("keyward"))
+    p(f"**What stands in the way of 20 KB a stream**: hyper's two HTTP/1.1 connections per stream "
+      f"hold {hy:,} of those bytes (each connection's 8–16 KB read buffer and 8 KB write buffer, "
+      "and for the upstream connection also its dispatch channel's first 9 KB block and the "
+      f"connection task); Keyward's own per-stream state in the largest sites is {kw:,} bytes "
+      "(the answer's `HeaderMap` in `gateway/stream.rs` `stream_response`, the boxed body, the SSE "
+      "framer's buffer). The bare hyper proxy above, which holds nothing of its own, already "
+      "needs more than 20 KB of RSS a stream. What would bring it down is sharing connections: "
+      "an HTTP/2 upstream (one connection to a provider carrying many streams, as the providers' "
+      "APIs allow) removes the upstream connection's buffers from every stream, and HTTP/2 "
+      "callers the same on the caller side; on HTTP/1.1 both ends, the buffers' initial sizes "
+      "are hyper's (not configurable below 8 KB).\n")
     p("Heap capacity is not residency: an 8 KB write buffer of which a stream touches a few "
       "hundred bytes costs RSS only for the pages written, which is why RSS per stream "
       "(above) is lower than the live heap here.\n")
@@ -353,6 +367,23 @@ if ssoak:
       "then back. RSS sampled every 10 s (`bench/results/soak.csv`).\n")
     p(f"- {k['requests']:,} requests; {k['non_2xx']:,} non-2xx (the 401s and 404s asked for, and any "
       f"failure the gateway could not route around), {k['socket_errors']} socket errors")
+    if k.get("statuses"):
+        st = k["statuses"]
+        asked = st.get("401", 0) + st.get("404", 0)
+        other = {c: v for c, v in st.items() if c not in ("200", "401", "404")}
+        p(f"- by status: {', '.join(f'{c}: {v:,}' for c, v in st.items())} — the 401s and 404s are the "
+          f"requests built to fail ({asked:,}); "
+          + (f"the others ({', '.join(f'{c}: {v:,}' for c, v in other.items())}) are failures the "
+             "gateway passed on to the caller" if other else "no other failure reached a caller"))
+        if "503" in st:
+            p("- the 503s are Keyward's own answer `no upstream credential can serve model … (0 of 6 "
+              "usable)`, `Retry-After: 1`, seen in the minutes when one credential answers 500: the "
+              "health engine records a server error against the endpoint's model scope "
+              "(`provider_model/sim/claude-sim`, `record_failure` in "
+              "crates/keyward-core/src/health/engine/record.rs), so one key's 500s cool all six keys "
+              "for a second at a time while five of them are healthy. Reproduced alone (8 callers, "
+              "15 s, only `k4` answering 500): 2,070 of 27,659 requests answered 503. A question "
+              "of health policy (does one key's 500 speak for the model?), not of memory or speed")
     p(f"- RSS {k['rss_start_kb'] / 1024:.1f} MB at the first sample, {k['rss_end_kb'] / 1024:.1f} MB at "
       f"the last, {k['rss_max_kb'] / 1024:.1f} MB at most")
     p(f"- **slope after warm-up** (from {k['warm_from_s']} s, least squares): "
@@ -402,9 +433,6 @@ if sstreams:
     starved = sstreams["streams"] - sstreams["completed"]
     p(f"| no stream starved (every stream gets all its events, none waits > 2 s between two) | {starved} incomplete; longest gap {sstreams['max_gap_ms_max']:g} ms | {'yes' if starved == 0 and sstreams['max_gap_ms_max'] <= 2000 else 'no'} |")
     p(f"| time to first byte p99 with {sstreams['streams']:,} streams opening | {sstreams['ttfb_ms_p99']:g} ms | (no target set) |")
-bench_sel = load("divan_health.json")
-
-
 def micros(v):
     n, unit = v.split()
     return float(n) * {"ns": 1e-3, "µs": 1.0, "ms": 1e3}.get(unit, 1e6)
