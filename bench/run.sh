@@ -8,7 +8,7 @@
 # upstream, and the scale tests of bench/scale.sh (10,000 streams, 200 routes × 2,000
 # credentials, an optional soak). Writes bench/results/*.json and docs/benchmarks.md.
 #
-#   bench/run.sh                 # everything (about 20 minutes on 2 cores)
+#   bench/run.sh                 # everything (about 25 minutes on 2 cores)
 #   ROUNDS=2 SECONDS_EACH=3 bench/run.sh   # a quick look
 #   PARTS="peers scale" bench/run.sh       # some parts only; the page keeps the other
 #                                          # parts' last results and says when each ran
