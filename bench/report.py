@@ -239,9 +239,9 @@ if peers:
           f"{pv['keyward_peak_rss_kb'] / 1024:.0f} MB. Measured here: {pv['measured'] or 'none'} "
           "(a peer that cannot be installed or started is left out, and the script says why).\n")
 p("### Peers not measured here\n")
-p("Bifrost (Go; `npx @maximhq/bifrost` downloads a prebuilt binary at run time, which this "
-  "machine cannot fetch) and others that cannot be installed from the registries reachable "
-  "here are cited from their own published figures, **not measured here**, on other "
+p("Bifrost (Go; its documented installs are `npx -y @maximhq/bifrost`, a launcher for a "
+  "prebuilt binary, and a Docker image — not attempted here, where only the package "
+  "registries are reachable) and others that cannot be installed from those registries are cited from their own published figures, **not measured here**, on other "
   "hardware and with other methods, so not comparable with the table above:\n")
 p("| gateway | published figure | method | source (retrieved 2026-12-03; pages undated) |")
 p("|---|---|---|---|")
