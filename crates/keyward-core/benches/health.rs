@@ -114,3 +114,105 @@ fn select_only(bencher: divan::Bencher) {
         black_box(s.engine.select(&s.routes[r], &req))
     });
 }
+
+/// The scale of issue 21: 2,000 credentials (100 on each of 20 endpoints, one in ten
+/// disabled) under 200 routes, each with two targets of 10 credentials (20 candidates),
+/// the shape `bench/scale_config.py` writes for the reload and startup measurements.
+fn setup_200x2000() -> Setup {
+    let clock = ManualClock::at(Timestamp(1_751_278_440_000));
+    let sink = Arc::new(CountingSink::default());
+    let engine = HealthEngine::new(Policy::default(), Arc::new(clock), sink.clone(), 9);
+    let id = |e: usize, i: usize| format!("c{e:02}-{i:03}");
+    let creds: Vec<CredentialSpec> = (0..20)
+        .flat_map(|e| (0..100).map(move |i| (e, i)))
+        .map(|(e, i)| CredentialSpec {
+            id: id(e, i).into(),
+            provider: Provider::Anthropic,
+            endpoint: format!("ep{e:02}").into(),
+            bucket: Some(format!("org-{}", (e * 100 + i) % 50).into()),
+            fingerprint: format!("fp-{e}-{i}").into(),
+            priority: 0,
+            models: None,
+        })
+        .collect();
+    let routes: Vec<RouteSpec> = (0..200)
+        .map(|r| {
+            let slice = (r / 20) % 10;
+            RouteSpec::new(
+                [r % 20, (r + 1) % 20]
+                    .into_iter()
+                    .map(|e| TargetSpec {
+                        endpoint: format!("ep{e:02}").into(),
+                        model: "claude-bench".into(),
+                        credentials: (0..10).map(|i| id(e, slice * 10 + i).into()).collect(),
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    engine.configure(creds);
+    for e in 0..20 {
+        for i in (0..100).step_by(10) {
+            engine.disable(&id(e, i), "benchmark");
+        }
+    }
+    Setup {
+        engine,
+        routes,
+        sink,
+    }
+}
+
+#[divan::bench]
+fn select_admit_success_200x2000(bencher: divan::Bencher) {
+    let s = setup_200x2000();
+    let req = RequestSpec::default();
+    let writes_before = s.sink.0.load(Ordering::Relaxed);
+    let mut r = 0usize;
+    bencher.bench_local(|| {
+        r = (r + 7) % s.routes.len();
+        let route = &s.routes[r];
+        let Selection::Candidates(c) = s.engine.select(route, &req) else {
+            return;
+        };
+        if let Some(a) = s.engine.admit(route, &c[0], &req) {
+            s.engine.record_success(black_box(a), None);
+        }
+    });
+    assert_eq!(
+        s.sink.0.load(Ordering::Relaxed),
+        writes_before,
+        "the success path must not write"
+    );
+}
+
+#[divan::bench]
+fn select_only_200x2000(bencher: divan::Bencher) {
+    let s = setup_200x2000();
+    let req = RequestSpec::default();
+    let mut r = 0usize;
+    bencher.bench_local(|| {
+        r = (r + 7) % s.routes.len();
+        black_box(s.engine.select(&s.routes[r], &req))
+    });
+}
+
+/// Reconfiguring the engine with 2,000 credentials, as a reload of that config does (the
+/// rest of a reload — reading and validating the file, building the gateway — is timed
+/// end to end by `bench/scale.sh`).
+#[divan::bench(sample_count = 20)]
+fn configure_2000(bencher: divan::Bencher) {
+    let s = setup_200x2000();
+    let creds: Vec<CredentialSpec> = (0..2000)
+        .map(|n| CredentialSpec {
+            id: format!("c{:02}-{:03}", n / 100, n % 100).into(),
+            provider: Provider::Anthropic,
+            endpoint: format!("ep{:02}", n / 100).into(),
+            bucket: Some(format!("org-{}", n % 50).into()),
+            fingerprint: format!("fp-{}-{}", n / 100, n % 100).into(),
+            priority: 0,
+            models: None,
+        })
+        .collect();
+    bencher.bench_local(|| s.engine.configure(black_box(creds.clone())));
+}
