@@ -81,9 +81,9 @@ fn setup() -> Setup {
     s
 }
 
-#[divan::bench]
-fn select_admit_success(bencher: divan::Bencher) {
-    let s = setup();
+/// A request's engine work on its success path, routes in turn: select, admit the first
+/// candidate, record its success (which must not write to the store).
+fn admit_and_succeed(bencher: divan::Bencher, s: &Setup) {
     let req = RequestSpec::default();
     let writes_before = s.sink.0.load(Ordering::Relaxed);
     let mut r = 0usize;
@@ -104,15 +104,24 @@ fn select_admit_success(bencher: divan::Bencher) {
     );
 }
 
-#[divan::bench]
-fn select_only(bencher: divan::Bencher) {
-    let s = setup();
+/// Selection alone, routes in turn.
+fn select_in_turn(bencher: divan::Bencher, s: &Setup) {
     let req = RequestSpec::default();
     let mut r = 0usize;
     bencher.bench_local(|| {
         r = (r + 7) % s.routes.len();
         black_box(s.engine.select(&s.routes[r], &req))
     });
+}
+
+#[divan::bench]
+fn select_admit_success(bencher: divan::Bencher) {
+    admit_and_succeed(bencher, &setup());
+}
+
+#[divan::bench]
+fn select_only(bencher: divan::Bencher) {
+    select_in_turn(bencher, &setup());
 }
 
 /// The scale of issue 21: 2,000 credentials (100 on each of 20 endpoints, one in ten
@@ -165,36 +174,12 @@ fn setup_200x2000() -> Setup {
 
 #[divan::bench]
 fn select_admit_success_200x2000(bencher: divan::Bencher) {
-    let s = setup_200x2000();
-    let req = RequestSpec::default();
-    let writes_before = s.sink.0.load(Ordering::Relaxed);
-    let mut r = 0usize;
-    bencher.bench_local(|| {
-        r = (r + 7) % s.routes.len();
-        let route = &s.routes[r];
-        let Selection::Candidates(c) = s.engine.select(route, &req) else {
-            return;
-        };
-        if let Some(a) = s.engine.admit(route, &c[0], &req) {
-            s.engine.record_success(black_box(a), None);
-        }
-    });
-    assert_eq!(
-        s.sink.0.load(Ordering::Relaxed),
-        writes_before,
-        "the success path must not write"
-    );
+    admit_and_succeed(bencher, &setup_200x2000());
 }
 
 #[divan::bench]
 fn select_only_200x2000(bencher: divan::Bencher) {
-    let s = setup_200x2000();
-    let req = RequestSpec::default();
-    let mut r = 0usize;
-    bencher.bench_local(|| {
-        r = (r + 7) % s.routes.len();
-        black_box(s.engine.select(&s.routes[r], &req))
-    });
+    select_in_turn(bencher, &setup_200x2000());
 }
 
 /// Reconfiguring the engine with 2,000 credentials, as a reload of that config does (the
