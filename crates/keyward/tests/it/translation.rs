@@ -55,6 +55,13 @@ fn events(body: &str) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// The text of a Chat Completions stream's deltas, in order.
+fn chat_text(evs: &[(String, Value)]) -> String {
+    evs.iter()
+        .filter_map(|(_, d)| d["choices"][0]["delta"]["content"].as_str())
+        .collect()
+}
+
 fn weather_tool_anthropic() -> Value {
     json!([{"name": "weather", "description": "The weather in a city", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city"]}}])
 }
@@ -145,14 +152,7 @@ async fn a_chat_caller_is_served_by_the_anthropic_fallback_with_a_default_max_to
     assert_eq!(r.status, 200, "{}", r.body);
     let evs = events(&r.body);
     assert_eq!(evs.last().unwrap().1, json!("[DONE]"), "{}", r.body);
-    let text: String = evs
-        .iter()
-        .filter_map(|(_, d)| {
-            d["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
+    let text = chat_text(&evs);
     assert_eq!(text, "tok0 tok1 tok2 tok3 ");
     let finish: Vec<&Value> = evs
         .iter()
@@ -861,14 +861,7 @@ async fn keep_alives_of_a_translated_stream_hold_off_the_idle_limit() {
     assert_eq!(r.status, 200, "{}", r.body);
     let evs = events(&r.body);
     assert_eq!(evs.last().unwrap().1, json!("[DONE]"), "{}", r.body);
-    let text: String = evs
-        .iter()
-        .filter_map(|(_, d)| {
-            d["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
+    let text = chat_text(&evs);
     assert_eq!(text, "tok0 tok1 tok2 tok3 ");
     // Without keep-alives, the same pause is a stall.
     h.sim.set(
