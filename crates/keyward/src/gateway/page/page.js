@@ -91,10 +91,14 @@
     if (b && !b.disabled) { ask(b.getAttribute('data-action'), b.getAttribute('data-id')); }
   });
 
-  dialog.addEventListener('close', function () {
+  // The choice is read when the form is submitted (synchronously, with the button that
+  // submitted it), not from the dialog's `close` event: that event comes in a later task,
+  // and an operator who cancels and at once asks again would have the new request taken
+  // by the old dialog's close, and the confirmation then do nothing.
+  document.getElementById('confirm-form').addEventListener('submit', function (ev) {
     var p = pending;
     pending = null;
-    if (!p || dialog.returnValue !== 'ok') { return; }
+    if (!p || !ev.submitter || ev.submitter.value !== 'ok') { return; }
     var reason = document.getElementById('reason').value.trim();
     if (p.action === 'disable' && !reason) { say('A disable needs a reason.', true); return; }
     act(p, reason);
