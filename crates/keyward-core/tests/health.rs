@@ -409,37 +409,6 @@ fn repeat_failures_extend_a_cooldown_and_never_shorten_it() {
 }
 
 #[test]
-fn one_keys_repeated_server_errors_cool_that_key_for_the_model_not_its_siblings() {
-    let w = anthropic(2);
-    let f = failure(Provider::Anthropic, 529, OVERLOADED);
-    let pm = ScopeKey::ProviderModel("anthropic".into(), "model-a".into());
-    let k0_model = ScopeKey::CredentialModel("k0".into(), "model-a".into());
-    // k0 fails, and again (the policy's retry of the same key), and again: its sibling
-    // is not blamed; k0 alone leaves rotation for this model.
-    for _ in 0..3 {
-        assert!(w.fail("k0", &f));
-    }
-    assert_eq!(
-        w.state(&pm),
-        Health::Healthy,
-        "one key's repeats are that key's"
-    );
-    assert!(
-        matches!(w.state(&k0_model), Health::Cooling { .. }),
-        "{:?}",
-        w.state(&k0_model)
-    );
-    assert_eq!(w.candidates(), vec!["k1".to_string()]);
-    // The sibling fails too, with no success between: provider-wide, the model cools.
-    assert!(w.fail("k1", &f));
-    assert!(
-        matches!(w.state(&pm), Health::Cooling { .. }),
-        "{:?}",
-        w.state(&pm)
-    );
-}
-
-#[test]
 fn overload_opens_a_capped_circuit_on_the_model_only_after_the_threshold() {
     let w = anthropic(1);
     let f = failure(Provider::Anthropic, 529, OVERLOADED);

@@ -182,10 +182,6 @@ struct Inner {
     /// bounded by [`MAX_SESSIONS`].
     affinity: FxHashMap<u64, (u64, u32)>,
     incident_events: Vec<IncidentEvent>,
-    /// The credential whose failure last struck each shared scope (an endpoint, a
-    /// provider×model): a shared scope cools on failures of more than one credential,
-    /// not on one key's repeats while its siblings answer (`record_failure`).
-    shared_strikers: FxHashMap<ScopeKey, u32>,
     seq: u64,
     rng: u64,
     rotate: u64,
@@ -330,7 +326,6 @@ impl HealthEngine {
                     detached: HashMap::new(),
                     denylist: HashMap::new(),
                     incident_marked: false,
-                    shared_strikers: FxHashMap::default(),
                     generation: 0,
                     fingerprints: HashMap::new(),
                     incidents: HashMap::new(),

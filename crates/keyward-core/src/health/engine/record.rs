@@ -25,7 +25,6 @@ impl HealthEngine {
         let retry_same = class_policy.retry_same;
         // The policy may choose the scope a class touches; otherwise the classifier's.
         let scope = class_policy.scope.unwrap_or(failure.scope);
-        let scope = shared_or_own(&mut inner, cred, endpoint, &attempt.model, scope);
         let mut advice = FailureAdvice {
             retry_same,
             incident: false,
@@ -193,36 +192,6 @@ pub(super) fn scopes_of<'a>(
         }
     }
     out
-}
-
-/// The scope a failure strikes. A shared scope (the endpoint, a provider×model) is
-/// struck by failures of different credentials; the same credential failing it again,
-/// with no other credential's failure between, strikes only that credential for the
-/// model — one key's repeated server errors are that key's (a policy retry of the same
-/// key would otherwise make two strikes and cool every sibling: 1.8 % of a soak's
-/// requests answered 503 with five healthy keys). An endpoint with one credential, or a
-/// provider-wide failure seen on several keys, strikes the shared scope as before.
-fn shared_or_own(inner: &mut Inner, cred: u32, endpoint: u32, model: &str, scope: Scope) -> Scope {
-    if !matches!(scope, Scope::Endpoint | Scope::ProviderModel) {
-        return scope;
-    }
-    let Some(ep) = inner.endpoints.get(endpoint as usize) else {
-        return scope;
-    };
-    let key = match scope {
-        Scope::Endpoint => ScopeKey::Endpoint(ep.id.clone()),
-        _ => ScopeKey::ProviderModel(ep.id.clone(), Arc::from(model)),
-    };
-    let siblings = inner
-        .creds
-        .iter()
-        .enumerate()
-        .any(|(i, c)| c.endpoint == endpoint && i != cred as usize);
-    if siblings && inner.shared_strikers.get(&key) == Some(&cred) {
-        return Scope::CredentialModel;
-    }
-    inner.shared_strikers.insert(key, cred);
-    scope
 }
 
 /// The record a failure's scope points at, created on demand.
