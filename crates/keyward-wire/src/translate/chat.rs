@@ -86,6 +86,29 @@ pub(crate) fn push_turn(messages: &mut Vec<Message>, role: Role, parts: Vec<Part
     }
 }
 
+/// A function tool from its OpenAI spec (`description`, `parameters`): the Chat
+/// `function` object, or a Responses tool itself.
+pub(crate) fn function_tool(spec: &Value, name: &str) -> Tool {
+    Tool {
+        name: name.to_owned(),
+        description: str_of(spec, "description").map(str::to_owned),
+        schema: spec
+            .get("parameters")
+            .cloned()
+            .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+    }
+}
+
+/// A `tool_choice` word, the same in both OpenAI APIs.
+pub(crate) fn tool_choice_word(word: &str) -> Option<ToolChoice> {
+    match word {
+        "auto" => Some(ToolChoice::Auto),
+        "required" => Some(ToolChoice::Any),
+        "none" => Some(ToolChoice::None),
+        _ => None,
+    }
+}
+
 pub(crate) fn read_request(
     v: &Map<String, Value>,
     losses: &mut Losses,
@@ -148,25 +171,15 @@ pub(crate) fn read_request(
         for t in tools {
             let f = t.get("function");
             match (str_of(t, "type"), f.and_then(|f| str_of(f, "name"))) {
-                (Some("function"), Some(name)) => r.tools.push(Tool {
-                    name: name.to_owned(),
-                    description: f.and_then(|f| str_of(f, "description")).map(str::to_owned),
-                    schema: f
-                        .and_then(|f| f.get("parameters"))
-                        .cloned()
-                        .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-                }),
+                (Some("function"), Some(name)) => {
+                    r.tools.push(function_tool(f.unwrap_or(&Value::Null), name));
+                }
                 _ => losses.drop("built-in tools"),
             }
         }
     }
     r.tool_choice = match v.get("tool_choice") {
-        Some(Value::String(s)) => match s.as_str() {
-            "auto" => Some(ToolChoice::Auto),
-            "required" => Some(ToolChoice::Any),
-            "none" => Some(ToolChoice::None),
-            _ => None,
-        },
+        Some(Value::String(s)) => tool_choice_word(s),
         Some(o @ Value::Object(_)) => o
             .get("function")
             .and_then(|f| str_of(f, "name"))

@@ -5,10 +5,9 @@
 use serde_json::{json, Map, Value};
 
 use super::anthropic::merge;
-use super::chat::{image_of_url, push_turn, url_of_image};
+use super::chat::{function_tool, image_of_url, push_turn, tool_choice_word, url_of_image};
 use super::ir::{
-    Effort, Event, JsonOutput, Part, Reasoning, Request, Response, Role, Stop, Tool, ToolChoice,
-    Usage,
+    Effort, Event, JsonOutput, Part, Reasoning, Request, Response, Role, Stop, ToolChoice, Usage,
 };
 use super::json::{f64_of, has, str_of, u64_of};
 use super::{malformed, Losses, Options, TranslateError};
@@ -70,24 +69,12 @@ pub(crate) fn read_request(
         .flatten()
     {
         match (str_of(t, "type"), str_of(t, "name")) {
-            (Some("function"), Some(name)) => r.tools.push(Tool {
-                name: name.to_owned(),
-                description: str_of(t, "description").map(str::to_owned),
-                schema: t
-                    .get("parameters")
-                    .cloned()
-                    .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
-            }),
+            (Some("function"), Some(name)) => r.tools.push(function_tool(t, name)),
             _ => losses.drop("built-in tools"),
         }
     }
     r.tool_choice = match v.get("tool_choice") {
-        Some(Value::String(s)) => match s.as_str() {
-            "auto" => Some(ToolChoice::Auto),
-            "required" => Some(ToolChoice::Any),
-            "none" => Some(ToolChoice::None),
-            _ => None,
-        },
+        Some(Value::String(s)) => tool_choice_word(s),
         Some(o @ Value::Object(_)) if str_of(o, "type") == Some("function") => {
             str_of(o, "name").map(|n| ToolChoice::Named(n.to_owned()))
         }
