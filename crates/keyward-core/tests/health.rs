@@ -408,6 +408,93 @@ fn repeat_failures_extend_a_cooldown_and_never_shorten_it() {
     assert!(first > T0);
 }
 
+fn cooling_for(h: &Health, now: Timestamp) -> Duration {
+    match h {
+        Health::Cooling { until, .. } => until.since(now),
+        other => panic!("not cooling: {other:?}"),
+    }
+}
+
+#[test]
+fn one_keys_repeated_overloads_cool_that_key_for_the_model_not_its_siblings() {
+    let w = anthropic(3);
+    let f = failure(Provider::Anthropic, 529, OVERLOADED);
+    let pm = ScopeKey::ProviderModel("anthropic".into(), "model-a".into());
+    let k0_model = ScopeKey::CredentialModel("k0".into(), "model-a".into());
+    // k0 fails, then again (the policy's retry of the same key, or a concurrent request):
+    // the provider×model's threshold is reached by one key alone, so that key cools for
+    // the model and its siblings keep serving.
+    assert!(w.fail("k0", &f));
+    assert!(w.fail("k0", &f));
+    assert_eq!(
+        w.state(&pm),
+        Health::Healthy,
+        "one key's repeats are that key's"
+    );
+    assert!(cooling_for(&w.state(&k0_model), T0) >= Duration::from_millis(500));
+    assert_eq!(w.candidates(), vec!["k1".to_string(), "k2".to_string()]);
+    // A different key fails next with no success between: the failure is the provider's
+    // (the shared count kept k0's strikes), and the model cools at once.
+    assert!(w.fail("k1", &f));
+    assert!(
+        matches!(w.state(&pm), Health::Cooling { .. }),
+        "{:?}",
+        w.state(&pm)
+    );
+    assert!(w.candidates().is_empty());
+}
+
+#[test]
+fn a_siblings_success_between_keeps_a_later_single_failure_off_the_shared_scope() {
+    let w = anthropic(3);
+    let f = failure(Provider::Anthropic, 529, OVERLOADED);
+    let pm = ScopeKey::ProviderModel("anthropic".into(), "model-a".into());
+    assert!(w.fail("k0", &f));
+    assert!(w.fail("k0", &f));
+    assert!(w.succeed("k1", None));
+    assert!(w.fail("k2", &f));
+    assert_eq!(w.state(&pm), Health::Healthy);
+    assert_eq!(w.candidates(), vec!["k1".to_string(), "k2".to_string()]);
+}
+
+#[test]
+fn a_key_that_keeps_failing_its_own_trial_cools_longer_each_time_until_it_answers() {
+    let w = anthropic(2);
+    let f = failure(Provider::Anthropic, 529, OVERLOADED);
+    let pm = ScopeKey::ProviderModel("anthropic".into(), "model-a".into());
+    let k0_model = ScopeKey::CredentialModel("k0".into(), "model-a".into());
+    assert!(w.fail("k0", &f));
+    assert!(w.fail("k0", &f));
+    let mut last = cooling_for(
+        &w.state(&k0_model),
+        keyward_core::health::Clock::now(&w.clock),
+    );
+    for _ in 0..3 {
+        // The sibling serves meanwhile (resetting the shared count).
+        assert!(w.succeed("k1", None));
+        w.clock.advance(last + Duration::from_millis(1));
+        // The cooldown is over: k0's next request is its trial, and fails at once.
+        assert!(w.fail("k0", &f));
+        let now = cooling_for(
+            &w.state(&k0_model),
+            keyward_core::health::Clock::now(&w.clock),
+        );
+        assert!(now > last, "{now:?} after {last:?}");
+        assert_eq!(w.state(&pm), Health::Healthy);
+        last = now;
+    }
+    // It answers: back in rotation, and its next failure starts the count again.
+    w.clock.advance(last + Duration::from_millis(1));
+    assert!(w.succeed("k0", None));
+    assert_eq!(w.state(&k0_model), Health::Healthy);
+    assert!(w.fail("k0", &f));
+    assert_eq!(
+        w.state(&k0_model),
+        Health::Healthy,
+        "one failure is under the threshold"
+    );
+}
+
 #[test]
 fn overload_opens_a_capped_circuit_on_the_model_only_after_the_threshold() {
     let w = anthropic(1);

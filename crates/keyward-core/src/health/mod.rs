@@ -21,4 +21,4 @@ pub use engine::{
 };
 pub use policy::{Backoff, ClassPolicy, Effect, Policy};
 pub use scope::ScopeKey;
-pub use state::{Actor, Event, Health, ProbeOutcome, Record, Step};
+pub use state::{Actor, Event, Health, ProbeOutcome, Record, Step, Strikers};

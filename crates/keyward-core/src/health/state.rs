@@ -17,6 +17,7 @@
 //!
 //! Nothing reaches `Disabled` except a confirmed probe or an operator.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -177,6 +178,9 @@ pub struct Record {
     pub health: Health,
     /// Consecutive failures of circuit classes.
     pub strikes: u32,
+    /// For a shared scope (an endpoint, a provider×model): which credentials the current
+    /// run of strikes came from. Kept by the engine, cleared with the strikes.
+    pub strikers: Strikers,
     /// `auth_transient` failures since the last success.
     pub refresh_strikes: u32,
     /// Inconclusive probes in a row.
@@ -187,6 +191,29 @@ pub struct Record {
     pub recheck_lease: Option<Timestamp>,
     pub last_success: Option<Timestamp>,
     pub since: Timestamp,
+}
+
+/// Which credentials a shared scope's current run of strikes came from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Strikers {
+    /// No strike since the last success.
+    #[default]
+    None,
+    /// Every strike came from this credential (its id).
+    One(Arc<str>),
+    /// Strikes came from more than one credential.
+    Several,
+}
+
+impl Strikers {
+    /// Adds a strike by `credential`.
+    pub fn add(&mut self, credential: &Arc<str>) {
+        *self = match std::mem::take(self) {
+            Strikers::None => Strikers::One(credential.clone()),
+            Strikers::One(c) if c == *credential => Strikers::One(c),
+            _ => Strikers::Several,
+        };
+    }
 }
 
 /// The result of applying an event.
@@ -323,6 +350,7 @@ impl Record {
             Event::Success => {
                 self.last_success = Some(now);
                 self.strikes = 0;
+                self.strikers = Strikers::None;
                 self.refresh_strikes = 0;
                 match self.health {
                     Health::Cooling { .. } | Health::Probing { trial: true, .. } => {
@@ -564,6 +592,7 @@ impl Record {
 
     fn clear(&mut self) {
         self.strikes = 0;
+        self.strikers = Strikers::None;
         self.refresh_strikes = 0;
         self.inconclusive = 0;
         self.rechecks = 0;

@@ -72,9 +72,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::clock::{Clock, Timestamp};
-use super::policy::Policy;
+use super::policy::{Effect, Policy};
 use super::scope::ScopeKey;
-use super::state::{Actor, Event, Health, ProbeOutcome, Record, Step};
+use super::state::{Actor, Event, Health, ProbeOutcome, Record, Step, Strikers};
 use crate::classify::{Class, Confidence, Failure, Provider, Scope};
 
 mod incident;

@@ -25,6 +25,16 @@ impl HealthEngine {
         let retry_same = class_policy.retry_same;
         // The policy may choose the scope a class touches; otherwise the classifier's.
         let scope = class_policy.scope.unwrap_or(failure.scope);
+        let scope = if class_policy.effect == Effect::Cool {
+            shared_or_own(
+                &mut inner,
+                (cred, endpoint, &attempt.model),
+                scope,
+                class_policy.threshold,
+            )
+        } else {
+            scope
+        };
         let mut advice = FailureAdvice {
             retry_same,
             incident: false,
@@ -192,6 +202,68 @@ pub(super) fn scopes_of<'a>(
         }
     }
     out
+}
+
+/// The scope a cooling failure strikes: whether a failure of a shared scope's class (a
+/// server error, an overload, a timeout on the endpoint or the provider×model) speaks for
+/// the provider or only for the key it came from.
+///
+/// A shared scope counts consecutive failures of every credential (any success resets the
+/// count) and remembers whose they were. When the failure that would trip it comes from
+/// the one credential every strike came from, while the endpoint has other credentials,
+/// that credential cools for the model instead, on the shared scope's curve: one key
+/// answering 500 (and the policy's retry of the same key) no longer cools every sibling
+/// (a soak answered 1.8 % of its requests 503 with five healthy keys). The shared count
+/// keeps the strike, so a different credential failing next, with no success between,
+/// trips the shared scope as before: a provider-wide failure costs no more attempts. A
+/// failed trial of that credential's own cooldown cools it again at once, longer each
+/// time, until it answers. An endpoint with one credential is its provider: unchanged.
+fn shared_or_own(
+    inner: &mut Inner,
+    (cred, endpoint, model): (u32, u32, &str),
+    scope: Scope,
+    threshold: u32,
+) -> Scope {
+    if !matches!(scope, Scope::Endpoint | Scope::ProviderModel) {
+        return scope;
+    }
+    let Some(id) = inner.creds.get(cred as usize).map(|c| c.spec.id.clone()) else {
+        return scope;
+    };
+    let siblings = inner
+        .creds
+        .iter()
+        .enumerate()
+        .any(|(i, c)| c.endpoint == endpoint && i != cred as usize);
+    if !siblings {
+        return scope;
+    }
+    let own_trial = inner.creds.get(cred as usize).is_some_and(|c| {
+        c.models
+            .iter()
+            .any(|(m, r)| &**m == model && matches!(r.health, Health::Probing { trial: true, .. }))
+    });
+    let Some((_, shared, _)) = scope_record(inner, cred, endpoint, model, scope) else {
+        return scope;
+    };
+    // The shared scope already cooling (or on its trial): its own machine decides.
+    if shared.health != Health::Healthy {
+        return scope;
+    }
+    if shared.strikes == 0 {
+        shared.strikers = Strikers::None;
+    }
+    shared.strikers.add(&id);
+    let alone = shared.strikers == Strikers::One(id);
+    if !alone || (!own_trial && shared.strikes.saturating_add(1) < threshold) {
+        return scope;
+    }
+    shared.strikes = shared.strikes.saturating_add(1);
+    // The credential's own record trips now, and further along its curve each time.
+    if let Some((_, own, _)) = scope_record(inner, cred, endpoint, model, Scope::CredentialModel) {
+        own.strikes = own.strikes.max(threshold.saturating_sub(1));
+    }
+    Scope::CredentialModel
 }
 
 /// The record a failure's scope points at, created on demand.
