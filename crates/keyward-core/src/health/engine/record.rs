@@ -215,9 +215,12 @@ pub(super) fn scopes_of<'a>(
 /// answering 500 (and the policy's retry of the same key) no longer cools every sibling
 /// (a soak answered 1.8 % of its requests 503 with five healthy keys). The shared count
 /// keeps the strike, so a different credential failing next, with no success between,
-/// trips the shared scope as before: a provider-wide failure costs no more attempts. A
-/// failed trial of that credential's own cooldown cools it again at once, longer each
-/// time, until it answers. An endpoint with one credential is its provider: unchanged.
+/// trips the shared scope as before: a provider-wide failure costs no more attempts. Each
+/// key also counts its own consecutive failures (reset only by its own success): when they
+/// reach the threshold while the shared run does not — its siblings' successes keep
+/// resetting that — the key cools for the model. A failed trial of that credential's own
+/// cooldown cools it again at once, longer each time, until it answers. An endpoint with
+/// one credential is its provider: unchanged.
 fn shared_or_own(
     inner: &mut Inner,
     (cred, endpoint, model): (u32, u32, &str),
@@ -238,11 +241,16 @@ fn shared_or_own(
     if !siblings {
         return scope;
     }
-    let own_trial = inner.creds.get(cred as usize).is_some_and(|c| {
-        c.models
-            .iter()
-            .any(|(m, r)| &**m == model && matches!(r.health, Health::Probing { trial: true, .. }))
-    });
+    let (own_trial, own_strikes) = inner
+        .creds
+        .get(cred as usize)
+        .and_then(|c| c.models.iter().find(|(m, _)| &**m == model))
+        .map_or((false, 0), |(_, r)| {
+            (
+                matches!(r.health, Health::Probing { trial: true, .. }),
+                r.strikes,
+            )
+        });
     let Some((_, shared, _)) = scope_record(inner, cred, endpoint, model, scope) else {
         return scope;
     };
@@ -255,14 +263,24 @@ fn shared_or_own(
     }
     shared.strikers.add(&id);
     let alone = shared.strikers == Strikers::One(id);
-    if !alone || (!own_trial && shared.strikes.saturating_add(1) < threshold) {
+    let shared_trips = shared.strikes.saturating_add(1) >= threshold;
+    let own_run = own_strikes.saturating_add(1) >= threshold;
+    let own = (alone && (own_trial || shared_trips)) || (own_run && !shared_trips);
+    if own {
+        // The shared count keeps the strike: another key failing next trips it.
+        shared.strikes = shared.strikes.saturating_add(1);
+    }
+    let Some((_, rec, _)) = scope_record(inner, cred, endpoint, model, Scope::CredentialModel)
+    else {
+        return scope;
+    };
+    if !own {
+        // Counted on the key too (its own run resets only on its own success).
+        rec.strikes = rec.strikes.saturating_add(1);
         return scope;
     }
-    shared.strikes = shared.strikes.saturating_add(1);
     // The credential's own record trips now, and further along its curve each time.
-    if let Some((_, own, _)) = scope_record(inner, cred, endpoint, model, Scope::CredentialModel) {
-        own.strikes = own.strikes.max(threshold.saturating_sub(1));
-    }
+    rec.strikes = rec.strikes.max(threshold.saturating_sub(1));
     Scope::CredentialModel
 }
 
