@@ -195,7 +195,32 @@ fn control_credential(gw: &Gateway, credential: &str) -> Option<Arc<str>> {
 }
 
 async fn probe_alone(gw: &Gateway, probe: &ProbeRequest) -> ProbeOutcome {
-    match check(gw, &probe.credential, probe.model.clone(), probe.kind).await {
+    let mut checked = check(gw, &probe.credential, probe.model.clone(), probe.kind).await;
+    // A short-lived token the provider no longer accepts is renewed, as a request would
+    // renew it, and the probe asked again once: otherwise a credential suspected while its
+    // token was rejected (during an auth incident, say) would be probed with the dead
+    // token until it expired by itself, inconclusive every time, and never serve again.
+    // Not during an incident: every token is refused then, a new one would be too.
+    if !probe.incident && matches!(&checked, Check::Failed(f) if f.class == Class::AuthTransient) {
+        if let Some(cred) = gw
+            .credential(&probe.credential)
+            .filter(|c| gw.refreshable(c))
+        {
+            if let Ok(rejected) = gw.auth(&cred).await {
+                match gw.refresh_after_rejection(&cred, &rejected).await {
+                    Ok(_) => {
+                        info!(credential = %probe.credential, "probe's token rejected: refreshed, probing again");
+                        checked =
+                            check(gw, &probe.credential, probe.model.clone(), probe.kind).await;
+                    }
+                    Err(e) => {
+                        warn!(credential = %probe.credential, reason = %e, "probe's token rejected and the refresh failed");
+                    }
+                }
+            }
+        }
+    }
+    match checked {
         Check::Ok => ProbeOutcome::Refuted,
         Check::Unreachable(what) => ProbeOutcome::Inconclusive {
             why: format!("probe {what}"),
