@@ -458,6 +458,37 @@ fn a_siblings_success_between_keeps_a_later_single_failure_off_the_shared_scope(
 }
 
 #[test]
+fn a_keys_own_run_of_failures_cools_it_even_while_its_siblings_succeed_between() {
+    let w = anthropic(3);
+    let f = failure(Provider::Anthropic, 529, OVERLOADED);
+    let pm = ScopeKey::ProviderModel("anthropic".into(), "model-a".into());
+    let k0_model = ScopeKey::CredentialModel("k0".into(), "model-a".into());
+    // The siblings' successes keep resetting the shared count, so it never sees k0 twice
+    // in a row; k0's own count does.
+    assert!(w.fail("k0", &f));
+    assert!(w.succeed("k1", None));
+    assert_eq!(
+        w.state(&k0_model),
+        Health::Healthy,
+        "one failure is under the threshold"
+    );
+    assert!(w.fail("k0", &f));
+    assert!(
+        matches!(w.state(&k0_model), Health::Cooling { .. }),
+        "{:?}",
+        w.state(&k0_model)
+    );
+    assert_eq!(w.state(&pm), Health::Healthy);
+    // Its own success between two failures starts its count again.
+    let w = anthropic(3);
+    assert!(w.fail("k0", &f));
+    assert!(w.succeed("k0", None));
+    assert!(w.succeed("k1", None));
+    assert!(w.fail("k0", &f));
+    assert_eq!(w.state(&k0_model), Health::Healthy);
+}
+
+#[test]
 fn a_key_that_keeps_failing_its_own_trial_cools_longer_each_time_until_it_answers() {
     let w = anthropic(2);
     let f = failure(Provider::Anthropic, 529, OVERLOADED);
@@ -1614,4 +1645,61 @@ fn a_verdict_after_a_reload_lands_on_its_own_credential() {
         .record_failure(attempt, &failure(Provider::Anthropic, 401, REVOKED));
     assert_eq!(w.state(&ScopeKey::Credential("k0".into())), Health::Healthy);
     assert_eq!(w.state(&ScopeKey::Credential("k2".into())), Health::Healthy);
+}
+
+#[test]
+fn a_restart_releases_the_trial_and_probe_leases_the_stopped_process_held() {
+    let w = anthropic(2);
+    let f = failure(Provider::Anthropic, 529, OVERLOADED);
+    let pm = ScopeKey::ProviderModel("anthropic".into(), "model-a".into());
+    // Both keys fail: the model cools; its cooldown ends and a request takes the trial.
+    assert!(w.fail("k0", &f));
+    assert!(w.fail("k1", &f));
+    assert!(matches!(w.state(&pm), Health::Cooling { .. }));
+    w.clock.advance(Duration::from_secs(30));
+    let Selection::Candidates(c) = w.engine.select(&w.route, &RequestSpec::default()) else {
+        panic!("the cooldown is over");
+    };
+    let held = w
+        .engine
+        .admit(&w.route, &c[0], &RequestSpec::default())
+        .unwrap();
+    assert!(matches!(w.state(&pm), Health::Probing { trial: true, .. }));
+    // The process dies holding it (the attempt is never recorded); a new one loads the
+    // state: without the release the model would stay out for the whole lease.
+    std::mem::forget(held);
+    let saved = w.engine.snapshot();
+    let fresh = anthropic(2);
+    fresh.clock.advance(Duration::from_secs(31));
+    fresh.engine.restore(saved, vec![]);
+    assert!(matches!(
+        fresh.state(&pm),
+        Health::Probing { trial: true, .. }
+    ));
+    assert!(fresh.candidates().is_empty(), "leased: out of rotation");
+    let before = fresh.sink.count();
+    fresh.engine.release_stale_leases();
+    assert!(matches!(fresh.state(&pm), Health::Cooling { .. }));
+    assert_eq!(
+        fresh.sink.count(),
+        before + 1,
+        "the release is a logged transition"
+    );
+    // The next request takes the trial at once, and holds it.
+    let Selection::Candidates(c) = fresh.engine.select(&fresh.route, &RequestSpec::default())
+    else {
+        panic!("released: the trial is due");
+    };
+    let trial = fresh
+        .engine
+        .admit(&fresh.route, &c[0], &RequestSpec::default());
+    assert!(trial.is_some());
+    assert!(matches!(
+        fresh.state(&pm),
+        Health::Probing { trial: true, .. }
+    ));
+    assert!(fresh
+        .engine
+        .admit(&fresh.route, &c[1], &RequestSpec::default())
+        .is_none());
 }

@@ -118,6 +118,8 @@ pub async fn open(
                 seed(),
             );
             engine.restore(loaded.records, loaded.denylist);
+            // The state file is this gateway's alone: its leases died with the last process.
+            engine.release_stale_leases();
             (tokens, engine, None, alerts)
         }
         Some(f) => {

@@ -39,6 +39,91 @@ impl HealthEngine {
         drop(acks);
     }
 
+    /// Releases every trial and probe lease in the restored state: called once at start
+    /// when the state file was this gateway's alone, so every lease in it belonged to the
+    /// process that stopped (a SIGKILL mid-trial leaves one). A trial goes back to a due
+    /// cooldown (the next request takes it), a probe back to due (the prober runs it now);
+    /// otherwise the scope would stay out of rotation for the rest of a lease nobody
+    /// holds (`probe_lease`, 30 s by default). Each change is a logged transition. Not in
+    /// fleet mode: there another replica may hold the lease, and a lapse frees it.
+    pub fn release_stale_leases(&self) {
+        let now = self.shared.clock.now();
+        let mut inner = self.shared.lock();
+        let mut steps: Vec<(ScopeKey, Step, Option<Arc<str>>)> = Vec::new();
+        let mut release = |key: ScopeKey, rec: &mut Record, fp: Option<Arc<str>>| {
+            let Health::Probing {
+                class,
+                since,
+                evidence,
+                trial,
+                ..
+            } = rec.health.clone()
+            else {
+                return;
+            };
+            let before = rec.health.clone();
+            rec.health = if trial {
+                Health::Cooling { until: now, class }
+            } else {
+                Health::Suspect {
+                    class,
+                    since,
+                    evidence,
+                    probe_at: now,
+                }
+            };
+            let why = if trial {
+                "restarted: the trial's request ended with the previous process; the next request takes it"
+            } else {
+                "restarted: the probe ended with the previous process; probing again"
+            };
+            steps.push((
+                key,
+                Step {
+                    from: Some(before),
+                    why: why.to_owned(),
+                    wants_probe: !trial,
+                },
+                fp,
+            ));
+        };
+        let Inner {
+            creds,
+            buckets,
+            endpoints,
+            ..
+        } = &mut *inner;
+        for c in creds.iter_mut() {
+            let fp = Some(c.spec.fingerprint.clone());
+            release(
+                ScopeKey::Credential(c.spec.id.clone()),
+                &mut c.rec,
+                fp.clone(),
+            );
+            for (m, r) in &mut c.models {
+                let key = ScopeKey::CredentialModel(c.spec.id.clone(), m.clone());
+                release(key, r, fp.clone());
+            }
+        }
+        for b in buckets.iter_mut() {
+            release(ScopeKey::QuotaBucket(b.id.clone()), &mut b.rec, None);
+        }
+        for e in endpoints.iter_mut() {
+            release(ScopeKey::Endpoint(e.id.clone()), &mut e.rec, None);
+            for (m, r) in &mut e.models {
+                release(ScopeKey::ProviderModel(e.id.clone(), m.clone()), r, None);
+            }
+        }
+        if steps.is_empty() {
+            return;
+        }
+        let pending = finish_steps(&mut inner, steps, now, Actor::Traffic);
+        drop(inner);
+        for t in pending {
+            drop(self.shared.sink.enqueue(t));
+        }
+    }
+
     /// Applies a state another replica stored (fleet mode): `key` takes `health` as of
     /// `since`, without going back to the sink (it is stored already). A scope this engine
     /// does not know yet is kept detached until its owner is configured. A confirmed
