@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Response};
-use keyward_core::classify::Failure;
+use keyward_core::classify::{Class, Failure};
 use keyward_core::health::budget::RequestBudget;
 use keyward_core::health::{RequestSpec, RouteSpec, Selection, Timestamp, Unavailable};
 use keyward_wire::stream::Api;
@@ -29,6 +29,11 @@ use crate::config::{Detail, Route};
 
 /// How long a request may wait for a cooling candidate to recover before answering.
 const MAX_WAIT_FOR_RECOVERY: Duration = Duration::from_secs(10);
+
+/// How long a request may wait for another request's trial (the one that ends a
+/// cooldown) to decide, polling every [`TRIAL_POLL`].
+const MAX_WAIT_FOR_TRIAL: Duration = Duration::from_secs(1);
+const TRIAL_POLL: Duration = Duration::from_millis(20);
 
 /// Headers agents send to name their session (prompt-cache affinity).
 const SESSION_HEADERS: [HeaderName; 4] = [
@@ -91,6 +96,8 @@ pub(super) struct Failover {
     first: Option<Tried>,
     last: Option<Tried>,
     waited: bool,
+    /// Waited for another request's trial to decide (once per request).
+    waited_trial: bool,
     /// Within one selection: the same candidate was retried once; a token refreshed once.
     pub(super) retried_same: bool,
     pub(super) refreshed: bool,
@@ -165,6 +172,7 @@ impl Failover {
             first: None,
             last: None,
             waited: false,
+            waited_trial: false,
             retried_same: false,
             refreshed: false,
             waited_retry_after: false,
@@ -181,7 +189,7 @@ impl Failover {
                 Selection::Candidates(c) => c,
                 Selection::Unavailable(u) => {
                     // A transient cause that ends soon is worth waiting for, once.
-                    if !self.waited && self.wait_for(&u).await {
+                    if self.wait_for(&spec, &u).await {
                         continue 'route;
                     }
                     return self.unavailable(&u);
@@ -222,12 +230,15 @@ impl Failover {
             if self.last.is_none() || self.waited {
                 break;
             }
-            self.waited = true;
             let room = self.budget.attempts() < self.gw.cfg.limits.max_attempts;
             match self.gw.engine.select(&spec, &self.req_spec) {
-                Selection::Candidates(_) if room => continue 'route,
+                Selection::Candidates(_) if room => {
+                    self.waited = true;
+                    continue 'route;
+                }
                 Selection::Unavailable(u) => {
-                    if room && self.wait_for(&u).await {
+                    // (`wait_for` marks the request as having waited.)
+                    if room && self.wait_for(&spec, &u).await {
                         continue 'route;
                     }
                     return self.unavailable(&u);
@@ -254,19 +265,52 @@ impl Failover {
     }
 
     /// Waits for the earliest transient recovery when it comes soon enough (within
-    /// [`MAX_WAIT_FOR_RECOVERY`] and before the deadline). Returns whether it waited.
-    async fn wait_for(&mut self, u: &Unavailable) -> bool {
+    /// [`MAX_WAIT_FOR_RECOVERY`] and before the deadline), once; then, once, for another
+    /// request's trial to decide. Returns whether it waited.
+    async fn wait_for(&mut self, spec: &RouteSpec, u: &Unavailable) -> bool {
         // Only a transient cause is worth waiting for (a revocation's probe is not).
         let Some(at) = u.retry_at() else {
             return false;
         };
         let wait = at.since(self.gw.engine.now());
-        if wait > MAX_WAIT_FOR_RECOVERY || at >= self.deadline {
+        if !self.waited && wait <= MAX_WAIT_FOR_RECOVERY && at < self.deadline {
+            self.waited = true;
+            tokio::time::sleep(wait + Duration::from_millis(5)).await;
+            return true;
+        }
+        // The cooldown ended and another request took its one trial (requests waiting for
+        // the same cooldown wake together): the trial decides within moments, and a
+        // success puts the scope back. Wait for it, briefly, rather than answer 503 for a
+        // scope that may be healthy again.
+        let on_trial = u.candidates.iter().any(|c| {
+            c.state == "probing"
+                && !c.permanent
+                && c.class.is_some_and(|k| {
+                    matches!(
+                        k,
+                        Class::RateLimit
+                            | Class::Overloaded
+                            | Class::Timeout
+                            | Class::Network
+                            | Class::ServerError
+                    )
+                })
+        });
+        if self.waited_trial || !on_trial {
             return false;
         }
-        self.waited = true;
-        tokio::time::sleep(wait + Duration::from_millis(5)).await;
-        true
+        self.waited_trial = true;
+        let until = (tokio::time::Instant::now() + MAX_WAIT_FOR_TRIAL).min(self.deadline_at);
+        while tokio::time::Instant::now() + TRIAL_POLL < until {
+            tokio::time::sleep(TRIAL_POLL).await;
+            if matches!(
+                self.gw.engine.select(spec, &self.req_spec),
+                Selection::Candidates(_)
+            ) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Takes one attempt from the request's budget (cap and deadline).
