@@ -144,7 +144,6 @@ pub(super) fn decorate(
     started: Instant,
     upstream: Duration,
 ) {
-    use std::fmt::Write as _;
     super::telemetry::answered_by(model);
     let gateway = started.elapsed().saturating_sub(upstream);
     if let Ok(v) = HeaderValue::from_str(credential) {
@@ -158,27 +157,35 @@ pub(super) fn decorate(
         h.insert(X_KEYWARD_TARGET, v);
     }
     h.insert(X_KEYWARD_ATTEMPTS, HeaderValue::from(attempts));
-    // Milliseconds with three decimals, from integer microseconds (no float formatting on
-    // every response).
     let mut timing = String::with_capacity(48);
-    let _ = write!(
-        timing,
-        "gateway;dur={}, upstream;dur={}",
-        Millis(gateway),
-        Millis(upstream)
-    );
+    timing.push_str("gateway;dur=");
+    push_millis(&mut timing, gateway);
+    timing.push_str(", upstream;dur=");
+    push_millis(&mut timing, upstream);
     if let Ok(v) = HeaderValue::from_str(&timing) {
         h.insert(SERVER_TIMING, v);
     }
 }
 
-/// A duration shown as milliseconds with three decimals (`0.123`).
-struct Millis(Duration);
-
-impl std::fmt::Display for Millis {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let us = self.0.as_micros();
-        write!(f, "{}.{:03}", us / 1000, us % 1000)
+/// Appends a duration as milliseconds with three decimals (`0.123`, `1520.007`), from
+/// integer microseconds, digit by digit: no float and no `core::fmt` on every response.
+fn push_millis(out: &mut String, d: Duration) {
+    let mut n = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    // u64::MAX has 20 digits; at least four are written ("0.000").
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    while n > 0 || digits.len() - start < 4 {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    let (whole, fraction) = digits[start..].split_at(digits.len() - start - 3);
+    for &b in whole {
+        out.push(char::from(b));
+    }
+    out.push('.');
+    for &b in fraction {
+        out.push(char::from(b));
     }
 }
 
@@ -412,4 +419,27 @@ pub(super) fn exhausted(
     e.retry_after = Some(retry_after.map_or(1, |d| d.as_secs().clamp(1, 60)));
     e.should_retry = Some(true);
     e.response(api)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn millis_have_three_decimals() {
+        let shown = |us: u64| {
+            let mut s = String::new();
+            push_millis(&mut s, Duration::from_micros(us));
+            s
+        };
+        assert_eq!(shown(0), "0.000");
+        assert_eq!(shown(7), "0.007");
+        assert_eq!(shown(123), "0.123");
+        assert_eq!(shown(1_000), "1.000");
+        assert_eq!(shown(1_520_007), "1520.007");
+        assert_eq!(shown(u64::MAX), "18446744073709551.615");
+        let mut s = String::new();
+        push_millis(&mut s, Duration::MAX);
+        assert_eq!(s, "18446744073709551.615");
+    }
 }

@@ -323,7 +323,19 @@ fn request_id() -> String {
     );
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    format!("kw-{:016x}", z ^ (z >> 31))
+    id_text(z ^ (z >> 31))
+}
+
+/// `kw-` and `z` in 16 lowercase hex digits, written by hand (no `core::fmt` per request).
+fn id_text(z: u64) -> String {
+    let mut id = String::with_capacity(19);
+    id.push_str("kw-");
+    for shift in (0..16).rev() {
+        id.push(char::from(
+            b"0123456789abcdef"[(z >> (shift * 4)) as usize & 0xf],
+        ));
+    }
+    id
 }
 
 /// Request metrics from the response the caller gets.
@@ -478,4 +490,17 @@ pub(super) async fn ready(Snapshot(gw): Snapshot) -> Response<Body> {
     let mut r = Response::new(Body::from(body.to_string()));
     *r.status_mut() = status;
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_sixteen_hex_digits() {
+        for z in [0, 1, 0xabc, 0x0123_4567_89ab_cdef, u64::MAX] {
+            assert_eq!(id_text(z), format!("kw-{z:016x}"));
+        }
+        assert_ne!(request_id(), request_id());
+    }
 }
