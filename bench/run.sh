@@ -474,7 +474,20 @@ callgrind_ir() {
 }
 IR_A=$(callgrind_ir 200 18485)
 IR_B=$(callgrind_ir 1200 18486)
-echo "{\"ir_200\": $IR_A, \"ir_1200\": $IR_B, \"ir_per_request\": $(( (IR_B - IR_A) / 1000 ))}" | tee "$OUT/callgrind.json"
+# The floor the same way: the bare hyper proxy, one worker, the same upstream.
+floor_ir() {
+  local n=$1 port=$2
+  (TOKIO_WORKER_THREADS=1 exec valgrind --tool=callgrind --callgrind-out-file="$WORK/cgf.$n" "$BARE" 127.0.0.1:$port "http://127.0.0.1:$UP" hyper >/dev/null 2>"$WORK/cgf.$n.log") &
+  local pid=$!
+  for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+  python3 "$ROOT/bench/requests.py" "http://127.0.0.1:$port/v1/messages" "$n" "$KW_BENCH_KEY"
+  kill -TERM $pid; wait $pid 2>/dev/null || true
+  awk '/^summary:/ {print $2}' "$WORK/cgf.$n"
+}
+FL_A=$(floor_ir 200 18497)
+FL_B=$(floor_ir 1200 18498)
+echo "{\"ir_200\": $IR_A, \"ir_1200\": $IR_B, \"ir_per_request\": $(( (IR_B - IR_A) / 1000 )), \"floor_ir_per_request\": $(( (FL_B - FL_A) / 1000 ))}" | tee "$OUT/callgrind.json"
+python3 "$ROOT/bench/callgrind_split.py" "$WORK/cg.200" "$WORK/cg.1200" "$WORK/cgf.200" "$WORK/cgf.1200" > "$OUT/callgrind_split.json"
 mark callgrind
 fi
 
