@@ -107,6 +107,14 @@ impl Sim {
         }
     }
 
+    /// Sets the lifetime of the access tokens the grant's next refreshes issue (zero: every
+    /// new token is already expired, so the provider rejects it as it arrives).
+    pub fn set_grant_ttl(&self, grant: &str, ttl: Duration) {
+        if let Some(g) = self.lock().oauth.grants.get_mut(grant) {
+            g.ttl = ttl;
+        }
+    }
+
     /// Expires the grant's current access token now (the provider's clock says so).
     pub fn expire_access(&self, grant: &str) {
         let now = wall_instant();

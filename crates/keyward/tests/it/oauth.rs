@@ -437,3 +437,65 @@ async fn a_codex_token_serves_only_the_responses_api_and_other_callers_through_i
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspect_whose_token_is_refused_is_refreshed_by_its_probe_and_back_in_rotation() {
+    let h = start_prepared(
+        "oauth-probe-refresh",
+        ANTHROPIC,
+        &[
+            Cred::new("claude-max", "").with(CLAUDE),
+            Cred::new("team-key", "sk-ant-team-key-2"),
+        ],
+        &route(
+            "claude",
+            "anthropic",
+            "claude-x",
+            &["claude-max", "team-key"],
+        ),
+        "",
+        "full",
+        |sim, cfg, env| {
+            import(
+                sim,
+                cfg,
+                env,
+                "claude-max",
+                "claude",
+                Duration::from_secs(3600),
+            )
+        },
+    )
+    .await;
+    // Every token the provider issues is refused as it arrives: refreshing does not help,
+    // and after three refused fresh tokens the credential is suspect (never disabled).
+    h.sim.set_grant_ttl("claude", Duration::ZERO);
+    h.sim.expire_access("claude");
+    let until = Instant::now() + Duration::from_secs(20);
+    while h.state_of("credential/claude-max") == "healthy" {
+        assert!(
+            Instant::now() < until,
+            "the refused token never made it suspect"
+        );
+        let r = h.messages("claude", false).await;
+        assert_eq!(r.status, 200, "the API key answers meanwhile: {}", r.body);
+    }
+    // The provider issues good tokens again, but the credential's current one stays
+    // refused: its probe must renew it, as a request would, or it never serves again.
+    h.sim.set_grant_ttl("claude", Duration::from_secs(3600));
+    let until = Instant::now() + Duration::from_secs(20);
+    while h.state_of("credential/claude-max") != "healthy" {
+        assert!(
+            Instant::now() < until,
+            "still {} after 20 s: the probe kept the refused token\n{}",
+            h.state_of("credential/claude-max"),
+            h.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(h
+        .logs()
+        .contains("probe's token rejected: refreshed, probing again"));
+    assert_ne!(h.state_of("credential/claude-max"), "disabled");
+    assert_no_token_leaked(&h, "claude").await;
+}
