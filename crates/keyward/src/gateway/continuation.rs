@@ -97,8 +97,13 @@ impl Failover {
             pump.transcript = Transcript::new(self.api);
             if pump.transcript.is_some() {
                 pump.hold = Some(ToolHold::new(self.api));
+                // Kept for the stream's whole life: the caller's body in an allocation of
+                // its own, not a slice of the caller connection's read buffer, which would
+                // then stay allocated beside the buffer hyper reads the connection into.
+                let mut failover = self;
+                failover.prep.body = Bytes::copy_from_slice(&failover.prep.body);
                 pump.resume = Some(Box::new(Continuation {
-                    failover: self,
+                    failover,
                     cand,
                     left,
                     retried_same: false,

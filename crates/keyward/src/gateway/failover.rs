@@ -77,7 +77,7 @@ pub(super) struct Failover {
     pub(super) inbound: Inbound,
     pub(super) api: Api,
     pub(super) prep: Prepared,
-    /// The caller's headers (the protocol ones pass upstream).
+    /// The caller's headers that pass upstream ([`super::upstream::passed_headers`]).
     pub(super) caller: HeaderMap,
     detail: Detail,
     pub(super) started: Instant,
@@ -159,7 +159,7 @@ impl Failover {
             gw,
             inbound,
             prep,
-            caller,
+            caller: super::upstream::passed_headers(&caller),
             detail,
             started,
             upstream_time: Duration::ZERO,

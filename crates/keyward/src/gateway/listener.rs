@@ -11,6 +11,13 @@
 //! - **connection cap** (`server.max_connections`): a connection accepted beyond it is
 //!   closed at once, and counted in `keyward_connections_refused_total`.
 //!
+//! The protocol is told by the connection's first bytes, peeked rather than read: the HTTP/2
+//! connection preface means HTTP/2 with prior knowledge, anything else HTTP/1.1. hyper-util's
+//! `auto` builder reads those bytes into a buffer of its own and hands them back through a
+//! wrapper, so hyper's HTTP/1 read buffer starts with them and its first full read outgrows
+//! it: 16 KB of read buffer per connection instead of 8 KB, about 3.4 KB more resident memory
+//! per open stream (measured with 2,000 streams open).
+//!
 //! Each connection's requests carry `ConnectInfo<SocketAddr>` as `axum::serve` would add
 //! it. On shutdown the loop stops accepting, asks every connection to finish its
 //! in-flight requests and streams, and waits for them at most the drain limit.
@@ -26,10 +33,10 @@ use axum::http::{Request, Response};
 use axum::Router;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
@@ -114,13 +121,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let max = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
     let slots = Arc::new(Semaphore::new(max as usize));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new());
+    let builder = Arc::new((h1, h2));
     let (stop_tx, stop_rx) = watch::channel(false);
     let service = TowerToHyperService::new(app);
     tokio::pin!(shutdown);
@@ -177,31 +183,29 @@ pub async fn serve(
                     }
                 })
             };
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), per_request);
-            tokio::pin!(conn);
-            let mut closing = false;
-            loop {
-                let deadline = activity.idle_deadline(idle);
-                tokio::select! {
-                    r = conn.as_mut() => {
-                        if let Err(e) = r {
-                            tracing::debug!(error = %e, "caller connection ended with an error");
-                        }
-                        break;
-                    }
-                    _ = stop.changed(), if !closing => {
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                    () = tokio::time::sleep_until(deadline), if !closing => {
-                        if activity.in_flight.load(Ordering::Acquire) == 0
-                            && Instant::now() >= activity.idle_deadline(idle)
-                        {
-                            conn.as_mut().graceful_shutdown();
-                            closing = true;
-                        }
-                    }
+            // Until its first bytes, a connection is idle: shutdown and the idle limit
+            // close it, as they would an idle connection.
+            let deadline = activity.idle_deadline(idle);
+            let h2 = tokio::select! {
+                h2 = speaks_h2(&tcp, limits.header_read_timeout) => Some(h2),
+                _ = stop.changed() => None,
+                () = tokio::time::sleep_until(deadline) => None,
+            };
+            match h2 {
+                Some(true) => {
+                    // Boxed: HTTP/2 with prior knowledge is rare, and its connection state
+                    // would otherwise size every connection's task.
+                    let conn = builder.1.serve_connection(TokioIo::new(tcp), per_request);
+                    Box::pin(drive(conn, &activity, &mut stop, idle)).await;
                 }
+                Some(false) => {
+                    let conn = builder
+                        .0
+                        .serve_connection(TokioIo::new(tcp), per_request)
+                        .with_upgrades();
+                    drive(conn, &activity, &mut stop, idle).await;
+                }
+                None => {}
             }
             metrics.connections_open.dec();
         });
@@ -219,4 +223,98 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+/// The HTTP/2 connection preface (RFC 9113 section 3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a caller's connection opens with the HTTP/2 preface. Its first bytes are peeked,
+/// not read, so the connection's own reader sees them. A preface that arrives in pieces is
+/// waited for (peeked again every few milliseconds) at most `limit`; past that it is served
+/// as HTTP/1.1, whose header-read timeout then closes it.
+async fn speaks_h2(tcp: &TcpStream, limit: Duration) -> bool {
+    let give_up = Instant::now() + limit;
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = match tcp.peek(&mut buf).await {
+            Ok(n) => n,
+            // The connection's own reader meets the error too.
+            Err(_) => return false,
+        };
+        match (buf.get(..n), H2_PREFACE.get(..n)) {
+            (Some(got), Some(want)) if n > 0 && got == want => {
+                if n == H2_PREFACE.len() {
+                    return true;
+                }
+            }
+            // Anything else, or the end of the stream: HTTP/1.1.
+            _ => return false,
+        }
+        // A prefix of the preface so far: the rest is on its way.
+        if Instant::now() >= give_up {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A caller connection that can be asked to finish its in-flight requests and close.
+trait Graceful: Future<Output = Result<(), hyper::Error>> {
+    fn graceful(self: std::pin::Pin<&mut Self>);
+}
+
+impl<S> Graceful for http1::UpgradeableConnection<TokioIo<TcpStream>, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = Body>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<S> Graceful for http2::Connection<TokioIo<TcpStream>, S, TokioExecutor>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = Body>,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Serves a connection until it ends: shut down gracefully when the listener stops, or
+/// when it has had no request in flight for the idle limit.
+async fn drive(
+    conn: impl Graceful,
+    activity: &Activity,
+    stop: &mut watch::Receiver<bool>,
+    idle: Duration,
+) {
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        let deadline = activity.idle_deadline(idle);
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "caller connection ended with an error");
+                }
+                break;
+            }
+            _ = stop.changed(), if !closing => {
+                conn.as_mut().graceful();
+                closing = true;
+            }
+            () = tokio::time::sleep_until(deadline), if !closing => {
+                if activity.in_flight.load(Ordering::Acquire) == 0
+                    && Instant::now() >= activity.idle_deadline(idle)
+                {
+                    conn.as_mut().graceful();
+                    closing = true;
+                }
+            }
+        }
+    }
 }

@@ -225,6 +225,23 @@ pub fn url(inbound: Inbound, endpoint: &Endpoint, model: &str) -> String {
     format!("{base}/{tail}")
 }
 
+/// The caller's headers that pass upstream ([`PASS`]), copied into storage of their own.
+/// A request's parsed headers share the caller connection's read buffer: a failover state
+/// that outlives the request head (a committed stream keeps it to continue) holds only
+/// these, not the whole head and the buffer under it.
+pub fn passed_headers(caller: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in PASS {
+        for v in caller.get_all(&name) {
+            if let Ok(mut owned) = HeaderValue::from_bytes(v.as_bytes()) {
+                owned.set_sensitive(v.is_sensitive());
+                out.append(name.clone(), owned);
+            }
+        }
+    }
+    out
+}
+
 /// Builds an upstream request carrying `body`.
 pub fn request(
     method: Method,
