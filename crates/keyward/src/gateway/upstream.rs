@@ -64,8 +64,8 @@ pub enum ClientError {
 pub struct BadSecret;
 
 impl Client {
-    /// A client that connects within `connect_timeout`, keeps idle connections for 90 s,
-    /// and verifies servers against the public web PKI roots.
+    /// A client that connects within `connect_timeout`, speaks HTTP/1.1, keeps idle
+    /// connections for 90 s, and verifies servers against the public web PKI roots.
     pub fn new(connect_timeout: Duration) -> Result<Client, ClientError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -74,7 +74,15 @@ impl Client {
         let https = HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
             .https_or_http()
-            .enable_all_versions()
+            // HTTP/1.1 only, never HTTP/2 through ALPN: hyper-util's pool shares one HTTP/2
+            // connection per host and does not open another when the provider's
+            // SETTINGS_MAX_CONCURRENT_STREAMS (often 100-256) is reached; requests past it
+            // wait in h2's queue behind long-lived streams (hyperium/hyper#2197, #3623,
+            // hyperium/h2#848). With many streams open to one provider, new requests would
+            // burn their deadlines there, and failing over to a sibling credential would
+            // not escape the queue (same host, same connection). HTTP/1.1 connections are
+            // pooled and kept 90 s, so a stream costs a connection, never a wait.
+            .enable_http1()
             .wrap_connector(http);
         let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
