@@ -328,16 +328,21 @@ if dh:
     hy = owners.get("upstream connection (hyper client)", 0) + owners.get("caller connection (hyper server)", 0)
     kw = sum(b for o, b in owners.items() if o.startswith("keyward"))
     p(f"**What stands in the way of 20 KB a stream**: hyper's two HTTP/1.1 connections per stream "
-      f"hold {hy:,} of those bytes (each connection's 8–16 KB read buffer and 8 KB write buffer, "
-      "and for the upstream connection also its dispatch channel's first 9 KB block and the "
-      f"connection task); Keyward's own per-stream state in the largest sites is {kw:,} bytes "
-      "(the answer's `HeaderMap` in `gateway/stream.rs` `stream_response`, the boxed body, the SSE "
-      "framer's buffer). The bare hyper proxy above, which holds nothing of its own, already "
-      "needs more than 20 KB of RSS a stream. What would bring it down is sharing connections: "
-      "an HTTP/2 upstream (one connection to a provider carrying many streams, as the providers' "
-      "APIs allow) removes the upstream connection's buffers from every stream, and HTTP/2 "
-      "callers the same on the caller side; on HTTP/1.1 both ends, the buffers' initial sizes "
-      "are hyper's (not configurable below 8 KB).\n")
+      f"hold {hy:,} of those bytes: on the upstream side tokio's first 9 KB channel block for "
+      "the connection's dispatch, an 8 KB read buffer, an 8 KB write buffer and the connection "
+      "task; on the caller side an 8 KB read and an 8 KB write buffer (it held 16 KB of read "
+      "buffer until the listener stopped using hyper-util's `auto` builder, whose peek at the "
+      "first bytes made hyper's first read outgrow its buffer, and a committed stream stopped "
+      "pinning the request's first read buffer). hyper fixes these sizes: the read and write "
+      "buffers start at 8 KB, and `max_buf_size` cannot go below 8,192. Keyward's own "
+      f"per-stream state in the largest sites is {kw:,} bytes (the answer's `HeaderMap`, the "
+      "boxed body and continuation, the SSE framer's buffer). So the bare hyper proxy above, "
+      "which holds nothing of its own, already needs more than 20 KB of RSS a stream on "
+      "HTTP/1.1 at both ends. Sharing connections would bring it down, but not upstream: "
+      "hyper-util's pool puts every stream to a provider on one HTTP/2 connection and queues "
+      "those past the provider's concurrent-stream limit (hyperium/hyper#2197, #3623), so "
+      "Keyward speaks HTTP/1.1 to providers on purpose. Callers that speak HTTP/2 (served with "
+      "prior knowledge) share their side.\n")
     p("Heap capacity is not residency: an 8 KB write buffer of which a stream touches a few "
       "hundred bytes costs RSS only for the pages written, which is why RSS per stream "
       "(above) is lower than the live heap here.\n")

@@ -59,6 +59,7 @@ fi
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 KW=$TARGET_DIR/release/keyward
 SLOW=$TARGET_DIR/release/slow-sse
+GSYS=$TARGET_DIR/release/gateway-sysalloc
 BARE=$TARGET_DIR/release/bare-proxy
 HOLD=$TARGET_DIR/release/hold-streams
 PROXY_CPU=0
@@ -70,6 +71,8 @@ KWC=18584  # keyward with 200 routes × 2,000 credentials
 SIM=18585  # keyward-sim for the soak
 KWK=18586  # keyward for the soak
 FLR=18587  # bare-proxy (hyper-util client), the floor for the streams
+DSL=18588  # slow SSE upstream for the heap profile (8 events a stream)
+DKW=18589  # gateway-sysalloc under dhat
 export KW_BENCH_KEY=kw-bench-gateway-key
 export KW_ADMIN_TOKEN=kw-bench-admin-token-0123456789
 
@@ -168,6 +171,21 @@ h.update({"requested": $STREAMS, "streams": $N, "fd_hard_limit": $HARD, "events_
 json.dump(h, open(sys.argv[2], "w"), indent=1)
 print(json.dumps(h))
 EOF
+  # Where a stream's heap goes: the same gateway on the system allocator (which dhat can
+  # see), DHAT_STREAMS streams open through it, the live heap at its peak by site.
+  if need valgrind && [ -x "$GSYS" ]; then
+    DN=${DHAT_STREAMS:-1000}
+    sed "s/127.0.0.1:$KWS/127.0.0.1:$DKW/; s/127.0.0.1:$SLW/127.0.0.1:$DSL/" "$WORK/st/keyward.toml" > "$WORK/st/dhat.toml"
+    taskset -c $LOAD_CPU "$SLOW" 127.0.0.1:$DSL 8 1000 & PIDS+=($!)
+    wait_port $DSL
+    (cd "$WORK/st" && KEYWARD_LOG=warn TOKIO_WORKER_THREADS=1 exec valgrind --tool=dhat --dhat-out-file="$WORK/st/dhat.json" "$GSYS" dhat.toml >/dev/null 2>"$WORK/st/dhat.log") &
+    DPID=$!
+    wait_port $DKW
+    taskset -c $LOAD_CPU "$HOLD" 127.0.0.1:$DKW /v1/messages "$DN" "$KW_BENCH_KEY" claude-slow 500 > "$WORK/st/dhat-hold.json" 2>&1 || true
+    sleep 1
+    kill -INT $DPID; wait $DPID || true
+    python3 "$ROOT/bench/dhat_top.py" "$WORK/st/dhat.json" "$DN" 14 > "$OUT/dhat_streams.json"
+  fi
   mark scale-streams "STREAMS=$STREAMS STREAM_EVENTS=$STREAM_EVENTS; $N opened"
 fi
 
