@@ -22,7 +22,7 @@ use tracing::Instrument as _;
 use super::caller_error::{self, CallerError};
 use super::telemetry;
 use super::upstream::{GeminiCall, Inbound};
-use super::{answer, body_budget, failover, metrics, refusals, Gateway, Prepared, Snapshot};
+use super::{answer, body_budget, failover, refusals, Gateway, Prepared, Snapshot};
 use crate::config::{Config, Detail};
 
 #[derive(Debug, Deserialize, Default)]
@@ -348,31 +348,51 @@ fn count_request(gw: &Gateway, route: &Arc<str>, key: &Arc<str>, r: &Response<Bo
         4 => "4xx",
         _ => "5xx",
     };
-    m.requests
-        .get_or_create(&metrics::RouteKey {
-            route: route.clone(),
-            gateway_key: key.clone(),
-            status,
-        })
-        .inc();
+    m.request(route, key, status);
     let header = |name: axum::http::HeaderName| r.headers().get(name).and_then(|v| v.to_str().ok());
-    let label = m.route(route);
     let attempts = match r.extensions().get::<answer::AttemptInfo>() {
-        Some(b) => Some(f64::from(b.attempts)),
-        None => header(answer::X_KEYWARD_ATTEMPTS).and_then(|v| v.parse::<f64>().ok()),
+        Some(b) => Some(b.attempts),
+        None => header(answer::X_KEYWARD_ATTEMPTS).and_then(|v| v.parse::<u32>().ok()),
     };
     if let Some(n) = attempts {
-        m.attempts_per_request.get_or_create(&label).observe(n);
-        if n > 1.0 && r.status().is_success() {
-            m.failovers.get_or_create(&label).inc();
-        }
+        m.attempts_taken(route, n, r.status().is_success());
     }
     if let Some(ms) = header(answer::SERVER_TIMING)
         .and_then(|v| v.strip_prefix("gateway;dur="))
         .and_then(|v| v.split(',').next())
-        .and_then(|v| v.trim().parse::<f64>().ok())
+        .and_then(|v| millis(v.trim()))
     {
-        m.gateway_seconds.get_or_create(&label).observe(ms / 1000.0);
+        m.gateway_added(route, ms / 1000.0);
+    }
+}
+
+/// `server-timing`'s milliseconds as a float. The gateway writes them with three
+/// decimals ([`answer::decorate`]): those are read as integer microseconds, and
+/// `micros / 1000` is the float `str::parse` gives (both are the value correctly
+/// rounded); anything else goes through `str::parse`.
+fn millis(v: &str) -> Option<f64> {
+    let micros = match v.split_once('.') {
+        Some((whole, fraction))
+            if (1..=15).contains(&whole.len())
+                && fraction.len() == 3
+                && whole
+                    .bytes()
+                    .chain(fraction.bytes())
+                    .all(|b| b.is_ascii_digit()) =>
+        {
+            whole
+                .bytes()
+                .chain(fraction.bytes())
+                .fold(0u64, |n, b| n * 10 + u64::from(b - b'0'))
+        }
+        _ => return v.parse::<f64>().ok(),
+    };
+    // At most 18 digits: exact in a u64; below 2^53 (16 digits), exact as a float too.
+    if micros < 1 << 53 {
+        #[allow(clippy::cast_precision_loss)] // below 2^53: exact
+        Some(micros as f64 / 1000.0)
+    } else {
+        v.parse::<f64>().ok()
     }
 }
 
@@ -502,5 +522,30 @@ mod tests {
             assert_eq!(id_text(z), format!("kw-{z:016x}"));
         }
         assert_ne!(request_id(), request_id());
+    }
+
+    #[test]
+    fn millis_reads_what_parse_reads() {
+        let mut micros: u64 = 0;
+        while micros < 10_000_000_000_000 {
+            for n in [micros, micros + 1, micros + 7, micros * 3 + 1] {
+                let text = format!("{}.{:03}", n / 1000, n % 1000);
+                assert_eq!(
+                    millis(&text).map(f64::to_bits),
+                    text.parse::<f64>().ok().map(f64::to_bits),
+                    "{text}"
+                );
+            }
+            micros = micros * 2 + 13;
+        }
+        for text in [
+            "0.1", "12", "1e3", "-1.000", "1.0000", "", ".123", "x.123", "nan",
+        ] {
+            assert_eq!(
+                millis(text).map(f64::to_bits),
+                text.parse::<f64>().ok().map(f64::to_bits),
+                "{text}"
+            );
+        }
     }
 }

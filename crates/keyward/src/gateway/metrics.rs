@@ -7,9 +7,11 @@
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
-use std::sync::Arc;
+use rustc_hash::FxHashMap;
+use std::hash::Hash;
+use std::sync::{Arc, RwLock};
 
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
@@ -93,6 +95,50 @@ fn attempt_counts() -> Histogram {
     Histogram::new([1.0, 2.0, 3.0, 4.0, 6.0, 10.0])
 }
 
+/// Series handles by label set, for the families every request touches.
+///
+/// `Family::get_or_create` hashes the whole label set with SipHash on every call; this
+/// keeps each series' handle (metric types are `Arc`-backed: a clone is the same series)
+/// in an `FxHashMap`, so a request hashes a few short strings with FxHash instead. A
+/// series is still created by its first use, as before. The families cached here are
+/// never cleared (only `credential_state` is, when rendered), so a handle stays the
+/// series `/metrics` renders across config reloads: a reload's new route, credential or
+/// gateway key is a new label set, taken from the family once. The map holds the
+/// family's label sets, no more.
+#[derive(Debug)]
+struct Handles<L, M>(RwLock<FxHashMap<L, M>>);
+
+impl<L, M> Default for Handles<L, M> {
+    fn default() -> Self {
+        Handles(RwLock::new(FxHashMap::default()))
+    }
+}
+
+impl<L: Clone + Hash + Eq, M: Clone> Handles<L, M> {
+    /// The series of `family` labelled `labels`, created there on first use.
+    fn get<C: MetricConstructor<M>>(&self, family: &Family<L, M, C>, labels: L) -> M {
+        if let Some(m) = self.0.read().ok().and_then(|map| map.get(&labels).cloned()) {
+            return m;
+        }
+        let m = family.get_or_create_owned(&labels);
+        if let Ok(mut map) = self.0.write() {
+            map.insert(labels, m.clone());
+        }
+        m
+    }
+}
+
+/// The cached handles of the per-request families (see [`Handles`]).
+#[derive(Debug, Default)]
+struct Hot {
+    requests: Handles<RouteKey, Counter>,
+    failovers: Handles<RouteLabel, Counter>,
+    attempts_per_request: Handles<RouteLabel, Histogram>,
+    gateway_seconds: Handles<RouteLabel, Histogram>,
+    attempts: Handles<CredentialOutcome, Counter>,
+    tokens: Handles<TokenKey, Counter>,
+}
+
 /// Every metric the gateway keeps; shared across config reloads.
 #[derive(Debug)]
 pub struct Metrics {
@@ -137,6 +183,7 @@ pub struct Metrics {
     pub rates: super::rates::Rates,
     /// `keyward_alerts_*`: webhook messages queued, delivered, failed, dropped.
     pub alerts: super::alerts::AlertMetrics,
+    hot: Hot,
 }
 
 const STATES: [&str; 5] = ["healthy", "cooling", "suspect", "probing", "disabled"];
@@ -282,6 +329,7 @@ impl Metrics {
         );
         let alerts = super::alerts::AlertMetrics::register(&mut registry);
         Metrics {
+            hot: Hot::default(),
             alerts,
             refusals: super::refusals::Refusals::default(),
             caller_auth_failures,
@@ -322,14 +370,13 @@ impl Metrics {
         super::telemetry::usage(usage);
         for (kind, n) in [("input", usage.input), ("output", usage.output)] {
             if n > 0 {
-                self.tokens
-                    .get_or_create(&TokenKey {
-                        credential: credential.clone(),
-                        route: route.clone(),
-                        gateway_key: gateway_key.clone(),
-                        kind,
-                    })
-                    .inc_by(n);
+                let labels = TokenKey {
+                    credential: credential.clone(),
+                    route: route.clone(),
+                    gateway_key: gateway_key.clone(),
+                    kind,
+                };
+                self.hot.tokens.get(&self.tokens, labels).inc_by(n);
             }
         }
     }
@@ -366,13 +413,45 @@ impl Metrics {
     }
 
     pub fn attempt(&self, credential: &Arc<str>, outcome: &'static str) {
-        self.attempts
-            .get_or_create(&CredentialOutcome {
-                credential: credential.clone(),
-                outcome,
-            })
-            .inc();
+        let labels = CredentialOutcome {
+            credential: credential.clone(),
+            outcome,
+        };
+        self.hot.attempts.get(&self.attempts, labels).inc();
         self.rates.record(credential, outcome != "ok");
+    }
+
+    /// Counts a caller request by route, gateway key and status class (`2xx`…).
+    pub fn request(&self, route: &Arc<str>, gateway_key: &Arc<str>, status: &'static str) {
+        let labels = RouteKey {
+            route: route.clone(),
+            gateway_key: gateway_key.clone(),
+            status,
+        };
+        self.hot.requests.get(&self.requests, labels).inc();
+    }
+
+    /// Observes the upstream attempts a request took; a success after more than one is
+    /// a failover.
+    pub fn attempts_taken(&self, route: &Arc<str>, attempts: u32, success: bool) {
+        self.hot
+            .attempts_per_request
+            .get(&self.attempts_per_request, self.route(route))
+            .observe(f64::from(attempts));
+        if attempts > 1 && success {
+            self.hot
+                .failovers
+                .get(&self.failovers, self.route(route))
+                .inc();
+        }
+    }
+
+    /// Observes the time the gateway added to a request.
+    pub fn gateway_added(&self, route: &Arc<str>, seconds: f64) {
+        self.hot
+            .gateway_seconds
+            .get(&self.gateway_seconds, self.route(route))
+            .observe(seconds);
     }
 
     pub fn route(&self, route: &Arc<str>) -> RouteLabel {
@@ -385,5 +464,56 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rendered lines that start with `prefix`, sorted (a family's order is not
+    /// fixed).
+    fn lines(m: &Metrics, prefix: &str) -> Vec<String> {
+        let mut lines: Vec<String> = m
+            .render(&[], &[])
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    #[test]
+    fn cached_handles_count_into_the_series_a_reload_keeps_or_adds() {
+        let m = Metrics::new();
+        assert!(lines(&m, "keyward_requests_total").is_empty());
+        // The same names as a reload builds them: new `Arc`s, same text.
+        for _ in 0..2 {
+            let (route, key): (Arc<str>, Arc<str>) = ("claude".into(), "tests".into());
+            m.request(&route, &key, "2xx");
+            m.attempts_taken(&route, 2, true);
+            m.gateway_added(&route, 0.001);
+        }
+        m.request(&"gpt".into(), &"tests".into(), "5xx");
+        assert_eq!(
+            lines(&m, "keyward_requests_total"),
+            [
+                "keyward_requests_total{route=\"claude\",gateway_key=\"tests\",status=\"2xx\"} 2",
+                "keyward_requests_total{route=\"gpt\",gateway_key=\"tests\",status=\"5xx\"} 1",
+            ]
+        );
+        assert_eq!(
+            lines(&m, "keyward_failovers_total"),
+            ["keyward_failovers_total{route=\"claude\"} 2"]
+        );
+        assert_eq!(
+            lines(&m, "keyward_attempts_per_request_count"),
+            ["keyward_attempts_per_request_count{route=\"claude\"} 2"]
+        );
+        assert_eq!(
+            lines(&m, "keyward_gateway_added_seconds_count"),
+            ["keyward_gateway_added_seconds_count{route=\"claude\"} 2"]
+        );
     }
 }
