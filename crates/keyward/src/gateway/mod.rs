@@ -52,7 +52,7 @@ mod telemetry;
 pub mod upstream;
 mod verdict;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
@@ -93,12 +93,13 @@ pub struct Gateway {
     pub mask: caller_bound::SecretMask,
     /// Alerts (webhooks); shared across reloads like the metrics.
     pub alerts: Arc<alerts::Alerts>,
-    creds: HashMap<Arc<str>, Arc<Credential>>,
-    routes: HashMap<String, Arc<Route>>,
-    specs: HashMap<String, Arc<RouteSpec>>,
+    // Looked up on every request: FxHash, not SipHash (the keys come from the config).
+    creds: FxHashMap<Arc<str>, Arc<Credential>>,
+    routes: FxHashMap<String, Arc<Route>>,
+    specs: FxHashMap<String, Arc<RouteSpec>>,
     /// Each route target's upstream URL per inbound API (by [`upstream::Inbound::slot`]),
     /// parsed once per configuration instead of once per request.
-    urls: HashMap<String, Vec<[Option<axum::http::Uri>; upstream::URL_SLOTS]>>,
+    urls: FxHashMap<String, Vec<[Option<axum::http::Uri>; upstream::URL_SLOTS]>>,
     retry_budget: Mutex<RetryBudget>,
 }
 

@@ -11,11 +11,11 @@
 //! Memory is bounded by the configuration: one ring (60 × 24 bytes) per credential id the
 //! gateway has ever attempted, and credentials are few.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use keyward_core::health::{Clock, Timestamp};
+use rustc_hash::FxHashMap;
 
 /// Minutes kept.
 pub const MINUTES: usize = 60;
@@ -88,7 +88,7 @@ pub struct Minute {
 /// Every credential's last hour; shared across reloads with the rest of the metrics.
 #[derive(Debug)]
 pub struct Rates {
-    rings: RwLock<HashMap<Arc<str>, Arc<Ring>>>,
+    rings: RwLock<FxHashMap<Arc<str>, Arc<Ring>>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -96,7 +96,7 @@ impl Rates {
     /// Rates on `clock` (the gateway's wall clock; a manual one in tests).
     pub fn new(clock: Arc<dyn Clock>) -> Rates {
         Rates {
-            rings: RwLock::new(HashMap::new()),
+            rings: RwLock::new(FxHashMap::default()),
             clock,
         }
     }
