@@ -114,7 +114,8 @@ pub(super) fn passthrough(
 ) -> Response<Body> {
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-    const KEPT: [HeaderName; 5] = [
+    // A static, not a const: a const array would be built and dropped for every header.
+    static KEPT: [HeaderName; 5] = [
         axum::http::header::CONTENT_TYPE,
         axum::http::header::RETRY_AFTER,
         HeaderName::from_static("x-should-retry"),
@@ -171,22 +172,29 @@ pub(super) fn decorate(
 /// integer microseconds, digit by digit: no float and no `core::fmt` on every response.
 fn push_millis(out: &mut String, d: Duration) {
     let mut n = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-    // u64::MAX has 20 digits; at least four are written ("0.000").
-    let mut digits = [b'0'; 20];
-    let mut start = digits.len();
-    while n > 0 || digits.len() - start < 4 {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
+    // Written from the end: three decimals, the point, then at least one digit. u64::MAX
+    // has 20 digits: 21 bytes with the point.
+    let mut text = [b'0'; 21];
+    let mut start = text.len();
+    let mut digit = |start: &mut usize, n: &mut u64| {
+        *start -= 1;
+        text[*start] = b'0' + (*n % 10) as u8;
+        *n /= 10;
+    };
+    for _ in 0..3 {
+        digit(&mut start, &mut n);
     }
-    let (whole, fraction) = digits[start..].split_at(digits.len() - start - 3);
-    for &b in whole {
-        out.push(char::from(b));
+    start -= 1;
+    let point = start;
+    loop {
+        digit(&mut start, &mut n);
+        if n == 0 {
+            break;
+        }
     }
-    out.push('.');
-    for &b in fraction {
-        out.push(char::from(b));
-    }
+    text[point] = b'.';
+    // ASCII digits and a point: always UTF-8.
+    out.push_str(std::str::from_utf8(&text[start..]).unwrap_or_default());
 }
 
 /// Nothing usable: fast, actionable, in the caller's format; never 401/403. The message
