@@ -136,7 +136,17 @@ struct Hot {
     attempts_per_request: Handles<RouteLabel, Histogram>,
     gateway_seconds: Handles<RouteLabel, Histogram>,
     attempts: Handles<CredentialOutcome, Counter>,
-    tokens: Handles<TokenKey, Counter>,
+    /// Both sides' token counters under one lookup; a side's series is created when it
+    /// first counts tokens, as before.
+    tokens: RwLock<FxHashMap<TokenOwner, [Option<Counter>; 2]>>,
+}
+
+/// Whose tokens: [`TokenKey`] without the side.
+#[derive(Debug, Clone, Hash, PartialEq, Eq)]
+struct TokenOwner {
+    credential: Arc<str>,
+    route: Arc<str>,
+    gateway_key: Arc<str>,
 }
 
 /// Every metric the gateway keeps; shared across config reloads.
@@ -368,16 +378,39 @@ impl Metrics {
         usage: keyward_wire::usage::Usage,
     ) {
         super::telemetry::usage(usage);
-        for (kind, n) in [("input", usage.input), ("output", usage.output)] {
-            if n > 0 {
-                let labels = TokenKey {
+        if usage.input == 0 && usage.output == 0 {
+            return;
+        }
+        let owner = TokenOwner {
+            credential: credential.clone(),
+            route: route.clone(),
+            gateway_key: gateway_key.clone(),
+        };
+        let cached = self
+            .hot
+            .tokens
+            .read()
+            .ok()
+            .and_then(|map| map.get(&owner).cloned())
+            .unwrap_or_default();
+        let sides = [("input", usage.input), ("output", usage.output)];
+        for (side, ((kind, n), cached)) in sides.into_iter().zip(cached).enumerate() {
+            if n == 0 {
+                continue;
+            }
+            let counter = cached.unwrap_or_else(|| {
+                let counter = self.tokens.get_or_create_owned(&TokenKey {
                     credential: credential.clone(),
                     route: route.clone(),
                     gateway_key: gateway_key.clone(),
                     kind,
-                };
-                self.hot.tokens.get(&self.tokens, labels).inc_by(n);
-            }
+                });
+                if let Ok(mut map) = self.hot.tokens.write() {
+                    map.entry(owner.clone()).or_default()[side] = Some(counter.clone());
+                }
+                counter
+            });
+            counter.inc_by(n);
         }
     }
 
@@ -514,6 +547,52 @@ mod tests {
         assert_eq!(
             lines(&m, "keyward_gateway_added_seconds_count"),
             ["keyward_gateway_added_seconds_count{route=\"claude\"} 2"]
+        );
+    }
+
+    #[test]
+    fn a_side_of_the_tokens_appears_when_it_first_counts() {
+        use keyward_wire::usage::Usage;
+        let m = Metrics::new();
+        let (cred, route, key): (Arc<str>, Arc<str>, Arc<str>) =
+            ("a".into(), "r".into(), "k".into());
+        m.tokens(
+            &cred,
+            &route,
+            &key,
+            Usage {
+                input: 0,
+                output: 0,
+            },
+        );
+        m.tokens(
+            &cred,
+            &route,
+            &key,
+            Usage {
+                input: 0,
+                output: 5,
+            },
+        );
+        assert_eq!(
+            lines(&m, "keyward_tokens_total"),
+            ["keyward_tokens_total{credential=\"a\",route=\"r\",gateway_key=\"k\",kind=\"output\"} 5"]
+        );
+        m.tokens(
+            &cred,
+            &"r".into(),
+            &key,
+            Usage {
+                input: 7,
+                output: 1,
+            },
+        );
+        assert_eq!(
+            lines(&m, "keyward_tokens_total"),
+            [
+                "keyward_tokens_total{credential=\"a\",route=\"r\",gateway_key=\"k\",kind=\"input\"} 7",
+                "keyward_tokens_total{credential=\"a\",route=\"r\",gateway_key=\"k\",kind=\"output\"} 6",
+            ]
         );
     }
 }
