@@ -462,30 +462,27 @@ fi
 # requests; the difference over 1,000 requests cancels start-up and shutdown.
 kill $KW_PID; wait $KW_PID 2>/dev/null || true
 if part callgrind; then
+# callgrind_ir OUT N PORT CMD…: runs CMD (listening on PORT) under callgrind while N
+# sequential requests go through it; prints its instruction count.
 callgrind_ir() {
-  local n=$1 port=$2
-  sed "s/^listen = .*/listen = \"127.0.0.1:$port\"/" "$WORK/kw/keyward.toml" > "$WORK/kw/cg.toml"
-  (cd "$WORK/kw" && KEYWARD_LOG=warn TOKIO_WORKER_THREADS=1 exec valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.$n" "$KW" serve --config cg.toml >/dev/null 2>"$WORK/cg.$n.log") &
+  local out=$1 n=$2 port=$3
+  shift 3
+  (cd "$WORK/kw" && KEYWARD_LOG=warn TOKIO_WORKER_THREADS=1 exec valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >/dev/null 2>"$out.log") &
   local pid=$!
   for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
   python3 "$ROOT/bench/requests.py" "http://127.0.0.1:$port/v1/messages" "$n" "$KW_BENCH_KEY"
   kill -TERM $pid; wait $pid 2>/dev/null || true
-  awk '/^summary:/ {print $2}' "$WORK/cg.$n"
+  awk '/^summary:/ {print $2}' "$out"
 }
-IR_A=$(callgrind_ir 200 18485)
-IR_B=$(callgrind_ir 1200 18486)
+keyward_ir() {
+  sed "s/^listen = .*/listen = \"127.0.0.1:$2\"/" "$WORK/kw/keyward.toml" > "$WORK/kw/cg.toml"
+  callgrind_ir "$WORK/cg.$1" "$1" "$2" "$KW" serve --config cg.toml
+}
+IR_A=$(keyward_ir 200 18485)
+IR_B=$(keyward_ir 1200 18486)
 # The floor the same way: the bare hyper proxy, one worker, the same upstream.
-floor_ir() {
-  local n=$1 port=$2
-  (TOKIO_WORKER_THREADS=1 exec valgrind --tool=callgrind --callgrind-out-file="$WORK/cgf.$n" "$BARE" 127.0.0.1:$port "http://127.0.0.1:$UP" hyper >/dev/null 2>"$WORK/cgf.$n.log") &
-  local pid=$!
-  for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-  python3 "$ROOT/bench/requests.py" "http://127.0.0.1:$port/v1/messages" "$n" "$KW_BENCH_KEY"
-  kill -TERM $pid; wait $pid 2>/dev/null || true
-  awk '/^summary:/ {print $2}' "$WORK/cgf.$n"
-}
-FL_A=$(floor_ir 200 18497)
-FL_B=$(floor_ir 1200 18498)
+FL_A=$(callgrind_ir "$WORK/cgf.200" 200 18497 "$BARE" 127.0.0.1:18497 "http://127.0.0.1:$UP" hyper)
+FL_B=$(callgrind_ir "$WORK/cgf.1200" 1200 18498 "$BARE" 127.0.0.1:18498 "http://127.0.0.1:$UP" hyper)
 echo "{\"ir_200\": $IR_A, \"ir_1200\": $IR_B, \"ir_per_request\": $(( (IR_B - IR_A) / 1000 )), \"floor_ir_per_request\": $(( (FL_B - FL_A) / 1000 ))}" | tee "$OUT/callgrind.json"
 python3 "$ROOT/bench/callgrind_split.py" "$WORK/cg.200" "$WORK/cg.1200" "$WORK/cgf.200" "$WORK/cgf.1200" > "$OUT/callgrind_split.json"
 mark callgrind
