@@ -59,7 +59,9 @@ if ! need nginx || ! need wrk || ! need h2load || ! need valgrind || ! need redi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light wrk nghttp2-client valgrind redis-server >/dev/null
   systemctl disable --now redis-server >/dev/null 2>&1 || true
 fi
-ulimit -n 65536 2>/dev/null || ulimit -n 8192
+# Raise the soft limit on open files as far as the hard one allows (never lower the hard
+# one: bench/scale.sh opens as many streams as it permits).
+ulimit -Sn 65536 2>/dev/null || ulimit -Sn "$(ulimit -Hn)"
 
 cargo build --release -q -p keyward -p keyward-bench --features keyward/sim
 # Built where cargo builds (CARGO_TARGET_DIR when set, as CI sets it).
