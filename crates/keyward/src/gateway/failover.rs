@@ -77,7 +77,8 @@ pub(super) struct Failover {
     pub(super) inbound: Inbound,
     pub(super) api: Api,
     pub(super) prep: Prepared,
-    /// The caller's headers that pass upstream ([`super::upstream::passed_headers`]).
+    /// The caller's headers (only those that pass upstream for a stream:
+    /// [`super::upstream::passed_headers`]).
     pub(super) caller: HeaderMap,
     detail: Detail,
     pub(super) started: Instant,
@@ -154,12 +155,20 @@ impl Failover {
             // Each candidate tried costs an attempt: never more are wanted.
             limit: usize::try_from(gw.cfg.limits.max_attempts).ok(),
         };
+        // A stream may live for minutes: it keeps only the headers that pass upstream, in
+        // storage of their own, not the request head and the read buffer under it. A whole
+        // answer is over within the request: copying would only cost (~2,000 instructions).
+        let caller = if prep.stream {
+            super::upstream::passed_headers(&caller)
+        } else {
+            caller
+        };
         Failover {
             api: inbound.api(),
             gw,
             inbound,
             prep,
-            caller: super::upstream::passed_headers(&caller),
+            caller,
             detail,
             started,
             upstream_time: Duration::ZERO,
