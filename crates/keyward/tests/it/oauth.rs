@@ -52,6 +52,19 @@ pub(crate) fn import(
     std::fs::remove_file(&file).unwrap();
 }
 
+/// [`import`] of an hour-long `claude` grant for credential `claude-max`, as
+/// `start_prepared` takes it.
+fn import_claude_max(sim: &Sim, cfg: &std::path::Path, env: &[(String, String)]) {
+    import(
+        sim,
+        cfg,
+        env,
+        "claude-max",
+        "claude",
+        Duration::from_secs(3600),
+    );
+}
+
 async fn gateway(name: &str, ttl: Duration, extra_cred: &str) -> Harness {
     let more = format!("{CLAUDE}{extra_cred}");
     let h = start_prepared(
@@ -272,16 +285,7 @@ async fn logging_in_again_brings_a_revoked_grant_back_without_a_restart() {
         ),
         "",
         "full",
-        |sim, cfg, env| {
-            import(
-                sim,
-                cfg,
-                env,
-                "claude-max",
-                "claude",
-                Duration::from_secs(3600),
-            )
-        },
+        import_claude_max,
     )
     .await;
     h.sim.revoke_grant("claude");
@@ -340,16 +344,7 @@ async fn a_failing_token_endpoint_disables_nothing_and_the_refresh_succeeds_when
         ),
         "",
         "full",
-        |sim, cfg, env| {
-            import(
-                sim,
-                cfg,
-                env,
-                "claude-max",
-                "claude",
-                Duration::from_secs(3600),
-            )
-        },
+        import_claude_max,
     )
     .await;
     h.sim.set_token_endpoint(TokenEndpoint::Unavailable);
@@ -455,16 +450,7 @@ async fn a_suspect_whose_token_is_refused_is_refreshed_by_its_probe_and_back_in_
         ),
         "",
         "full",
-        |sim, cfg, env| {
-            import(
-                sim,
-                cfg,
-                env,
-                "claude-max",
-                "claude",
-                Duration::from_secs(3600),
-            )
-        },
+        import_claude_max,
     )
     .await;
     // Every token the provider issues is refused as it arrives: refreshing does not help,
