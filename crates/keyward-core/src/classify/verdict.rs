@@ -58,6 +58,19 @@ impl Class {
         Class::ContentFilter,
     ];
 
+    /// A passing condition of the provider or the path to it (overload, server error,
+    /// timeout, network, rate limit): worth a retry later, the classes that cool.
+    pub const fn is_transient(self) -> bool {
+        matches!(
+            self,
+            Class::Overloaded
+                | Class::ServerError
+                | Class::Timeout
+                | Class::Network
+                | Class::RateLimit
+        )
+    }
+
     /// The stable snake_case name used in config, logs, metrics and JSON.
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -617,14 +617,7 @@ impl Failover {
         failure: Failure,
         spend_on_transient: bool,
     ) -> Step {
-        let transient = matches!(
-            failure.class,
-            Class::Overloaded
-                | Class::ServerError
-                | Class::Timeout
-                | Class::Network
-                | Class::RateLimit
-        );
+        let transient = failure.class.is_transient();
         let wait = self.worth_waiting(s, &failure);
         self.note(failure, &s.cred.id);
         if let Some(wait) = wait {

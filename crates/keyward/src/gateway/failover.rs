@@ -292,18 +292,7 @@ impl Failover {
         // success puts the scope back. Wait for it, briefly, rather than answer 503 for a
         // scope that may be healthy again.
         let on_trial = u.candidates.iter().any(|c| {
-            c.state == "probing"
-                && !c.permanent
-                && c.class.is_some_and(|k| {
-                    matches!(
-                        k,
-                        Class::RateLimit
-                            | Class::Overloaded
-                            | Class::Timeout
-                            | Class::Network
-                            | Class::ServerError
-                    )
-                })
+            c.state == "probing" && !c.permanent && c.class.is_some_and(Class::is_transient)
         });
         if self.waited_trial || !on_trial {
             return false;
